@@ -1,0 +1,73 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// Layers, bottom to top:
+//   CZeroMQ   system library (libzmq 4.3.4 from Debian's libzmq3-dev); only ZeroMQ imports it
+//   ZeroMQ    Swift wrapper: context, sockets, reactor, options, CURVE, ZAP, monitor
+//   CECore    pure values: events, catalog, envelope codec, topics, topology files
+//   CEStore   the durable event store (SQLite through GRDB)
+//   CENode    the node: publishing, subscribing, asking, the event folder, the control endpoint
+//   ce-node   thin executable over CENode; zmq-perf: the wrapper's benchmark
+let package = Package(
+    name: "coordination-bus",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "ZeroMQ", targets: ["ZeroMQ"]),
+        .library(name: "CENode", targets: ["CENode"]),
+        .executable(name: "ce-node", targets: ["ce-node"]),
+        .executable(name: "zmq-perf", targets: ["zmq-perf"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CZeroMQ",
+            pkgConfig: "libzmq",
+            providers: [.apt(["libzmq3-dev"])]
+        ),
+        .target(
+            name: "ZeroMQ",
+            dependencies: [
+                "CZeroMQ",
+                .product(name: "DequeModule", package: "swift-collections"),
+            ]
+        ),
+        .target(
+            name: "CECore",
+            dependencies: [.product(name: "Yams", package: "Yams")]
+        ),
+        .target(
+            name: "CEStore",
+            dependencies: ["CECore", .product(name: "GRDB", package: "GRDB.swift")]
+        ),
+        .target(
+            name: "CENode",
+            dependencies: [
+                "ZeroMQ", "CECore", "CEStore",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "ce-node",
+            dependencies: [
+                "CENode",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "zmq-perf",
+            dependencies: ["ZeroMQ"]
+        ),
+        .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ"]),
+        .testTarget(name: "CECoreTests", dependencies: ["CECore"]),
+        .testTarget(name: "CEStoreTests", dependencies: ["CEStore"]),
+        .testTarget(name: "CENodeTests", dependencies: ["CENode"]),
+    ],
+    swiftLanguageModes: [.v6]
+)
