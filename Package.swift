@@ -7,7 +7,9 @@ import PackageDescription
 //   CECore    pure values: events, catalog, envelope codec, topics, topology files
 //   CEStore   the durable event store (SQLite through GRDB)
 //   CENode    the node: publishing, subscribing, asking, the event folder, the control endpoint
-//   ce-node   thin executable over CENode; zmq-perf: the wrapper's benchmark
+//   ce-node   thin executable over CENode
+//   zmq-perf  the wrapper's benchmark (same modes as shared/bench/zmq_baseline.c)
+//   ce-bench  benchmarks of the store and the bus, printing figures
 let package = Package(
     name: "coordination-bus",
     platforms: [.macOS(.v15)],
@@ -16,6 +18,7 @@ let package = Package(
         .library(name: "CENode", targets: ["CENode"]),
         .executable(name: "ce-node", targets: ["ce-node"]),
         .executable(name: "zmq-perf", targets: ["zmq-perf"]),
+        .executable(name: "ce-bench", targets: ["ce-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -63,6 +66,10 @@ let package = Package(
         .executableTarget(
             name: "zmq-perf",
             dependencies: ["ZeroMQ"]
+        ),
+        .executableTarget(
+            name: "ce-bench",
+            dependencies: ["CENode", "CECore", "CEStore"]
         ),
         .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ"]),
         .testTarget(name: "CECoreTests", dependencies: ["CECore"]),
