@@ -1,1 +1,174 @@
-print("zmq-perf")
+// The ZeroMQ wrapper's benchmark, with the modes, arguments and output lines of
+// shared/bench/zmq_baseline.c so the two can be run side by side:
+//   zmq-perf thr-sub ENDPOINT SIZE COUNT [--blocking]   bind a SUB, count COUNT messages, print msg/s
+//   zmq-perf thr-pub ENDPOINT SIZE COUNT [--blocking]   connect a PUB (no-drop), send COUNT messages
+//   zmq-perf lat-rep ENDPOINT SIZE COUNT [--blocking]   bind a REP, echo COUNT requests
+//   zmq-perf lat-req ENDPOINT SIZE COUNT [--blocking]   connect a REQ, print p50/p99 round trip
+//   zmq-perf idle SECONDS                               ten async sockets, idle: print CPU time used
+// Without --blocking the async API is used (the reactor thread owns the sockets).
+import Foundation
+import Synchronization
+import ZeroMQ
+
+func now() -> Double {
+    var t = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
+}
+
+func cpuSeconds() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    return Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6
+        + Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6
+}
+
+func fail(_ text: String) -> Never {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+    exit(2)
+}
+
+let usage = "usage: zmq-perf thr-sub|thr-pub|lat-rep|lat-req ENDPOINT SIZE COUNT [--blocking]\n       zmq-perf idle SECONDS"
+var args = Array(CommandLine.arguments.dropFirst())
+let blocking = args.contains("--blocking")
+args.removeAll { $0 == "--blocking" }
+if let unknown = args.first(where: { $0.hasPrefix("--") }) { fail("unknown flag \(unknown)\n\(usage)") }
+guard let mode = args.first else { fail(usage) }
+
+if mode == "idle" {
+    guard args.count == 2, let seconds = Double(args[1]) else { fail(usage) }
+    try await idle(seconds: seconds)
+    exit(0)
+}
+guard args.count == 4, let size = Int(args[2]), size >= 0, let count = Int(args[3]), count > 0 else { fail(usage) }
+let endpoint = args[1]
+
+var settings = Context.Settings()
+settings.linger = 60_000  // like the baseline: wait until everything is flushed
+let context = try Context(settings)
+let payload = Message([UInt8](repeating: 0, count: size))
+
+switch mode {
+case "thr-sub": try await threadSub()
+case "thr-pub": try await threadPub()
+case "lat-rep": try await latencyRep()
+case "lat-req": try await latencyReq()
+default: fail("unknown mode \(mode)\n\(usage)")
+}
+fflush(nil)
+_exit(0)
+
+func report(got: Int, seconds: Double) {
+    if got < count { FileHandle.standardError.write(Data("sub: lost \(count - got) of \(count)\n".utf8)) }
+    let rate = Double(got - 1) / seconds
+    print(String(format: "sub: %d msgs of %d B in %.3f s: %.0f msg/s, %.1f MB/s", got, size, seconds, rate, rate * Double(size) / 1e6))
+}
+
+func threadSub() async throws {
+    let sub = try context.socket(.sub)
+    try sub.set(.subscribe([]))
+    try sub.bind(endpoint)
+    if blocking {
+        try sub.set(.receiveTimeout(milliseconds: 3000))
+        while (try? sub.receiveBlocking()) == nil {}
+        let t0 = now()
+        var got = 1
+        while got < count, (try? sub.receiveBlocking()) != nil { got += 1 }
+        report(got: got, seconds: now() - t0)
+        return
+    }
+    // Async: a watchdog closes the socket after 3 s without progress (messages lost).
+    let progress = Atomic<Int>(0)
+    let watchdog = Task {
+        var last = -1
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(3))
+            let seen = progress.load(ordering: .relaxed)
+            if seen == last && seen > 0 { sub.close(); return }
+            last = seen
+        }
+    }
+    var got = 0
+    var t0 = 0.0
+    for try await _ in sub.messages {
+        if got == 0 { t0 = now() }
+        got += 1
+        if got & 1023 == 0 { progress.store(got, ordering: .relaxed) }
+        if got == count { break }
+    }
+    let seconds = now() - t0
+    watchdog.cancel()
+    report(got: got, seconds: seconds)
+}
+
+func threadPub() async throws {
+    let pub = try context.socket(.pub)
+    try pub.set(.publisherNoDrop(true))
+    try pub.connect(endpoint)
+    try await Task.sleep(for: .milliseconds(300))  // let the subscription arrive (slow joiner), as the baseline does
+    if blocking {
+        for _ in 0..<count { try pub.sendBlocking(payload) }
+    } else {
+        for _ in 0..<count { try await pub.send(payload) }
+    }
+    pub.close()
+    await context.shutdown()
+}
+
+func latencyRep() async throws {
+    let rep = try context.socket(.rep)
+    try rep.bind(endpoint)
+    if blocking {
+        for _ in 0..<count { try rep.sendBlocking(try rep.receiveBlocking()) }
+    } else {
+        var served = 0
+        for try await request in rep.messages {
+            try await rep.send(request)
+            served += 1
+            if served == count { break }
+        }
+    }
+    rep.close()
+    await context.shutdown()
+}
+
+func latencyReq() async throws {
+    let req = try context.socket(.req)
+    try req.connect(endpoint)
+    var rtt = [Double](repeating: 0, count: count)
+    for i in 0..<count {
+        let t = now()
+        if blocking {
+            try req.sendBlocking(payload)
+            _ = try req.receiveBlocking()
+        } else {
+            try await req.send(payload)
+            _ = try await req.receive()
+        }
+        rtt[i] = now() - t
+    }
+    rtt.sort()
+    print(String(format: "req/rep rtt %d B x %d: p50 %.1f us p99 %.1f us", size, count, rtt[count / 2] * 1e6, rtt[count * 99 / 100] * 1e6))
+}
+
+func idle(seconds: Double) async throws {
+    let context = try Context()
+    var sockets: [Socket] = []
+    for i in 0..<5 {
+        let rep = try context.socket(.rep)
+        let port = try rep.bind("tcp://127.0.0.1:*")
+        let req = try context.socket(.req)
+        try req.connect(port)
+        sockets += [rep, req]
+        _ = i
+    }
+    // Every socket waits for a message that never comes.
+    let waiters = sockets.filter { $0.type == .rep }.map { socket in Task { try? await socket.receive() } }
+    let cpu0 = cpuSeconds()
+    let t0 = now()
+    try await Task.sleep(for: .seconds(seconds))
+    let cpu = cpuSeconds() - cpu0
+    print(String(format: "idle: 10 sockets, %.1f s wall, %.4f s CPU (%.3f%% of one core)", now() - t0, cpu, cpu / (now() - t0) * 100))
+    for w in waiters { w.cancel() }
+    await context.shutdown()
+}

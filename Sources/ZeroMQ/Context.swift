@@ -1,0 +1,110 @@
+internal import CZeroMQ
+import Foundation
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A ZeroMQ context: the I/O threads, the reactor thread that owns async sockets, and every
+/// socket made from it.
+///
+/// Shut it down with ``shutdown()`` (or let the last reference go): every socket still open
+/// is closed on its owning thread with a bounded linger, then the context is terminated.
+/// Shutdown never hangs on unsent messages or on peers that are gone.
+public final class Context: Sendable {
+    /// Settings for a context; every value has a sane default.
+    public struct Settings: Sendable {
+        /// libzmq I/O threads (ZMQ_IO_THREADS).
+        public var ioThreads = 1
+        /// Linger given to new sockets, and the most any socket may linger when it is closed
+        /// or the context shuts down, in milliseconds.
+        public var linger = 1000
+        /// Messages the reactor reads ahead per async socket before it stops reading (the
+        /// socket's receive high-water mark then pushes back on the peers).
+        public var receiveBatchLimit = 1024
+        /// Messages an async sender may queue per socket before `send` waits.
+        public var sendQueueLimit = 1024
+        /// Sockets the context may have (ZMQ_MAX_SOCKETS).
+        public var maxSockets = 1024
+        public init() {}
+    }
+
+    public let settings: Settings
+    let reactor: Reactor
+    private let nextID = Atomic<Int>(0)
+
+    public init(_ settings: Settings = Settings()) throws(ZMQError) {
+        Context.ignoreSIGPIPE
+        guard let ctx = zmq_ctx_new() else { throw ZMQError.last("zmq_ctx_new") }
+        zmq_ctx_set(ctx, ZMQ_IO_THREADS, Int32(settings.ioThreads))
+        zmq_ctx_set(ctx, ZMQ_MAX_SOCKETS, Int32(settings.maxSockets))
+        self.settings = settings
+        do {
+            self.reactor = try Reactor(context: ctx, shutdownLinger: settings.linger)
+        } catch {
+            zmq_ctx_term(ctx)
+            throw error
+        }
+        reactor.owner = self
+    }
+
+    deinit {
+        // Never wait here (this may run on the cooperative pool): the reactor thread closes
+        // the sockets and terminates the context on its own.
+        reactor.requestStop()
+    }
+
+    /// libzmq does not set MSG_NOSIGNAL everywhere: a peer that vanished must not kill us.
+    private static let ignoreSIGPIPE: Void = { signal(SIGPIPE, SIG_IGN) }()
+
+    /// Makes a socket. It is owned by this context and closed by its shutdown at the latest.
+    public func socket(_ type: SocketType) throws(ZMQError) -> Socket {
+        guard !reactor.isFinished else {
+            throw ZMQError(code: .terminated, operation: "socket", message: "the context was shut down")
+        }
+        guard let handle = zmq_socket(reactor.context, type.rawValue) else { throw ZMQError.last("zmq_socket(\(type))") }
+        var linger = Int32(settings.linger)
+        zmq_setsockopt(handle, ZMQ_LINGER, &linger, MemoryLayout<Int32>.size)
+        let core = SocketCore(
+            type: type, handle: handle, reactor: reactor,
+            receiveLimit: max(1, settings.receiveBatchLimit), sendLimit: max(1, settings.sendQueueLimit),
+            maxLinger: settings.linger)
+        reactor.openSockets.withLock { $0[ObjectIdentifier(core)] = core }
+        return Socket(core: core)
+    }
+
+    /// Closes every socket and terminates the context, waiting until that is done (at most
+    /// about the linger time). Call from a thread you own; async code uses ``shutdown()``.
+    public func shutdownBlocking() {
+        reactor.requestStop()
+        reactor.waitUntilFinished()
+    }
+
+    /// Closes every socket and terminates the context without blocking a cooperative thread.
+    public func shutdown() async {
+        reactor.requestStop()
+        if reactor.isFinished { return }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            Thread.detachNewThread { [reactor] in
+                reactor.waitUntilFinished()
+                continuation.resume()
+            }
+        }
+    }
+
+    /// A unique inproc endpoint name for internal plumbing (monitors).
+    func uniqueInprocEndpoint(_ prefix: String) -> String {
+        let n = nextID.wrappingAdd(1, ordering: .relaxed).newValue
+        return "inproc://\(prefix)-\(ObjectIdentifier(self).hashValue)-\(n)"
+    }
+
+    /// libzmq's version as (major, minor, patch).
+    public static var version: (major: Int, minor: Int, patch: Int) {
+        var major: Int32 = 0, minor: Int32 = 0, patch: Int32 = 0
+        zmq_version(&major, &minor, &patch)
+        return (Int(major), Int(minor), Int(patch))
+    }
+
+    /// Whether libzmq was built with a capability ("curve", "ipc", "draft", ...).
+    public static func has(_ capability: String) -> Bool { zmq_has(capability) != 0 }
+}

@@ -1,0 +1,212 @@
+internal import CZeroMQ
+import Foundation
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The thread that owns a context's async sockets.
+///
+/// It blocks in `zmq_poll` over the sockets that have work (a waiting receiver, queued
+/// sends) plus an eventfd, and runs commands queued from any thread. Other threads queue a
+/// command or touch a socket's queues, then `wake()` it: the eventfd is written at most once
+/// per poll, however many threads call `wake()`.
+final class Reactor: @unchecked Sendable {
+    // @unchecked Sendable: `registered`, `pollItems`, `pollOwners`, `scratch` and `stopping`
+    // are touched only by the reactor thread; `commands` is behind a Mutex and `wakePending`
+    // is atomic; `context` and `wakeFD` are immutable after init.
+    let context: UnsafeMutableRawPointer
+    private let wakeFD: Int32
+    private let commands = Mutex<CommandQueue>(CommandQueue())
+    private let wakePending = Atomic<Bool>(false)
+    private let finished = Mutex<Bool>(false)
+    private let finishedCondition = NSCondition()
+    private var registered: [ObjectIdentifier: SocketCore] = [:]
+    private var pollItems: [zmq_pollitem_t] = []
+    private var pollOwners: [SocketCore] = []
+    private var stopping = false
+    private var thread: Thread!
+    /// Every socket of the context that is still open, async or not (any thread).
+    let openSockets = Mutex<[ObjectIdentifier: SocketCore]>([:])
+    /// The context, for sockets that make helper sockets (monitors); nil once it is gone.
+    weak var owner: Context?
+    /// Set while a ZAP authenticator is bound: CURVE servers may bind only then.
+    let hasAuthenticator = Atomic<Bool>(false)
+    /// Bounded linger applied to every socket still open at shutdown.
+    let shutdownLinger: Int
+
+    init(context: UnsafeMutableRawPointer, shutdownLinger: Int) throws(ZMQError) {
+        self.context = context
+        self.shutdownLinger = shutdownLinger
+        let fd = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
+        guard fd >= 0 else { throw ZMQError(code: .init(rawValue: errno), operation: "eventfd") }
+        self.wakeFD = fd
+        let thread = Thread { [self] in self.run() }
+        thread.name = "zmq-reactor"
+        thread.stackSize = 1 << 20
+        self.thread = thread
+        thread.start()
+    }
+
+    deinit {
+        close(wakeFD)
+    }
+
+    var isReactorThread: Bool { Thread.current === thread }
+
+    struct CommandQueue {
+        var pending: [@Sendable (Reactor) -> Void] = []
+        /// Set once the thread has stopped: later commands run on the caller's thread and
+        /// find every socket closed.
+        var stopped = false
+    }
+
+    /// Queues work for the reactor thread and wakes it.
+    func submit(_ command: @escaping @Sendable (Reactor) -> Void) {
+        let queued = commands.withLock { queue -> Bool in
+            if queue.stopped { return false }
+            queue.pending.append(command)
+            return true
+        }
+        if queued { wake() } else { command(self) }
+    }
+
+    /// Runs `body` on the reactor thread and waits for its result (inline when already there).
+    /// For short control operations only (bind, connect, options).
+    func runSync<T: Sendable>(_ body: @escaping @Sendable (Reactor) throws(ZMQError) -> T) throws(ZMQError) -> T {
+        if isReactorThread { return try body(self) }
+        let box = ResultBox<T>()
+        submit { reactor in
+            do { box.complete(.success(try body(reactor))) } catch let error as ZMQError {
+                box.complete(.failure(error))
+            } catch { box.complete(.failure(ZMQError(code: .invalidArgument, operation: "reactor", message: "\(error)"))) }
+        }
+        return try box.wait().get()
+    }
+
+    /// Wakes the reactor from `zmq_poll`; cheap when a wake is already pending.
+    func wake() {
+        if wakePending.exchange(true, ordering: .acquiringAndReleasing) { return }
+        var one: UInt64 = 1
+        _ = write(wakeFD, &one, 8)
+    }
+
+    func register(_ core: SocketCore) {
+        if core.handle != nil { registered[ObjectIdentifier(core)] = core }
+    }
+
+    func unregister(_ core: SocketCore) {
+        registered[ObjectIdentifier(core)] = nil
+    }
+
+    /// Asks the thread to close everything and terminate the context; returns at once.
+    func requestStop() {
+        submit { reactor in reactor.stopping = true }
+    }
+
+    /// Blocks until the reactor thread has terminated the context.
+    func waitUntilFinished() {
+        finishedCondition.lock()
+        while !finished.withLock({ $0 }) { finishedCondition.wait() }
+        finishedCondition.unlock()
+    }
+
+    var isFinished: Bool { finished.withLock { $0 } }
+
+    private func run() {
+        while true {
+            let batch = commands.withLock { queue -> [@Sendable (Reactor) -> Void] in
+                let taken = queue.pending
+                queue.pending.removeAll(keepingCapacity: true)
+                return taken
+            }
+            for command in batch { command(self) }
+            if stopping { break }
+
+            pollItems.removeAll(keepingCapacity: true)
+            pollOwners.removeAll(keepingCapacity: true)
+            pollItems.append(zmq_pollitem_t(socket: nil, fd: wakeFD, events: Int16(ZMQ_POLLIN), revents: 0))
+            var retrySoon = false
+            for core in registered.values {
+                let (events, retry) = core.prepareForPoll()
+                retrySoon = retrySoon || retry
+                if events != 0 {
+                    pollItems.append(zmq_pollitem_t(socket: core.handle, fd: 0, events: events, revents: 0))
+                    pollOwners.append(core)
+                }
+            }
+            // Work queued while we flushed or drained: look again before sleeping.
+            let timeout: Int = wakePending.load(ordering: .acquiring) ? 0 : (retrySoon ? 1 : -1)
+            let rc = zmq_poll(&pollItems, Int32(pollItems.count), timeout)
+            if rc < 0 {
+                let code = zmq_errno()
+                if code == EINTR { continue }
+                // ETERM cannot happen while we own the context; anything else is a bug in the
+                // poll set (a closed socket): drop nothing, re-scan.
+                continue
+            }
+            if pollItems[0].revents & Int16(ZMQ_POLLIN) != 0 {
+                var value: UInt64 = 0
+                _ = read(wakeFD, &value, 8)
+                wakePending.store(false, ordering: .releasing)
+            }
+            if rc == 0 { continue }
+            for index in 1..<pollItems.count {
+                let revents = pollItems[index].revents
+                if revents == 0 { continue }
+                let core = pollOwners[index - 1]
+                if revents & Int16(ZMQ_POLLOUT) != 0 { core.flush() }
+                if revents & Int16(ZMQ_POLLIN) != 0 { core.drain() }
+            }
+        }
+        shutdownAll()
+    }
+
+    /// Closes every socket on this thread with a bounded linger, then terminates the context.
+    private func shutdownAll() {
+        for core in registered.values {
+            core.closeOnOwner(linger: shutdownLinger, reason: .terminated)
+        }
+        registered.removeAll()
+        // Blocking-mode sockets are owned by their callers' threads: make their calls return
+        // ETERM, then close them once their calls have let go.
+        zmq_ctx_shutdown(context)
+        let others = openSockets.withLock { Array($0.values) }
+        for core in others { core.closeFromOtherOwner() }
+        while zmq_ctx_term(context) != 0 && zmq_errno() == EINTR {}
+        // Commands queued after the stop would wait forever: run them now; they find every
+        // socket closed and fail with a clear error.
+        let late = commands.withLock { queue in
+            let taken = queue.pending
+            queue.pending.removeAll()
+            queue.stopped = true
+            return taken
+        }
+        for command in late { command(self) }
+        finishedCondition.lock()
+        finished.withLock { $0 = true }
+        finishedCondition.broadcast()
+        finishedCondition.unlock()
+    }
+}
+
+/// A one-shot result handed from the reactor thread to a waiting thread.
+final class ResultBox<T: Sendable>: @unchecked Sendable {
+    // @unchecked Sendable: `result` is read and written only while `condition` is locked.
+    private let condition = NSCondition()
+    private var result: Result<T, ZMQError>?
+
+    func complete(_ value: Result<T, ZMQError>) {
+        condition.lock()
+        result = value
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    func wait() -> Result<T, ZMQError> {
+        condition.lock()
+        defer { condition.unlock() }
+        while result == nil { condition.wait() }
+        return result!
+    }
+}

@@ -1,0 +1,358 @@
+internal import CZeroMQ
+import DequeModule
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The shared state of one socket: its libzmq handle, its queues and who owns it.
+///
+/// Ownership of the handle (libzmq sockets are not thread-safe):
+/// - `idle`: not yet used for sending or receiving; control operations (bind, options) run
+///   on the caller's thread while `handleLock` is held.
+/// - `async`: the reactor thread owns it; every libzmq call runs there.
+/// - `blocking`: the caller's thread owns it, one call at a time under `handleLock`.
+/// Handing the handle from one owner to the next goes through a lock, which gives libzmq
+/// the full memory barrier it asks for when a socket moves between threads.
+final class SocketCore: @unchecked Sendable {
+    // @unchecked Sendable: `handle` is read and written only by its current owner as described
+    // above; everything else mutable is inside `state` (a Mutex) or immutable.
+    let type: SocketType
+    unowned let reactor: Reactor
+    var handle: UnsafeMutableRawPointer?
+    let handleLock = Mutex<Void>(())
+    let state = Mutex<State>(State())
+    /// Messages the reactor reads ahead for async receivers (bounded so high-water marks apply).
+    let receiveLimit: Int
+    /// Messages an async sender may queue without waiting for the reactor.
+    let sendLimit: Int
+    let maxLinger: Int
+    /// For the ZAP authenticator: requests are answered on the reactor thread as they arrive.
+    var inlineHandler: (@Sendable (Message) -> Message)?
+    /// One `zmq_msg_t` for receiving, used only by the handle's owner (heap, never copied).
+    private let scratch = UnsafeMutablePointer<zmq_msg_t>.allocate(capacity: 1)
+    /// PUB and XPUB report POLLOUT even at the high-water mark (a no-drop publisher then says
+    /// EAGAIN): the reactor waits for room in a short timed send instead of polling for it.
+    var pollOutIsMeaningless: Bool { type == .pub || type == .xpub }
+
+    enum Mode { case idle, async, blocking, closed }
+
+    struct Outgoing {
+        var message: Message
+        var nextFrame = 0
+        var continuation: CheckedContinuation<Void, any Error>?
+    }
+
+    enum Waiter {
+        case one(UInt64, CheckedContinuation<Message, any Error>)
+        case batch(UInt64, CheckedContinuation<[Message], any Error>)
+        var id: UInt64 {
+            switch self {
+            case .one(let id, _), .batch(let id, _): id
+            }
+        }
+    }
+
+    struct State {
+        var mode = Mode.idle
+        var closeReason: ZMQError?
+        var inbox = Deque<Message>()
+        var waiters = Deque<Waiter>()
+        var cancelledWaiters = Set<UInt64>()
+        var nextWaiterID: UInt64 = 0
+        /// Set once someone receives asynchronously: from then on the reactor reads ahead.
+        var receiving = false
+        var outbox = Deque<Outgoing>()
+        /// True while the reactor has been told about queued sends it has not yet taken.
+        var flushScheduled = false
+        var isCurveServer = false
+        var monitors: [Socket] = []
+        /// Sends that libzmq refused after `send` had returned (unconfirmed socket types).
+        var failedSends = 0
+        var lastSendError: ZMQError?
+    }
+
+    init(type: SocketType, handle: UnsafeMutableRawPointer, reactor: Reactor, receiveLimit: Int, sendLimit: Int, maxLinger: Int) {
+        self.type = type
+        self.handle = handle
+        self.reactor = reactor
+        self.receiveLimit = receiveLimit
+        self.sendLimit = sendLimit
+        self.maxLinger = maxLinger
+    }
+
+    deinit {
+        scratch.deallocate()
+    }
+
+    func closedError(_ operation: String) -> ZMQError {
+        state.withLock { $0.closeReason } .map { ZMQError(code: $0.code, operation: operation, message: $0.message) }
+            ?? ZMQError(code: .closed, operation: operation, message: "socket is closed")
+    }
+
+    // MARK: Control operations (any thread)
+
+    /// Runs a short libzmq call on the handle's current owner.
+    func control<T: Sendable>(_ operation: String, _ body: @escaping @Sendable (UnsafeMutableRawPointer) throws(ZMQError) -> T) throws(ZMQError) -> T {
+        let direct: Result<T, ZMQError>? = handleLock.withLock { _ in
+            switch state.withLock({ $0.mode }) {
+            case .async: return nil
+            case .closed: return .failure(closedError(operation))
+            case .idle, .blocking:
+                guard let handle else { return .failure(closedError(operation)) }
+                do throws(ZMQError) { return .success(try body(handle)) } catch { return .failure(error) }
+            }
+        }
+        if let direct { return try direct.get() }
+        return try reactor.runSync { [self] _ throws(ZMQError) in
+            guard let handle else { throw closedError(operation) }
+            return try body(handle)
+        }
+    }
+
+    /// Moves an idle socket to the reactor. Throws when a blocking caller owns it.
+    func enterAsyncMode(_ operation: String) throws(ZMQError) {
+        let mode = state.withLock { $0.mode }
+        if mode == .async { return }
+        try handleLock.withLock { _ throws(ZMQError) in
+            let current = state.withLock { s -> Mode in
+                if s.mode == .idle { s.mode = .async }
+                return s.mode
+            }
+            switch current {
+            case .async:
+                reactor.submit { [self] reactor in reactor.register(self) }
+            case .blocking:
+                throw ZMQError(code: .busy, operation: operation, message: "the socket is used with blocking calls; use a separate socket for async calls")
+            case .closed, .idle:
+                throw closedError(operation)
+            }
+        }
+    }
+
+    // MARK: Reactor side
+
+    /// Flushes queued sends and tells which poll events the socket needs, and whether the
+    /// reactor should come back soon (a publisher at its high-water mark).
+    func prepareForPoll() -> (events: Int16, retrySoon: Bool) {
+        guard handle != nil else { return (0, false) }
+        let hasOutgoing = state.withLock { !$0.outbox.isEmpty }
+        if hasOutgoing { flush(waitMillis: pollOutIsMeaningless ? 1 : 0) }
+        return state.withLock { s in
+            var events: Int16 = 0
+            var retry = false
+            if !s.outbox.isEmpty {
+                if pollOutIsMeaningless { retry = true } else { events |= Int16(ZMQ_POLLOUT) }
+            }
+            if s.receiving && s.inbox.count < receiveLimit { events |= Int16(ZMQ_POLLIN) }
+            return (events, retry)
+        }
+    }
+
+    enum SendOutcome { case sent, again, failed(ZMQError) }
+
+    /// Sends one queued message, resuming at `nextFrame`: without blocking, or waiting up to
+    /// the socket's send timeout when `wait` is set.
+    func sendNow(_ item: inout Outgoing, handle: UnsafeMutableRawPointer, wait: Bool = false) -> SendOutcome {
+        let count = item.message.count
+        while item.nextFrame < count {
+            let last = item.nextFrame == count - 1
+            let flags = (wait ? 0 : ZMQ_DONTWAIT) | (last ? 0 : ZMQ_SNDMORE)
+            let rc = item.message[item.nextFrame].bytes.withUnsafeBytes {
+                zmq_send(handle, $0.baseAddress, $0.count, flags)
+            }
+            if rc < 0 {
+                let code = zmq_errno()
+                if code == EAGAIN { return .again }
+                if code == EINTR { continue }
+                return .failed(ZMQError(code: .init(rawValue: code), operation: "send"))
+            }
+            item.nextFrame += 1
+        }
+        return .sent
+    }
+
+    /// Sends what is queued until libzmq says EAGAIN; with `waitMillis`, first waits that
+    /// long for room (a timed send) before giving up. Reactor thread only.
+    func flush(waitMillis: Int = 0) {
+        guard let handle else { return }
+        var waited = false
+        var pending = state.withLock { s -> Deque<Outgoing> in
+            s.flushScheduled = false
+            let taken = s.outbox
+            s.outbox.removeAll(keepingCapacity: true)
+            return taken
+        }
+        var completions: [(CheckedContinuation<Void, any Error>, ZMQError?)] = []
+        var failures: [ZMQError] = []
+        sending: while !pending.isEmpty {
+            switch sendNow(&pending[pending.startIndex], handle: handle) {
+            case .sent:
+                let item = pending.removeFirst()
+                if let c = item.continuation { completions.append((c, nil)) }
+            case .failed(let error):
+                let item = pending.removeFirst()
+                if let c = item.continuation { completions.append((c, error)) } else { failures.append(error) }
+            case .again:
+                guard waitMillis > 0 && !waited else { break sending }
+                waited = true
+                var timeout = Int32(waitMillis)
+                zmq_setsockopt(handle, ZMQ_SNDTIMEO, &timeout, MemoryLayout<Int32>.size)
+                if case .sent = sendNow(&pending[pending.startIndex], handle: handle, wait: true) { waited = false }
+            }
+        }
+        if !pending.isEmpty || !failures.isEmpty {
+            state.withLock { s in
+                s.outbox.prepend(contentsOf: pending)
+                s.failedSends += failures.count
+                if let last = failures.last { s.lastSendError = last }
+            }
+        }
+        for (continuation, error) in completions {
+            if let error { continuation.resume(throwing: error) } else { continuation.resume() }
+        }
+    }
+
+    /// Reads waiting messages without blocking and hands them to receivers. Reactor thread only.
+    func drain() {
+        guard let handle else { return }
+        if let inlineHandler {
+            // Request-reply served on this thread (REP): receive one, answer it, repeat.
+            while case .message(let request) = receiveNow(handle: handle) {
+                var reply = Outgoing(message: inlineHandler(request))
+                _ = sendNow(&reply, handle: handle)
+            }
+            return
+        }
+        let room = receiveLimit - state.withLock { $0.inbox.count }
+        guard room > 0 else { return }
+        var batch: [Message] = []
+        batch.reserveCapacity(min(room, 256))
+        loop: while batch.count < room {
+            switch receiveNow(handle: handle) {
+            case .message(let m): batch.append(m)
+            case .again: break loop
+            case .failed(let error):
+                state.withLock { $0.lastSendError = error }
+                break loop
+            }
+        }
+        if batch.isEmpty { return }
+        deliver(batch)
+    }
+
+    enum ReceiveOutcome { case message(Message), again, failed(ZMQError) }
+
+    /// Receives one whole multipart message without blocking. Owner thread only.
+    func receiveNow(handle: UnsafeMutableRawPointer, flags: Int32 = ZMQ_DONTWAIT) -> ReceiveOutcome {
+        let msg = scratch
+        var frames: [Frame] = []
+        while true {
+            zmq_msg_init(msg)
+            var rc = zmq_msg_recv(msg, handle, frames.isEmpty ? flags : 0)
+            // Later parts of a multipart message are already here: retry them on EINTR.
+            while rc < 0 && zmq_errno() == EINTR && !frames.isEmpty { rc = zmq_msg_recv(msg, handle, 0) }
+            if rc < 0 {
+                let code = zmq_errno()
+                zmq_msg_close(msg)
+                if code == EAGAIN { return .again }
+                return .failed(ZMQError(code: .init(rawValue: code), operation: "receive"))
+            }
+            let size = zmq_msg_size(msg)
+            let data = zmq_msg_data(msg)
+            let bytes = [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
+                if size > 0 { buffer.baseAddress!.update(from: data!.assumingMemoryBound(to: UInt8.self), count: size) }
+                count = size
+            }
+            let more = zmq_msg_more(msg) != 0
+            zmq_msg_close(msg)
+            if frames.isEmpty && !more { return .message(Message(Frame(bytes))) }
+            frames.append(Frame(bytes))
+            if !more { break }
+        }
+        return .message(Message(frames))
+    }
+
+    /// Hands received messages to waiting receivers, the rest to the inbox.
+    func deliver(_ batch: [Message]) {
+        var wakeups: [(Waiter, [Message])] = []
+        state.withLock { s in
+            s.inbox.append(contentsOf: batch)
+            while !s.inbox.isEmpty, let waiter = s.waiters.first {
+                s.waiters.removeFirst()
+                switch waiter {
+                case .one: wakeups.append((waiter, [s.inbox.removeFirst()]))
+                case .batch:
+                    wakeups.append((waiter, Array(s.inbox)))
+                    s.inbox.removeAll(keepingCapacity: true)
+                }
+            }
+        }
+        for (waiter, messages) in wakeups {
+            switch waiter {
+            case .one(_, let c): c.resume(returning: messages[0])
+            case .batch(_, let c): c.resume(returning: messages)
+            }
+        }
+    }
+
+    /// Closes the handle on the reactor thread (or after the context stopped).
+    func closeOnOwner(linger: Int?, reason: ZMQError.Code) {
+        guard let handle else { return }
+        // Hand what is still queued to libzmq, waiting at most the linger time for room.
+        let bound = linger ?? maxLinger
+        let deadline = ContinuousClock.now + .milliseconds(bound)
+        while state.withLock({ !$0.outbox.isEmpty }) && ContinuousClock.now < deadline {
+            flush(waitMillis: 10)
+        }
+        boundLinger(handle, to: bound)
+        zmq_close(handle)
+        self.handle = nil
+        reactor.unregister(self)
+        finishClose(reason: reason)
+    }
+
+    /// Closes a socket that the reactor does not own, once its blocking caller has let go.
+    func closeFromOtherOwner() {
+        handleLock.withLock { _ in
+            guard let handle else { return }
+            boundLinger(handle, to: 0)
+            zmq_close(handle)
+            self.handle = nil
+        }
+        finishClose(reason: .terminated)
+    }
+
+    private func boundLinger(_ handle: UnsafeMutableRawPointer, to bound: Int) {
+        var linger: Int32 = -1
+        var size = MemoryLayout<Int32>.size
+        zmq_getsockopt(handle, ZMQ_LINGER, &linger, &size)
+        if linger < 0 || Int(linger) > bound {
+            var value = Int32(bound)
+            zmq_setsockopt(handle, ZMQ_LINGER, &value, MemoryLayout<Int32>.size)
+        }
+    }
+
+    func finishClose(reason: ZMQError.Code) {
+        let error = ZMQError(
+            code: reason, operation: "socket",
+            message: reason == .terminated ? "the context was shut down" : "socket is closed")
+        let (waiters, outbox) = state.withLock { s -> (Deque<Waiter>, Deque<Outgoing>) in
+            s.mode = .closed
+            if s.closeReason == nil { s.closeReason = error }
+            let taken = (s.waiters, s.outbox)
+            s.waiters.removeAll()
+            s.outbox.removeAll()
+            s.inbox.removeAll()
+            return taken
+        }
+        reactor.openSockets.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(self)) }
+        for waiter in waiters {
+            switch waiter {
+            case .one(_, let c): c.resume(throwing: error)
+            case .batch(_, let c): c.resume(throwing: error)
+            }
+        }
+        for item in outbox { item.continuation?.resume(throwing: error) }
+    }
+}

@@ -1,0 +1,113 @@
+import Foundation
+import Testing
+import ZeroMQ
+
+@Suite("Every pattern over every transport")
+struct PatternTests {
+    @Test(arguments: Transport.allCases)
+    func publishSubscribeWithPrefixFilter(transport: Transport) async throws {
+        let context = try Context()
+        let pub = try context.socket(.pub)
+        let sub = try context.socket(.sub)
+        try sub.set(.subscribe(Array("plan_ready/".utf8)))
+        try link(pub, sub, over: transport)
+        // Slow joiner: publish a probe until the subscription has arrived.
+        let received = try await within(5, "first subscribed message") {
+            while true {
+                try await pub.send(Frame("plan_ready/planner"), Frame("probe"))
+                if let m = try? await sub.receive(timeout: .milliseconds(50)) { return m }
+            }
+        }
+        #expect(received[0].string == "plan_ready/planner")
+        // Drain probes, then check that a prefix that is not ours is filtered out.
+        while (try? await sub.receive(timeout: .milliseconds(20))) != nil {}
+        try await pub.send(Frame("plan_ready_v2/planner"), Frame("not for us"))
+        try await pub.send(Frame("plan_ready/planner"), Frame("for us"))
+        let next = try await sub.receive(timeout: .seconds(5))
+        #expect(text(next) == "plan_ready/planner|for us")
+        await context.shutdown()
+    }
+
+    @Test(arguments: Transport.allCases)
+    func requestReply(transport: Transport) async throws {
+        let context = try Context()
+        let rep = try context.socket(.rep)
+        let req = try context.socket(.req)
+        try link(rep, req, over: transport)
+        let server = Task {
+            for _ in 0..<10 {
+                let request = try await rep.receive()
+                try await rep.send(Message(Frame("re: " + (request[0].string ?? ""))))
+            }
+        }
+        for i in 0..<10 {
+            try await req.send(Message("q\(i)"))
+            let reply = try await req.receive(timeout: .seconds(5))
+            #expect(reply[0].string == "re: q\(i)")
+        }
+        try await server.value
+        await context.shutdown()
+    }
+
+    @Test(arguments: Transport.allCases)
+    func pushPullPipeline(transport: Transport) async throws {
+        let context = try Context()
+        let pull = try context.socket(.pull)
+        let push = try context.socket(.push)
+        try link(pull, push, over: transport)
+        for i in 0..<1000 { try await push.send(Message("\(i)")) }
+        var got: [Int] = []
+        for try await m in pull.messages {
+            got.append(Int(m[0].string!)!)
+            if got.count == 1000 { break }
+        }
+        #expect(got == Array(0..<1000))
+        await context.shutdown()
+    }
+
+    @Test(arguments: Transport.allCases)
+    func dealerRouter(transport: Transport) async throws {
+        let context = try Context()
+        let router = try context.socket(.router)
+        let dealer = try context.socket(.dealer)
+        try dealer.set(.routingID(Array("builder-1".utf8)))
+        try link(router, dealer, over: transport)
+        try await dealer.send(Frame("hello"))
+        let incoming = try await router.receive(timeout: .seconds(5))
+        #expect(incoming.count == 2)
+        #expect(incoming[0].string == "builder-1")
+        try await router.send(Message([incoming[0], Frame("welcome")]))
+        let reply = try await dealer.receive(timeout: .seconds(5))
+        #expect(text(reply) == "welcome")
+        await context.shutdown()
+    }
+
+    @Test(arguments: Transport.allCases)
+    func pair(transport: Transport) async throws {
+        let context = try Context()
+        let a = try context.socket(.pair)
+        let b = try context.socket(.pair)
+        try link(a, b, over: transport)
+        try await b.send(Message("ping"))
+        #expect(text(try await a.receive(timeout: .seconds(5))) == "ping")
+        try await a.send(Message("pong"))
+        #expect(text(try await b.receive(timeout: .seconds(5))) == "pong")
+        await context.shutdown()
+    }
+
+    @Test(arguments: Transport.allCases)
+    func xpubSeesSubscriptionsFromXsub(transport: Transport) async throws {
+        let context = try Context()
+        let xpub = try context.socket(.xpub)
+        let xsub = try context.socket(.xsub)
+        try link(xpub, xsub, over: transport)
+        // An XSUB subscribes by sending \u{1} + prefix.
+        try await xsub.send(Message([1] + Array("build_ready/".utf8)))
+        let subscription = try await xpub.receive(timeout: .seconds(5))
+        #expect(subscription[0].bytes == [1] + Array("build_ready/".utf8))
+        try await xpub.send(Frame("build_ready/builder"), Frame("x"))
+        let event = try await xsub.receive(timeout: .seconds(5))
+        #expect(text(event) == "build_ready/builder|x")
+        await context.shutdown()
+    }
+}

@@ -1,0 +1,281 @@
+import Foundation
+import Synchronization
+import Testing
+import ZeroMQ
+
+@Suite("Messages, concurrency, cancellation, shutdown")
+struct RobustnessTests {
+    @Test func multipartAndFourMebibyteFramesArriveWhole() async throws {
+        let context = try Context()
+        let pull = try context.socket(.pull)
+        let push = try context.socket(.push)
+        try link(pull, push, over: .tcp)
+        let big = (0..<(4 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        let message = Message([Frame("header"), Frame([]), Frame(big), Frame("trailer")])
+        try await push.send(message)
+        let received = try await pull.receive(timeout: .seconds(10))
+        #expect(received.count == 4)
+        #expect(received[2].count == 4 << 20)
+        #expect(received == message)
+        await context.shutdown()
+    }
+
+    @Test func manyTasksSendingOnOneSocketLoseNothingAndKeepTheirOrder() async throws {
+        let context = try Context()
+        let pull = try context.socket(.pull)
+        let push = try context.socket(.push)
+        try link(pull, push, over: .tcp)
+        let tasks = 16, perTask = 500
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for t in 0..<tasks {
+                group.addTask {
+                    for i in 0..<perTask { try await push.send(Frame("\(t)"), Frame("\(i)")) }
+                }
+            }
+            try await group.waitForAll()
+        }
+        var next = [Int](repeating: 0, count: tasks)
+        var total = 0
+        for try await m in pull.messages {
+            let t = Int(m[0].string!)!, i = Int(m[1].string!)!
+            #expect(i == next[t], "task \(t) out of order")
+            next[t] = i + 1
+            total += 1
+            if total == tasks * perTask { break }
+        }
+        #expect(next == [Int](repeating: perTask, count: tasks))
+        await context.shutdown()
+    }
+
+    @Test func cancellingAWaitingReceiveEndsItAndTheSocketStaysUsable() async throws {
+        let context = try Context()
+        let pull = try context.socket(.pull)
+        let push = try context.socket(.push)
+        try link(pull, push, over: .inproc)
+        let waiting = Task { try await pull.receive() }
+        try await Task.sleep(for: .milliseconds(20))  // let it start waiting; the result does not depend on it
+        waiting.cancel()
+        await #expect(throws: CancellationError.self) { try await waiting.value }
+        try await push.send(Message("after"))
+        #expect(text(try await pull.receive(timeout: .seconds(5))) == "after")
+        await context.shutdown()
+    }
+
+    @Test func breakingOutOfTheSequenceKeepsUnreadMessages() async throws {
+        let context = try Context()
+        let pull = try context.socket(.pull)
+        let push = try context.socket(.push)
+        try link(pull, push, over: .inproc)
+        for i in 0..<100 { try await push.send(Message("\(i)")) }
+        try await eventually(5, "a batch is waiting") { true }
+        var firstTen: [String] = []
+        for try await m in pull.messages {
+            firstTen.append(text(m))
+            if firstTen.count == 10 { break }
+        }
+        var rest: [String] = []
+        for try await m in pull.messages {
+            rest.append(text(m))
+            if rest.count == 90 { break }
+        }
+        #expect(firstTen + rest == (0..<100).map { "\($0)" })
+        await context.shutdown()
+    }
+
+    @Test func shutdownWithMessagesInFlightAndNoPeerDoesNotHang() async throws {
+        var settings = Context.Settings()
+        settings.linger = 200
+        let context = try Context(settings)
+        let push = try context.socket(.push)
+        try push.connect("tcp://127.0.0.1:1")  // nobody listens there
+        let dealer = try context.socket(.dealer)
+        try dealer.set(.linger(milliseconds: -1))  // asks for forever: shutdown bounds it
+        try dealer.connect("tcp://127.0.0.1:1")
+        // The queue fills and a sender waits for room that never comes.
+        let sender = Task {
+            for i in 0..<5000 { try await push.send(Message("\(i)")) }
+        }
+        try await within(10, "context shutdown") { await context.shutdown() }
+        let result = await sender.result
+        if case .failure(let error as ZMQError) = result {
+            #expect(error.code == .terminated || error.code == .closed)
+        }
+    }
+
+    @Test func shutdownWithPeerGoneAndReceiversWaiting() async throws {
+        let server = try Context()
+        let client = try Context()
+        let rep = try server.socket(.rep)
+        let req = try client.socket(.req)
+        try link(rep, req, over: .tcp)
+        try await req.send(Message("hello?"))
+        _ = try await rep.receive(timeout: .seconds(5))
+        try await within(5, "server shutdown") { await server.shutdown() }
+        // The reply will never come; a receiver waiting on it is released by the shutdown.
+        let waiting = Task { try await req.receive() }
+        try await within(5, "client shutdown") { await client.shutdown() }
+        await #expect(throws: ZMQError.self) { try await waiting.value }
+    }
+
+    @Test func requestWhoseReplyNeverComesTimesOutThenAFreshSocketWorks() async throws {
+        let context = try Context()
+        let rep = try context.socket(.rep)
+        let endpoint = try rep.bind("tcp://127.0.0.1:*")
+        let silent = try context.socket(.req)
+        try silent.connect(endpoint)
+        try await silent.send(Message("lost question"))
+        _ = try await rep.receive(timeout: .seconds(5))  // received, never answered
+        await #expect {
+            _ = try await silent.receive(timeout: .milliseconds(200))
+        } throws: { ($0 as? ZMQError)?.code == .again }
+        // REQ lockstep: sending again is a state error, reported at the call.
+        await #expect {
+            try await silent.send(Message("again"))
+        } throws: { ($0 as? ZMQError)?.code == .invalidState }
+        silent.close()
+        // Lazy Pirate: a fresh socket. The REP still owes a reply to the old peer: answer it.
+        try await rep.send(Message("late answer"))
+        let fresh = try context.socket(.req)
+        try fresh.connect(endpoint)
+        try await fresh.send(Message("retry"))
+        #expect(text(try await rep.receive(timeout: .seconds(5))) == "retry")
+        try await rep.send(Message("answer"))
+        #expect(text(try await fresh.receive(timeout: .seconds(5))) == "answer")
+        await context.shutdown()
+    }
+
+    @Test func relaxedCorrelatedRequestCanResendOnTheSameSocket() async throws {
+        let context = try Context()
+        let rep = try context.socket(.rep)
+        let req = try context.socket(.req)
+        try req.set([.requestRelaxed(true), .requestCorrelate(true)])
+        try link(rep, req, over: .tcp)
+        try await req.send(Message("first"))
+        _ = try await rep.receive(timeout: .seconds(5))
+        // The reply is late: the requester asks again on the same socket...
+        try await req.send(Message("second"))
+        // ...and the stale reply to the first question, when it comes, is discarded.
+        try await rep.send(Message("reply to first"))
+        #expect(text(try await rep.receive(timeout: .seconds(5))) == "second")
+        try await rep.send(Message("reply to second"))
+        #expect(text(try await req.receive(timeout: .seconds(5))) == "reply to second")
+        await context.shutdown()
+    }
+
+    @Test func routerMandatoryReportsAnUnknownPeerAtSend() async throws {
+        let context = try Context()
+        let router = try context.socket(.router)
+        try router.set(.routerMandatory(true))
+        try router.bind("tcp://127.0.0.1:*")
+        await #expect {
+            try await router.send(Frame("nobody"), Frame("hello"))
+        } throws: { ($0 as? ZMQError)?.code == .hostUnreachable }
+        await context.shutdown()
+    }
+
+    @Test func wrongDirectionAndMixedModesAreClearErrors() async throws {
+        let context = try Context()
+        let pub = try context.socket(.pub)
+        await #expect { _ = try await pub.receive() } throws: { ($0 as? ZMQError)?.code == .notSupported }
+        let pull = try context.socket(.pull)
+        try pull.bind("inproc://mixed")
+        _ = try? await pull.receive(timeout: .milliseconds(10))  // now driven by the reactor
+        #expect { _ = try pull.receiveBlocking() } throws: { ($0 as? ZMQError)?.code == .busy }
+        let blocking = try context.socket(.pull)
+        try blocking.set(.receiveTimeout(milliseconds: 10))
+        try blocking.bind("inproc://mixed-blocking")
+        #expect { _ = try blocking.receiveBlocking() } throws: { ($0 as? ZMQError)?.code == .again }
+        await #expect { _ = try await blocking.receive() } throws: { ($0 as? ZMQError)?.code == .busy }
+        await context.shutdown()
+    }
+
+    @Test func blockingCallsOnThreadsOfTheirOwn() async throws {
+        let context = try Context()
+        let rep = try context.socket(.rep)
+        let req = try context.socket(.req)
+        try rep.set(.receiveTimeout(milliseconds: 5000))
+        try req.set(.receiveTimeout(milliseconds: 5000))
+        try link(rep, req, over: .ipc)
+        let server = Thread {
+            for _ in 0..<100 {
+                guard let m = try? rep.receiveBlocking() else { return }
+                try? rep.sendBlocking(m)
+            }
+        }
+        server.start()
+        let replies = try await within(10, "100 blocking round trips") {
+            var n = 0
+            for i in 0..<100 {
+                try req.sendBlocking(Message("\(i)"))
+                if text(try req.receiveBlocking()) == "\(i)" { n += 1 }
+            }
+            return n
+        }
+        #expect(replies == 100)
+        // A blocking receive with nothing to receive honours its timeout.
+        try req.set(.receiveTimeout(milliseconds: 50))
+        try req.sendBlocking(Message("unanswered"))  // the server thread has finished
+        #expect(throws: ZMQError.self) { _ = try req.receiveBlocking() }
+        await context.shutdown()
+    }
+
+    @Test func shutdownReleasesABlockedBlockingReceive() async throws {
+        let context = try Context()
+        let pull = try context.socket(.pull)
+        try pull.bind("inproc://blocked")
+        let result = Mutex<ZMQError?>(nil)
+        let done = Atomic<Bool>(false)
+        let thread = Thread {
+            do { _ = try pull.receiveBlocking() } catch let error as ZMQError { result.withLock { $0 = error } } catch {}
+            done.store(true, ordering: .releasing)
+        }
+        thread.start()
+        try await Task.sleep(for: .milliseconds(50))  // give it time to block; the outcome does not depend on it
+        try await within(5, "shutdown with a blocked receiver") { await context.shutdown() }
+        try await eventually(5, "blocked receiver released") { done.load(ordering: .acquiring) }
+        #expect(result.withLock { $0?.code } == .terminated)
+    }
+
+    @Test func badEndpointsAreClearErrors() throws {
+        let context = try Context()
+        let socket = try context.socket(.pub)
+        for endpoint in ["tcp://", "tcp://127.0.0.1", "carrier-pigeon://x", "tcp://127.0.0.1:99999", "nonsense"] {
+            do {
+                try socket.bind(endpoint)
+                Issue.record("bind \(endpoint) succeeded")
+            } catch {
+                #expect(error.endpoint == endpoint)
+                #expect(error.operation == "bind")
+                #expect(error.description.contains(endpoint))
+            }
+        }
+        #expect(throws: ZMQError.self) { try socket.connect("tcp://:") }
+        context.shutdownBlocking()
+    }
+
+    @Test func optionsRoundTripAndLastEndpointHasThePort() throws {
+        let context = try Context()
+        let socket = try context.socket(.router)
+        try socket.set([.linger(milliseconds: 250), .sendHighWaterMark(77), .routingID(Array("me".utf8))])
+        #expect(try socket.integerOption(.linger(milliseconds: 0)) == 250)
+        #expect(try socket.integerOption(.sendHighWaterMark(0)) == 77)
+        #expect(try socket.routingID() == Array("me".utf8))
+        let bound = try socket.bind("tcp://127.0.0.1:*")
+        #expect(bound.hasPrefix("tcp://127.0.0.1:") && !bound.hasSuffix(":*"))
+        #expect(try socket.lastEndpoint() == bound)
+        #expect(throws: ZMQError.self) { try socket.set(.curveServerKey("too short")) }
+        context.shutdownBlocking()
+    }
+
+    @Test func closedSocketsSayClosed() async throws {
+        let context = try Context()
+        let pull = try context.socket(.pull)
+        try pull.bind("inproc://closing")
+        let waiting = Task { try await pull.receive() }
+        try await Task.sleep(for: .milliseconds(20))  // let it start waiting; either way it must end
+        pull.close()
+        await #expect { _ = try await waiting.value } throws: { ($0 as? ZMQError)?.code == .closed }
+        #expect(throws: ZMQError.self) { try pull.bind("inproc://again") }
+        await context.shutdown()
+    }
+}
