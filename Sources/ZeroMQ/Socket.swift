@@ -106,6 +106,7 @@ public final class Socket: Sendable {
     public func set(_ option: SocketOption) throws(ZMQError) {
         try core.control("setsockopt(\(option.name))") { handle throws(ZMQError) in try option.apply(to: handle) }
         if case .curveServer(let on) = option { core.state.withLock { $0.isCurveServer = on } }
+        if case .requestRelaxed(let on) = option { core.state.withLock { $0.relaxed = on } }
     }
 
     /// Sets several options in order.
@@ -160,10 +161,12 @@ public final class Socket: Sendable {
         guard type.canSend else {
             throw ZMQError(code: .notSupported, operation: "send", message: "a \(type) socket cannot send")
         }
-        enum Fast { case queued(wake: Bool), wait, closed, notAsync }
+        enum Fast { case queued(wake: Bool), wait, closed, notAsync, refused(ZMQError) }
         let confirm = type.confirmsSends
+        let type = self.type
         let fast = core.state.withLock { s -> Fast in
             if s.mode != .async { return s.mode == .closed ? .closed : .notAsync }
+            if let error = s.lockstepError(type) { return .refused(error) }
             guard !confirm && s.outbox.count < core.sendLimit else { return .wait }
             s.outbox.append(.init(message: message))
             if s.flushScheduled { return .queued(wake: false) }
@@ -179,6 +182,8 @@ public final class Socket: Sendable {
             return
         case .closed:
             throw core.closedError("send")
+        case .refused(let error):
+            throw error
         case .wait:
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
                 let error = core.state.withLock { s -> ZMQError? in
@@ -234,7 +239,9 @@ public final class Socket: Sendable {
     /// Everything that has already arrived, or the next messages once some arrive.
     public func receiveBatch() async throws -> [Message] {
         try startReceiving()
+        let type = self.type
         let ready = core.state.withLock { s -> [Message] in
+            if !s.inbox.isEmpty { s.tookMessages(type) }
             let taken = Array(s.inbox)
             s.inbox.removeAll(keepingCapacity: true)
             return taken
@@ -274,7 +281,9 @@ public final class Socket: Sendable {
     private func takeOne() -> Message? {
         let (message, wasFull) = core.state.withLock { s -> (Message?, Bool) in
             let full = s.inbox.count >= core.receiveLimit
-            return (s.inbox.popFirst(), full)
+            let message = s.inbox.popFirst()
+            if message != nil { s.tookMessages(core.type) }
+            return (message, full)
         }
         if wasFull { core.reactor.wake() }
         return message
@@ -294,6 +303,7 @@ public final class Socket: Sendable {
                     if s.mode == .closed { return .fail(s.closeReason ?? ZMQError(code: .closed, operation: "receive")) }
                     let full = s.inbox.count >= core.receiveLimit
                     if let first = s.inbox.popFirst() {
+                        s.tookMessages(core.type)
                         if one { return .give([first], wasFull: full) }
                         let rest = Array(s.inbox)
                         s.inbox.removeAll(keepingCapacity: true)

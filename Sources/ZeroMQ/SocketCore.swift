@@ -66,6 +66,34 @@ final class SocketCore: @unchecked Sendable {
         /// True while the reactor has been told about queued sends it has not yet taken.
         var flushScheduled = false
         var isCurveServer = false
+        /// REQ: a request was sent and its reply not yet taken. REP: a request was taken and
+        /// not yet answered. Lets `send` report EFSM at the call without a trip to the reactor.
+        var lockstep = false
+        /// REQ with ZMQ_REQ_RELAXED: may send again before the reply.
+        var relaxed = false
+
+        /// Records that the user took `count` messages (lockstep bookkeeping).
+        mutating func tookMessages(_ type: SocketType) {
+            if type == .req { lockstep = false } else if type == .rep { lockstep = true }
+        }
+
+        /// Checks and records a send against the REQ/REP lockstep; nil when allowed.
+        mutating func lockstepError(_ type: SocketType) -> ZMQError? {
+            switch type {
+            case .req:
+                if lockstep && !relaxed {
+                    return ZMQError(code: .invalidState, operation: "send", message: "a REQ socket must receive the reply before sending again (or set requestRelaxed)")
+                }
+                lockstep = true
+            case .rep:
+                if !lockstep {
+                    return ZMQError(code: .invalidState, operation: "send", message: "a REP socket must receive a request before sending a reply")
+                }
+                lockstep = false
+            default: break
+            }
+            return nil
+        }
         var monitors: [Socket] = []
         /// Sends that libzmq refused after `send` had returned (unconfirmed socket types).
         var failedSends = 0
@@ -280,6 +308,7 @@ final class SocketCore: @unchecked Sendable {
             s.inbox.append(contentsOf: batch)
             while !s.inbox.isEmpty, let waiter = s.waiters.first {
                 s.waiters.removeFirst()
+                s.tookMessages(type)
                 switch waiter {
                 case .one: wakeups.append((waiter, [s.inbox.removeFirst()]))
                 case .batch:

@@ -20,14 +20,10 @@ public enum SocketType: Sendable, Hashable, CaseIterable, CustomStringConvertibl
         }
     }
 
-    /// Types whose sends can fail for a reason the sender must hear at once (lockstep state,
-    /// unroutable peer): for these, an async `send` returns only after libzmq took the message.
-    var confirmsSends: Bool {
-        switch self {
-        case .req, .rep, .router: true
-        default: false
-        }
-    }
+    /// Types whose sends can fail for a reason the sender must hear at once (an unroutable
+    /// peer): for these, an async `send` returns only after libzmq took the message. REQ and
+    /// REP lockstep errors are found without the reactor (see `SocketCore.State.lockstep`).
+    var confirmsSends: Bool { self == .router }
 
     var canSend: Bool { self != .sub && self != .pull }
     var canReceive: Bool { self != .pub && self != .push }
