@@ -12,6 +12,7 @@ public struct EventType: Sendable, Hashable, Comparable, CustomStringConvertible
     public init(validating name: String) throws(EventTypeError) {
         guard !name.isEmpty else { throw .empty }
         guard name.utf8.count <= Self.maxLength else { throw .tooLong(name, Self.maxLength) }
+        guard name.utf8.first != 0x5F else { throw .reserved(name) }
         for byte in name.utf8 {
             let ok = (byte >= 0x61 && byte <= 0x7A) || (byte >= 0x30 && byte <= 0x39) || byte == 0x5F
             guard ok else { throw .badCharacter(name) }
@@ -76,12 +77,14 @@ public enum EventTypeError: Error, Sendable, Equatable, CustomStringConvertible 
     case empty
     case tooLong(String, Int)
     case badCharacter(String)
+    case reserved(String)
 
     public var description: String {
         switch self {
         case .empty: "event type is empty"
         case .tooLong(let name, let max): "event type '\(name.prefix(80))' is longer than \(max) bytes"
         case .badCharacter(let name): "event type '\(name.prefix(80))' may only contain a-z, 0-9 and _"
+        case .reserved(let name): "event type '\(name.prefix(80))' starts with _, which is reserved for the bus's own topics"
         }
     }
 }

@@ -1,0 +1,336 @@
+import Foundation
+
+/// Why bytes are not valid JSON, with the byte offset where it went wrong.
+public struct JSONError: Error, Sendable, Equatable, CustomStringConvertible {
+    public let offset: Int
+    public let reason: String
+    public var description: String { "\(reason) at byte \(offset)" }
+}
+
+extension JSONValue {
+    /// The deepest nesting of arrays and objects the parser accepts.
+    public static let maxDepth = 128
+
+    /// Parses RFC 8259 JSON; trailing garbage, bad escapes and lone surrogates are errors.
+    public init(parsing bytes: some Collection<UInt8>) throws(JSONError) {
+        let array = Array(bytes)
+        let result: Result<JSONValue, JSONError> = array.withUnsafeBufferPointer { buffer in
+            var parser = JSONParser(bytes: buffer)
+            do throws(JSONError) {
+                parser.skipSpace()
+                let value = try parser.value(depth: 0)
+                parser.skipSpace()
+                guard parser.index == buffer.count else { throw parser.error("unexpected data after the JSON value") }
+                return .success(value)
+            } catch { return .failure(error) }
+        }
+        self = try result.get()
+    }
+
+    public init(parsing string: String) throws(JSONError) {
+        try self.init(parsing: Array(string.utf8))
+    }
+
+    /// Compact JSON with object keys sorted, so equal values serialize identically.
+    public func serialized() -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(64)
+        write(to: &out)
+        return out
+    }
+
+    public var serializedString: String { String(decoding: serialized(), as: UTF8.self) }
+
+    public func write(to out: inout [UInt8]) {
+        switch self {
+        case .null: out.append(contentsOf: [0x6E, 0x75, 0x6C, 0x6C])
+        case .bool(let b): out.append(contentsOf: b ? Array("true".utf8) : Array("false".utf8))
+        case .number(let n): JSONValue.writeNumber(n, to: &out)
+        case .string(let s): JSONValue.writeString(s, to: &out)
+        case .array(let items):
+            out.append(0x5B)
+            for (i, item) in items.enumerated() {
+                if i > 0 { out.append(0x2C) }
+                item.write(to: &out)
+            }
+            out.append(0x5D)
+        case .object(let object):
+            out.append(0x7B)
+            for (i, key) in object.keys.sorted().enumerated() {
+                if i > 0 { out.append(0x2C) }
+                JSONValue.writeString(key, to: &out)
+                out.append(0x3A)
+                object[key]!.write(to: &out)
+            }
+            out.append(0x7D)
+        }
+    }
+
+    static func writeNumber(_ n: Double, to out: inout [UInt8]) {
+        if n.isFinite, n == n.rounded(), abs(n) < 9.007_199_254_740_992e15 {
+            out.append(contentsOf: String(Int64(n)).utf8)
+        } else if n.isFinite {
+            out.append(contentsOf: "\(n)".utf8)
+        } else {
+            out.append(contentsOf: Array("null".utf8))  // JSON has no NaN or infinity
+        }
+    }
+
+    /// Writes a JSON string literal with the escapes RFC 8259 requires.
+    public static func writeString(_ s: String, to out: inout [UInt8]) {
+        out.append(0x22)
+        for byte in s.utf8 {
+            switch byte {
+            case 0x22: out.append(contentsOf: [0x5C, 0x22])
+            case 0x5C: out.append(contentsOf: [0x5C, 0x5C])
+            case 0x0A: out.append(contentsOf: [0x5C, 0x6E])
+            case 0x0D: out.append(contentsOf: [0x5C, 0x72])
+            case 0x09: out.append(contentsOf: [0x5C, 0x74])
+            case 0..<0x20:
+                let hex = Array("0123456789abcdef".utf8)
+                out.append(contentsOf: [0x5C, 0x75, 0x30, 0x30, hex[Int(byte >> 4)], hex[Int(byte & 15)]])
+            default: out.append(byte)
+            }
+        }
+        out.append(0x22)
+    }
+
+    // MARK: Access
+
+    public subscript(key: String) -> JSONValue? {
+        if case .object(let o) = self { return o[key] }
+        return nil
+    }
+
+    public subscript(index: Int) -> JSONValue? {
+        if case .array(let a) = self, a.indices.contains(index) { return a[index] }
+        return nil
+    }
+
+    public var stringValue: String? { if case .string(let s) = self { return s } else { return nil } }
+    public var boolValue: Bool? { if case .bool(let b) = self { return b } else { return nil } }
+    public var doubleValue: Double? { if case .number(let n) = self { return n } else { return nil } }
+    public var intValue: Int? {
+        if case .number(let n) = self, n == n.rounded(), abs(n) < 9.2e18 { return Int(n) }
+        return nil
+    }
+    public var arrayValue: [JSONValue]? { if case .array(let a) = self { return a } else { return nil } }
+    public var objectValue: [String: JSONValue]? { if case .object(let o) = self { return o } else { return nil } }
+}
+
+extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, ExpressibleByFloatLiteral,
+    ExpressibleByBooleanLiteral, ExpressibleByArrayLiteral, ExpressibleByDictionaryLiteral, ExpressibleByNilLiteral
+{
+    public init(stringLiteral value: String) { self = .string(value) }
+    public init(integerLiteral value: Int) { self = .number(Double(value)) }
+    public init(floatLiteral value: Double) { self = .number(value) }
+    public init(booleanLiteral value: Bool) { self = .bool(value) }
+    public init(arrayLiteral elements: JSONValue...) { self = .array(elements) }
+    public init(dictionaryLiteral elements: (String, JSONValue)...) {
+        self = .object(Dictionary(elements, uniquingKeysWith: { _, last in last }))
+    }
+    public init(nilLiteral: ()) { self = .null }
+}
+
+extension JSONValue: CustomStringConvertible {
+    public var description: String { serializedString }
+}
+
+/// A recursive-descent parser over a byte buffer.
+struct JSONParser {
+    let bytes: UnsafeBufferPointer<UInt8>
+    var index = 0
+
+    init(bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
+
+    func error(_ reason: String) -> JSONError { JSONError(offset: index, reason: reason) }
+
+    mutating func skipSpace() {
+        while index < bytes.count {
+            switch bytes[index] {
+            case 0x20, 0x0A, 0x0D, 0x09: index += 1
+            default: return
+            }
+        }
+    }
+
+    mutating func value(depth: Int) throws(JSONError) -> JSONValue {
+        guard index < bytes.count else { throw error("unexpected end of input") }
+        switch bytes[index] {
+        case 0x7B: return try object(depth: depth + 1)
+        case 0x5B: return try array(depth: depth + 1)
+        case 0x22: return .string(try string())
+        case 0x74: try literal("true"); return .bool(true)
+        case 0x66: try literal("false"); return .bool(false)
+        case 0x6E: try literal("null"); return .null
+        case 0x2D, 0x30...0x39: return .number(try number())
+        default: throw error("unexpected character '\(Character(Unicode.Scalar(bytes[index])))'")
+        }
+    }
+
+    mutating func literal(_ word: StaticString) throws(JSONError) {
+        let count = word.utf8CodeUnitCount
+        guard index + count <= bytes.count else { throw error("unexpected end of input") }
+        for i in 0..<count where bytes[index + i] != word.utf8Start[i] {
+            throw error("invalid literal")
+        }
+        index += count
+    }
+
+    mutating func object(depth: Int) throws(JSONError) -> JSONValue {
+        guard depth <= JSONValue.maxDepth else { throw error("nesting deeper than \(JSONValue.maxDepth)") }
+        index += 1
+        var result: [String: JSONValue] = [:]
+        skipSpace()
+        if index < bytes.count, bytes[index] == 0x7D {
+            index += 1
+            return .object(result)
+        }
+        while true {
+            skipSpace()
+            guard index < bytes.count else { throw error("unexpected end of input in an object") }
+            guard bytes[index] == 0x22 else { throw error("expected a string key") }
+            let key = try string()
+            skipSpace()
+            guard index < bytes.count, bytes[index] == 0x3A else { throw error("expected ':' after a key") }
+            index += 1
+            skipSpace()
+            result[key] = try value(depth: depth)
+            skipSpace()
+            guard index < bytes.count else { throw error("unexpected end of input in an object") }
+            if bytes[index] == 0x2C { index += 1; continue }
+            if bytes[index] == 0x7D { index += 1; return .object(result) }
+            throw error("expected ',' or '}' in an object")
+        }
+    }
+
+    mutating func array(depth: Int) throws(JSONError) -> JSONValue {
+        guard depth <= JSONValue.maxDepth else { throw error("nesting deeper than \(JSONValue.maxDepth)") }
+        index += 1
+        var result: [JSONValue] = []
+        skipSpace()
+        if index < bytes.count, bytes[index] == 0x5D {
+            index += 1
+            return .array(result)
+        }
+        while true {
+            skipSpace()
+            result.append(try value(depth: depth))
+            skipSpace()
+            guard index < bytes.count else { throw error("unexpected end of input in an array") }
+            if bytes[index] == 0x2C { index += 1; continue }
+            if bytes[index] == 0x5D { index += 1; return .array(result) }
+            throw error("expected ',' or ']' in an array")
+        }
+    }
+
+    mutating func string() throws(JSONError) -> String {
+        index += 1
+        let start = index
+        // Fast path: no escapes.
+        while index < bytes.count {
+            let b = bytes[index]
+            if b == 0x22 {
+                let s = String(validating: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
+                guard let s else { throw JSONError(offset: start, reason: "string is not valid UTF-8") }
+                index += 1
+                return s
+            }
+            if b == 0x5C || b < 0x20 { break }
+            index += 1
+        }
+        var out = Array(bytes[start..<index])
+        while index < bytes.count {
+            let b = bytes[index]
+            switch b {
+            case 0x22:
+                index += 1
+                guard let s = String(validating: out, as: UTF8.self) else { throw JSONError(offset: start, reason: "string is not valid UTF-8") }
+                return s
+            case 0x5C:
+                index += 1
+                guard index < bytes.count else { throw error("unexpected end of input in an escape") }
+                let e = bytes[index]
+                index += 1
+                switch e {
+                case 0x22: out.append(0x22)
+                case 0x5C: out.append(0x5C)
+                case 0x2F: out.append(0x2F)
+                case 0x62: out.append(0x08)
+                case 0x66: out.append(0x0C)
+                case 0x6E: out.append(0x0A)
+                case 0x72: out.append(0x0D)
+                case 0x74: out.append(0x09)
+                case 0x75:
+                    var scalar = try hex4()
+                    if (0xD800...0xDBFF).contains(scalar) {
+                        guard index + 1 < bytes.count, bytes[index] == 0x5C, bytes[index + 1] == 0x75 else {
+                            throw error("lone high surrogate in \\u escape")
+                        }
+                        index += 2
+                        let low = try hex4()
+                        guard (0xDC00...0xDFFF).contains(low) else { throw error("invalid low surrogate in \\u escape") }
+                        scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
+                    } else if (0xDC00...0xDFFF).contains(scalar) {
+                        throw error("lone low surrogate in \\u escape")
+                    }
+                    out.append(contentsOf: Array(String(Character(Unicode.Scalar(scalar)!)).utf8))
+                default:
+                    index -= 1
+                    throw error("invalid escape")
+                }
+            case 0..<0x20:
+                throw error("control character in a string")
+            default:
+                out.append(b)
+                index += 1
+            }
+        }
+        throw error("unterminated string")
+    }
+
+    mutating func hex4() throws(JSONError) -> UInt32 {
+        guard index + 4 <= bytes.count else { throw error("unexpected end of input in \\u escape") }
+        var value: UInt32 = 0
+        for _ in 0..<4 {
+            let b = bytes[index]
+            let digit: UInt32
+            switch b {
+            case 0x30...0x39: digit = UInt32(b - 0x30)
+            case 0x61...0x66: digit = UInt32(b - 0x61 + 10)
+            case 0x41...0x46: digit = UInt32(b - 0x41 + 10)
+            default: throw error("invalid hex digit in \\u escape")
+            }
+            value = value << 4 | digit
+            index += 1
+        }
+        return value
+    }
+
+    mutating func number() throws(JSONError) -> Double {
+        let start = index
+        if bytes[index] == 0x2D { index += 1 }
+        guard index < bytes.count else { throw error("unexpected end of input in a number") }
+        if bytes[index] == 0x30 {
+            index += 1
+        } else if (0x31...0x39).contains(bytes[index]) {
+            while index < bytes.count, (0x30...0x39).contains(bytes[index]) { index += 1 }
+        } else {
+            throw error("invalid number")
+        }
+        if index < bytes.count, bytes[index] == 0x2E {
+            index += 1
+            guard index < bytes.count, (0x30...0x39).contains(bytes[index]) else { throw error("digit expected after '.'") }
+            while index < bytes.count, (0x30...0x39).contains(bytes[index]) { index += 1 }
+        }
+        if index < bytes.count, bytes[index] == 0x65 || bytes[index] == 0x45 {
+            index += 1
+            if index < bytes.count, bytes[index] == 0x2B || bytes[index] == 0x2D { index += 1 }
+            guard index < bytes.count, (0x30...0x39).contains(bytes[index]) else { throw error("digit expected in exponent") }
+            while index < bytes.count, (0x30...0x39).contains(bytes[index]) { index += 1 }
+        }
+        let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
+        guard let value = Double(text) else { throw JSONError(offset: start, reason: "invalid number") }
+        return value
+    }
+}

@@ -1,0 +1,99 @@
+import Foundation
+
+/// A cluster: its nodes (with the pool each serves and its endpoints), what each pool
+/// subscribes to, the quality gates and how conflicts are resolved. Loaded from a YAML file
+/// by ``TopologyLoader``; docs/PROTOCOL.md lists every key.
+public struct Topology: Sendable, Hashable {
+    public var file: String
+    public var cluster: String
+    public var settings: TopologySettings
+    /// Every node, the coordinator (pool "coordinator") included.
+    public var nodes: [NodeSpec]
+    public var pools: [String: PoolSpec]
+    public var gates: [GateSpec]
+    public var conflicts: ConflictSettings
+
+    public func node(named name: String) -> NodeSpec? { nodes.first { $0.name == name } }
+    public func nodes(inPool pool: String) -> [NodeSpec] { nodes.filter { $0.pool == pool } }
+    /// Every node but the named one.
+    public func peers(of name: String) -> [NodeSpec] { nodes.filter { $0.name != name } }
+    public var poolNames: Set<String> { Set(nodes.map(\.pool)) }
+    public var coordinator: NodeSpec? { nodes.first { $0.isCoordinator } }
+
+    /// The event types a pool subscribes to, or nil for all of them.
+    public func subscriptions(forPool pool: String) -> [EventType]? { pools[pool]?.subscribe }
+}
+
+/// Cluster-wide settings; every one has a default.
+public struct TopologySettings: Sendable, Hashable {
+    public var heartbeatMilliseconds = 1000
+    public var askTimeoutMilliseconds = 5000
+    public var askRetries = 2
+    public var maxMessageBytes = 1 << 20
+    public init() {}
+}
+
+/// One node: a `ce-node` process on a host.
+public struct NodeSpec: Sendable, Hashable {
+    public var name: String
+    public var pool: String
+    public var host: String
+    /// The interface to bind: `host` when it is an IP literal, else `*`, unless set.
+    public var bind: String
+    public var pubPort: Int
+    public var repPort: Int
+    public var replayPort: Int?
+    /// The node's data folder (event store, control endpoint), relative to the working directory.
+    public var data: String
+    /// The workspace whose `.ce-events/` file-only agents use, if any.
+    public var workspace: String?
+    public var isCoordinator: Bool
+
+    private var hostForURL: String { host.contains(":") && !host.hasPrefix("[") ? "[\(host)]" : host }
+    private var bindForURL: String { bind.contains(":") && !bind.hasPrefix("[") ? "[\(bind)]" : bind }
+
+    public var pubEndpoint: String { "tcp://\(hostForURL):\(pubPort)" }
+    public var repEndpoint: String { "tcp://\(hostForURL):\(repPort)" }
+    public var replayEndpoint: String? { replayPort.map { "tcp://\(hostForURL):\($0)" } }
+    public var bindPubEndpoint: String { "tcp://\(bindForURL):\(pubPort)" }
+    public var bindRepEndpoint: String { "tcp://\(bindForURL):\(repPort)" }
+    public var bindReplayEndpoint: String? { replayPort.map { "tcp://\(bindForURL):\($0)" } }
+}
+
+public struct PoolSpec: Sendable, Hashable {
+    /// Event types the pool's nodes subscribe to; nil for all.
+    public var subscribe: [EventType]?
+}
+
+/// A quality gate: the pools that must align before work moves on.
+public struct GateSpec: Sendable, Hashable {
+    public var name: String
+    public var pools: [String]
+    public var requireEvents: [EventType]
+    public var deadlineSeconds: Double?
+    public var everyNode: Bool
+    public var subject: String?
+}
+
+public struct ConflictSettings: Sendable, Hashable {
+    /// Who resolves conflicts, in escalation order; "human" is the CLI or the event folder.
+    public var resolvers: [String] = []
+    public var escalateAfterSeconds: Double = 300
+}
+
+/// Everything wrong with a topology file, one problem per line: `file: key.path: what`.
+public struct TopologyError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var file: String
+    public var problems: [Problem]
+
+    public struct Problem: Sendable, Equatable, CustomStringConvertible {
+        public var path: String
+        public var message: String
+        public var line: Int?
+        public var description: String { "\(path)\(line.map { " (line \($0))" } ?? ""): \(message)" }
+    }
+
+    public var description: String {
+        problems.map { "\(file): \($0)" }.joined(separator: "\n")
+    }
+}

@@ -1,0 +1,145 @@
+import CECore
+import Foundation
+import ZeroMQ
+
+/// A question addressed to this node's pool.
+public struct Question: Sendable {
+    public let requestID: String
+    public let fromNode: String
+    public let fromPool: String
+    public let question: JSONValue
+}
+
+/// Why an `ask` got no answer.
+public struct AskError: Error, CustomStringConvertible, Sendable {
+    public enum Kind: Sendable { case unknownPool, timedOut, refused }
+    public let kind: Kind
+    public let description: String
+}
+
+extension Node {
+    /// Asks a pool a question over REQ/REP and returns the answer.
+    ///
+    /// The request goes to every node of the pool (libzmq spreads requests over them). A
+    /// reply that does not come within `timeout` is given up on: the socket is closed and a
+    /// fresh one retries with the same request id (Lazy Pirate), so the responder answers a
+    /// retried question once. After `retries` retries the error names the pool and the wait.
+    public func ask(pool: String, question: JSONValue, timeout: Duration? = nil, retries: Int? = nil) async throws -> JSONValue {
+        let responders = topology.nodes(inPool: pool)
+        guard !responders.isEmpty else {
+            throw AskError(kind: .unknownPool, description: "no pool \"\(pool)\" in \(topology.file) (pools: \(topology.poolNames.sorted().joined(separator: ", ")))")
+        }
+        let timeout = timeout ?? .milliseconds(topology.settings.askTimeoutMilliseconds)
+        let retries = retries ?? topology.settings.askRetries
+        let request = Wire.Request(
+            requestID: UUID().uuidString.lowercased(), fromNode: spec.name, fromPool: spec.pool, pool: pool, question: question)
+        let body = Message(request.json.serialized())
+        state.withLock { $0.counters.asksSent += 1 }
+        for attempt in 0...retries {
+            let socket = try context.socket(.req)
+            try socket.set([.linger(milliseconds: 0), .maxMessageSize(Int64(topology.settings.maxMessageBytes))])
+            for node in responders { try socket.connect(node.repEndpoint) }
+            defer { socket.close() }
+            try await socket.send(body)
+            let reply: Message
+            do {
+                reply = try await socket.receive(timeout: timeout)
+            } catch let error as ZMQError where error.code == .again {
+                logger.notice("no reply from pool \(pool) within \(timeout) (attempt \(attempt + 1) of \(retries + 1))")
+                continue
+            }
+            return try answer(from: reply, pool: pool)
+        }
+        state.withLock { $0.counters.asksFailed += 1 }
+        throw AskError(
+            kind: .timedOut,
+            description: "pool \"\(pool)\" did not answer within \(timeout) after \(retries + 1) attempts (responders: \(responders.map(\.repEndpoint).joined(separator: ", ")))")
+    }
+
+    private func answer(from reply: Message, pool: String) throws -> JSONValue {
+        guard reply.count == 1 else { throw AskError(kind: .refused, description: "reply from pool \(pool) has \(reply.count) frames, expected 1") }
+        let object: [String: JSONValue]
+        do { object = try Wire.object(reply[0].bytes, what: "reply") } catch {
+            throw AskError(kind: .refused, description: "\(error)")
+        }
+        if object["status"]?.stringValue == "ok", let answer = object["answer"] { return answer }
+        state.withLock { $0.counters.asksFailed += 1 }
+        let by = object["answered_by"]?.stringValue ?? pool
+        throw AskError(kind: .refused, description: "\(by) could not answer: \(object["error"]?.stringValue ?? "no reason given")")
+    }
+
+    /// Sets the Swift handler that answers questions addressed to this node's pool.
+    public func answerQuestions(with handler: @escaping @Sendable (Question) async throws -> JSONValue) {
+        state.withLock { $0.questionHandler = handler }
+    }
+
+    /// Serves the pool's REP endpoint with a ROUTER, so several questions are answered at
+    /// once. REQ clients see plain REQ/REP: [routing id, empty delimiter, body].
+    func answerLoop(router: Socket) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for try await message in router.messages {
+                guard message.count == 3, message[1].count == 0 else {
+                    reject("request with \(message.count) frames; expected a REQ envelope and one body frame")
+                    if message.count >= 2 {
+                        try? await router.send(Message([message[0], Frame([]), Frame(Wire.errorReply(requestID: nil, answeredBy: spec.name, error: "expected exactly one body frame"))]))
+                    }
+                    continue
+                }
+                let peer = message[0]
+                let request: Wire.Request
+                do {
+                    request = try Wire.Request(parsing: message[2].bytes)
+                } catch {
+                    reject("\(error)")
+                    try? await router.send(Message([peer, Frame([]), Frame(Wire.errorReply(requestID: nil, answeredBy: spec.name, error: error.description))]))
+                    continue
+                }
+                if let stored = try? store.answer(for: request.requestID) {
+                    state.withLock { $0.counters.repeatedQuestions += 1 }
+                    try? await router.send(Message([peer, Frame([]), Frame(stored)]))
+                    continue
+                }
+                let first = state.withLock { s -> Bool in
+                    if s.inFlight[request.requestID] != nil {
+                        s.inFlight[request.requestID]!.append(peer)
+                        s.counters.repeatedQuestions += 1
+                        return false
+                    }
+                    s.inFlight[request.requestID] = [peer]
+                    return true
+                }
+                guard first else { continue }
+                group.addTask { try await self.answer(request, router: router) }
+            }
+        }
+    }
+
+    private func answer(_ request: Wire.Request, router: Socket) async throws {
+        let reply: [UInt8]
+        if request.pool != spec.pool {
+            reply = Wire.errorReply(requestID: request.requestID, answeredBy: spec.name, error: "\(spec.name) serves pool \(spec.pool), not \(request.pool)")
+        } else {
+            let question = Question(requestID: request.requestID, fromNode: request.fromNode, fromPool: request.fromPool, question: request.question)
+            do {
+                let answer = try await respond(to: question)
+                reply = Wire.reply(requestID: request.requestID, answeredBy: spec.name, answer: answer)
+                try store.recordAnswer(requestID: request.requestID, reply: reply)
+                state.withLock { $0.counters.questionsAnswered += 1 }
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                reply = Wire.errorReply(requestID: request.requestID, answeredBy: spec.name, error: "\(error)")
+            }
+        }
+        let peers = state.withLock { $0.inFlight.removeValue(forKey: request.requestID) ?? [] }
+        for peer in peers {
+            try? await router.send(Message([peer, Frame([]), Frame(reply)]))
+        }
+    }
+
+    private func respond(to question: Question) async throws -> JSONValue {
+        if let handler = state.withLock({ $0.questionHandler }) { return try await handler(question) }
+        if let folder = eventFolder { return try await folder.ask(question) }
+        throw NodeError("nobody answers questions on \(spec.name): no handler and no workspace")
+    }
+}

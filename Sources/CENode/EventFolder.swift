@@ -1,0 +1,185 @@
+import CECore
+import Foundation
+import Synchronization
+
+/// The event folder: how agents that can only read and write files take part.
+///
+///     <workspace>/.ce-events/            drop {stream}_{event_type}_{timestamp}.json here (write, then rename in)
+///     <workspace>/.ce-events/sent/       files published, moved aside (each is sent once, also across restarts)
+///     <workspace>/.ce-events/rejected/   files that never parsed, each with a .error file saying why
+///     <workspace>/.ce-events/inbox/      events that reached this node, one file each
+///     <workspace>/.ce-events/requests/   questions addressed to this pool: {request_id}.json
+///     <workspace>/.ce-events/replies/    write {request_id}.json here to answer ({"answer": ...})
+final class EventFolder: Sendable {
+    let root: String
+    let sent: String
+    let rejected: String
+    let inbox: String
+    let requests: String
+    let replies: String
+    /// A file that does not parse is tried this many times, a second apart, then quarantined.
+    static let attempts = 3
+
+    private let waitingReplies = Mutex<[String: CheckedContinuation<JSONValue, any Error>]>([:])
+    private let failures = Mutex<[String: Int]>([:])
+
+    init(workspace: String) throws {
+        root = workspace + "/.ce-events"
+        sent = root + "/sent"
+        rejected = root + "/rejected"
+        inbox = root + "/inbox"
+        requests = root + "/requests"
+        replies = root + "/replies"
+        for directory in [root, sent, rejected, inbox, requests, replies] {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        }
+    }
+
+    /// Publishes dropped files and collects replies until cancelled.
+    func run(node: Node) async throws {
+        let watcher = try DirectoryWatcher(directories: [root, replies])
+        defer { watcher.stop() }
+        // Files that arrived while the node was down.
+        for directory in [root, replies] {
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: directory))?.sorted() ?? [] {
+                watcher.changes.put((directory, name))
+            }
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                // Ends the watcher (and so this loop) when the node stops.
+                try await withTaskCancellationHandler {
+                    while true { try await Task.sleep(for: .seconds(3600)) }
+                } onCancel: { watcher.stop() }
+            }
+            while let batch = await watcher.changes.take() {
+                for (directory, name) in batch {
+                    guard name.hasSuffix(".json"), !name.hasPrefix(".") else { continue }
+                    if directory == replies {
+                        collectReply(name)
+                    } else if case .retry = await publish(name, node: node) {
+                        group.addTask {
+                            try await Task.sleep(for: .seconds(1))
+                            watcher.changes.put((directory, name))
+                        }
+                    }
+                }
+            }
+            group.cancelAll()
+        }
+    }
+
+    enum Outcome { case done, retry }
+
+    private func publish(_ name: String, node: Node) async -> Outcome {
+        let path = root + "/" + name
+        guard let data = FileManager.default.contents(atPath: path) else { return .done }  // already moved
+        let bytes = [UInt8](data)
+        let file: AgentEventFile
+        do {
+            file = try AgentEventFile.parse(bytes)
+        } catch {
+            let attempt = failures.withLock { f -> Int in
+                f[name, default: 0] += 1
+                return f[name]!
+            }
+            if attempt < Self.attempts { return .retry }
+            failures.withLock { _ = $0.removeValue(forKey: name) }
+            quarantine(name, reason: "\(error)")
+            node.logger.warning("event file \(name) rejected: \(error)")
+            return .done
+        }
+        failures.withLock { _ = $0.removeValue(forKey: name) }
+        do {
+            // The id comes from the file, so a file published just before a crash and found
+            // again after the restart is recognised and not sent twice.
+            let id = "\(node.spec.name)-file-\(fnv1a(Array(name.utf8)))\(fnv1a(bytes))"
+            _ = try await node.emit(
+                file.type, payload: file.payload, stream: file.stream, correlationID: file.correlationID,
+                target: file.target, id: id)
+            move(path, into: sent, name: name)
+        } catch {
+            quarantine(name, reason: "\(error)")
+            node.logger.warning("event file \(name) could not be emitted: \(error)")
+        }
+        return .done
+    }
+
+    private func quarantine(_ name: String, reason: String) {
+        move(root + "/" + name, into: rejected, name: name)
+        try? Data((reason + "\n").utf8).write(to: URL(fileURLWithPath: rejected + "/" + name + ".error"))
+    }
+
+    private func move(_ path: String, into directory: String, name: String) {
+        var target = directory + "/" + name
+        var n = 1
+        while FileManager.default.fileExists(atPath: target) {
+            n += 1
+            target = directory + "/" + String(name.dropLast(5)) + ".\(n).json"
+        }
+        try? FileManager.default.moveItem(atPath: path, toPath: target)
+    }
+
+    /// Writes an event that reached this node into the inbox (write to a hidden file, then rename).
+    func deliver(_ event: Event) {
+        let name = AgentEventFile.fileName(for: event)
+        let temporary = inbox + "/." + name + ".tmp"
+        do {
+            try Data(AgentEventFile(event: event).json()).write(to: URL(fileURLWithPath: temporary))
+            try FileManager.default.moveItem(atPath: temporary, toPath: inbox + "/" + name)
+        } catch {
+            try? FileManager.default.removeItem(atPath: temporary)
+        }
+    }
+
+    /// Puts a question in requests/ and waits for the agent's file in replies/.
+    func ask(_ question: Question) async throws -> JSONValue {
+        let name = question.requestID + ".json"
+        let body: JSONValue = [
+            "request_id": .string(question.requestID), "from_node": .string(question.fromNode),
+            "from_pool": .string(question.fromPool), "question": question.question,
+            "reply_to": .string(replies + "/" + name),
+        ]
+        let temporary = requests + "/." + name + ".tmp"
+        try Data(body.serialized()).write(to: URL(fileURLWithPath: temporary))
+        try FileManager.default.moveItem(atPath: temporary, toPath: requests + "/" + name)
+        defer { try? FileManager.default.removeItem(atPath: requests + "/" + name) }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                waitingReplies.withLock { $0[question.requestID] = continuation }
+                // The reply may already be there.
+                if FileManager.default.fileExists(atPath: replies + "/" + name) { collectReply(name) }
+            }
+        } onCancel: {
+            waitingReplies.withLock { $0.removeValue(forKey: question.requestID) }?.resume(throwing: CancellationError())
+        }
+    }
+
+    private func collectReply(_ name: String) {
+        let requestID = String(name.dropLast(5))
+        guard let continuation = waitingReplies.withLock({ $0.removeValue(forKey: requestID) }) else { return }
+        let path = replies + "/" + name
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            continuation.resume(throwing: NodeError("reply file \(path) cannot be read"))
+            return
+        }
+        do {
+            let value = try JSONValue(parsing: [UInt8](data))
+            continuation.resume(returning: value["answer"] ?? value)
+        } catch {
+            continuation.resume(throwing: NodeError("reply file \(name) is not valid JSON: \(error)"))
+        }
+    }
+}
+
+/// 64-bit FNV-1a, as 16 hex digits: a stable name for a file's bytes.
+func fnv1a(_ bytes: [UInt8]) -> String {
+    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+    for byte in bytes {
+        hash ^= UInt64(byte)
+        hash = hash &* 0x100_0000_01b3
+    }
+    let hex = String(hash, radix: 16)
+    return String(repeating: "0", count: 16 - hex.count) + hex
+}

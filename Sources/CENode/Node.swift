@@ -1,0 +1,461 @@
+import CECore
+import CEStore
+import Foundation
+import Logging
+import Synchronization
+import ZeroMQ
+
+/// One `ce-node`: it publishes the events its pool emits, subscribes to the pools it listens
+/// to, stores every event it emits or receives, answers questions addressed to its pool and
+/// asks other pools.
+///
+/// Make one with ``init(options:)``, then `try await node.run()` until the task is cancelled.
+public final class Node: Sendable {
+    /// Where and how a node runs; everything but the topology and the name is defaulted.
+    public struct Options: Sendable {
+        public var topology: Topology
+        public var name: String
+        /// The folder of the event store and the local control endpoints.
+        public var dataDirectory: String
+        /// The workspace whose `.ce-events/` folder file-only agents use, if any.
+        public var workspace: String?
+        public var durability: EventStore.Durability = .full
+        public var logger: Logger
+
+        public init(topology: Topology, name: String, dataDirectory: String? = nil, workspace: String? = nil) throws(NodeError) {
+            guard let spec = topology.node(named: name) else {
+                throw NodeError("node \"\(name)\" is not in \(topology.file) (nodes: \(topology.nodes.map(\.name).joined(separator: ", ")))")
+            }
+            self.topology = topology
+            self.name = name
+            self.dataDirectory = dataDirectory ?? spec.data
+            self.workspace = workspace ?? spec.workspace
+            var logger = Logger(label: "ce.node")
+            logger[metadataKey: "ce.node"] = .string(name)
+            self.logger = logger
+        }
+    }
+
+    public let spec: NodeSpec
+    public let topology: Topology
+    public let options: Options
+    let store: EventStore
+    let writer: EventWriter
+    let context: Context
+    let logger: Logger
+    let emits = BatchQueue<PendingEmit>()
+    let state: Mutex<State>
+    let eventFolder: EventFolder?
+
+    struct PendingEmit: Sendable {
+        var type: EventType
+        var stream: String
+        var payload: JSONValue
+        var correlationID: String?
+        var target: String?
+        var id: String?
+        var continuation: CheckedContinuation<Event, any Error>
+    }
+
+    struct Peer: Sendable {
+        var pool: String
+        var lastSeen: Date
+        var lastSeq: UInt64
+    }
+
+    struct State: Sendable {
+        var lastSeq: UInt64
+        var counters = Counters()
+        var peers: [String: Peer] = [:]
+        var listeners: [UInt64: AsyncStream<Event>.Continuation] = [:]
+        var nextListener: UInt64 = 0
+        var questionHandler: (@Sendable (Question) async throws -> JSONValue)?
+        var inFlight: [String: [Frame]] = [:]
+        var running = false
+    }
+
+    /// What a node has done since it started.
+    public struct Counters: Sendable, Equatable {
+        public var emitted = 0
+        public var received = 0
+        public var duplicates = 0
+        public var rejected = 0
+        public var questionsAnswered = 0
+        public var repeatedQuestions = 0
+        public var asksSent = 0
+        public var asksFailed = 0
+        public var listenerDrops = 0
+    }
+
+    public init(options: Options) throws {
+        guard let spec = options.topology.node(named: options.name) else {
+            throw NodeError("node \"\(options.name)\" is not in the topology")
+        }
+        self.spec = spec
+        self.topology = options.topology
+        self.options = options
+        self.logger = options.logger
+        self.store = try EventStore(directory: options.dataDirectory, durability: options.durability)
+        self.writer = store.writer()
+        var settings = Context.Settings()
+        settings.linger = 1000
+        self.context = try Context(settings)
+        self.state = Mutex(State(lastSeq: try store.maxSeq(origin: spec.name)))
+        self.eventFolder = try options.workspace.map { try EventFolder(workspace: $0) }
+    }
+
+    private func folderLoop() async throws {
+        if let eventFolder {
+            try await eventFolder.run(node: self)
+        } else {
+            while true { try await Task.sleep(for: .seconds(3600)) }
+        }
+    }
+
+    // MARK: Endpoints
+
+    /// The local control endpoint (`ce-node emit/ask/status` talk to it).
+    public var controlEndpoint: String { "ipc://" + absolute(options.dataDirectory) + "/control.sock" }
+    /// The local feed: every event this node stores, as it is stored (`ce-node tail`).
+    public var feedEndpoint: String { "ipc://" + absolute(options.dataDirectory) + "/feed.sock" }
+
+    // MARK: Running
+
+    /// Binds, connects and serves until the task is cancelled; then closes everything cleanly.
+    public func run() async throws {
+        let alreadyRunning = state.withLock { s -> Bool in
+            defer { s.running = true }
+            return s.running
+        }
+        guard !alreadyRunning else { throw NodeError("node \(spec.name) is already running") }
+        let sockets = try openSockets()
+        logger.info("node up", metadata: [
+            "ce.pool": .string(spec.pool), "ce.pub": .string(spec.bindPubEndpoint), "ce.rep": .string(spec.bindRepEndpoint),
+            "ce.peers": .string(topology.peers(of: spec.name).map(\.name).joined(separator: ",")),
+            "ce.last_seq": .stringConvertible(state.withLock { $0.lastSeq }),
+        ])
+        defer { logger.info("node down") }
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await self.emitLoop(pub: sockets.pub, feed: sockets.feed) }
+                group.addTask { try await self.receiveLoop(sub: sockets.sub, feed: sockets.feed) }
+                group.addTask { try await self.answerLoop(router: sockets.router) }
+                group.addTask { try await self.controlLoop(control: sockets.control) }
+                group.addTask { try await self.heartbeatLoop(pub: sockets.pub) }
+                group.addTask { try await self.folderLoop() }
+                // The first loop to end (cancellation, or a failure) ends them all.
+                do {
+                    try await group.next()
+                } catch is CancellationError {
+                } catch {
+                    logger.error("node loop failed: \(error)")
+                    group.cancelAll()
+                    throw error
+                }
+                group.cancelAll()
+                emits.finish()
+                while let _ = try? await group.next() {}
+            }
+        } catch {
+            await shutdown()
+            throw error
+        }
+        await shutdown()
+    }
+
+    private func shutdown() async {
+        emits.finish()
+        writer.close()
+        state.withLock { s in
+            for listener in s.listeners.values { listener.finish() }
+            s.listeners.removeAll()
+        }
+        await context.shutdown()
+        state.withLock { $0.running = false }
+    }
+
+    struct Sockets: Sendable {
+        let pub: Socket
+        let sub: Socket
+        let router: Socket
+        let control: Socket
+        let feed: Socket
+    }
+
+    private func openSockets() throws -> Sockets {
+        let settings = topology.settings
+        let pub = try context.socket(.pub)
+        try pub.set([.sendHighWaterMark(100_000), .publisherNoDrop(true)])
+        try bind(pub, spec.bindPubEndpoint, "pub")
+
+        let router = try context.socket(.router)
+        try router.set([.maxMessageSize(Int64(settings.maxMessageBytes))])
+        try bind(router, spec.bindRepEndpoint, "rep")
+
+        let sub = try context.socket(.sub)
+        try sub.set([
+            .maxMessageSize(Int64(settings.maxMessageBytes)), .receiveHighWaterMark(100_000),
+            .reconnectInterval(milliseconds: 100), .reconnectIntervalMax(milliseconds: 2000),
+            .heartbeatInterval(milliseconds: settings.heartbeatMilliseconds),
+            .heartbeatTimeout(milliseconds: settings.heartbeatMilliseconds * 3),
+        ])
+        for prefix in subscriptionPrefixes { try sub.set(.subscribe(prefix)) }
+        for peer in topology.peers(of: spec.name) { try sub.connect(peer.pubEndpoint) }
+
+        try FileManager.default.createDirectory(atPath: options.dataDirectory, withIntermediateDirectories: true)
+        let control = try context.socket(.router)
+        try bind(control, controlEndpoint, "control")
+        let feed = try context.socket(.pub)
+        try feed.set(.sendHighWaterMark(100_000))
+        try bind(feed, feedEndpoint, "feed")
+        return Sockets(pub: pub, sub: sub, router: router, control: control, feed: feed)
+    }
+
+    private func bind(_ socket: Socket, _ endpoint: String, _ role: String) throws {
+        if endpoint.hasPrefix("ipc://") {
+            let path = String(endpoint.dropFirst(6))
+            guard path.utf8.count < 108 else {
+                throw NodeError("\(role) endpoint path is \(path.utf8.count) bytes, longer than the 107 an ipc:// socket allows: \(path); use a shorter data folder")
+            }
+            // A socket file left by a node that was killed: nobody listens there any more.
+            try? FileManager.default.removeItem(atPath: path)
+        }
+        do {
+            try socket.bind(endpoint)
+        } catch {
+            throw NodeError("cannot bind the \(role) endpoint of \(spec.name): \(error)")
+        }
+    }
+
+    /// The SUB prefixes: `<type>/` per subscribed type (all types: the empty prefix), and heartbeats.
+    var subscriptionPrefixes: [[UInt8]] {
+        guard let types = topology.subscriptions(forPool: spec.pool) else { return [[]] }
+        var prefixes = types.map { Topic.subscriptionPrefix(for: $0) }
+        prefixes.append(Array("_hb/".utf8))
+        return prefixes
+    }
+
+    // MARK: Emitting
+
+    /// Emits an event from this node's pool: it is stored durably here first, then published.
+    /// Returns the event as stamped (id, origin, seq, timestamp).
+    public func emit(
+        _ type: EventType, payload: JSONValue = .null, stream: String? = nil,
+        correlationID: String? = nil, target: String? = nil, id: String? = nil
+    ) async throws -> Event {
+        try await withCheckedThrowingContinuation { continuation in
+            let pending = PendingEmit(
+                type: type, stream: stream ?? spec.pool, payload: payload,
+                correlationID: correlationID, target: target, id: id, continuation: continuation)
+            if !emits.put(pending) {
+                continuation.resume(throwing: NodeError("node \(spec.name) is not running"))
+            }
+        }
+    }
+
+    /// Takes every emit queued so far, stamps and stores them in one transaction, publishes
+    /// them in sequence order, then answers the callers.
+    private func emitLoop(pub: Socket, feed: Socket) async throws {
+        while let batch = await emits.take() {
+            var events: [Event] = []
+            var records: [StoredEvent] = []
+            var waiting: [CheckedContinuation<Event, any Error>] = []
+            var first = state.withLock { $0.lastSeq } + 1
+            let now = Date()
+            for pending in batch {
+                if let stream = Optional(pending.stream), !Name.isValid(stream) {
+                    pending.continuation.resume(throwing: NodeError("stream \"\(stream)\" is not a valid name ([A-Za-z0-9_.-], 1-64 bytes)"))
+                    continue
+                }
+                let event = Event(
+                    id: pending.id ?? UUID().uuidString.lowercased(), origin: spec.name, seq: first, stream: pending.stream,
+                    type: pending.type, timestamp: now, payload: pending.payload,
+                    correlationID: pending.correlationID, target: pending.target)
+                first += 1
+                events.append(event)
+                records.append(StoredEvent(event: event, envelope: EnvelopeCodec.encode(event), receivedAt: now))
+                waiting.append(pending.continuation)
+            }
+            if events.isEmpty { continue }
+            do {
+                _ = try await writer.append(records)
+            } catch {
+                logger.error("store refused \(events.count) events: \(error)")
+                for c in waiting { c.resume(throwing: error) }
+                continue
+            }
+            state.withLock { s in
+                s.lastSeq = events.last!.seq
+                s.counters.emitted += events.count
+            }
+            for (event, record) in zip(events, records) {
+                let message = Message([Frame(Topic.bytes(type: event.type, stream: event.stream)), Frame(record.envelope)])
+                try? await pub.send(message)
+                try? await feed.send(message)
+                broadcast(event)
+            }
+            for (event, c) in zip(events, waiting) { c.resume(returning: event) }
+        }
+    }
+
+    // MARK: Receiving
+
+    private func receiveLoop(sub: Socket, feed: Socket) async throws {
+        while true {
+            let batch = try await sub.receiveBatch()
+            var records: [StoredEvent] = []
+            var events: [Event] = []
+            var messages: [Message] = []
+            let now = Date()
+            for message in batch {
+                if message.count == 2, message[0].bytes.starts(with: Array("_hb/".utf8)) {
+                    heard(heartbeat: message)
+                    continue
+                }
+                guard message.count == 2 else {
+                    reject("expected 2 frames (topic, envelope), got \(message.count)")
+                    continue
+                }
+                let event: Event
+                do {
+                    event = try EnvelopeCodec.decode(topic: message[0].bytes, body: message[1].bytes)
+                } catch {
+                    reject("\(error)")
+                    continue
+                }
+                if event.origin == spec.name {
+                    reject("event \(event.id) claims this node (\(spec.name)) as its origin")
+                    continue
+                }
+                records.append(StoredEvent(event: event, envelope: message[1].bytes, receivedAt: now))
+                events.append(event)
+                messages.append(message)
+            }
+            if records.isEmpty { continue }
+            let fresh = try await writer.append(records)
+            var duplicates = 0
+            for (index, isNew) in fresh.enumerated() {
+                guard isNew else {
+                    duplicates += 1
+                    continue
+                }
+                try? await feed.send(messages[index])
+                broadcast(events[index])
+                eventFolder?.deliver(events[index])
+            }
+            state.withLock { s in
+                s.counters.received += records.count - duplicates
+                s.counters.duplicates += duplicates
+            }
+        }
+    }
+
+    private func reject(_ reason: String) {
+        state.withLock { $0.counters.rejected += 1 }
+        logger.warning("rejected a message: \(reason)")
+    }
+
+    private func heard(heartbeat message: Message) {
+        guard let body = try? JSONValue(parsing: message[1].bytes), let origin = body["origin"]?.stringValue else {
+            reject("malformed heartbeat")
+            return
+        }
+        let peer = Peer(
+            pool: body["pool"]?.stringValue ?? "?", lastSeen: Date(),
+            lastSeq: UInt64(max(0, body["seq"]?.intValue ?? 0)))
+        state.withLock { $0.peers[origin] = peer }
+    }
+
+    private func heartbeatLoop(pub: Socket) async throws {
+        let interval = Duration.milliseconds(topology.settings.heartbeatMilliseconds)
+        let topic = Frame(Array("_hb/\(spec.name)".utf8))
+        while true {
+            let seq = state.withLock { $0.lastSeq }
+            let body: JSONValue = [
+                "origin": .string(spec.name), "pool": .string(spec.pool), "seq": .number(Double(seq)),
+                "timestamp": .string(Timestamp.format(Date())),
+            ]
+            try await pub.send(Message([topic, Frame(body.serialized())]))
+            try await Task.sleep(for: interval)
+        }
+    }
+
+    // MARK: Listening in process
+
+    /// Every event stored here from now on (emitted here or received), in the order stored.
+    /// A listener that falls more than `buffer` events behind loses the oldest (counted).
+    public func events(buffer: Int = 100_000) -> AsyncStream<Event> {
+        let (stream, continuation) = AsyncStream<Event>.makeStream(bufferingPolicy: .bufferingOldest(buffer))
+        let id = state.withLock { s -> UInt64 in
+            s.nextListener += 1
+            s.listeners[s.nextListener] = continuation
+            return s.nextListener
+        }
+        continuation.onTermination = { [weak self] _ in
+            self?.state.withLock { _ = $0.listeners.removeValue(forKey: id) }
+        }
+        return stream
+    }
+
+    func broadcast(_ event: Event) {
+        let listeners = state.withLock { Array($0.listeners.values) }
+        var drops = 0
+        for listener in listeners {
+            if case .dropped = listener.yield(event) { drops += 1 }
+        }
+        if drops > 0 { state.withLock { $0.counters.listenerDrops += drops } }
+    }
+
+    // MARK: Status
+
+    public var counters: Counters { state.withLock { $0.counters } }
+    public var lastSequence: UInt64 { state.withLock { $0.lastSeq } }
+
+    /// The node's state as JSON: peers, subscriptions, counters, endpoints.
+    public func status() -> JSONValue {
+        let (counters, peers, lastSeq) = state.withLock { ($0.counters, $0.peers, $0.lastSeq) }
+        let now = Date()
+        let staleAfter = Double(topology.settings.heartbeatMilliseconds) * 3 / 1000
+        let peerList: [JSONValue] = topology.peers(of: spec.name).map { node in
+            let heard = peers[node.name]
+            var object: [String: JSONValue] = ["name": .string(node.name), "pool": .string(node.pool), "endpoint": .string(node.pubEndpoint)]
+            if let heard {
+                let age = now.timeIntervalSince(heard.lastSeen)
+                object["last_heard_ms"] = .number((age * 1000).rounded())
+                object["last_seq"] = .number(Double(heard.lastSeq))
+                object["up"] = .bool(age < staleAfter)
+            } else {
+                object["up"] = false
+            }
+            return .object(object)
+        }
+        let subscriptions: JSONValue = topology.subscriptions(forPool: spec.pool).map { .array($0.map { .string($0.rawValue) }) } ?? "all"
+        return [
+            "node": .string(spec.name), "pool": .string(spec.pool), "last_seq": .number(Double(lastSeq)),
+            "subscriptions": subscriptions, "peers": .array(peerList),
+            "counters": [
+                "emitted": .number(Double(counters.emitted)), "received": .number(Double(counters.received)),
+                "duplicates": .number(Double(counters.duplicates)), "rejected": .number(Double(counters.rejected)),
+                "questions_answered": .number(Double(counters.questionsAnswered)),
+                "repeated_questions": .number(Double(counters.repeatedQuestions)),
+                "asks_sent": .number(Double(counters.asksSent)), "asks_failed": .number(Double(counters.asksFailed)),
+                "listener_drops": .number(Double(counters.listenerDrops)),
+            ],
+            "endpoints": [
+                "pub": .string(spec.bindPubEndpoint), "rep": .string(spec.bindRepEndpoint),
+                "control": .string(controlEndpoint), "feed": .string(feedEndpoint),
+            ],
+            "store": .string(options.dataDirectory + "/events.sqlite"),
+        ]
+    }
+}
+
+/// A node-level error with a sentence a person can act on.
+public struct NodeError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+func absolute(_ path: String) -> String {
+    path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+}

@@ -1,0 +1,86 @@
+import CECore
+import Foundation
+
+/// Request-response and control messages: one JSON object per frame, as PROTOCOL.md says.
+enum Wire {
+    static let version = 1
+
+    /// A question sent to a pool's REP endpoint.
+    struct Request: Sendable {
+        var requestID: String
+        var fromNode: String
+        var fromPool: String
+        var pool: String
+        var question: JSONValue
+
+        var json: JSONValue {
+            [
+                "v": .number(Double(Wire.version)), "request_id": .string(requestID), "from_node": .string(fromNode),
+                "from_pool": .string(fromPool), "pool": .string(pool), "question": question,
+            ]
+        }
+
+        init(requestID: String, fromNode: String, fromPool: String, pool: String, question: JSONValue) {
+            self.requestID = requestID
+            self.fromNode = fromNode
+            self.fromPool = fromPool
+            self.pool = pool
+            self.question = question
+        }
+
+        /// Parses a request body; the error names what is wrong.
+        init(parsing bytes: [UInt8]) throws(WireError) {
+            let object = try Wire.object(bytes, what: "request")
+            try Wire.checkVersion(object)
+            self.requestID = try Wire.string(object, "request_id", what: "request")
+            guard !requestID.isEmpty, requestID.utf8.count <= 128 else { throw WireError("request_id must be 1-128 bytes") }
+            self.fromNode = (try? Wire.string(object, "from_node", what: "request")) ?? "unknown"
+            self.fromPool = (try? Wire.string(object, "from_pool", what: "request")) ?? "unknown"
+            self.pool = try Wire.string(object, "pool", what: "request")
+            guard let question = object["question"] else { throw WireError("request is missing \"question\"") }
+            self.question = question
+        }
+    }
+
+    /// A reply: an answer, or an error a person can act on.
+    static func reply(requestID: String, answeredBy: String, answer: JSONValue) -> [UInt8] {
+        JSONValue.object([
+            "v": .number(Double(version)), "request_id": .string(requestID), "status": "ok",
+            "answered_by": .string(answeredBy), "answer": answer,
+        ]).serialized()
+    }
+
+    static func errorReply(requestID: String?, answeredBy: String, error: String) -> [UInt8] {
+        JSONValue.object([
+            "v": .number(Double(version)), "request_id": requestID.map(JSONValue.string) ?? .null, "status": "error",
+            "answered_by": .string(answeredBy), "error": .string(error),
+        ]).serialized()
+    }
+
+    static func object(_ bytes: [UInt8], what: String) throws(WireError) -> [String: JSONValue] {
+        let value: JSONValue
+        do { value = try JSONValue(parsing: bytes) } catch { throw WireError("\(what) is not valid JSON: \(error)") }
+        guard case .object(let object) = value else { throw WireError("\(what) must be a JSON object") }
+        return object
+    }
+
+    static func checkVersion(_ object: [String: JSONValue]) throws(WireError) {
+        if let v = object["v"] {
+            guard case .number(let n) = v, n == Double(version) else {
+                throw WireError("unsupported protocol version \(v.serializedString) (this node speaks \(version))")
+            }
+        }
+    }
+
+    static func string(_ object: [String: JSONValue], _ key: String, what: String) throws(WireError) -> String {
+        guard let value = object[key] else { throw WireError("\(what) is missing \"\(key)\"") }
+        guard case .string(let s) = value else { throw WireError("\(what) field \"\(key)\" must be a string") }
+        return s
+    }
+}
+
+/// A malformed request or control message.
+public struct WireError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}
