@@ -91,7 +91,7 @@ extension Node {
                     request = try Wire.Request(parsing: message[2].bytes)
                 } catch {
                     reject("\(error)")
-                    try? await router.send(Message([peer, Frame([]), Frame(Wire.errorReply(requestID: nil, answeredBy: spec.name, error: error.description))]))
+                    try? await router.send(Message([peer, Frame([]), Frame(Wire.errorReply(requestID: nil, answeredBy: spec.name, error: "\(error)"))]))
                     continue
                 }
                 if let stored = try? store.answer(for: request.requestID) {
@@ -122,9 +122,11 @@ extension Node {
             let question = Question(requestID: request.requestID, fromNode: request.fromNode, fromPool: request.fromPool, question: request.question)
             do {
                 let answer = try await respond(to: question)
-                reply = Wire.reply(requestID: request.requestID, answeredBy: spec.name, answer: answer)
-                try store.recordAnswer(requestID: request.requestID, reply: reply)
+                let answered = Wire.reply(requestID: request.requestID, answeredBy: spec.name, answer: answer)
+                // Kept so that a retry of this request gets the same answer, not a second one.
+                try store.recordAnswer(requestID: request.requestID, reply: answered)
                 state.withLock { $0.counters.questionsAnswered += 1 }
+                reply = answered
             } catch is CancellationError {
                 throw CancellationError()
             } catch {

@@ -171,6 +171,8 @@ public final class Node: Sendable {
             s.listeners.removeAll()
         }
         await context.shutdown()
+        // The ipc socket files say "a node runs here": remove them with the node.
+        for endpoint in [controlEndpoint, feedEndpoint] { try? FileManager.default.removeItem(atPath: String(endpoint.dropFirst(6))) }
         state.withLock { $0.running = false }
     }
 
@@ -263,8 +265,14 @@ public final class Node: Sendable {
             var first = state.withLock { $0.lastSeq } + 1
             let now = Date()
             for pending in batch {
-                if let stream = Optional(pending.stream), !Name.isValid(stream) {
-                    pending.continuation.resume(throwing: NodeError("stream \"\(stream)\" is not a valid name ([A-Za-z0-9_.-], 1-64 bytes)"))
+                guard Name.isValid(pending.stream) else {
+                    pending.continuation.resume(throwing: NodeError("stream \"\(pending.stream)\" is not a valid name ([A-Za-z0-9_.-], 1-64 bytes)"))
+                    continue
+                }
+                // An event emitted again with the id it already has (an event file found again
+                // after a crash) is not stored or sent twice.
+                if let id = pending.id, let stored = try? store.event(id: id), let event = try? stored.decoded() {
+                    pending.continuation.resume(returning: event)
                     continue
                 }
                 let event = Event(
@@ -350,7 +358,7 @@ public final class Node: Sendable {
         }
     }
 
-    private func reject(_ reason: String) {
+    func reject(_ reason: String) {
         state.withLock { $0.counters.rejected += 1 }
         logger.warning("rejected a message: \(reason)")
     }

@@ -1,0 +1,281 @@
+import CECore
+import Foundation
+import GRDB
+
+/// One event as stored: the indexed fields and the exact envelope bytes received or sent.
+public struct StoredEvent: Sendable, Hashable {
+    public var rowID: Int64 = 0
+    public var id: String
+    public var origin: String
+    public var seq: UInt64
+    public var stream: String
+    public var eventType: String
+    public var timestampMillis: Int64
+    public var receivedMillis: Int64
+    public var correlationID: String?
+    public var target: String?
+    public var envelope: [UInt8]
+
+    public init(event: Event, envelope: [UInt8], receivedAt: Date = Date()) {
+        id = event.id
+        origin = event.origin
+        seq = event.seq
+        stream = event.stream
+        eventType = event.type.rawValue
+        timestampMillis = Int64((event.timestamp.timeIntervalSince1970 * 1000).rounded())
+        receivedMillis = Int64((receivedAt.timeIntervalSince1970 * 1000).rounded())
+        correlationID = event.correlationID
+        target = event.target
+        self.envelope = envelope
+    }
+
+    init(row: Row) {
+        rowID = row["rowid"]
+        id = row["id"]
+        origin = row["origin"]
+        seq = UInt64(row["seq"] as Int64)
+        stream = row["stream"]
+        eventType = row["event_type"]
+        timestampMillis = row["ts_ms"]
+        receivedMillis = row["received_ms"]
+        correlationID = row["correlation_id"]
+        target = row["target"]
+        envelope = [UInt8](row["envelope"] as Data)
+    }
+
+    /// The event, decoded from the stored envelope.
+    public func decoded() throws -> Event { try EnvelopeCodec.decode(envelope) }
+}
+
+/// Which events to read; every filter is optional.
+public struct EventQuery: Sendable, Hashable {
+    public var type: String?
+    public var stream: String?
+    public var origin: String?
+    public var id: String?
+    public var since: Date?
+    public var until: Date?
+    /// Only events of `origin` with a larger sequence.
+    public var afterSeq: UInt64?
+    public var afterRowID: Int64?
+    public var limit = 1000
+    public var descending = false
+    public init() {}
+}
+
+/// A store operation that failed, with the database and SQLite's reason.
+public struct StoreError: Error, CustomStringConvertible, Sendable {
+    public var operation: String
+    public var path: String
+    public var message: String
+    public var description: String { "event store \(path): \(operation) failed: \(message)" }
+}
+
+/// The durable event log of one node: SQLite in WAL mode under `<directory>/events.sqlite`.
+///
+/// Durable by default: every committed batch is fsynced before it is acknowledged
+/// (`synchronous=FULL`), so an event that `append` acknowledged survives kill -9 and power
+/// loss. Batches keep that cheap (group commit: one fsync per batch). A store that fails
+/// SQLite's quick_check at open is refused, never trusted silently.
+public final class EventStore: Sendable {
+    public enum Durability: String, Sendable {
+        /// fsync on every commit: survives power loss.
+        case full
+        /// fsync at checkpoints only: survives a process crash, may lose the last commits on power loss.
+        case normal
+    }
+
+    public let path: String
+    let pool: DatabasePool
+
+    public init(directory: String, durability: Durability = .full) throws {
+        let path = directory + "/events.sqlite"
+        self.path = path
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw StoreError(operation: "create directory", path: path, message: "\(error)")
+        }
+        var config = Configuration()
+        config.busyMode = .timeout(10)
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous=\(durability == .full ? "FULL" : "NORMAL")")
+            try db.execute(sql: "PRAGMA cache_size=-65536")
+            try db.execute(sql: "PRAGMA wal_autocheckpoint=4000")
+        }
+        do {
+            pool = try DatabasePool(path: path, configuration: config)
+            let check = try pool.read { db in try String.fetchAll(db, sql: "PRAGMA quick_check(5)") }
+            guard check == ["ok"] else {
+                throw StoreError(operation: "integrity check", path: path, message: check.joined(separator: "; "))
+            }
+            try Self.migrator.migrate(pool)
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw StoreError(operation: "open", path: path, message: "\(error) (is this an event store? a damaged one is not used; move it aside to start afresh)")
+        }
+    }
+
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(sql: """
+                CREATE TABLE event(
+                    rowid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, origin TEXT NOT NULL, seq INTEGER NOT NULL,
+                    stream TEXT NOT NULL, event_type TEXT NOT NULL, ts_ms INTEGER NOT NULL, received_ms INTEGER NOT NULL,
+                    correlation_id TEXT, target TEXT, envelope BLOB NOT NULL, UNIQUE(origin, seq));
+                CREATE INDEX event_by_type ON event(event_type, rowid);
+                CREATE INDEX event_by_stream ON event(stream, rowid);
+                CREATE INDEX event_by_time ON event(ts_ms);
+                CREATE TABLE cursor(origin TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+                CREATE TABLE answered(request_id TEXT PRIMARY KEY, reply BLOB NOT NULL, answered_ms INTEGER NOT NULL);
+                CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                """)
+        }
+        return migrator
+    }
+
+    func fail(_ operation: String, _ error: any Error) -> StoreError {
+        StoreError(operation: operation, path: path, message: "\(error)")
+    }
+
+    /// Appends events in one transaction; returns for each whether it was new (a duplicate
+    /// id or origin/sequence is skipped, not stored twice). Cursors only move forward.
+    @discardableResult
+    public func append(_ events: [StoredEvent], advancing cursors: [String: UInt64] = [:]) throws -> [Bool] {
+        do {
+            return try pool.write { db in try Self.insert(events, cursors: cursors, db) }
+        } catch { throw fail("append", error) }
+    }
+
+    static func insert(_ events: [StoredEvent], cursors: [String: UInt64], _ db: Database) throws -> [Bool] {
+        let statement = try db.cachedStatement(sql: """
+            INSERT OR IGNORE INTO event(id, origin, seq, stream, event_type, ts_ms, received_ms, correlation_id, target, envelope)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """)
+        var fresh: [Bool] = []
+        fresh.reserveCapacity(events.count)
+        for e in events {
+            try statement.execute(arguments: [
+                e.id, e.origin, Int64(e.seq), e.stream, e.eventType, e.timestampMillis, e.receivedMillis,
+                e.correlationID, e.target, Data(e.envelope),
+            ])
+            fresh.append(db.changesCount > 0)
+        }
+        for (origin, seq) in cursors {
+            try db.execute(
+                sql: "INSERT INTO cursor(origin, seq) VALUES (?, ?) ON CONFLICT(origin) DO UPDATE SET seq = max(seq, excluded.seq)",
+                arguments: [origin, Int64(seq)])
+        }
+        return fresh
+    }
+
+    public func events(_ query: EventQuery) throws -> [StoredEvent] {
+        let (sql, arguments) = Self.sql(query, select: "rowid, *")
+        do {
+            return try pool.read { db in try Row.fetchAll(db, sql: sql, arguments: arguments).map(StoredEvent.init(row:)) }
+        } catch { throw fail("query", error) }
+    }
+
+    public func count(_ query: EventQuery = EventQuery()) throws -> Int {
+        var q = query
+        q.limit = Int.max
+        let (sql, arguments) = Self.sql(q, select: "count(*)", ordered: false)
+        do { return try pool.read { db in try Int.fetchOne(db, sql: sql, arguments: arguments) ?? 0 } } catch { throw fail("count", error) }
+    }
+
+    static func sql(_ q: EventQuery, select: String, ordered: Bool = true) -> (String, StatementArguments) {
+        var clauses: [String] = []
+        var arguments: [(any DatabaseValueConvertible)?] = []
+        if let v = q.type { clauses.append("event_type = ?"); arguments.append(v) }
+        if let v = q.stream { clauses.append("stream = ?"); arguments.append(v) }
+        if let v = q.origin { clauses.append("origin = ?"); arguments.append(v) }
+        if let v = q.id { clauses.append("id = ?"); arguments.append(v) }
+        if let v = q.since { clauses.append("ts_ms >= ?"); arguments.append(Int64(v.timeIntervalSince1970 * 1000)) }
+        if let v = q.until { clauses.append("ts_ms <= ?"); arguments.append(Int64(v.timeIntervalSince1970 * 1000)) }
+        if let v = q.afterSeq { clauses.append("seq > ?"); arguments.append(Int64(v)) }
+        if let v = q.afterRowID { clauses.append("rowid > ?"); arguments.append(v) }
+        var sql = "SELECT \(select) FROM event"
+        if !clauses.isEmpty { sql += " WHERE " + clauses.joined(separator: " AND ") }
+        if ordered {
+            sql += q.descending ? " ORDER BY rowid DESC" : " ORDER BY rowid"
+            sql += " LIMIT \(max(0, q.limit))"
+        }
+        return (sql, StatementArguments(arguments))
+    }
+
+    /// The event with this id, if stored.
+    public func event(id: String) throws -> StoredEvent? {
+        var q = EventQuery()
+        q.id = id
+        q.limit = 1
+        return try events(q).first
+    }
+
+    /// The largest sequence stored for an origin (0 when none): an origin continues from it.
+    public func maxSeq(origin: String) throws -> UInt64 {
+        do {
+            return try pool.read { db in
+                UInt64(try Int64.fetchOne(db, sql: "SELECT max(seq) FROM event WHERE origin = ?", arguments: [origin]) ?? 0)
+            }
+        } catch { throw fail("maxSeq", error) }
+    }
+
+    /// The largest sequence stored per origin.
+    public func origins() throws -> [String: UInt64] {
+        do {
+            return try pool.read { db in
+                var result: [String: UInt64] = [:]
+                for row in try Row.fetchAll(db, sql: "SELECT origin, max(seq) AS seq FROM event GROUP BY origin") {
+                    result[row["origin"]] = UInt64(row["seq"] as Int64)
+                }
+                return result
+            }
+        } catch { throw fail("origins", error) }
+    }
+
+    public func cursor(origin: String) throws -> UInt64 {
+        do {
+            return try pool.read { db in UInt64(try Int64.fetchOne(db, sql: "SELECT seq FROM cursor WHERE origin = ?", arguments: [origin]) ?? 0) }
+        } catch { throw fail("cursor", error) }
+    }
+
+    public func setCursors(_ cursors: [String: UInt64]) throws {
+        _ = try append([], advancing: cursors)
+    }
+
+    /// The stored reply to a request already answered, for answering a retry once.
+    public func answer(for requestID: String) throws -> [UInt8]? {
+        do {
+            return try pool.read { db in
+                try Data.fetchOne(db, sql: "SELECT reply FROM answered WHERE request_id = ?", arguments: [requestID]).map { [UInt8]($0) }
+            }
+        } catch { throw fail("answer", error) }
+    }
+
+    public func recordAnswer(requestID: String, reply: [UInt8]) throws {
+        do {
+            try pool.write { db in
+                try db.execute(
+                    sql: "INSERT OR IGNORE INTO answered(request_id, reply, answered_ms) VALUES (?, ?, ?)",
+                    arguments: [requestID, Data(reply), Int64(Date().timeIntervalSince1970 * 1000)])
+            }
+        } catch { throw fail("recordAnswer", error) }
+    }
+
+    public func meta(_ key: String) throws -> String? {
+        do { return try pool.read { db in try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = ?", arguments: [key]) } } catch {
+            throw fail("meta", error)
+        }
+    }
+
+    public func setMeta(_ key: String, _ value: String) throws {
+        do {
+            try pool.write { db in try db.execute(sql: "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", arguments: [key, value]) }
+        } catch { throw fail("setMeta", error) }
+    }
+
+    /// A group-commit writer for this store.
+    public func writer() -> EventWriter { EventWriter(store: self) }
+}

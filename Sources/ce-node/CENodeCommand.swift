@@ -1,0 +1,242 @@
+import ArgumentParser
+import CECore
+import CENode
+import CEStore
+import Foundation
+import Logging
+import ZeroMQ
+
+@main
+struct CENodeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ce-node",
+        abstract: "A node of the coordination bus: agent pools on separate hosts exchange events and questions.",
+        subcommands: [Run.self, Emit.self, Tail.self, Ask.self, History.self, Status.self, Demo.self])
+}
+
+/// `--topology FILE --node NAME`, or `--data DIR` for commands that only need the data folder.
+struct NodeSelection: ParsableArguments {
+    @Option(name: .long, help: "The topology file.")
+    var topology: String = "topology/demo.yaml"
+
+    @Option(name: .long, help: "The node's name in the topology.")
+    var node: String?
+
+    @Option(name: .long, help: "The node's data folder (default: the topology's).")
+    var data: String?
+
+    func load() throws -> Topology {
+        do { return try TopologyLoader.load(path: topology) } catch { throw ValidationError("\(error)") }
+    }
+
+    /// The data folder of the selected node.
+    func dataDirectory() throws -> String {
+        if let data { return data }
+        guard let node else { throw ValidationError("say which node: --node NAME (or --data DIR)") }
+        let topology = try load()
+        guard let spec = topology.node(named: node) else {
+            throw ValidationError("no node \"\(node)\" in \(self.topology) (nodes: \(topology.nodes.map(\.name).joined(separator: ", ")))")
+        }
+        return spec.data
+    }
+}
+
+func printJSON(_ value: JSONValue) {
+    print(value.serializedString)
+}
+
+func bootstrapLogging(_ level: Logger.Level) {
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = level
+        return handler
+    }
+}
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run a node until SIGINT or SIGTERM.")
+    @OptionGroup var selection: NodeSelection
+    @Option(help: "The workspace whose .ce-events/ folder agents use (default: the topology's).")
+    var workspace: String?
+    @Option(help: "Store durability: full (fsync each batch, survives power loss) or normal.")
+    var durability: String = "full"
+    @Option(help: "Log level: trace, debug, info, notice, warning, error.")
+    var logLevel: String = "info"
+
+    func run() async throws {
+        guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown log level \(logLevel)") }
+        guard let durability = EventStore.Durability(rawValue: durability) else {
+            throw ValidationError("--durability must be full or normal, not \(durability)")
+        }
+        guard let name = selection.node else { throw ValidationError("say which node to run: --node NAME") }
+        bootstrapLogging(level)
+        var options = try Node.Options(topology: try selection.load(), name: name, dataDirectory: selection.data, workspace: workspace)
+        options.durability = durability
+        let node = try Node(options: options)
+        let task = Task { try await node.run() }
+        let signals = SignalWatcher([SIGINT, SIGTERM]) { task.cancel() }
+        defer { signals.cancel() }
+        try await task.value
+    }
+}
+
+/// Turns SIGINT/SIGTERM into a call, so a node shuts down cleanly.
+final class SignalWatcher: @unchecked Sendable {
+    // @unchecked Sendable: `sources` is set once in init and only cancelled afterwards;
+    // dispatch sources are thread-safe.
+    private let sources: [any DispatchSourceSignal]
+    init(_ signals: [Int32], _ handler: @escaping @Sendable () -> Void) {
+        sources = signals.map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler(handler: handler)
+            source.resume()
+            return source
+        }
+    }
+    func cancel() { for s in sources { s.cancel() } }
+}
+
+struct Emit: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Emit an event through a running node.")
+    @OptionGroup var selection: NodeSelection
+    @Option(name: .customLong("type"), help: "The event type (plan_ready, schema_v1, ...).")
+    var eventType: String?
+    @Option(help: "The payload as JSON.")
+    var payload: String = "null"
+    @Option(help: "The emitting stream (default: the node's pool).")
+    var stream: String?
+    @Option(help: "Correlation id.")
+    var correlationId: String?
+    @Option(help: "Target pool.")
+    var target: String?
+    @Option(help: "An event file (keys stream, event_type, payload) instead of flags.")
+    var file: String?
+
+    func run() async throws {
+        var request: [String: JSONValue] = ["cmd": "emit"]
+        if let file {
+            guard let data = FileManager.default.contents(atPath: file) else { throw ValidationError("cannot read \(file)") }
+            let parsed: AgentEventFile
+            do { parsed = try AgentEventFile.parse([UInt8](data)) } catch { throw ValidationError("\(file): \(error)") }
+            request["event_type"] = .string(parsed.type.rawValue)
+            request["stream"] = .string(parsed.stream)
+            request["payload"] = parsed.payload
+            if let c = parsed.correlationID { request["correlation_id"] = .string(c) }
+            if let t = parsed.target { request["target"] = .string(t) }
+        } else {
+            guard let eventType else { throw ValidationError("give --type TYPE (or --file FILE)") }
+            do { _ = try EventType(validating: eventType) } catch { throw ValidationError("--type: \(error)") }
+            request["event_type"] = .string(eventType)
+            do { request["payload"] = try JSONValue(parsing: payload) } catch { throw ValidationError("--payload is not valid JSON: \(error)") }
+            if let stream { request["stream"] = .string(stream) }
+            if let correlationId { request["correlation_id"] = .string(correlationId) }
+            if let target { request["target"] = .string(target) }
+        }
+        let reply = try await ControlClient(dataDirectory: try selection.dataDirectory()).call(.object(request))
+        printJSON(reply["event"] ?? .null)
+    }
+}
+
+struct Ask: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Ask a pool a question through a running node; print the answer.")
+    @OptionGroup var selection: NodeSelection
+    @Option(help: "The pool to ask.")
+    var pool: String
+    @Option(help: "The question as JSON (a plain string is taken as text).")
+    var question: String
+    @Option(help: "Milliseconds to wait per attempt (default: the topology's).")
+    var timeoutMs: Int?
+
+    func run() async throws {
+        let q = (try? JSONValue(parsing: question)) ?? .string(question)
+        var request: [String: JSONValue] = ["cmd": "ask", "pool": .string(pool), "question": q]
+        if let timeoutMs { request["timeout_ms"] = .number(Double(timeoutMs)) }
+        let reply = try await ControlClient(dataDirectory: try selection.dataDirectory())
+            .call(.object(request), timeout: .seconds(600))
+        printJSON(reply["answer"] ?? .null)
+    }
+}
+
+struct Status: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show a running node's peers, subscriptions and counters.")
+    @OptionGroup var selection: NodeSelection
+
+    func run() async throws {
+        let reply = try await ControlClient(dataDirectory: try selection.dataDirectory()).call(["cmd": "status"], timeout: .seconds(5))
+        printJSON(reply["status"] ?? .null)
+    }
+}
+
+struct History: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Query a node's event store (works whether or not the node runs).")
+    @OptionGroup var selection: NodeSelection
+    @Option(name: .customLong("type"), help: "Only this event type.") var eventType: String?
+    @Option(help: "Only this stream.") var stream: String?
+    @Option(help: "Only this origin node.") var origin: String?
+    @Option(help: "Only events after this sequence (with --origin).") var afterSeq: UInt64?
+    @Option(help: "Only events at or after this ISO 8601 time.") var since: String?
+    @Option(help: "Only events at or before this ISO 8601 time.") var until: String?
+    @Option(help: "At most this many events.") var limit: Int = 100
+    @Flag(help: "Newest first.") var newestFirst = false
+
+    func run() async throws {
+        let directory = try selection.dataDirectory()
+        guard FileManager.default.fileExists(atPath: directory + "/events.sqlite") else {
+            throw ValidationError("no event store at \(directory)/events.sqlite")
+        }
+        let store = try EventStore(directory: directory)
+        var query = EventQuery()
+        query.type = eventType
+        query.stream = stream
+        query.origin = origin
+        query.afterSeq = afterSeq
+        query.limit = limit
+        query.descending = newestFirst
+        if let since {
+            guard let d = Timestamp.parse(since) else { throw ValidationError("--since is not an ISO 8601 time: \(since)") }
+            query.since = d
+        }
+        if let until {
+            guard let d = Timestamp.parse(until) else { throw ValidationError("--until is not an ISO 8601 time: \(until)") }
+            query.until = d
+        }
+        for event in try store.events(query) {
+            print(String(decoding: event.envelope, as: UTF8.self))
+        }
+    }
+}
+
+struct Tail: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Follow the events a running node stores, live.")
+    @OptionGroup var selection: NodeSelection
+    @Option(name: .customLong("type"), help: "Only these event types (repeatable).") var eventTypes: [String] = []
+    @Option(help: "Only this stream.") var stream: String?
+    @Option(help: "Stop after this many events.") var count: Int?
+
+    func run() async throws {
+        let directory = try selection.dataDirectory()
+        let context = try Context()
+        let sub = try context.socket(.sub)
+        if eventTypes.isEmpty {
+            try sub.set(.subscribe([]))
+        } else {
+            for name in eventTypes {
+                let type: EventType
+                do { type = try EventType(validating: name) } catch { throw ValidationError("--type: \(error)") }
+                try sub.set(.subscribe(Topic.subscriptionPrefix(for: type)))
+            }
+        }
+        try sub.connect("ipc://" + (directory.hasPrefix("/") ? directory : FileManager.default.currentDirectoryPath + "/" + directory) + "/feed.sock")
+        var seen = 0
+        for try await message in sub.messages {
+            guard message.count == 2, let event = try? EnvelopeCodec.decode(message[1].bytes) else { continue }
+            if let stream, event.stream != stream { continue }
+            print(String(decoding: message[1].bytes, as: UTF8.self))
+            fflush(nil)
+            seen += 1
+            if let count, seen >= count { break }
+        }
+        await context.shutdown()
+    }
+}

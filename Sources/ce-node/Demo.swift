@@ -1,0 +1,249 @@
+import ArgumentParser
+import CECore
+import CENode
+import Foundation
+import Synchronization
+import ZeroMQ
+
+/// `ce-node demo`: a whole cluster on this machine, one process per node, playing a
+/// compound-engineering pipeline with a live timeline.
+struct Demo: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Start the demo cluster (one process per node) and play a pipeline with a live timeline.")
+
+    @Option(help: "The topology file (all nodes on this machine).")
+    var topology: String = "topology/demo.yaml"
+
+    func run() async throws {
+        let cluster: Topology
+        do { cluster = try TopologyLoader.load(path: topology) } catch { throw ValidationError("\(error)") }
+        let root = commonDataRoot(cluster)
+        try? FileManager.default.removeItem(atPath: root)  // the demo's own folder, from a previous run
+        try FileManager.default.createDirectory(atPath: root + "/logs", withIntermediateDirectories: true)
+        print("Starting \(cluster.nodes.count) nodes from \(topology) (logs in \(root)/logs)")
+        let processes = try cluster.nodes.map { node in try NodeProcess.start(topology: topology, node: node.name, log: "\(root)/logs/\(node.name).log") }
+        var failure: (any Error)?
+        do {
+            try await play(cluster)
+        } catch {
+            failure = error
+        }
+        print("\nStopping the nodes (SIGTERM)...")
+        for p in processes { p.terminate() }
+        for p in processes { p.waitOrKill(seconds: 10) }
+        if let failure {
+            print("Demo failed: \(failure)")
+            throw ExitCode.failure
+        }
+        print("""
+
+            The audit trail stays in each node's store, for example:
+              ce-node history --topology \(topology) --node reviewer-1
+            """)
+    }
+
+    func commonDataRoot(_ cluster: Topology) -> String {
+        let parents = Set(cluster.nodes.map { ($0.data as NSString).deletingLastPathComponent })
+        return parents.count == 1 ? parents.first! : ".ce-data/demo"
+    }
+
+    func play(_ cluster: Topology) async throws {
+        let started = ContinuousClock.now
+        let timeline = Timeline(cluster: cluster, started: started)
+        let context = try Context()
+        defer { context.shutdownBlocking() }
+        // Wait for every node to answer on its control endpoint, then for heartbeats between all.
+        for node in cluster.nodes {
+            try await waitFor("\(node.name) to start", seconds: 30) {
+                (try? await ControlClient(dataDirectory: node.data).call(["cmd": "status"], timeout: .seconds(1))) != nil
+            }
+            try timeline.follow(node, context: context)
+        }
+        try await waitFor("every node to hear every peer", seconds: 30) {
+            for node in cluster.nodes {
+                guard let status = try? await ControlClient(dataDirectory: node.data).call(["cmd": "status"], timeout: .seconds(1)),
+                    let peers = status["status"]?["peers"]?.arrayValue,
+                    peers.allSatisfy({ $0["up"]?.boolValue == true })
+                else { return false }
+            }
+            return true
+        }
+        print("Cluster up after \(format(ContinuousClock.now - started)). Timeline (time since start; who received each event, and how long after it was emitted):\n")
+        let collector = Task { try await timeline.collect() }
+        defer { collector.cancel() }
+
+        func emit(_ node: String, _ type: String, _ payload: JSONValue, target: String? = nil) async throws {
+            guard let spec = cluster.node(named: node) else { throw ValidationError("the demo needs a node named \(node) in the topology") }
+            var request: [String: JSONValue] = ["cmd": "emit", "event_type": .string(type), "payload": payload]
+            if let target { request["target"] = .string(target) }
+            let reply = try await ControlClient(dataDirectory: spec.data).call(.object(request))
+            guard let id = reply["event"]?["id"]?.stringValue else { throw ValidationError("emit gave no event id") }
+            try await timeline.waitUntilDelivered(id)
+        }
+
+        // 1. Planners publish a first schema early (progressive synchronization), then the plan.
+        try await emit("planner-1", "schema_v1", ["entities": ["User", "Session"], "version": 1])
+        try await emit("planner-1", "plan_ready", ["feature": "login", "tasks": ["api", "ui", "tests"]], target: "builder")
+        // 2. Reviewers react in preview mode while builders start.
+        try await emit("reviewer-1", "early_feedback", ["on": "plan_ready", "note": "add rate limiting to the login API"])
+        // 3. A builder asks the planners a question; the planner agent answers through its event folder.
+        let planner = cluster.node(named: "planner-1")!
+        let answerer = Task { try await answerAsPlannerAgent(workspace: planner.workspace ?? planner.data) }
+        let builder = cluster.node(named: "builder-1")!
+        let askedAt = ContinuousClock.now
+        let reply = try await ControlClient(dataDirectory: builder.data).call(
+            ["cmd": "ask", "pool": "planner", "question": ["text": "Sessions in a cookie or a bearer token?"]], timeout: .seconds(30))
+        let rtt = ContinuousClock.now - askedAt
+        _ = try? await answerer.value
+        timeline.note("builder-1 asked pool planner: \"Sessions in a cookie or a bearer token?\"")
+        timeline.note("  answer \(reply["answer"]?.serializedString ?? "?") in \(format(rtt))")
+        // 4. Builders deliver.
+        try await emit("builder-1", "build_ready", ["artifact": "login-api", "commit": "a1b2c3"])
+        try await emit("builder-2", "implementation_complete", ["artifact": "login-ui"])
+        // 5. Reviewers do the full review and approve.
+        try await emit("reviewer-1", "review_complete", ["verdict": "pass", "comments": 2])
+        try await emit("reviewer-1", "quality_validated", ["coverage": 0.91])
+        try await emit("reviewer-1", "approval_granted", ["release": "login-v1"])
+        print("\nPipeline complete in \(format(ContinuousClock.now - started)).")
+    }
+
+    /// The planner agent of the demo: reads a question file, writes the reply file.
+    func answerAsPlannerAgent(workspace: String) async throws {
+        let requests = workspace + "/.ce-events/requests"
+        let replies = workspace + "/.ce-events/replies"
+        var name: String?
+        try await waitFor("the question to reach the planner's event folder", seconds: 30) {
+            name = (try? FileManager.default.contentsOfDirectory(atPath: requests))?.first { $0.hasSuffix(".json") && !$0.hasPrefix(".") }
+            return name != nil
+        }
+        let reply: JSONValue = ["answer": "Bearer token; see schema_v1 for the Session entity."]
+        let temporary = replies + "/." + name! + ".tmp"
+        try Data(reply.serialized()).write(to: URL(fileURLWithPath: temporary))
+        try FileManager.default.moveItem(atPath: temporary, toPath: replies + "/" + name!)
+    }
+}
+
+func format(_ d: Duration) -> String {
+    let ms = Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
+    return ms < 1000 ? String(format: "%.1f ms", ms) : String(format: "%.2f s", ms / 1000)
+}
+
+/// Polls `condition` every 20 ms until it holds, or fails after `seconds`.
+func waitFor(_ what: String, seconds: Double, _ condition: () async throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + .seconds(seconds)
+    while ContinuousClock.now < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    throw ValidationError("timed out after \(seconds) s waiting for \(what)")
+}
+
+/// Watches every node's feed and prints who emitted what and who received it, with latencies.
+final class Timeline: Sendable {
+    let cluster: Topology
+    let started: ContinuousClock.Instant
+    let feeds = Mutex<[(String, Socket)]>([])
+    /// event id -> (origin, type, stream, emitted at, [receiver: seen at])
+    let seen = Mutex<[String: Sighting]>([:])
+
+    struct Sighting: Sendable {
+        var origin: String
+        var type: EventType
+        var stream: String
+        var at: [String: ContinuousClock.Instant] = [:]
+    }
+
+    init(cluster: Topology, started: ContinuousClock.Instant) {
+        self.cluster = cluster
+        self.started = started
+    }
+
+    func follow(_ node: NodeSpec, context: Context) throws {
+        let sub = try context.socket(.sub)
+        try sub.set(.subscribe([]))
+        let dir = node.data.hasPrefix("/") ? node.data : FileManager.default.currentDirectoryPath + "/" + node.data
+        try sub.connect("ipc://" + dir + "/feed.sock")
+        feeds.withLock { $0.append((node.name, sub)) }
+    }
+
+    func collect() async throws {
+        let feeds = self.feeds.withLock { $0 }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (name, sub) in feeds {
+                group.addTask {
+                    for try await message in sub.messages {
+                        let now = ContinuousClock.now
+                        guard message.count == 2, let event = try? EnvelopeCodec.decode(message[1].bytes) else { continue }
+                        self.seen.withLock { s in
+                            s[event.id, default: Sighting(origin: event.origin, type: event.type, stream: event.stream)].at[name] = now
+                        }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+    }
+
+    /// Nodes whose pool subscribes to the type (all but the origin).
+    func receivers(of type: EventType, from origin: String) -> [String] {
+        cluster.nodes.filter { node in
+            node.name != origin && (cluster.subscriptions(forPool: node.pool).map { $0.contains(type) } ?? true)
+        }.map(\.name)
+    }
+
+    func waitUntilDelivered(_ id: String) async throws {
+        var sighting: Sighting?
+        try await waitFor("event \(id) to reach its subscribers", seconds: 10) {
+            guard let s = seen.withLock({ $0[id] }), s.at[s.origin] != nil else { return false }
+            sighting = s
+            return receivers(of: s.type, from: s.origin).allSatisfy { s.at[$0] != nil }
+        }
+        guard let s = sighting, let emitted = s.at[s.origin] else { return }
+        // The feeds are read by one observer: a receiver's feed can be read a hair before the origin's.
+        let deliveries = receivers(of: s.type, from: s.origin).map { name in
+            "\(name) +\(format(max(.zero, s.at[name]! - emitted)))"
+        }
+        let line = String(format: "%9@  %-11@ emitted %-24@ -> %@",
+                          format(emitted - started) as NSString, s.origin as NSString, "\(s.type)" as NSString,
+                          (deliveries.isEmpty ? "(no subscribers)" : deliveries.joined(separator: ", ")) as NSString)
+        print(line)
+    }
+
+    func note(_ text: String) {
+        print(String(format: "%9@  %@", format(ContinuousClock.now - started) as NSString, text as NSString))
+    }
+}
+
+/// A `ce-node run` child process.
+final class NodeProcess: Sendable {
+    let process: Process
+    let name: String
+
+    init(process: Process, name: String) {
+        self.process = process
+        self.name = name
+    }
+
+    static func start(topology: String, node: String, log: String) throws -> NodeProcess {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        process.arguments = ["run", "--topology", topology, "--node", node, "--log-level", "notice"]
+        FileManager.default.createFile(atPath: log, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        return NodeProcess(process: process, name: node)
+    }
+
+    func terminate() { if process.isRunning { process.terminate() } }
+
+    func waitOrKill(seconds: Double) {
+        let deadline = Date().addingTimeInterval(seconds)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+}
