@@ -143,6 +143,7 @@ public final class Node: Sendable {
                 group.addTask { try await self.controlLoop(control: sockets.control) }
                 group.addTask { try await self.heartbeatLoop(pub: sockets.pub) }
                 group.addTask { try await self.folderLoop() }
+                group.addTask { try await self.redialLoop(sub: sockets.sub, events: sockets.subEvents) }
                 // The first loop to end (cancellation, or a failure) ends them all.
                 do {
                     try await group.next()
@@ -182,6 +183,7 @@ public final class Node: Sendable {
         let router: Socket
         let control: Socket
         let feed: Socket
+        let subEvents: MonitorEvents
     }
 
     private func openSockets() throws -> Sockets {
@@ -202,6 +204,7 @@ public final class Node: Sendable {
             .heartbeatTimeout(milliseconds: settings.heartbeatMilliseconds * 3),
         ])
         for prefix in subscriptionPrefixes { try sub.set(.subscribe(prefix)) }
+        let subEvents = try sub.monitor([.connected, .disconnected])
         for peer in topology.peers(of: spec.name) { try sub.connect(peer.pubEndpoint) }
 
         try FileManager.default.createDirectory(atPath: options.dataDirectory, withIntermediateDirectories: true)
@@ -210,7 +213,7 @@ public final class Node: Sendable {
         let feed = try context.socket(.pub)
         try feed.set(.sendHighWaterMark(100_000))
         try bind(feed, feedEndpoint, "feed")
-        return Sockets(pub: pub, sub: sub, router: router, control: control, feed: feed)
+        return Sockets(pub: pub, sub: sub, router: router, control: control, feed: feed, subEvents: subEvents)
     }
 
     private func bind(_ socket: Socket, _ endpoint: String, _ role: String) throws {
@@ -354,6 +357,34 @@ public final class Node: Sendable {
             state.withLock { s in
                 s.counters.received += records.count - duplicates
                 s.counters.duplicates += duplicates
+            }
+        }
+    }
+
+    /// libzmq does not reconnect after a protocol error (an oversized or malformed frame from
+    /// a peer): a peer connection that stays down is dialled again, so one bad message never
+    /// cuts a node off from a peer for good.
+    private func redialLoop(sub: Socket, events: MonitorEvents) async throws {
+        final class Endpoints: Sendable { let set = Mutex<Set<String>>([]) }
+        let connected = Endpoints()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for try await event in events {
+                switch event.kind {
+                case .connected?:
+                    connected.set.withLock { _ = $0.insert(event.endpoint) }
+                case .disconnected?:
+                    connected.set.withLock { _ = $0.remove(event.endpoint) }
+                    let endpoint = event.endpoint
+                    group.addTask {
+                        try await Task.sleep(for: .seconds(1))
+                        guard !connected.set.withLock({ $0.contains(endpoint) }) else { return }
+                        self.logger.notice("peer connection \(endpoint) dropped and not restored by libzmq: dialling again")
+                        try? sub.disconnect(endpoint)
+                        try? sub.connect(endpoint)
+                    }
+                default:
+                    break
+                }
             }
         }
     }

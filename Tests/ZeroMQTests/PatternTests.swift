@@ -14,6 +14,7 @@ struct PatternTests {
         // Slow joiner: publish a probe until the subscription has arrived.
         let received = try await within(5, "first subscribed message") {
             while true {
+                try Task.checkCancellation()
                 try await pub.send(Frame("plan_ready/planner"), Frame("probe"))
                 if let m = try? await sub.receive(timeout: .milliseconds(50)) { return m }
             }

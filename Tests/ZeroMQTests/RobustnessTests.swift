@@ -279,3 +279,37 @@ struct RobustnessTests {
         await context.shutdown()
     }
 }
+
+@Suite struct OversizeTests {
+    /// libzmq 4.3 treats an oversized message as a protocol error: it drops the connection
+    /// and does not reconnect by itself. Dialling again restores it (the node does that).
+    @Test func anOversizedMessageDropsThePeerUntilRedialled() async throws {
+        let context = try Context()
+        let pub = try context.socket(.pub)
+        let endpoint = try pub.bind("tcp://127.0.0.1:*")
+        let sub = try context.socket(.sub)
+        try sub.set([.maxMessageSize(4096), .subscribe([]), .reconnectInterval(milliseconds: 100)])
+        let events = try sub.monitor([.connected, .disconnected])
+        try sub.connect(endpoint)
+        try await within(5, "first message") {
+            while true {
+                try Task.checkCancellation()
+                try await pub.send(Message("small"))
+                if (try? await sub.receive(timeout: .milliseconds(50))) != nil { return }
+            }
+        }
+        try await pub.send(Message([UInt8](repeating: 1, count: 8192)))
+        _ = try await firstEvent(of: events, "disconnect after the oversized message", where: { $0.kind == .disconnected })
+        try sub.disconnect(endpoint)
+        try sub.connect(endpoint)
+        let after = try await within(10, "a message after reconnecting") {
+            while true {
+                try Task.checkCancellation()
+                try await pub.send(Message("after"))
+                if let m = try? await sub.receive(timeout: .milliseconds(50)) { return m }
+            }
+        }
+        #expect(text(after) == "after")
+        await context.shutdown()
+    }
+}

@@ -1,0 +1,195 @@
+import CECore
+import CENode
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A cluster of real `ce-node` processes on loopback, in a temporary folder, torn down at the end.
+final class Cluster: @unchecked Sendable {
+    // @unchecked Sendable: `processes` is only touched by the test that owns the cluster.
+    let root: String
+    let topologyPath: String
+    let topology: Topology
+    var processes: [String: Process] = [:]
+
+    struct NodeDef {
+        var name: String
+        var pool: String
+        var workspace = false
+    }
+
+    /// Writes a topology for the nodes (free loopback ports); `launch` starts them.
+    init(_ nodes: [NodeDef], pools: String, settings: String) throws {
+        root = NSTemporaryDirectory() + "ce-test-" + UUID().uuidString.prefix(8)
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        var yaml = "version: 1\ncluster: test\nsettings:\n  \(settings)\nnodes:\n"
+        for node in nodes {
+            let (pub, rep) = (try freePort(), try freePort())
+            yaml += "  - name: \(node.name)\n    pool: \(node.pool)\n    host: 127.0.0.1\n    ports: { pub: \(pub), rep: \(rep) }\n    data: \(root)/\(node.name)\n"
+            if node.workspace { yaml += "    workspace: \(root)/ws-\(node.name)\n" }
+        }
+        yaml += pools
+        topologyPath = root + "/topology.yaml"
+        try yaml.write(toFile: topologyPath, atomically: true, encoding: .utf8)
+        topology = try TopologyLoader.load(path: topologyPath)
+    }
+
+    func launch(_ names: [String]) async throws {
+        for name in names { try start(name) }
+        for name in names { try await waitUntilUp(name) }
+        try await waitUntilConnected(names)
+    }
+
+    func start(_ name: String) throws {
+        let process = Process()
+        process.executableURL = Cluster.binary
+        process.arguments = ["run", "--topology", topologyPath, "--node", name, "--log-level", "info"]
+        let log = root + "/\(name).log"
+        if !FileManager.default.fileExists(atPath: log) { FileManager.default.createFile(atPath: log, contents: nil) }
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        handle.seekToEndOfFile()
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        processes[name] = process
+    }
+
+    /// The built `ce-node`, next to this test bundle.
+    static let binary: URL = {
+        let here = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+        return here.appendingPathComponent("ce-node")
+    }()
+
+    func data(_ name: String) -> String { topology.node(named: name)!.data }
+    func workspace(_ name: String) -> String { topology.node(named: name)!.workspace! }
+    func log(_ name: String) -> String { (try? String(contentsOfFile: root + "/\(name).log", encoding: .utf8)) ?? "" }
+
+    func control(_ name: String, _ request: JSONValue, timeout: Duration = .seconds(10)) async throws -> JSONValue {
+        try await ControlClient(dataDirectory: data(name)).call(request, timeout: timeout)
+    }
+
+    func status(_ name: String) async throws -> JSONValue {
+        try await control(name, ["cmd": "status"])["status"]!
+    }
+
+    @discardableResult
+    func emit(_ name: String, _ type: String, _ payload: JSONValue = .null) async throws -> JSONValue {
+        try await control(name, ["cmd": "emit", "event_type": .string(type), "payload": payload])["event"]!
+    }
+
+    func waitUntilUp(_ name: String) async throws {
+        try await eventually(30, "\(name) answers on its control endpoint\n\(log(name))") {
+            guard processes[name]?.isRunning == true else { throw TestFailure("\(name) exited:\n\(log(name))") }
+            return (try? await ControlClient(dataDirectory: data(name)).call(["cmd": "status"], timeout: .milliseconds(500))) != nil
+        }
+    }
+
+    /// Until each running node hears the heartbeats of every other running node.
+    func waitUntilConnected(_ names: [String]) async throws {
+        try await eventually(30, "nodes hear each other") {
+            for name in names {
+                let peers = try await status(name)["peers"]?.arrayValue ?? []
+                for peer in peers where names.contains(peer["name"]?.stringValue ?? "") {
+                    if peer["up"]?.boolValue != true { return false }
+                }
+            }
+            return true
+        }
+    }
+
+    /// Events stored at a node (its audit trail), read through `ce-node history`.
+    func history(_ name: String, type: String? = nil) throws -> [JSONValue] {
+        var args = ["history", "--data", data(name), "--limit", "100000"]
+        if let type { args += ["--type", type] }
+        let out = try run(args)
+        return out.split(separator: "\n").compactMap { try? JSONValue(parsing: String($0)) }
+    }
+
+    func run(_ arguments: [String]) throws -> String {
+        let process = Process()
+        process.executableURL = Cluster.binary
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    func kill(_ name: String, signal: Int32 = SIGKILL) {
+        guard let p = processes[name], p.isRunning else { return }
+        Glibc.kill(p.processIdentifier, signal)
+        p.waitUntilExit()
+    }
+
+    func stop(_ name: String) async throws {
+        guard let p = processes[name], p.isRunning else { return }
+        p.terminate()
+        try await eventually(15, "\(name) stops on SIGTERM") { !p.isRunning }
+    }
+
+    /// Stops every node (SIGTERM, then SIGKILL) and removes the folder.
+    func tearDown() async {
+        for (_, p) in processes where p.isRunning { p.terminate() }
+        let deadline = Date().addingTimeInterval(10)
+        for (_, p) in processes {
+            while p.isRunning && Date() < deadline { try? await Task.sleep(for: .milliseconds(20)) }
+            if p.isRunning { Glibc.kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
+        }
+        try? FileManager.default.removeItem(atPath: root)
+    }
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
+
+/// Waits until `condition` holds, checking every 20 ms, for at most `seconds`.
+func eventually(_ seconds: Double, _ what: @autoclosure () -> String, _ condition: () async throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + .seconds(seconds)
+    while ContinuousClock.now < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    throw TestFailure("timed out after \(seconds) s: \(what())")
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on right now.
+func freePort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    addr.sin_port = 0
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let ok = withUnsafeMutablePointer(to: &addr) { p in
+        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
+    }
+    guard ok else { throw TestFailure("no free port") }
+    return Int(UInt16(bigEndian: addr.sin_port))
+}
+
+/// Runs `body` with a started cluster and always tears it down, also when the test fails.
+func withCluster(
+    _ nodes: [Cluster.NodeDef], pools: String = "",
+    settings: String = "heartbeat_ms: 200\n  ask_timeout_ms: 500\n  ask_retries: 1", start: [String]? = nil,
+    _ body: (Cluster) async throws -> Void
+) async throws {
+    let cluster = try Cluster(nodes, pools: pools, settings: settings)
+    do {
+        try await cluster.launch(start ?? nodes.map(\.name))
+        try await body(cluster)
+    } catch {
+        print("cluster logs in \(cluster.root):")
+        for node in nodes { print("--- \(node.name)\n\(cluster.log(node.name).suffix(3000))") }
+        await cluster.tearDown()
+        throw error
+    }
+    await cluster.tearDown()
+}

@@ -1,0 +1,232 @@
+import CECore
+import CENode
+import Foundation
+import Testing
+import ZeroMQ
+
+@Suite("ce-node processes on loopback", .serialized)
+struct NodeTests {
+    @Test func broadcastReachesTwoPools() async throws {
+        try await withCluster([.init(name: "planner-1", pool: "planner"), .init(name: "builder-1", pool: "builder"), .init(name: "reviewer-1", pool: "reviewer")]) { cluster in
+            let event = try await cluster.emit("planner-1", "plan_ready", ["feature": "login"])
+            let id = event["id"]!.stringValue!
+            for node in ["builder-1", "reviewer-1"] {
+                try await eventually(10, "\(node) stores the plan") { try cluster.history(node).contains { $0["id"]?.stringValue == id } }
+            }
+            // Stored at the origin too, with its sequence.
+            let origin = try cluster.history("planner-1")
+            #expect(origin.map { $0["seq"]?.intValue } == [1])
+        }
+    }
+
+    @Test func threeStagePipelineAndFilteredSubscriptions() async throws {
+        let pools = """
+            pools:
+              builder: { subscribe: [plan_ready] }
+              reviewer: { subscribe: [build_ready] }
+              planner: { subscribe: [review_complete] }
+
+            """
+        try await withCluster(
+            [.init(name: "planner-1", pool: "planner"), .init(name: "builder-1", pool: "builder"), .init(name: "reviewer-1", pool: "reviewer")],
+            pools: pools) { cluster in
+            // planner -> builder -> reviewer -> planner, each stage reacting to what it received.
+            try await cluster.emit("planner-1", "plan_ready", ["step": 1])
+            try await eventually(10, "builder receives the plan") { !(try cluster.history("builder-1", type: "plan_ready")).isEmpty }
+            try await cluster.emit("builder-1", "build_ready", ["step": 2])
+            try await eventually(10, "reviewer receives the build") { !(try cluster.history("reviewer-1", type: "build_ready")).isEmpty }
+            try await cluster.emit("reviewer-1", "review_complete", ["step": 3])
+            try await eventually(10, "planner receives the review") { !(try cluster.history("planner-1", type: "review_complete")).isEmpty }
+            // Filtered: nobody stored what they did not subscribe to.
+            #expect(try cluster.history("reviewer-1", type: "plan_ready").isEmpty)
+            #expect(try cluster.history("builder-1", type: "review_complete").isEmpty)
+            #expect(try cluster.history("planner-1", type: "build_ready").isEmpty)
+            // A type that merely shares a prefix is not delivered either.
+            try await cluster.emit("planner-1", "plan_ready_v2", ["x": 1])
+            try await cluster.emit("planner-1", "plan_ready", ["after": true])
+            try await eventually(10, "second plan arrives") { (try cluster.history("builder-1", type: "plan_ready")).count == 2 }
+            #expect(try cluster.history("builder-1", type: "plan_ready_v2").isEmpty)
+        }
+    }
+
+    @Test func askGetsAnAnswerFromTheEventFolderOnce() async throws {
+        try await withCluster([.init(name: "planner-1", pool: "planner", workspace: true), .init(name: "builder-1", pool: "builder")],
+                                        settings: "heartbeat_ms: 200\n  ask_timeout_ms: 5000\n  ask_retries: 0") { cluster in
+            let requests = cluster.workspace("planner-1") + "/.ce-events/requests"
+            let replies = cluster.workspace("planner-1") + "/.ce-events/replies"
+            let agent = Task {
+                var name: String?
+                try await eventually(10, "question file appears") {
+                    name = (try? FileManager.default.contentsOfDirectory(atPath: requests))?.first { $0.hasSuffix(".json") && !$0.hasPrefix(".") }
+                    return name != nil
+                }
+                let question = try JSONValue(parsing: [UInt8](FileManager.default.contents(atPath: requests + "/" + name!)!))
+                #expect(question["question"]?["text"]?.stringValue == "cookie or token?")
+                #expect(question["from_node"]?.stringValue == "builder-1")
+                try Data(#"{"answer":"token"}"#.utf8).write(to: URL(fileURLWithPath: replies + "/.tmp"))
+                try FileManager.default.moveItem(atPath: replies + "/.tmp", toPath: replies + "/" + name!)
+            }
+            let reply = try await cluster.control("builder-1", ["cmd": "ask", "pool": "planner", "question": ["text": "cookie or token?"]])
+            try await agent.value
+            #expect(reply["answer"]?.stringValue == "token")
+            let status = try await cluster.status("planner-1")
+            #expect(status["counters"]?["questions_answered"]?.intValue == 1)
+        }
+    }
+
+    @Test func askToADeadResponderTimesOutWithAClearError() async throws {
+        try await withCluster([.init(name: "planner-1", pool: "planner"), .init(name: "builder-1", pool: "builder")], start: ["builder-1"]) { cluster in
+            let started = ContinuousClock.now
+            do {
+                _ = try await cluster.control("builder-1", ["cmd": "ask", "pool": "planner", "question": "anyone?"])
+                Issue.record("ask to a dead pool returned")
+            } catch {
+                let text = "\(error)"
+                #expect(text.contains("planner") && text.contains("did not answer") && text.contains("2 attempts"), "\(text)")
+            }
+            // 2 attempts of 500 ms each, not forever.
+            #expect(ContinuousClock.now - started < .seconds(8))
+            do {
+                _ = try await cluster.control("builder-1", ["cmd": "ask", "pool": "nobody", "question": "?"])
+                Issue.record("ask to an unknown pool returned")
+            } catch {
+                #expect("\(error)".contains("no pool \"nobody\""))
+            }
+            // The node is still fine.
+            let failed = try await cluster.status("builder-1")["counters"]?["asks_failed"]?.intValue
+            #expect(failed == 1)
+        }
+    }
+
+    @Test func eventFolderRoundTrip() async throws {
+        try await withCluster([.init(name: "planner-1", pool: "planner", workspace: true), .init(name: "builder-1", pool: "builder", workspace: true)]) { cluster in
+            let outbox = cluster.workspace("planner-1") + "/.ce-events"
+            // Write, then rename in: the documented way.
+            let file = #"{"stream":"planner","event_type":"schema_v1","payload":{"tables":["user"]},"timestamp":"2026-11-25T10:00:00Z"}"#
+            try Data(file.utf8).write(to: URL(fileURLWithPath: outbox + "/.writing"))
+            try FileManager.default.moveItem(atPath: outbox + "/.writing", toPath: outbox + "/planner_schema_v1_20261125T100000Z.json")
+            let inbox = cluster.workspace("builder-1") + "/.ce-events/inbox"
+            var delivered: [String] = []
+            try await eventually(10, "the event reaches the builder's inbox") {
+                delivered = (try? FileManager.default.contentsOfDirectory(atPath: inbox))?.filter { $0.hasSuffix(".json") } ?? []
+                return !delivered.isEmpty
+            }
+            let content = try JSONValue(parsing: [UInt8](FileManager.default.contents(atPath: inbox + "/" + delivered[0])!))
+            #expect(content["event_type"]?.stringValue == "schema_v1")
+            #expect(content["payload"]?["tables"]?[0]?.stringValue == "user")
+            #expect(delivered[0].hasPrefix("planner_schema_v1_"))
+            try await eventually(5, "the file is moved aside") {
+                FileManager.default.fileExists(atPath: outbox + "/sent/planner_schema_v1_20261125T100000Z.json")
+            }
+            // A broken file is retried, then quarantined with the reason; the node keeps running.
+            try Data("{\"stream\": \"planner\", \"event_ty".utf8).write(to: URL(fileURLWithPath: outbox + "/broken.json"))
+            try await eventually(10, "the broken file is quarantined") {
+                FileManager.default.fileExists(atPath: outbox + "/rejected/broken.json.error")
+            }
+            let reason = try String(contentsOfFile: outbox + "/rejected/broken.json.error", encoding: .utf8)
+            #expect(reason.contains("JSON"))
+            #expect(try cluster.history("planner-1").count == 1)
+        }
+    }
+
+    @Test func restartKeepsTheStoreAndContinuesTheSequence() async throws {
+        try await withCluster([.init(name: "planner-1", pool: "planner"), .init(name: "builder-1", pool: "builder")]) { cluster in
+            for i in 1...3 { try await cluster.emit("planner-1", "plan_ready", ["n": .number(Double(i))]) }
+            cluster.kill("planner-1")  // SIGKILL: acknowledged events must survive
+            #expect(try cluster.history("planner-1").count == 3)
+            try cluster.start("planner-1")
+            let restarted = Date()
+            try await cluster.waitUntilUp("planner-1")
+            // Until the builder has reconnected, a PUB has nobody to send to (slow joiner):
+            // wait until the builder hears a heartbeat sent after the restart.
+            try await eventually(10, "builder hears the restarted planner") {
+                let peers = try await cluster.status("builder-1")["peers"]?.arrayValue ?? []
+                guard let heard = peers.first(where: { $0["name"]?.stringValue == "planner-1" })?["last_heard_ms"]?.doubleValue else { return false }
+                return heard < Date().timeIntervalSince(restarted) * 1000 - 50
+            }
+            let event = try await cluster.emit("planner-1", "plan_ready", ["n": 4])
+            #expect(event["seq"]?.intValue == 4)
+            try await eventually(10, "builder has all four, once each") { try cluster.history("builder-1").count == 4 }
+            let seqs = try cluster.history("builder-1").compactMap { $0["seq"]?.intValue }
+            #expect(seqs == [1, 2, 3, 4])
+        }
+    }
+
+    @Test func badInputIsCountedAndRejectedAndNothingStoredIsLost() async throws {
+        // "mallory" is in the topology but is this test's own raw PUB socket.
+        try await withCluster(
+            [.init(name: "builder-1", pool: "builder"), .init(name: "mallory", pool: "planner")],
+            settings: "heartbeat_ms: 200\n  max_message_bytes: 4096", start: ["builder-1"]) { cluster in
+            let context = try Context()
+            let pub = try context.socket(.pub)
+            try pub.bind(cluster.topology.node(named: "mallory")!.bindPubEndpoint)
+            let good = Event(id: "good-1", origin: "mallory", seq: 1, stream: "planner", type: .planReady, timestamp: Date(), payload: ["ok": true])
+            let goodMessage = Message([Frame(Topic.bytes(type: .planReady, stream: "planner")), Frame(EnvelopeCodec.encode(good))])
+            // Slow joiner: repeat the good event until it is stored (duplicates are not stored twice).
+            try await eventually(10, "the good event is stored") {
+                try await pub.send(goodMessage)
+                return try cluster.history("builder-1").count == 1
+            }
+            var bad: [Message] = [
+                Message([Frame("plan_ready/planner")]),  // one frame
+                Message([Frame("plan_ready/planner"), Frame("{}"), Frame("extra")]),  // three frames
+                Message([Frame([0xFF, 0xFE]), Frame(EnvelopeCodec.encode(good))]),  // topic not UTF-8
+                Message([Frame("plan_ready/planner"), Frame("{not json")]),  // invalid JSON
+                Message([Frame("plan_ready/planner"), Frame(#"{"v":1,"id":"x"}"#)]),  // missing fields
+                Message([Frame("build_ready/planner"), Frame(EnvelopeCodec.encode(good))]),  // topic disagrees
+            ]
+            var future = good
+            future.id = "future"
+            future.seq = 2
+            var envelope = String(decoding: EnvelopeCodec.encode(future), as: UTF8.self)
+            envelope = envelope.replacingOccurrences(of: #""v":1"#, with: #""v":9"#)
+            bad.append(Message([Frame("plan_ready/planner"), Frame(envelope)]))  // unknown version
+            for message in bad { try await pub.send(message) }
+            try await eventually(10, "every bad message is counted") {
+                (try await cluster.status("builder-1")["counters"]?["rejected"]?.intValue ?? 0) >= bad.count
+            }
+            // Oversized (ZMQ_MAXMSGSIZE): the connection is dropped, the node lives and reconnects.
+            try await pub.send(Frame("plan_ready/planner"), Frame([UInt8](repeating: 0x20, count: 8192)))
+            var next = good
+            next.id = "good-2"
+            next.seq = 2
+            let nextMessage = Message([Frame(Topic.bytes(type: .planReady, stream: "planner")), Frame(EnvelopeCodec.encode(next))])
+            try await eventually(15, "a good event after the oversized one is stored") {
+                try await pub.send(nextMessage)
+                return try cluster.history("builder-1").count == 2
+            }
+            #expect(try cluster.history("builder-1").map { $0["id"]?.stringValue } == ["good-1", "good-2"])
+            #expect(cluster.processes["builder-1"]!.isRunning)
+            await context.shutdown()
+        }
+    }
+
+    @Test func cliRefusesBadFlagsWithClearErrors() throws {
+        let dir = NSTemporaryDirectory() + "ce-cli-" + UUID().uuidString.prefix(8)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let bad = dir + "/bad.yaml"
+        try "version: 1\nnodes:\n  - name: a\n    pool: p\n    host: 999.1.1.1\n    ports: { pub: 70000, rep: 7001 }\n".write(toFile: bad, atomically: true, encoding: .utf8)
+        let run = { (args: [String]) throws -> String in
+            let process = Process()
+            process.executableURL = Cluster.binary
+            process.arguments = args
+            let pipe = Pipe()
+            process.standardOutput = pipe
+            process.standardError = pipe
+            try process.run()
+            let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            #expect(process.terminationStatus != 0, "\(args) should fail")
+            return out
+        }
+        let topologyError = try run(["run", "--topology", bad, "--node", "a"])
+        #expect(topologyError.contains("nodes[0].host"))
+        #expect(topologyError.contains("nodes[0].ports.pub"))
+        #expect(try run(["run", "--topology", dir + "/missing.yaml", "--node", "a"]).contains("missing.yaml"))
+        #expect(try run(["emit", "--data", dir, "--type", "Bad-Type"]).contains("event type"))
+        #expect(try run(["emit", "--data", dir, "--type", "plan_ready", "--payload", "{oops"]).contains("--payload is not valid JSON"))
+        #expect(try run(["status", "--data", dir]).contains("no node is running"))
+        #expect(try run(["run", "--bogus-flag"]).contains("bogus-flag"))
+    }
+}
