@@ -1,0 +1,125 @@
+import CECore
+import CEStore
+import Foundation
+import Testing
+
+@Suite("The durable event store")
+struct StoreTests {
+    func temporary() -> String { NSTemporaryDirectory() + "ce-store-" + UUID().uuidString.prefix(8) }
+
+    func event(_ origin: String, _ seq: UInt64, type: EventType = .planReady, stream: String = "planner", id: String? = nil, at: Date = Date()) -> StoredEvent {
+        let e = Event(id: id ?? "\(origin)-\(seq)", origin: origin, seq: seq, stream: stream, type: type, timestamp: at, payload: ["n": .number(Double(seq))])
+        return StoredEvent(event: e, envelope: EnvelopeCodec.encode(e))
+    }
+
+    @Test func appendQueryAndDuplicates() throws {
+        let dir = temporary()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = try EventStore(directory: dir)
+        let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+        let fresh = try store.append([
+            event("p", 1, at: t0), event("p", 2, type: .schemaV1Custom, at: t0 + 10), event("b", 1, type: .buildReady, stream: "builder", at: t0 + 20),
+        ])
+        #expect(fresh == [true, true, true])
+        // Same id, or same origin and sequence: not new, not stored twice.
+        #expect(try store.append([event("p", 1), event("p", 2, id: "other-id"), event("p", 3)]) == [false, false, true])
+        #expect(try store.count() == 4)
+        var q = EventQuery()
+        q.type = "build_ready"
+        #expect(try store.events(q).map(\.id) == ["b-1"])
+        q = EventQuery()
+        q.stream = "planner"
+        #expect(try store.events(q).count == 3)
+        q = EventQuery()
+        q.origin = "p"
+        q.afterSeq = 1
+        #expect(try store.events(q).map(\.seq) == [2, 3])
+        q = EventQuery()
+        q.since = t0 + 5
+        q.until = t0 + 25
+        #expect(Set(try store.events(q).map(\.id)) == ["p-2", "b-1"])
+        q = EventQuery()
+        q.descending = true
+        q.limit = 1
+        #expect(try store.events(q).map(\.id) == ["p-3"])
+        #expect(try store.event(id: "p-2")?.decoded().seq == 2)
+        #expect(try store.maxSeq(origin: "p") == 3)
+        #expect(try store.origins() == ["p": 3, "b": 1])
+    }
+
+    @Test func everythingSurvivesReopening() throws {
+        let dir = temporary()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        do {
+            let store = try EventStore(directory: dir)
+            try store.append((1...50).map { event("p", $0) }, advancing: ["x": 9])
+            try store.recordAnswer(requestID: "r1", reply: Array("yes".utf8))
+            try store.setMeta("k", "v")
+        }
+        let store = try EventStore(directory: dir)
+        #expect(try store.count() == 50)
+        #expect(try store.maxSeq(origin: "p") == 50)
+        #expect(try store.cursor(origin: "x") == 9)
+        try store.setCursors(["x": 3])  // cursors never move back
+        #expect(try store.cursor(origin: "x") == 9)
+        #expect(try store.answer(for: "r1") == Array("yes".utf8))
+        #expect(try store.answer(for: "r2") == nil)
+        #expect(try store.meta("k") == "v")
+    }
+
+    @Test func concurrentWritersAreGroupCommittedOnceEach() async throws {
+        let dir = temporary()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = try EventStore(directory: dir)
+        let writer = store.writer()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for task in 0..<20 {
+                group.addTask {
+                    for i in 1...10 {
+                        let isNew = try await writer.append(self.event("o\(task)", UInt64(i)))
+                        #expect(isNew)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let again = try await writer.append(event("o0", 1))
+        #expect(!again)
+        #expect(try store.count() == 200)
+        let (written, transactions) = writer.counts
+        #expect(written == 200)
+        #expect(transactions < 201)
+        writer.close()
+        await #expect(throws: StoreError.self) { _ = try await writer.append(self.event("late", 1)) }
+    }
+
+    @Test func aDamagedStoreIsRefusedAtOpen() throws {
+        let dir = temporary()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        do {
+            let store = try EventStore(directory: dir)
+            try store.append((1...2000).map { event("p", $0) })
+        }
+        let path = dir + "/events.sqlite"
+        // Checkpoint the WAL into the main file first so the damage hits real pages.
+        try? FileManager.default.removeItem(atPath: path + "-wal")
+        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
+        let size = try handle.seekToEnd()
+        #expect(size > 64 * 1024)
+        for offset in stride(from: UInt64(8192), to: size - 4096, by: 16384) {
+            try handle.seek(toOffset: offset)
+            handle.write(Data(repeating: 0xA5, count: 512))
+        }
+        try handle.close()
+        do {
+            _ = try EventStore(directory: dir)
+            Issue.record("a damaged store was opened")
+        } catch {
+            #expect("\(error)".contains(path))
+        }
+    }
+}
+
+extension EventType {
+    static let schemaV1Custom = try! EventType(validating: "schema_v1")
+}
