@@ -205,35 +205,47 @@ final class SocketCore: @unchecked Sendable {
     func flush(waitMillis: Int = 0) {
         guard let handle else { return }
         var waited = false
-        var pending = state.withLock { s -> Deque<Outgoing> in
-            s.flushScheduled = false
-            let taken = s.outbox
-            s.outbox.removeAll(keepingCapacity: true)
-            return taken
-        }
         var completions: [(CheckedContinuation<Void, any Error>, ZMQError?)] = []
         var failures: [ZMQError] = []
-        sending: while !pending.isEmpty {
-            switch sendNow(&pending[pending.startIndex], handle: handle) {
-            case .sent:
-                let item = pending.removeFirst()
-                if let c = item.continuation { completions.append((c, nil)) }
-            case .failed(let error):
-                let item = pending.removeFirst()
-                if let c = item.continuation { completions.append((c, error)) } else { failures.append(error) }
-            case .again:
-                guard waitMillis > 0 && !waited else { break sending }
-                waited = true
-                var timeout = Int32(waitMillis)
-                zmq_setsockopt(handle, ZMQ_SNDTIMEO, &timeout, MemoryLayout<Int32>.size)
-                if case .sent = sendNow(&pending[pending.startIndex], handle: handle, wait: true) { waited = false }
+        // Keep taking what senders queue while we send, a bounded number of rounds: while the
+        // reactor is at it, `flushScheduled` stays set and senders need not wake it.
+        rounds: for _ in 0..<64 {
+            var pending = state.withLock { s -> Deque<Outgoing> in
+                if s.outbox.isEmpty {
+                    s.flushScheduled = false
+                    return []
+                }
+                let taken = s.outbox
+                s.outbox.removeAll(keepingCapacity: true)
+                return taken
+            }
+            if pending.isEmpty { break rounds }
+            sending: while !pending.isEmpty {
+                switch sendNow(&pending[pending.startIndex], handle: handle) {
+                case .sent:
+                    let item = pending.removeFirst()
+                    if let c = item.continuation { completions.append((c, nil)) }
+                case .failed(let error):
+                    let item = pending.removeFirst()
+                    if let c = item.continuation { completions.append((c, error)) } else { failures.append(error) }
+                case .again:
+                    guard waitMillis > 0 && !waited else { break sending }
+                    waited = true
+                    var timeout = Int32(waitMillis)
+                    zmq_setsockopt(handle, ZMQ_SNDTIMEO, &timeout, MemoryLayout<Int32>.size)
+                    if case .sent = sendNow(&pending[pending.startIndex], handle: handle, wait: true) { waited = false }
+                }
+            }
+            if !pending.isEmpty {
+                // libzmq is full: put the rest back in front; POLLOUT (or a timed retry) resumes.
+                state.withLock { $0.outbox.prepend(contentsOf: pending) }
+                break rounds
             }
         }
-        if !pending.isEmpty || !failures.isEmpty {
+        if !failures.isEmpty {
             state.withLock { s in
-                s.outbox.prepend(contentsOf: pending)
                 s.failedSends += failures.count
-                if let last = failures.last { s.lastSendError = last }
+                s.lastSendError = failures.last
             }
         }
         for (continuation, error) in completions {
