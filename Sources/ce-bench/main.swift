@@ -1,1 +1,210 @@
-print("ce-bench")
+// Benchmarks of the store and the bus, printing figures (never asserted in tests).
+//   ce-bench store [--events N]                   appends 256 B events: batches, and the group-commit writer
+//   ce-bench bus [--events N] [--rate R] [--emitters E] [--asks A]   emit -> stored at origin -> stored at a subscriber process;
+//                                                  throughput, latency at R events/s, ask round trip
+import CECore
+import CENode
+import CEStore
+import Foundation
+import Synchronization
+import ZeroMQ
+
+func fail(_ text: String) -> Never {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+    exit(2)
+}
+
+let usage = "usage: ce-bench store [--events N]\n       ce-bench bus [--events N] [--rate EVENTS_PER_S] [--asks N] [--emitters N] [--normal]"
+let arguments = Array(CommandLine.arguments.dropFirst(2))
+guard let command = CommandLine.arguments.dropFirst().first else { fail(usage) }
+
+@MainActor func option(_ name: String, default value: Int) -> Int {
+    guard let i = arguments.firstIndex(of: name) else { return value }
+    guard i + 1 < arguments.count, let n = Int(arguments[i + 1]), n > 0 else { fail("\(name) needs a positive number\n\(usage)") }
+    return n
+}
+for (i, a) in arguments.enumerated() where a.hasPrefix("--") && !["--events", "--rate", "--asks", "--emitters", "--normal"].contains(a) {
+    fail("unknown flag \(a) (argument \(i + 1))\n\(usage)")
+}
+
+func seconds(since start: ContinuousClock.Instant) -> Double {
+    let d = ContinuousClock.now - start
+    return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+}
+
+func percentile(_ sorted: [Double], _ p: Double) -> Double {
+    sorted.isEmpty ? .nan : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
+}
+
+let payload: JSONValue = .string(String(repeating: "x", count: 256))
+let temporaryRoot = NSTemporaryDirectory() + "ce-bench-" + UUID().uuidString.prefix(8)
+defer { try? FileManager.default.removeItem(atPath: temporaryRoot) }
+
+switch command {
+case "store": try await storeBenchmark()
+case "bus": try await busBenchmark()
+default: fail("unknown benchmark \(command)\n\(usage)")
+}
+try? FileManager.default.removeItem(atPath: temporaryRoot)
+
+@MainActor func storeBenchmark() async throws {
+    let count = option("--events", default: 200_000)
+    let events = (1...count).map { seq -> StoredEvent in
+        let e = Event(id: "01JD\(seq)", origin: "planner-1", seq: UInt64(seq), stream: "planning", type: .planReady,
+                      timestamp: Date(), payload: payload)
+        return StoredEvent(event: e, envelope: EnvelopeCodec.encode(e))
+    }
+    for durability in [EventStore.Durability.normal, .full] {
+        let dir = temporaryRoot + "/store-\(durability)-batch"
+        let store = try EventStore(directory: dir, durability: durability)
+        let start = ContinuousClock.now
+        for chunk in stride(from: 0, to: count, by: 1000) { try store.append(Array(events[chunk..<min(count, chunk + 1000)])) }
+        print(String(format: "store: %d events, batches of 1000, synchronous=%@: %.0f events/s", count, durability == .full ? "FULL" : "NORMAL", Double(count) / seconds(since: start)))
+        let dir2 = temporaryRoot + "/store-\(durability)-writer"
+        let store2 = try EventStore(directory: dir2, durability: durability)
+        let writer = store2.writer()
+        let start2 = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for t in 0..<16 {
+                group.addTask {
+                    for i in stride(from: t, to: count, by: 16) { _ = try await writer.append(events[i]) }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let (_, transactions) = writer.counts
+        print(String(format: "store: %d events, 16 tasks appending one at a time (group commit, %d transactions), synchronous=%@: %.0f events/s",
+                     count, transactions, durability == .full ? "FULL" : "NORMAL", Double(count) / seconds(since: start2)))
+        writer.close()
+    }
+}
+
+/// A subscriber node in its own process, the origin node in this one.
+@MainActor func busBenchmark() async throws {
+    let count = option("--events", default: 50_000)
+    let rate = option("--rate", default: 10_000)
+    let asks = option("--asks", default: 2000)
+    try FileManager.default.createDirectory(atPath: temporaryRoot, withIntermediateDirectories: true)
+    func port() -> Int { Int.random(in: 20000..<60000) }
+    let yaml = """
+        version: 1
+        settings: { heartbeat_ms: 200, ask_timeout_ms: 5000 }
+        nodes:
+          - { name: origin, pool: planner, host: 127.0.0.1, ports: { pub: \(port()), rep: \(port()) }, data: \(temporaryRoot)/origin }
+          - { name: subscriber, pool: builder, host: 127.0.0.1, ports: { pub: \(port()), rep: \(port()) }, data: \(temporaryRoot)/subscriber }
+          - { name: asker, pool: reviewer, host: 127.0.0.1, ports: { pub: \(port()), rep: \(port()) }, data: \(temporaryRoot)/asker }
+        """
+    let path = temporaryRoot + "/topology.yaml"
+    try yaml.write(toFile: path, atomically: true, encoding: .utf8)
+    let topology = try TopologyLoader.load(path: path)
+
+    let child = Process()
+    child.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("ce-node")
+    child.arguments = ["run", "--topology", path, "--node", "subscriber", "--log-level", "warning"]
+    defer { if child.isRunning { child.terminate(); child.waitUntilExit() } }
+
+    var originOptions = try Node.Options(topology: topology, name: "origin")
+    originOptions.durability = arguments.contains("--normal") ? .normal : .full
+    child.arguments! += ["--durability", originOptions.durability.rawValue]
+    let origin = try Node(options: originOptions)
+    origin.answerQuestions { question in question.question }
+    try child.run()
+    let originTask = Task { try await origin.run() }
+    defer { originTask.cancel() }
+
+    // Every event the subscriber stores appears on its feed: note when.
+    let context = try Context()
+    let feed = try context.socket(.sub)
+    try feed.set(.subscribe(Array("plan_ready/".utf8)))
+    try feed.set(.receiveHighWaterMark(0))
+    let subscriberData = topology.node(named: "subscriber")!.data
+    let arrivals = Mutex<[UInt64: ContinuousClock.Instant]>([:])
+    let client = ControlClient(dataDirectory: subscriberData)
+    var up = false
+    for _ in 0..<500 where !up {
+        if let status = try? await client.call(["cmd": "status"], timeout: .milliseconds(200)),
+            status["status"]?["peers"]?.arrayValue?.first(where: { $0["name"]?.stringValue == "origin" })?["up"]?.boolValue == true {
+            up = true
+        } else {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+    guard up else { fail("the subscriber node did not come up") }
+    try feed.connect("ipc://" + subscriberData + "/feed.sock")
+    let reader = Task {
+        for try await message in feed.messages {
+            let now = ContinuousClock.now
+            guard message.count == 2, let seqText = message[1].bytes.split(separator: UInt8(ascii: ",")).first(where: { $0.starts(with: Array("\"seq\":".utf8)) }),
+                let seq = UInt64(String(decoding: seqText.dropFirst(6), as: UTF8.self)) else { continue }
+            arrivals.withLock { $0[seq] = now }
+        }
+    }
+    defer { reader.cancel() }
+    // Warm up until the feed delivers.
+    var warm = 0
+    while arrivals.withLock({ $0.isEmpty }) && warm < 500 {
+        _ = try await origin.emit(.planReady, payload: payload)
+        try await Task.sleep(for: .milliseconds(10))
+        warm += 1
+    }
+    let firstSeq = origin.lastSequence + 1
+
+    // 1. Throughput: many tasks emitting as fast as the origin stores them (each emit returns
+    // once its event is durable, so the batch per fsync is at most the number of emitters).
+    let start = ContinuousClock.now
+    let emitters = option("--emitters", default: 256)
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for t in 0..<emitters {
+            group.addTask { for _ in stride(from: t, to: count, by: emitters) { _ = try await origin.emit(.planReady, payload: payload) } }
+        }
+        try await group.waitForAll()
+    }
+    let stored = seconds(since: start)
+    let last = firstSeq + UInt64(count) - 1
+    let deadline = ContinuousClock.now + .seconds(120)
+    while arrivals.withLock({ $0[last] == nil }) && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+    let delivered = seconds(since: start)
+    let got = arrivals.withLock { a in (firstSeq...last).filter { a[$0] != nil }.count }
+    print(String(format: "bus: %d events of 256 B payload, %d concurrent emitters: stored at origin at %.0f events/s; stored and delivered at the subscriber process at %.0f events/s (%d of %d arrived)",
+                 count, emitters, Double(count) / stored, Double(got) / delivered, got, count))
+
+    // 2. Latency at a fixed rate: emit call -> event on the subscriber's feed.
+    let latencyCount = min(count, rate * 5)
+    var sent: [UInt64: ContinuousClock.Instant] = [:]
+    let paced = ContinuousClock.now
+    let interval = 1.0 / Double(rate)
+    for i in 0..<latencyCount {
+        let due = paced + .seconds(Double(i) * interval)
+        if due > ContinuousClock.now { try await Task.sleep(until: due, clock: .continuous) }
+        let t = ContinuousClock.now
+        let event = try await origin.emit(.planReady, payload: payload)
+        sent[event.seq] = t
+    }
+    let lastPaced = sent.keys.max()!
+    let deadline2 = ContinuousClock.now + .seconds(60)
+    while arrivals.withLock({ $0[lastPaced] == nil }) && ContinuousClock.now < deadline2 { try await Task.sleep(for: .milliseconds(5)) }
+    let latencies = arrivals.withLock { a in sent.compactMap { seq, t in a[seq].map { Double(($0 - t).components.attoseconds) / 1e12 + Double(($0 - t).components.seconds) * 1e6 } } }.sorted()
+    print(String(format: "bus: latency at %d events/s (%d events, emit -> stored at origin -> stored at subscriber): p50 %.0f us, p99 %.0f us",
+                 rate, latencies.count, percentile(latencies, 0.5), percentile(latencies, 0.99)))
+
+    // 3. ask round trip: a second in-process node asks the origin's pool (a Swift handler answers).
+    let asker = try Node(options: try Node.Options(topology: topology, name: "asker"))
+    let askerTask = Task { try await asker.run() }
+    defer { askerTask.cancel() }
+    _ = try await asker.ask(pool: "planner", question: "warm up")
+    var rtts: [Double] = []
+    for i in 0..<asks {
+        let t = ContinuousClock.now
+        _ = try await asker.ask(pool: "planner", question: .number(Double(i)))
+        let d = ContinuousClock.now - t
+        rtts.append(Double(d.components.seconds) * 1e6 + Double(d.components.attoseconds) / 1e12)
+    }
+    rtts.sort()
+    print(String(format: "bus: ask round trip (%d asks, answered once and recorded durably): p50 %.0f us, p99 %.0f us",
+                 asks, percentile(rtts, 0.5), percentile(rtts, 0.99)))
+    askerTask.cancel()
+    originTask.cancel()
+    _ = await askerTask.result
+    _ = await originTask.result
+    await context.shutdown()
+}
