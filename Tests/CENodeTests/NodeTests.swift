@@ -74,6 +74,61 @@ struct NodeTests {
         }
     }
 
+    @Test func aSlowAnswerIsRetriedOnAFreshSocketAndAnsweredOnce() async throws {
+        try await withCluster([.init(name: "planner-1", pool: "planner", workspace: true), .init(name: "builder-1", pool: "builder")],
+                              settings: "heartbeat_ms: 200\n  ask_timeout_ms: 300\n  ask_retries: 5") { cluster in
+            let requests = cluster.workspace("planner-1") + "/.ce-events/requests"
+            let replies = cluster.workspace("planner-1") + "/.ce-events/replies"
+            let agent = Task {
+                var name: String?
+                try await eventually(10, "question file appears") {
+                    name = (try? FileManager.default.contentsOfDirectory(atPath: requests))?.first { $0.hasSuffix(".json") && !$0.hasPrefix(".") }
+                    return name != nil
+                }
+                // The agent takes longer than the asker's timeout: the asker retries meanwhile.
+                try await eventually(10, "the asker retried") {
+                    (try await cluster.status("planner-1")["counters"]?["repeated_questions"]?.intValue ?? 0) >= 1
+                }
+                try Data(#"{"answer":"slow but sure"}"#.utf8).write(to: URL(fileURLWithPath: replies + "/.tmp"))
+                try FileManager.default.moveItem(atPath: replies + "/.tmp", toPath: replies + "/" + name!)
+            }
+            let reply = try await cluster.control("builder-1", ["cmd": "ask", "pool": "planner", "question": "take your time"])
+            try await agent.value
+            #expect(reply["answer"]?.stringValue == "slow but sure")
+            let counters = try await cluster.status("planner-1")["counters"]
+            #expect(counters?["questions_answered"]?.intValue == 1)
+            #expect((counters?["repeated_questions"]?.intValue ?? 0) >= 1)
+            // Only one question file was ever written for the retried request.
+            let files = (try? FileManager.default.contentsOfDirectory(atPath: requests))?.filter { $0.hasSuffix(".json") } ?? []
+            #expect(files.isEmpty)
+        }
+    }
+
+    @Test func tailFollowsLiveEventsAndSigtermStopsCleanly() async throws {
+        try await withCluster([.init(name: "planner-1", pool: "planner"), .init(name: "builder-1", pool: "builder")]) { cluster in
+            let tail = Process()
+            tail.executableURL = Cluster.binary
+            tail.arguments = ["tail", "--data", cluster.data("builder-1"), "--type", "build_ready", "--count", "1"]
+            let pipe = Pipe()
+            tail.standardOutput = pipe
+            try tail.run()
+            defer { if tail.isRunning { tail.terminate() } }
+            // Keep emitting until the tail, which may still be connecting, has seen one.
+            try await eventually(10, "tail prints an event") {
+                try await cluster.emit("planner-1", "plan_ready")
+                try await cluster.emit("builder-1", "build_ready", ["n": 1])
+                return !tail.isRunning
+            }
+            let line = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            let event = try JSONValue(parsing: line.trimmingCharacters(in: .whitespacesAndNewlines))
+            #expect(event["event_type"]?.stringValue == "build_ready")
+            #expect(event["origin"]?.stringValue == "builder-1")
+            try await cluster.stop("builder-1")
+            #expect(cluster.processes["builder-1"]?.terminationStatus == 0)
+            #expect(!FileManager.default.fileExists(atPath: cluster.data("builder-1") + "/control.sock"))
+        }
+    }
+
     @Test func askToADeadResponderTimesOutWithAClearError() async throws {
         try await withCluster([.init(name: "planner-1", pool: "planner"), .init(name: "builder-1", pool: "builder")], start: ["builder-1"]) { cluster in
             let started = ContinuousClock.now
