@@ -161,6 +161,7 @@ public final class Socket: Sendable {
         guard type.canSend else {
             throw ZMQError(code: .notSupported, operation: "send", message: "a \(type) socket cannot send")
         }
+        if core.allowsDirectSend, try sendDirectly(message) { return }
         enum Fast { case queued(wake: Bool), wait, closed, notAsync, refused(ZMQError) }
         let confirm = type.confirmsSends
         let type = self.type
@@ -194,6 +195,37 @@ public final class Socket: Sendable {
                 }
                 if let error { continuation.resume(throwing: error) } else { core.reactor.wake() }
             }
+        }
+    }
+
+    /// PUB and PUSH: when nothing is queued and the reactor is not sending, the calling task
+    /// sends itself (no thread hand-off). Returns false when the message must take the queue.
+    private func sendDirectly(_ message: Message) throws -> Bool {
+        enum Direct { case sent, queued(wake: Bool), failed(ZMQError), unavailable }
+        let core = self.core
+        let outcome = core.handleLock.withLockIfAvailable { _ -> Direct in
+            guard core.state.withLock({ $0.mode == .async && $0.outbox.isEmpty }), let handle = core.handle else { return .unavailable }
+            var item = SocketCore.Outgoing(message: message)
+            switch core.sendNow(&item, handle: handle) {
+            case .sent: return .sent
+            case .failed(let error): return .failed(error)
+            case .again:
+                // libzmq is full: queue it while still holding the lock, so order is kept.
+                let wake = core.state.withLock { s -> Bool in
+                    s.outbox.append(item)
+                    defer { s.flushScheduled = true }
+                    return !s.flushScheduled
+                }
+                return .queued(wake: wake)
+            }
+        }
+        switch outcome {
+        case .sent?: return true
+        case .queued(let wake)?:
+            if wake { core.reactor.wake() }
+            return true
+        case .failed(let error)?: throw error
+        case .unavailable?, nil: return false
         }
     }
 

@@ -133,8 +133,11 @@ final class SocketCore: @unchecked Sendable {
         }
         if let direct { return try direct.get() }
         return try reactor.runSync { [self] _ throws(ZMQError) in
-            guard let handle else { throw closedError(operation) }
-            return try body(handle)
+            let result: Result<T, ZMQError> = handleLock.withLock { _ in
+                guard let handle else { return .failure(closedError(operation)) }
+                do throws(ZMQError) { return .success(try body(handle)) } catch { return .failure(error) }
+            }
+            return try result.get()
         }
     }
 
@@ -203,7 +206,17 @@ final class SocketCore: @unchecked Sendable {
     /// Sends what is queued until libzmq says EAGAIN; with `waitMillis`, first waits that
     /// long for room (a timed send) before giving up. Reactor thread only.
     func flush(waitMillis: Int = 0) {
-        guard let handle else { return }
+        // Under `handleLock`: a sender on another thread may send directly on a send-only
+        // socket whose queue is empty (see `Socket.send`); taking the queue and sending it
+        // under the same lock keeps every sender's messages in order.
+        let completions = handleLock.withLock { _ in flushLocked(waitMillis: waitMillis) }
+        for (continuation, error) in completions {
+            if let error { continuation.resume(throwing: error) } else { continuation.resume() }
+        }
+    }
+
+    private func flushLocked(waitMillis: Int) -> [(CheckedContinuation<Void, any Error>, ZMQError?)] {
+        guard let handle else { return [] }
         var waited = false
         var completions: [(CheckedContinuation<Void, any Error>, ZMQError?)] = []
         var failures: [ZMQError] = []
@@ -248,10 +261,12 @@ final class SocketCore: @unchecked Sendable {
                 s.lastSendError = failures.last
             }
         }
-        for (continuation, error) in completions {
-            if let error { continuation.resume(throwing: error) } else { continuation.resume() }
-        }
+        return completions
     }
+
+    /// Whether a task may send on the socket itself (see `Socket.send`): only send-only types,
+    /// which the reactor polls only while their queue is non-empty (PUSH) or never (PUB).
+    var allowsDirectSend: Bool { type == .pub || type == .push }
 
     /// Reads waiting messages without blocking and hands them to receivers. Reactor thread only.
     func drain() {
@@ -339,16 +354,19 @@ final class SocketCore: @unchecked Sendable {
 
     /// Closes the handle on the reactor thread (or after the context stopped).
     func closeOnOwner(linger: Int?, reason: ZMQError.Code) {
-        guard let handle else { return }
+        guard handle != nil else { return }
         // Hand what is still queued to libzmq, waiting at most the linger time for room.
         let bound = linger ?? maxLinger
         let deadline = ContinuousClock.now + .milliseconds(bound)
         while state.withLock({ !$0.outbox.isEmpty }) && ContinuousClock.now < deadline {
             flush(waitMillis: 10)
         }
-        boundLinger(handle, to: bound)
-        zmq_close(handle)
-        self.handle = nil
+        handleLock.withLock { _ in
+            guard let handle else { return }
+            boundLinger(handle, to: bound)
+            zmq_close(handle)
+            self.handle = nil
+        }
         reactor.unregister(self)
         finishClose(reason: reason)
     }
