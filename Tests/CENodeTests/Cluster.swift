@@ -107,17 +107,23 @@ final class Cluster: @unchecked Sendable {
         return out.split(separator: "\n").compactMap { try? JSONValue(parsing: String($0)) }
     }
 
-    func run(_ arguments: [String]) throws -> String {
-        let process = Process()
-        process.executableURL = Cluster.binary
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return String(decoding: data, as: UTF8.self)
+    func run(_ arguments: [String]) throws -> String { try runCENode(arguments).output }
+
+    /// Plays the agent of a pool with a workspace: waits for the next question file, then
+    /// (once `before` holds) writes `answer` as the reply, write-then-rename. Returns the question.
+    func answerNextQuestion(of node: String, with answer: JSONValue, before: () async throws -> Bool = { true }) async throws -> JSONValue {
+        let requests = workspace(node) + "/.ce-events/requests"
+        let replies = workspace(node) + "/.ce-events/replies"
+        var name: String?
+        try await eventually(10, "a question file appears for \(node)") {
+            name = (try? FileManager.default.contentsOfDirectory(atPath: requests))?.first { $0.hasSuffix(".json") && !$0.hasPrefix(".") }
+            return name != nil
+        }
+        let question = try JSONValue(parsing: [UInt8](FileManager.default.contents(atPath: requests + "/" + name!)!))
+        try await eventually(10, "the moment to answer") { try await before() }
+        try Data(JSONValue.object(["answer": answer]).serialized()).write(to: URL(fileURLWithPath: replies + "/.tmp"))
+        try FileManager.default.moveItem(atPath: replies + "/.tmp", toPath: replies + "/" + name!)
+        return question
     }
 
     func kill(_ name: String, signal: Int32 = SIGKILL) {
@@ -142,6 +148,20 @@ final class Cluster: @unchecked Sendable {
         }
         try? FileManager.default.removeItem(atPath: root)
     }
+}
+
+/// Runs the built `ce-node` with arguments; returns its exit status and its output.
+func runCENode(_ arguments: [String]) throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = Cluster.binary
+    process.arguments = arguments
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
 }
 
 struct TestFailure: Error, CustomStringConvertible {

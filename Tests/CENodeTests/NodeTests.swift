@@ -52,22 +52,11 @@ struct NodeTests {
     @Test func askGetsAnAnswerFromTheEventFolderOnce() async throws {
         try await withCluster([.init(name: "planner-1", pool: "planner", workspace: true), .init(name: "builder-1", pool: "builder")],
                                         settings: "heartbeat_ms: 200\n  ask_timeout_ms: 5000\n  ask_retries: 0") { cluster in
-            let requests = cluster.workspace("planner-1") + "/.ce-events/requests"
-            let replies = cluster.workspace("planner-1") + "/.ce-events/replies"
-            let agent = Task {
-                var name: String?
-                try await eventually(10, "question file appears") {
-                    name = (try? FileManager.default.contentsOfDirectory(atPath: requests))?.first { $0.hasSuffix(".json") && !$0.hasPrefix(".") }
-                    return name != nil
-                }
-                let question = try JSONValue(parsing: [UInt8](FileManager.default.contents(atPath: requests + "/" + name!)!))
-                #expect(question["question"]?["text"]?.stringValue == "cookie or token?")
-                #expect(question["from_node"]?.stringValue == "builder-1")
-                try Data(#"{"answer":"token"}"#.utf8).write(to: URL(fileURLWithPath: replies + "/.tmp"))
-                try FileManager.default.moveItem(atPath: replies + "/.tmp", toPath: replies + "/" + name!)
-            }
+            let agent = Task { try await cluster.answerNextQuestion(of: "planner-1", with: "token") }
             let reply = try await cluster.control("builder-1", ["cmd": "ask", "pool": "planner", "question": ["text": "cookie or token?"]])
-            try await agent.value
+            let question = try await agent.value
+            #expect(question["question"]?["text"]?.stringValue == "cookie or token?")
+            #expect(question["from_node"]?.stringValue == "builder-1")
             #expect(reply["answer"]?.stringValue == "token")
             let status = try await cluster.status("planner-1")
             #expect(status["counters"]?["questions_answered"]?.intValue == 1)
@@ -78,19 +67,11 @@ struct NodeTests {
         try await withCluster([.init(name: "planner-1", pool: "planner", workspace: true), .init(name: "builder-1", pool: "builder")],
                               settings: "heartbeat_ms: 200\n  ask_timeout_ms: 300\n  ask_retries: 5") { cluster in
             let requests = cluster.workspace("planner-1") + "/.ce-events/requests"
-            let replies = cluster.workspace("planner-1") + "/.ce-events/replies"
+            // The agent takes longer than the asker's timeout: the asker retries meanwhile.
             let agent = Task {
-                var name: String?
-                try await eventually(10, "question file appears") {
-                    name = (try? FileManager.default.contentsOfDirectory(atPath: requests))?.first { $0.hasSuffix(".json") && !$0.hasPrefix(".") }
-                    return name != nil
-                }
-                // The agent takes longer than the asker's timeout: the asker retries meanwhile.
-                try await eventually(10, "the asker retried") {
+                try await cluster.answerNextQuestion(of: "planner-1", with: "slow but sure") {
                     (try await cluster.status("planner-1")["counters"]?["repeated_questions"]?.intValue ?? 0) >= 1
                 }
-                try Data(#"{"answer":"slow but sure"}"#.utf8).write(to: URL(fileURLWithPath: replies + "/.tmp"))
-                try FileManager.default.moveItem(atPath: replies + "/.tmp", toPath: replies + "/" + name!)
             }
             let reply = try await cluster.control("builder-1", ["cmd": "ask", "pool": "planner", "question": "take your time"])
             try await agent.value
@@ -263,17 +244,9 @@ struct NodeTests {
         let bad = dir + "/bad.yaml"
         try "version: 1\nnodes:\n  - name: a\n    pool: p\n    host: 999.1.1.1\n    ports: { pub: 70000, rep: 7001 }\n".write(toFile: bad, atomically: true, encoding: .utf8)
         let run = { (args: [String]) throws -> String in
-            let process = Process()
-            process.executableURL = Cluster.binary
-            process.arguments = args
-            let pipe = Pipe()
-            process.standardOutput = pipe
-            process.standardError = pipe
-            try process.run()
-            let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            process.waitUntilExit()
-            #expect(process.terminationStatus != 0, "\(args) should fail")
-            return out
+            let (status, output) = try runCENode(args)
+            #expect(status != 0, "\(args) should fail")
+            return output
         }
         let topologyError = try run(["run", "--topology", bad, "--node", "a"])
         #expect(topologyError.contains("nodes[0].host"))
