@@ -5,6 +5,7 @@ import PackageDescription
 //   CZeroMQ   system library (libzmq 4.3.4 from Debian's libzmq3-dev); only ZeroMQ imports it
 //   ZeroMQ    Swift wrapper: context, sockets, reactor, options, CURVE, ZAP, monitor
 //   CECore    pure values: events, catalog, envelope codec, topics, topology files
+//   CECoordinator  pure state machines: quality gates, conflicts, pool liveness (no I/O)
 //   CEStore   the durable event store (SQLite through GRDB)
 //   CENode    the node: publishing, subscribing, asking, the event folder, the control endpoint
 //   ce-node   thin executable over CENode
@@ -45,6 +46,10 @@ let package = Package(
             dependencies: [.product(name: "Yams", package: "Yams")]
         ),
         .target(
+            name: "CECoordinator",
+            dependencies: ["CECore"]
+        ),
+        .target(
             name: "CEStore",
             dependencies: ["CECore", .product(name: "GRDB", package: "GRDB.swift")]
         ),
@@ -74,6 +79,7 @@ let package = Package(
         .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ"]),
         .testTarget(name: "CECoreTests", dependencies: ["CECore"]),
         .testTarget(name: "CEStoreTests", dependencies: ["CEStore"]),
+        .testTarget(name: "CECoordinatorTests", dependencies: ["CECoordinator"]),
         .testTarget(name: "CENodeTests", dependencies: ["CENode"]),
     ],
     swiftLanguageModes: [.v6]

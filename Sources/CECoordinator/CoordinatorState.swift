@@ -1,0 +1,56 @@
+import CECore
+import Foundation
+
+/// Everything the coordinator decides, as one value: feed it every event (in store order)
+/// and a clock tick now and then; publish what it returns. Rebuilding after a restart is
+/// feeding it the stored events again (with their own timestamps as the clock).
+public struct CoordinatorState: Sendable {
+    public private(set) var gates: Gates
+    public private(set) var conflicts: Conflicts
+    public private(set) var liveness: Liveness
+
+    public init(topology: Topology, now: Date) {
+        var nodesByPool: [String: Set<String>] = [:]
+        for node in topology.nodes where !node.isCoordinator { nodesByPool[node.pool, default: []].insert(node.name) }
+        gates = Gates(specs: topology.gates, nodesByPool: nodesByPool, now: now)
+        conflicts = Conflicts(resolvers: topology.conflicts.resolvers, escalateAfter: topology.conflicts.escalateAfterSeconds)
+        liveness = Liveness(nodesByPool: nodesByPool, timeout: Double(topology.settings.heartbeatMilliseconds) * 3 / 1000)
+    }
+
+    public mutating func handle(_ event: Event, now: Date) -> [Emission] {
+        var out = conflicts.handle(event, now: now)
+        out += gates.handle(event, now: now, openSubjects: conflicts.openSubjects)
+        return out
+    }
+
+    public mutating func heard(node: String, at: Date) { liveness.heard(node: node, at: at) }
+
+    public mutating func tick(now: Date) -> [Emission] {
+        liveness.tick(now: now) + conflicts.tick(now: now) + gates.tick(now: now, openSubjects: conflicts.openSubjects)
+    }
+
+    /// Gates and conflicts as JSON: who aligned, who is missing (and whether it is down), how long.
+    public func status(now: Date) -> JSONValue {
+        let gateList: [JSONValue] = gates.specs.map { spec in
+            let round = gates.rounds[spec.name]!
+            let missing = gates.missing(spec.name)
+            return [
+                "gate": .string(spec.name), "round": .number(Double(round.number)),
+                "aligned": .array(round.reported.keys.sorted().map(JSONValue.string)),
+                "missing": .array(missing.map { pool in
+                    ["pool": .string(pool), "up": .bool(liveness.isUp(pool: pool, now: now))]
+                }),
+                "waiting_s": .number(now.timeIntervalSince(round.openedAt).rounded()),
+                "blocked_by_conflict": .bool(spec.subject.map { conflicts.openSubjects.contains($0) } ?? false),
+            ]
+        }
+        let conflictList: [JSONValue] = conflicts.open.values.sorted { $0.openedAt < $1.openedAt }.map { c in
+            [
+                "conflict_id": .string(c.id), "subject": .string(c.subject), "parties": .array(c.parties.map(JSONValue.string)),
+                "resolver": .string(conflicts.resolvers[c.level]), "open_s": .number(now.timeIntervalSince(c.openedAt).rounded()),
+                "reports": .number(Double(c.reportedBy.count)),
+            ]
+        }
+        return ["gates": .array(gateList), "conflicts": .array(conflictList)]
+    }
+}

@@ -1,0 +1,37 @@
+import CECore
+import Foundation
+
+/// Pool liveness from node heartbeats: a pool is up while any of its nodes was heard within
+/// `timeout`; changes are published as `pool_up` / `pool_down`.
+public struct Liveness: Sendable {
+    public let nodesByPool: [String: Set<String>]
+    public let timeout: TimeInterval
+    public private(set) var lastHeard: [String: Date] = [:]
+    public private(set) var up: Set<String> = []
+
+    public init(nodesByPool: [String: Set<String>], timeout: TimeInterval) {
+        self.nodesByPool = nodesByPool
+        self.timeout = timeout
+    }
+
+    public mutating func heard(node: String, at: Date) {
+        if let previous = lastHeard[node], previous > at { return }  // out of order: keep the newest
+        lastHeard[node] = at
+    }
+
+    public func isUp(pool: String, now: Date) -> Bool {
+        (nodesByPool[pool] ?? []).contains { node in lastHeard[node].map { now.timeIntervalSince($0) < timeout } ?? false }
+    }
+
+    public mutating func tick(now: Date) -> [Emission] {
+        var out: [Emission] = []
+        for pool in nodesByPool.keys.sorted() {
+            let isUp = isUp(pool: pool, now: now)
+            guard isUp != up.contains(pool) else { continue }
+            let nodes = (nodesByPool[pool] ?? []).filter { lastHeard[$0].map { now.timeIntervalSince($0) < timeout } ?? false }.sorted()
+            if isUp { up.insert(pool) } else { up.remove(pool) }
+            out.append(Emission(isUp ? .poolUp : .poolDown, ["pool": .string(pool), "nodes": .array(nodes.map(JSONValue.string))]))
+        }
+        return out
+    }
+}
