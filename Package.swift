@@ -56,7 +56,7 @@ let package = Package(
         .target(
             name: "CENode",
             dependencies: [
-                "ZeroMQ", "CECore", "CEStore",
+                "ZeroMQ", "CECore", "CEStore", "CECoordinator",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

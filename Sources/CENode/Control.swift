@@ -51,6 +51,7 @@ extension Node {
                 return failure("\(error)")
             }
         case let other?:
+            if let handler = state.withLock({ $0.controlCommands[other] }) { return await handler(request) }
             return failure("unknown command \"\(other)\" (status, emit, ask)")
         case nil:
             return failure("control request needs \"cmd\"")

@@ -72,6 +72,8 @@ public final class Node: Sendable {
         var questionHandler: (@Sendable (Question) async throws -> JSONValue)?
         var inFlight: [String: [Frame]] = [:]
         var running = false
+        /// Extra control commands (the coordinator adds `gates`).
+        var controlCommands: [String: @Sendable ([String: JSONValue]) async -> JSONValue] = [:]
     }
 
     /// What a node has done since it started.
@@ -448,6 +450,22 @@ public final class Node: Sendable {
     // MARK: Status
 
     public var counters: Counters { state.withLock { $0.counters } }
+
+    /// When each peer was last heard (heartbeats), by node name.
+    public var peerHeartbeats: [String: Date] { state.withLock { $0.peers.mapValues(\.lastSeen) } }
+
+    /// Adds a command to the control endpoint: `{"cmd": name, ...}` -> the handler's JSON.
+    public func addControlCommand(_ name: String, _ handler: @escaping @Sendable ([String: JSONValue]) async -> JSONValue) {
+        state.withLock { $0.controlCommands[name] = handler }
+    }
+
+    /// The events in this node's store, in the order stored.
+    public func storedEvents(afterRowID: Int64, limit: Int) throws -> [(rowID: Int64, event: Event)] {
+        var query = EventQuery()
+        query.afterRowID = afterRowID
+        query.limit = limit
+        return try store.events(query).compactMap { stored in (try? stored.decoded()).map { (stored.rowID, $0) } }
+    }
     public var lastSequence: UInt64 { state.withLock { $0.lastSeq } }
 
     /// The node's state as JSON: peers, subscriptions, counters, endpoints.

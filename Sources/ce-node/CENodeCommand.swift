@@ -11,7 +11,8 @@ struct CENodeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ce-node",
         abstract: "A node of the coordination bus: agent pools on separate hosts exchange events and questions.",
-        subcommands: [Run.self, Emit.self, Tail.self, Ask.self, History.self, Status.self, Demo.self])
+        subcommands: [Run.self, CoordinatorCommand.self, Emit.self, Tail.self, Ask.self, History.self, Status.self,
+                      Gates.self, Conflicts.self, Resolve.self, Demo.self])
 }
 
 /// `--topology FILE --node NAME`, or `--data DIR` for commands that only need the data folder.
@@ -73,7 +74,16 @@ struct Run: AsyncParsableCommand {
         var options = try Node.Options(topology: try selection.load(), name: name, dataDirectory: selection.data, workspace: workspace)
         options.durability = durability
         let node = try Node(options: options)
-        let task = Task { try await node.run() }
+        // The coordinator node also runs the coordinator's state machines.
+        let service = node.spec.isCoordinator ? CoordinatorService(node: node) : nil
+        let task = Task {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await node.run() }
+                if let service { group.addTask { try await service.run() } }
+                try await group.next()
+                group.cancelAll()
+            }
+        }
         let signals = SignalWatcher([SIGINT, SIGTERM]) { task.cancel() }
         defer { signals.cancel() }
         try await task.value
@@ -238,5 +248,80 @@ struct Tail: AsyncParsableCommand {
             if let count, seen >= count { break }
         }
         await context.shutdown()
+    }
+}
+
+struct CoordinatorCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "coordinator", abstract: "Run the topology's coordinator node (gates, conflicts, liveness).")
+    @Option(help: "The topology file.") var topology: String = "topology/demo.yaml"
+    @Option(help: "Log level.") var logLevel: String = "info"
+    @Option(help: "Store durability: full or normal.") var durability: String = "full"
+
+    func run() async throws {
+        let loaded: Topology
+        do { loaded = try TopologyLoader.load(path: topology) } catch { throw ValidationError("\(error)") }
+        guard let coordinator = loaded.coordinator else { throw ValidationError("\(topology) has no coordinator section") }
+        var run = try Run.parse(["--topology", topology, "--node", coordinator.name, "--log-level", logLevel, "--durability", durability])
+        try await run.run()
+    }
+}
+
+/// The coordinator's data folder, from the topology.
+func coordinatorData(_ selection: NodeSelection) throws -> String {
+    if let data = selection.data { return data }
+    let topology = try selection.load()
+    guard let coordinator = topology.coordinator else { throw ValidationError("\(selection.topology) has no coordinator section") }
+    return coordinator.data
+}
+
+struct Gates: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show the quality gates: who has aligned, who is missing (and whether it is down), for how long.")
+    @OptionGroup var selection: NodeSelection
+
+    func run() async throws {
+        let reply = try await ControlClient(dataDirectory: try coordinatorData(selection)).call(["cmd": "gates"], timeout: .seconds(5))
+        for gate in reply["coordinator"]?["gates"]?.arrayValue ?? [] {
+            let missing = (gate["missing"]?.arrayValue ?? []).map { m in
+                (m["pool"]?.stringValue ?? "?") + (m["up"]?.boolValue == false ? " (down)" : "")
+            }
+            let aligned = (gate["aligned"]?.arrayValue ?? []).compactMap(\.stringValue)
+            var line = "\(gate["gate"]?.stringValue ?? "?") round \(gate["round"]?.intValue ?? 0): aligned [\(aligned.joined(separator: ", "))]"
+            line += missing.isEmpty ? "" : ", missing [\(missing.joined(separator: ", "))]"
+            line += ", waiting \(gate["waiting_s"]?.intValue ?? 0) s"
+            if gate["blocked_by_conflict"]?.boolValue == true { line += ", held shut by an open conflict" }
+            print(line)
+        }
+    }
+}
+
+struct Conflicts: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show the open conflicts and who is asked to resolve them.")
+    @OptionGroup var selection: NodeSelection
+
+    func run() async throws {
+        let reply = try await ControlClient(dataDirectory: try coordinatorData(selection)).call(["cmd": "gates"], timeout: .seconds(5))
+        let conflicts = reply["coordinator"]?["conflicts"]?.arrayValue ?? []
+        if conflicts.isEmpty { print("no open conflicts") }
+        for c in conflicts {
+            let parties = (c["parties"]?.arrayValue ?? []).compactMap(\.stringValue).joined(separator: ", ")
+            print("\(c["conflict_id"]?.stringValue ?? "?")  subject \(c["subject"]?.stringValue ?? "?")  parties [\(parties)]  resolver \(c["resolver"]?.stringValue ?? "?")  open \(c["open_s"]?.intValue ?? 0) s  reports \(c["reports"]?.intValue ?? 0)")
+        }
+    }
+}
+
+struct Resolve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Close a conflict as a human resolver would.")
+    @OptionGroup var selection: NodeSelection
+    @Argument(help: "The conflict id (see `ce-node conflicts`).") var conflictID: String
+    @Option(help: "The decision, as text or JSON.") var decision: String
+
+    func run() async throws {
+        let value = (try? JSONValue(parsing: decision)) ?? .string(decision)
+        let reply = try await ControlClient(dataDirectory: try coordinatorData(selection)).call([
+            "cmd": "emit", "event_type": "conflict_resolved",
+            "payload": ["conflict_id": .string(conflictID), "decision": value, "resolved_by": "human"],
+        ])
+        printJSON(reply["event"] ?? .null)
     }
 }

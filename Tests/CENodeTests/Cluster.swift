@@ -25,11 +25,17 @@ final class Cluster: @unchecked Sendable {
         root = NSTemporaryDirectory() + "ce-test-" + UUID().uuidString.prefix(8)
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         var yaml = "version: 1\ncluster: test\nsettings:\n  \(settings)\nnodes:\n"
+        var coordinator = ""
         for node in nodes {
             let (pub, rep) = (try freePort(), try freePort())
+            if node.pool == "coordinator" {
+                coordinator = "coordinator:\n  name: \(node.name)\n  host: 127.0.0.1\n  ports: { pub: \(pub), rep: \(rep) }\n  data: \(root)/\(node.name)\n"
+                continue
+            }
             yaml += "  - name: \(node.name)\n    pool: \(node.pool)\n    host: 127.0.0.1\n    ports: { pub: \(pub), rep: \(rep) }\n    data: \(root)/\(node.name)\n"
             if node.workspace { yaml += "    workspace: \(root)/ws-\(node.name)\n" }
         }
+        yaml += coordinator
         yaml += pools
         topologyPath = root + "/topology.yaml"
         try yaml.write(toFile: topologyPath, atomically: true, encoding: .utf8)

@@ -1,0 +1,96 @@
+import CECore
+import CECoordinator
+import Foundation
+import Synchronization
+
+/// Runs the coordinator's state machines on a node: every event the node stores goes in,
+/// what they decide is emitted. On start the state is rebuilt from the node's store, and a
+/// decision the store shows was never published (a crash in between) is published then.
+public final class CoordinatorService: Sendable {
+    let node: Node
+    let state: Mutex<CoordinatorState>
+    /// How often deadlines, escalations and liveness are checked.
+    public let tickInterval: Duration
+
+    public init(node: Node, tickInterval: Duration = .milliseconds(250)) {
+        self.node = node
+        self.tickInterval = tickInterval
+        self.state = Mutex(CoordinatorState(topology: node.topology, now: Date()))
+    }
+
+    /// Serves until cancelled; run it beside `node.run()`.
+    public func run() async throws {
+        let live = node.events()
+        // Rebuild from the store: replay every stored event with its own time as the clock.
+        var rebuilt = CoordinatorState(topology: node.topology, now: Date(timeIntervalSince1970: 0))
+        var decided: [Emission] = []
+        var published = Set<String>()
+        var seen = Set<String>()
+        var after: Int64 = 0
+        while true {
+            let page = try node.storedEvents(afterRowID: after, limit: 5000)
+            if page.isEmpty { break }
+            for (rowID, event) in page {
+                after = rowID
+                seen.insert(event.id)
+                if event.origin == node.spec.name { published.insert(Self.key(event.type, event.payload, event.correlationID)) }
+                decided += rebuilt.handle(event, now: event.timestamp)
+            }
+        }
+        state.withLock { $0 = rebuilt }
+        let missed = decided.filter { !published.contains(Self.key($0.type, $0.payload, $0.correlationID)) }
+        if !seen.isEmpty {
+            node.logger.notice("coordinator state rebuilt from \(seen.count) stored events; publishing \(missed.count) decisions not yet published")
+        }
+        await publish(missed)
+        node.addControlCommand("gates") { [self] _ in
+            ["ok": true, "coordinator": self.state.withLock { $0.status(now: Date()) }]
+        }
+        let replayed = seen
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await event in live where !replayed.contains(event.id) {
+                    let out = self.state.withLock { $0.handle(event, now: Date()) }
+                    await self.publish(out)
+                }
+            }
+            group.addTask {
+                while true {
+                    try await Task.sleep(for: self.tickInterval)
+                    let heard = self.node.peerHeartbeats
+                    let out = self.state.withLock { s -> [Emission] in
+                        for (name, at) in heard { s.heard(node: name, at: at) }
+                        return s.tick(now: Date())
+                    }
+                    await self.publish(out)
+                }
+            }
+            try await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private func publish(_ emissions: [Emission]) async {
+        for e in emissions {
+            do {
+                _ = try await node.emit(e.type, payload: e.payload, correlationID: e.correlationID, target: e.target)
+            } catch {
+                node.logger.error("coordinator could not publish \(e.type): \(error)")
+            }
+        }
+    }
+
+    /// What makes one decision the same as another, to find those already published.
+    static func key(_ type: EventType, _ payload: JSONValue, _ correlation: String?) -> String {
+        switch type {
+        case .gatePassed, .gateTimedOut:
+            return "\(type)/\(payload["gate"]?.stringValue ?? "")/\(payload["round"]?.intValue ?? 0)"
+        case .resolutionNeeded:
+            return "\(type)/\(payload["conflict_id"]?.stringValue ?? "")/\(payload["level"]?.intValue ?? 0)"
+        case .poolUp, .poolDown:
+            return "\(type)/\(payload["pool"]?.stringValue ?? "")/\(UUID())"  // liveness is re-derived live, never replayed
+        default:
+            return "\(type)/\(correlation ?? "")"
+        }
+    }
+}
