@@ -1,4 +1,5 @@
 import CECore
+import CECoordinator
 import CEStore
 import Foundation
 import Logging
@@ -236,10 +237,18 @@ public final class Node: Sendable {
 
     /// The SUB prefixes: `<type>/` per subscribed type (all types: the empty prefix), and heartbeats.
     var subscriptionPrefixes: [[UInt8]] {
-        guard let types = topology.subscriptions(forPool: spec.pool) else { return [[]] }
+        guard let types = Self.subscribedTypes(pool: spec.pool, topology: topology) else { return [[]] }
         var prefixes = types.map { Topic.subscriptionPrefix(for: $0) }
         prefixes.append(Array("_hb/".utf8))
         return prefixes
+    }
+
+    /// The types a pool's nodes subscribe to (nil: all): the topology's list, plus what the
+    /// coordinator decides, which concerns every pool.
+    public static func subscribedTypes(pool: String, topology: Topology) -> [EventType]? {
+        guard let types = topology.subscriptions(forPool: pool) else { return nil }
+        let coordinatorTypes: [EventType] = [.gatePassed, .gateTimedOut, .gateRejected, .resolutionNeeded, .conflictClosed]
+        return types + coordinatorTypes.filter { !types.contains($0) }
     }
 
     // MARK: Emitting

@@ -86,7 +86,14 @@ struct Demo: AsyncParsableCommand {
         try await emit("planner-1", "plan_ready", ["feature": "login", "tasks": ["api", "ui", "tests"]], target: "builder")
         // 2. Reviewers react in preview mode while builders start.
         try await emit("reviewer-1", "early_feedback", ["on": "plan_ready", "note": "add rate limiting to the login API"])
-        // 3. A builder asks the planners a question; the planner agent answers through its event folder.
+        // 3. Architecture approval: a quality gate where all three pools must align before
+        //    builders start the full implementation.
+        try await emit("planner-1", "architecture_complete", ["components": ["api", "ui", "store"]])
+        for node in ["planner-1", "builder-1", "reviewer-1"] {
+            try await emit(node, "sync_point_reached", ["gate": "architecture_approval"])
+        }
+        try await timeline.waitForCoordinator("gate_passed")
+        // 4. A builder asks the planners a question; the planner agent answers through its event folder.
         let planner = cluster.node(named: "planner-1")!
         let answerer = Task { try await answerAsPlannerAgent(workspace: planner.workspace ?? planner.data) }
         let builder = cluster.node(named: "builder-1")!
@@ -97,12 +104,33 @@ struct Demo: AsyncParsableCommand {
         _ = try? await answerer.value
         timeline.note("builder-1 asked pool planner: \"Sessions in a cookie or a bearer token?\"")
         timeline.note("  answer \(reply["answer"]?.serializedString ?? "?") in \(format(rtt))")
-        // 4. Builders deliver.
+        // 5. Builders deliver.
         try await emit("builder-1", "build_ready", ["artifact": "login-api", "commit": "a1b2c3"])
         try await emit("builder-2", "implementation_complete", ["artifact": "login-ui"])
-        // 5. Reviewers do the full review and approve.
+        // 6. Reviewers and builders disagree; the coordinator asks the planners, escalates to a
+        //    human when nobody decides, and the human's decision closes it.
+        try await emit("reviewer-1", "conflict_detected", ["subject": "login-tests", "parties": ["builder"], "description": "no tests for token expiry"])
+        try await emit("builder-1", "conflict_detected", ["subject": "login-tests", "parties": ["reviewer"], "description": "expiry is covered by the session tests"])
+        try await timeline.waitForCoordinator("resolution_needed")
+        try await timeline.waitForCoordinator("resolution_needed", second: true)
+        let coordinator = cluster.coordinator!
+        let open = try await ControlClient(dataDirectory: coordinator.data).call(["cmd": "gates"])
+        guard let conflictID = open["coordinator"]?["conflicts"]?[0]?["conflict_id"]?.stringValue else {
+            throw ValidationError("the coordinator shows no open conflict")
+        }
+        _ = try await ControlClient(dataDirectory: coordinator.data).call([
+            "cmd": "emit", "event_type": "conflict_resolved",
+            "payload": ["conflict_id": .string(conflictID), "decision": "add an expiry test", "resolved_by": "human"],
+        ])
+        timeline.note("a human resolved conflict \(conflictID.prefix(8)): \"add an expiry test\"")
+        try await timeline.waitForCoordinator("conflict_closed")
+        // 7. Reviewers do the full review; release readiness; approval.
         try await emit("reviewer-1", "review_complete", ["verdict": "pass", "comments": 2])
         try await emit("reviewer-1", "quality_validated", ["coverage": 0.91])
+        for node in ["builder-1", "reviewer-1"] {
+            try await emit(node, "sync_point_reached", ["gate": "release_readiness"])
+        }
+        try await timeline.waitForCoordinator("gate_passed", second: true)
         try await emit("reviewer-1", "approval_granted", ["release": "login-v1"])
         print("\nPipeline complete in \(format(ContinuousClock.now - started)).")
     }
@@ -187,7 +215,7 @@ final class Timeline: Sendable {
     /// Nodes whose pool subscribes to the type (all but the origin).
     func receivers(of type: EventType, from origin: String) -> [String] {
         cluster.nodes.filter { node in
-            node.name != origin && (cluster.subscriptions(forPool: node.pool).map { $0.contains(type) } ?? true)
+            node.name != origin && (Node.subscribedTypes(pool: node.pool, topology: cluster).map { $0.contains(type) } ?? true)
         }.map(\.name)
     }
 
@@ -207,6 +235,19 @@ final class Timeline: Sendable {
                           format(emitted - started) as NSString, s.origin as NSString, "\(s.type)" as NSString,
                           (deliveries.isEmpty ? "(no subscribers)" : deliveries.joined(separator: ", ")) as NSString)
         print(line)
+    }
+
+    /// Waits for the coordinator's first (or second) event of a type and prints its line.
+    func waitForCoordinator(_ typeName: String, second: Bool = false) async throws {
+        let type = try EventType(validating: typeName)
+        guard let coordinator = cluster.coordinator?.name else { return }
+        var id: String?
+        try await waitFor("the coordinator to publish \(typeName)", seconds: 15) {
+            let ids = seen.withLock { s in s.filter { $0.value.type == type && $0.value.origin == coordinator }.sorted { $0.value.at[coordinator]! < $1.value.at[coordinator]! }.map(\.key) }
+            id = ids.count > (second ? 1 : 0) ? ids[second ? 1 : 0] : nil
+            return id != nil
+        }
+        try await waitUntilDelivered(id!)
     }
 
     func note(_ text: String) {
