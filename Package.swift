@@ -74,7 +74,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "ce-bench",
-            dependencies: ["CENode", "CECore", "CEStore"]
+            dependencies: ["CENode", "CECore", "CEStore", "CECoordinator"]
         ),
         .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ"]),
         .testTarget(name: "CECoreTests", dependencies: ["CECore"]),

@@ -1,5 +1,6 @@
 // Benchmarks of the store and the bus, printing figures (never asserted in tests).
 //   ce-bench store [--events N]                   appends 256 B events: batches, and the group-commit writer
+//   ce-bench gates [--pools N] [--rounds R]      gate decision latency: last sync_point_reached -> gate_passed at every pool
 //   ce-bench bus [--events N] [--rate R] [--emitters E] [--asks A]   emit -> stored at origin -> stored at a subscriber process;
 //                                                  throughput, latency at R events/s, ask round trip
 import CECore
@@ -14,7 +15,7 @@ func fail(_ text: String) -> Never {
     exit(2)
 }
 
-let usage = "usage: ce-bench store [--events N]\n       ce-bench bus [--events N] [--rate EVENTS_PER_S] [--asks N] [--emitters N] [--normal]"
+let usage = "usage: ce-bench store [--events N]\n       ce-bench gates [--pools N] [--rounds R]\n       ce-bench bus [--events N] [--rate EVENTS_PER_S] [--asks N] [--emitters N] [--normal]"
 let arguments = Array(CommandLine.arguments.dropFirst(2))
 guard let command = CommandLine.arguments.dropFirst().first else { fail(usage) }
 
@@ -23,7 +24,7 @@ guard let command = CommandLine.arguments.dropFirst().first else { fail(usage) }
     guard i + 1 < arguments.count, let n = Int(arguments[i + 1]), n > 0 else { fail("\(name) needs a positive number\n\(usage)") }
     return n
 }
-for (i, a) in arguments.enumerated() where a.hasPrefix("--") && !["--events", "--rate", "--asks", "--emitters", "--normal"].contains(a) {
+for (i, a) in arguments.enumerated() where a.hasPrefix("--") && !["--events", "--rate", "--asks", "--emitters", "--normal", "--pools", "--rounds"].contains(a) {
     fail("unknown flag \(a) (argument \(i + 1))\n\(usage)")
 }
 
@@ -43,6 +44,7 @@ defer { try? FileManager.default.removeItem(atPath: temporaryRoot) }
 switch command {
 case "store": try await storeBenchmark()
 case "bus": try await busBenchmark()
+case "gates": try await gateBenchmark()
 default: fail("unknown benchmark \(command)\n\(usage)")
 }
 try? FileManager.default.removeItem(atPath: temporaryRoot)
@@ -207,4 +209,90 @@ try? FileManager.default.removeItem(atPath: temporaryRoot)
     _ = await askerTask.result
     _ = await originTask.result
     await context.shutdown()
+}
+
+/// N pools (one node each) and a coordinator, all in this process on loopback, each with its
+/// own context and store (durability normal). Per round: N-1 pools report, then the last one;
+/// the time from its emit to `gate_passed` stored at every pool.
+@MainActor func gateBenchmark() async throws {
+    let pools = option("--pools", default: 3)
+    let rounds = option("--rounds", default: 20)
+    try FileManager.default.createDirectory(atPath: temporaryRoot, withIntermediateDirectories: true)
+    var used = Set<Int>()
+    func port() -> Int {
+        while true { let p = Int.random(in: 20000..<60000); if used.insert(p).inserted { return p } }
+    }
+    var yaml = "version: 1\nsettings: { heartbeat_ms: 500 }\n"
+    yaml += "coordinator: { name: coordinator, host: 127.0.0.1, ports: { pub: \(port()), rep: \(port()) }, data: \(temporaryRoot)/coordinator }\nnodes:\n"
+    for i in 0..<pools {
+        yaml += "  - { name: n\(i), pool: p\(i), host: 127.0.0.1, ports: { pub: \(port()), rep: \(port()) }, data: \(temporaryRoot)/n\(i) }\n"
+    }
+    // Pools listen to the coordinator only (each still connects to every peer).
+    yaml += "pools:\n" + (0..<pools).map { "  p\($0): { subscribe: [gate_passed] }\n" }.joined()
+    yaml += "gates:\n  - { name: g, pools: [\((0..<pools).map { "p\($0)" }.joined(separator: ", "))] }\n"
+    let path = temporaryRoot + "/topology.yaml"
+    try yaml.write(toFile: path, atomically: true, encoding: .utf8)
+    let topology = try TopologyLoader.load(path: path)
+    var nodes: [Node] = []
+    for spec in topology.nodes {
+        var options = try Node.Options(topology: topology, name: spec.name)
+        options.durability = .normal
+        options.logger.logLevel = .warning
+        nodes.append(try Node(options: options))
+    }
+    let coordinator = nodes.first { $0.spec.isCoordinator }!
+    let poolNodes = nodes.filter { !$0.spec.isCoordinator }
+    let service = CoordinatorService(node: coordinator)
+    final class Arrivals: Sendable { let byRound = Mutex<[Int: [String: ContinuousClock.Instant]]>([:]) }
+    let box = Arrivals()
+    let running = Task {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for node in nodes { group.addTask { try await node.run() } }
+            group.addTask { try await service.run() }
+            for node in poolNodes {
+                let stream = node.events()
+                group.addTask {
+                    for await event in stream where event.type == .gatePassed {
+                        let now = ContinuousClock.now
+                        let round = event.payload["round"]?.intValue ?? 0
+                        box.byRound.withLock { $0[round, default: [:]][node.spec.name] = now }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+    }
+    // Until every pool hears the coordinator (heartbeats) and the coordinator hears every pool.
+    let start = ContinuousClock.now
+    while ContinuousClock.now - start < .seconds(60) {
+        let ready = nodes.allSatisfy { node in
+            let heard = node.peerHeartbeats
+            return topology.peers(of: node.spec.name).allSatisfy { heard[$0.name].map { Date().timeIntervalSince($0) < 1.5 } ?? false }
+        }
+        if ready { break }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    var latencies: [Double] = []
+    for round in 1...rounds {
+        for node in poolNodes.dropLast() { _ = try await node.emit(.syncPointReached, payload: ["gate": "g"]) }
+        try await Task.sleep(for: .milliseconds(100))  // let the coordinator take the first reports
+        let t0 = ContinuousClock.now
+        _ = try await poolNodes.last!.emit(.syncPointReached, payload: ["gate": "g"])
+        let deadline = ContinuousClock.now + .seconds(30)
+        while box.byRound.withLock({ ($0[round]?.count ?? 0) < pools }) && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(1))
+        }
+        guard let last = box.byRound.withLock({ $0[round]?.values.max() }), box.byRound.withLock({ $0[round]?.count }) == pools else {
+            print("round \(round): not every pool heard the gate within 30 s"); continue
+        }
+        let d = last - t0
+        latencies.append(Double(d.components.seconds) * 1e3 + Double(d.components.attoseconds) / 1e15)
+    }
+    latencies.sort()
+    let handled = coordinator.counters.received
+    print(String(format: "gates: %d pools, %d rounds: last report -> gate_passed stored at every pool: p50 %.1f ms, p99 %.1f ms; coordinator received %d events (%.1f per gate for %d pools) and published one decision per gate; %d TCP subscriptions in the mesh",
+                 pools, latencies.count, percentile(latencies, 0.5), percentile(latencies, 0.99), handled,
+                 Double(handled) / Double(rounds), pools, (pools + 1) * pools))
+    running.cancel()
+    _ = await running.result
 }

@@ -41,8 +41,9 @@ struct CoordinatorTests {
         }
     }
 
-    @Test func deadlineNamesTheMissingPoolWhichIsDown() async throws {
-        try await withCluster(Self.nodes, pools: Self.config, start: ["coordinator", "planner-1"]) { cluster in
+    @Test func aPoolKilledWhileAGateWaitsIsNamedMissingAndDown() async throws {
+        try await withCluster(Self.nodes, pools: Self.config, start: ["coordinator", "planner-1", "builder-1"]) { cluster in
+            cluster.kill("builder-1")
             try await cluster.emit("planner-1", "sync_point_reached", ["gate": "quick"])
             try await eventually(10, "the gate times out") { !(try coordinatorEvents(cluster, "gate_timed_out")).isEmpty }
             let timedOut = try coordinatorEvents(cluster, "gate_timed_out").first { $0["payload"]?["gate"]?.stringValue == "quick" }
