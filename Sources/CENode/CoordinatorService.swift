@@ -22,7 +22,9 @@ public final class CoordinatorService: Sendable {
     public func run() async throws {
         let live = node.events()
         // Rebuild from the store: replay every stored event with its own time as the clock.
-        var rebuilt = CoordinatorState(topology: node.topology, now: Date(timeIntervalSince1970: 0))
+        // Gates have been open since the first stored event (or since now, on a fresh store).
+        let firstTime = try node.storedEvents(afterRowID: 0, limit: 1).first?.event.timestamp ?? Date()
+        var rebuilt = CoordinatorState(topology: node.topology, now: firstTime)
         var decided: [Emission] = []
         var published = Set<String>()
         var seen = Set<String>()
