@@ -139,17 +139,21 @@ public final class Node: Sendable {
         ])
         defer { logger.info("node down") }
         do {
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { try await self.emitLoop(pub: sockets.pub, feed: sockets.feed) }
-                group.addTask { try await self.receiveLoop(sub: sockets.sub, feed: sockets.feed) }
-                group.addTask { try await self.answerLoop(router: sockets.router) }
-                group.addTask { try await self.controlLoop(control: sockets.control) }
-                group.addTask { try await self.heartbeatLoop(pub: sockets.pub) }
-                group.addTask { try await self.folderLoop() }
-                group.addTask { try await self.redialLoop(sub: sockets.sub, events: sockets.subEvents) }
-                // The first loop to end (cancellation, or a failure) ends them all.
+            try await withThrowingTaskGroup(of: String.self) { group in
+                group.addTask { try await self.emitLoop(pub: sockets.pub, feed: sockets.feed); return "emit" }
+                group.addTask { try await self.receiveLoop(sub: sockets.sub, feed: sockets.feed); return "receive" }
+                group.addTask { try await self.answerLoop(router: sockets.router); return "answer" }
+                group.addTask { try await self.controlLoop(control: sockets.control); return "control" }
+                group.addTask { try await self.heartbeatLoop(pub: sockets.pub); return "heartbeat" }
+                group.addTask { try await self.folderLoop(); return "event folder" }
+                group.addTask { try await self.redialLoop(sub: sockets.sub, events: sockets.subEvents); return "redial" }
+                // Loops end by cancellation (the node stops) or by an error (it stops with it);
+                // one that returns on its own is a fault worth a log line, not a reason to stop.
                 do {
-                    try await group.next()
+                    while let ended = try await group.next() {
+                        if Task.isCancelled { break }
+                        logger.error("the \(ended) loop ended unexpectedly; the node keeps running")
+                    }
                 } catch is CancellationError {
                 } catch {
                     logger.error("node loop failed: \(error)")
@@ -170,10 +174,12 @@ public final class Node: Sendable {
     private func shutdown() async {
         emits.finish()
         writer.close()
-        state.withLock { s in
-            for listener in s.listeners.values { listener.finish() }
-            s.listeners.removeAll()
+        // Finish outside the lock: finishing runs the stream's onTermination, which locks too.
+        let listeners = state.withLock { s in
+            defer { s.listeners.removeAll() }
+            return Array(s.listeners.values)
         }
+        for listener in listeners { listener.finish() }
         await context.shutdown()
         // The ipc socket files say "a node runs here": remove them with the node.
         for endpoint in [controlEndpoint, feedEndpoint] { try? FileManager.default.removeItem(atPath: String(endpoint.dropFirst(6))) }
