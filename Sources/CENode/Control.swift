@@ -75,17 +75,21 @@ public struct ControlClient: Sendable {
             throw NodeError("no node is running with its control endpoint at \(path) (start it with `ce-node run`)")
         }
         let context = try Context()
-        defer { context.shutdownBlocking() }
-        let socket = try context.socket(.req)
-        try socket.set(.linger(milliseconds: 0))
-        try socket.connect(endpoint)
-        try await socket.send(Message(request.serialized()))
         let reply: Message
         do {
+            let socket = try context.socket(.req)
+            try socket.set(.linger(milliseconds: 0))
+            try socket.connect(endpoint)
+            try await socket.send(Message(request.serialized()))
             reply = try await socket.receive(timeout: timeout)
         } catch let error as ZMQError where error.code == .again {
+            await context.shutdown()
             throw NodeError("the node at \(path) did not answer within \(timeout): is it running?")
+        } catch {
+            await context.shutdown()
+            throw error
         }
+        await context.shutdown()
         let value = try JSONValue(parsing: reply[0].bytes)
         if value["ok"]?.boolValue == false {
             throw NodeError(value["error"]?.stringValue ?? "the node refused the request")

@@ -51,7 +51,16 @@ struct Demo: AsyncParsableCommand {
         let started = ContinuousClock.now
         let timeline = Timeline(cluster: cluster, started: started)
         let context = try Context()
-        defer { context.shutdownBlocking() }
+        do {
+            try await play(cluster, started: started, timeline: timeline, context: context)
+        } catch {
+            await context.shutdown()
+            throw error
+        }
+        await context.shutdown()
+    }
+
+    func play(_ cluster: Topology, started: ContinuousClock.Instant, timeline: Timeline, context: Context) async throws {
         // Wait for every node to answer on its control endpoint, then for heartbeats between all.
         for node in cluster.nodes {
             try await waitFor("\(node.name) to start", seconds: 30) {
