@@ -99,6 +99,8 @@ public final class EventStore: Sendable {
         var config = Configuration()
         config.busyMode = .timeout(10)
         config.prepareDatabase { db in
+            // Only takes effect on a new file, before its first table; GRDB turns WAL on afterwards.
+            try db.execute(sql: "PRAGMA page_size=16384")
             try db.execute(sql: "PRAGMA synchronous=\(durability == .full ? "FULL" : "NORMAL")")
             try db.execute(sql: "PRAGMA cache_size=-65536")
             try db.execute(sql: "PRAGMA wal_autocheckpoint=4000")
@@ -109,13 +111,29 @@ public final class EventStore: Sendable {
             guard check == ["ok"] else {
                 throw StoreError(operation: "integrity check", path: path, message: check.joined(separator: "; "))
             }
+            let version = try pool.read { db in try Int.fetchOne(db, sql: "PRAGMA user_version") ?? 0 }
+            guard version <= Self.schemaVersion else {
+                throw StoreError(operation: "open", path: path,
+                                 message: "schema version \(version) is newer than this program's \(Self.schemaVersion); use a newer ce-node")
+            }
             try Self.migrator.migrate(pool)
+            if version != Self.schemaVersion {
+                try pool.write { db in try db.execute(sql: "PRAGMA user_version = \(Self.schemaVersion)") }
+            }
         } catch let error as StoreError {
             throw error
         } catch {
             throw StoreError(operation: "open", path: path, message: "\(error) (is this an event store? a damaged one is not used; move it aside to start afresh)")
         }
     }
+
+    /// Opens (or creates) the store under `directory`; see ``init(directory:durability:)``.
+    public convenience init(directory: URL, durability: Durability = .full) throws {
+        try self.init(directory: directory.path, durability: durability)
+    }
+
+    /// The schema version, kept in `PRAGMA user_version`; a store with a larger one is refused.
+    public static let schemaVersion = 1
 
     static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()
@@ -211,6 +229,23 @@ public final class EventStore: Sendable {
         q.id = id
         q.limit = 1
         return try events(q).first
+    }
+
+    /// The rowid of the newest stored event (0 when none); readers resume after it.
+    public func lastRowID() throws -> Int64 {
+        do { return try pool.read { db in try Int64.fetchOne(db, sql: "SELECT max(rowid) FROM event") ?? 0 } } catch {
+            throw fail("lastRowID", error)
+        }
+    }
+
+    /// The value of a pragma on a reading connection (for diagnostics and tests).
+    func pragma(_ name: String) throws -> String? {
+        try pool.read { db in try String.fetchOne(db, sql: "PRAGMA \(name)") }
+    }
+
+    /// Sets a pragma on the writing connection (tests use it to fake other versions).
+    func setPragma(_ name: String, _ value: String) throws {
+        try pool.write { db in try db.execute(sql: "PRAGMA \(name) = \(value)") }
     }
 
     /// The largest sequence stored for an origin (0 when none): an origin continues from it.
