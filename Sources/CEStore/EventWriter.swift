@@ -21,10 +21,14 @@ public final class EventWriter: Sendable {
 
     struct State {
         var queue: [Request] = []
+        var queuedEvents = 0
         var closed = false
         var stopped = false
+        /// Set by tests to let requests pile up; closing overrides it.
+        var paused = false
         var eventsWritten = 0
         var transactions = 0
+        var waitingForStop: [CheckedContinuation<Void, Never>] = []
     }
 
     init(store: EventStore) {
@@ -41,6 +45,7 @@ public final class EventWriter: Sendable {
             let accepted = state.withLock { s -> Bool in
                 if s.closed { return false }
                 s.queue.append(Request(events: events, cursors: cursors, continuation: continuation))
+                s.queuedEvents += events.count
                 return true
             }
             if accepted {
@@ -63,6 +68,34 @@ public final class EventWriter: Sendable {
     /// Writes what is queued, then stops; later appends fail. Returns without waiting.
     public func close() {
         state.withLock { $0.closed = true }
+        signal()
+    }
+
+    /// Closes, and returns once everything queued before has been written (or has failed)
+    /// and the writer thread has stopped.
+    public func shutdown() async {
+        await withCheckedContinuation { continuation in
+            let stopped = state.withLock { s -> Bool in
+                s.closed = true
+                if !s.stopped { s.waitingForStop.append(continuation) }
+                return s.stopped
+            }
+            if stopped { continuation.resume() } else { signal() }
+        }
+    }
+
+    /// Events waiting to be written.
+    var queuedEvents: Int { state.withLock { $0.queuedEvents } }
+
+    /// Holds requests in the queue until `resume()` (tests use it to make batches predictable).
+    func pause() { state.withLock { $0.paused = true } }
+
+    func resume() {
+        state.withLock { $0.paused = false }
+        signal()
+    }
+
+    private func signal() {
         wakeup.lock()
         wakeup.signal()
         wakeup.unlock()
@@ -75,13 +108,18 @@ public final class EventWriter: Sendable {
             var done = false
             while true {
                 (batch, done) = state.withLock { s -> ([Request], Bool) in
-                    var taken: [Request] = []
+                    if s.paused && !s.closed { return ([], false) }
+                    // Whole requests, up to maxBatch events (a larger single request goes alone).
+                    var taken = 0
                     var count = 0
-                    while let first = s.queue.first, taken.isEmpty || count + first.events.count <= Self.maxBatch {
-                        taken.append(s.queue.removeFirst())
-                        count += first.events.count
+                    while taken < s.queue.count, taken == 0 || count + s.queue[taken].events.count <= Self.maxBatch {
+                        count += s.queue[taken].events.count
+                        taken += 1
                     }
-                    return (taken, s.closed && s.queue.isEmpty && taken.isEmpty)
+                    let batch = Array(s.queue[..<taken])
+                    s.queue.removeFirst(taken)
+                    s.queuedEvents -= count
+                    return (batch, s.closed && s.queue.isEmpty && batch.isEmpty)
                 }
                 if !batch.isEmpty || done { break }
                 wakeup.wait()
@@ -90,7 +128,12 @@ public final class EventWriter: Sendable {
             if done { break }
             write(batch)
         }
-        state.withLock { $0.stopped = true }
+        let waiting = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            s.stopped = true
+            defer { s.waitingForStop = [] }
+            return s.waitingForStop
+        }
+        for continuation in waiting { continuation.resume() }
     }
 
     private func write(_ batch: [Request]) {

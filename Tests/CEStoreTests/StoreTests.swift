@@ -1,5 +1,5 @@
 import CECore
-import CEStore
+@testable import CEStore
 import Foundation
 import Testing
 
@@ -101,8 +101,8 @@ struct StoreTests {
             try store.append((1...2000).map { event("p", $0) })
         }
         let path = dir + "/events.sqlite"
-        // Checkpoint the WAL into the main file first so the damage hits real pages.
-        try? FileManager.default.removeItem(atPath: path + "-wal")
+        // Closing the last connection checkpointed the WAL into the main file: the damage hits real pages.
+        #expect(!FileManager.default.fileExists(atPath: path + "-wal"))
         let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
         let size = try handle.seekToEnd()
         #expect(size > 64 * 1024)
@@ -114,9 +114,120 @@ struct StoreTests {
         do {
             _ = try EventStore(directory: dir)
             Issue.record("a damaged store was opened")
-        } catch {
+        } catch let error as StoreError {
+            #expect(error.path == path)
+            #expect(error.operation == "integrity check" || error.operation == "open")
             #expect("\(error)".contains(path))
         }
+    }
+
+    /// Waits (with a deadline, never a fixed delay) until the paused writer holds `count` events.
+    func waitUntilQueued(_ writer: EventWriter, _ count: Int) async {
+        let deadline = ContinuousClock.now + .seconds(30)
+        while writer.queuedEvents < count && ContinuousClock.now < deadline { await Task.yield() }
+        #expect(writer.queuedEvents == count)
+    }
+
+    @Test func theWriterCommitsEverythingQueuedInOneTransaction() async throws {
+        let dir = temporary()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = try EventStore(directory: dir)
+        let writer = store.writer()
+        defer { writer.close() }
+        writer.pause()
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            for task in 0..<20 {
+                for i in 1...10 { group.addTask { try await writer.append(self.event("o\(task)", UInt64(i))) } }
+            }
+            await waitUntilQueued(writer, 200)
+            writer.resume()
+            for try await isNew in group { #expect(isNew) }
+        }
+        #expect(writer.counts.transactions == 1)
+        #expect(writer.counts.events == 200)
+        #expect(try store.count() == 200)
+    }
+
+    @Test func aTransactionTakesAtMostMaxBatchEvents() async throws {
+        let dir = temporary()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = try EventStore(directory: dir, durability: .normal)
+        let writer = store.writer()
+        defer { writer.close() }
+        writer.pause()
+        // 9 requests of 500 events, queued in order: 4 + 4 + 1 requests per transaction.
+        try await withThrowingTaskGroup(of: [Bool].self) { group in
+            for r in 0..<9 {
+                group.addTask { try await writer.append((1...500).map { self.event("r\(r)", UInt64($0)) }) }
+                await waitUntilQueued(writer, (r + 1) * 500)
+            }
+            writer.resume()
+            for try await fresh in group { #expect(fresh.count == 500 && fresh.allSatisfy { $0 }) }
+        }
+        #expect(writer.counts.transactions == 3)
+        #expect(try store.count() == 4500)
+    }
+
+    @Test func shutdownWritesWhatIsQueuedThenRefusesAppends() async throws {
+        let dir = temporary()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = try EventStore(directory: dir)
+        let writer = store.writer()
+        writer.pause()
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            for i in 1...50 { group.addTask { try await writer.append(self.event("s", UInt64(i))) } }
+            await waitUntilQueued(writer, 50)
+            await writer.shutdown()  // also lifts the pause: closing always flushes
+            for try await isNew in group { #expect(isNew) }
+        }
+        #expect(try store.count() == 50)
+        await writer.shutdown()  // a second shutdown returns at once
+        do {
+            _ = try await writer.append(event("s", 51))
+            Issue.record("an append after shutdown was accepted")
+        } catch let error as StoreError {
+            #expect(error.operation == "append")
+            #expect(error.message.contains("closed"))
+        }
+        #expect(try store.count() == 50)
+    }
+
+    @Test func aNewStoreIsTunedAndVersioned() throws {
+        let dir = temporary()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = try EventStore(directory: URL(fileURLWithPath: dir))
+        #expect(try store.pragma("page_size") == "16384")
+        #expect(try store.pragma("journal_mode") == "wal")
+        #expect(try store.pragma("synchronous") == "2")  // FULL
+        #expect(try store.pragma("user_version") == "\(EventStore.schemaVersion)")
+        #expect(try EventStore(directory: dir, durability: .normal).pragma("synchronous") == "1")  // NORMAL
+    }
+
+    @Test func aStoreFromANewerVersionIsRefused() throws {
+        let dir = temporary()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try EventStore(directory: dir).setPragma("user_version", "\(EventStore.schemaVersion + 1)")
+        #expect {
+            _ = try EventStore(directory: dir)
+        } throws: { error in
+            "\(error)".contains("newer") && "\(error)".contains(dir + "/events.sqlite")
+        }
+    }
+
+    @Test func readersResumeAfterARowID() throws {
+        let dir = temporary()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = try EventStore(directory: dir)
+        #expect(try store.lastRowID() == 0)
+        try store.append((1...5).map { event("p", $0) })
+        let mark = try store.lastRowID()
+        try store.append((6...8).map { event("p", $0) })
+        var q = EventQuery()
+        q.afterRowID = mark
+        #expect(try store.events(q).map(\.seq) == [6, 7, 8])
+        #expect(try store.count(q) == 3)
+        #expect(try store.lastRowID() == mark + 3)
+        #expect(try store.maxSeq(origin: "nobody") == 0)
     }
 }
 
