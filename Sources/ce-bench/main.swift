@@ -1,5 +1,6 @@
 // Benchmarks of the store and the bus, printing figures (never asserted in tests).
-//   ce-bench store [--events N]                   appends 256 B events: batches, and the group-commit writer
+//   ce-bench store [--events N] [--batch B] [--tasks T] [--durability full|normal|both] [--dir DIR] [--ceiling PATH]
+//                                                 appends 256 B events: batches, and the group-commit writer
 //   ce-bench gates [--pools N] [--rounds R]      gate decision latency: last sync_point_reached -> gate_passed at every pool
 //   ce-bench bus [--events N] [--rate R] [--emitters E] [--asks A]   emit -> stored at origin -> stored at a subscriber process;
 //                                                  throughput, latency at R events/s, ask round trip
@@ -15,16 +16,23 @@ func fail(_ text: String) -> Never {
     exit(2)
 }
 
-let usage = "usage: ce-bench store [--events N]\n       ce-bench gates [--pools N] [--rounds R]\n       ce-bench bus [--events N] [--rate EVENTS_PER_S] [--asks N] [--emitters N] [--normal]"
+let usage = "usage: ce-bench store [--events N] [--batch B] [--tasks T] [--durability full|normal|both] [--dir DIR] [--ceiling PATH_TO_sqlite_ceiling]\n       ce-bench gates [--pools N] [--rounds R]\n       ce-bench bus [--events N] [--rate EVENTS_PER_S] [--asks N] [--emitters N] [--normal]"
 let arguments = Array(CommandLine.arguments.dropFirst(2))
 guard let command = CommandLine.arguments.dropFirst().first else { fail(usage) }
+
+/// The text after `name`, if given.
+@MainActor func textOption(_ name: String) -> String? {
+    guard let i = arguments.firstIndex(of: name) else { return nil }
+    guard i + 1 < arguments.count else { fail("\(name) needs a value\n\(usage)") }
+    return arguments[i + 1]
+}
 
 @MainActor func option(_ name: String, default value: Int) -> Int {
     guard let i = arguments.firstIndex(of: name) else { return value }
     guard i + 1 < arguments.count, let n = Int(arguments[i + 1]), n > 0 else { fail("\(name) needs a positive number\n\(usage)") }
     return n
 }
-for (i, a) in arguments.enumerated() where a.hasPrefix("--") && !["--events", "--rate", "--asks", "--emitters", "--normal", "--pools", "--rounds"].contains(a) {
+for (i, a) in arguments.enumerated() where a.hasPrefix("--") && !["--events", "--rate", "--asks", "--emitters", "--normal", "--pools", "--rounds", "--batch", "--tasks", "--durability", "--dir", "--ceiling"].contains(a) {
     fail("unknown flag \(a) (argument \(i + 1))\n\(usage)")
 }
 
@@ -49,35 +57,69 @@ default: fail("unknown benchmark \(command)\n\(usage)")
 }
 try? FileManager.default.removeItem(atPath: temporaryRoot)
 
+/// Appends `--events` events with a 256-byte payload to fresh stores: in batches of `--batch`
+/// from one caller, then one event per call from `--tasks` concurrent tasks through the
+/// group-commit writer. With `--ceiling PATH` it first runs shared/bench/sqlite_ceiling.c's
+/// binary (tuned, same rows and batch) and prints each figure as a share of it.
 @MainActor func storeBenchmark() async throws {
     let count = option("--events", default: 200_000)
+    let batch = option("--batch", default: 1000)
+    let tasks = option("--tasks", default: 16)
+    let durabilities: [EventStore.Durability]
+    switch textOption("--durability") ?? "both" {
+    case "both": durabilities = [.normal, .full]
+    case let text:
+        guard let durability = EventStore.Durability(rawValue: text) else { fail("--durability is full, normal or both\n\(usage)") }
+        durabilities = [durability]
+    }
+    let root = (textOption("--dir") ?? NSTemporaryDirectory()) + "/ce-bench-store-" + UUID().uuidString.prefix(8)
+    defer { try? FileManager.default.removeItem(atPath: root) }
+    try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+
+    var ceiling: Double?
+    if let program = textOption("--ceiling") {
+        let process = Process()
+        let output = Pipe()
+        process.executableURL = URL(fileURLWithPath: program)
+        process.arguments = [root + "/ceiling.sqlite", "\(count)", "\(batch)", "tuned"]
+        process.standardOutput = output
+        try process.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        print("ceiling (\(program)): " + text.trimmingCharacters(in: .whitespacesAndNewlines))
+        // "<rows> rows, batch <b>, tuned: <rate> rows/s"
+        ceiling = text.split(separator: ":").last.flatMap { Double($0.split(separator: " ").first ?? "") }
+        if process.terminationStatus != 0 || ceiling == nil { fail("the ceiling program failed: \(text)") }
+    }
+    func report(_ label: String, _ durability: EventStore.Durability, _ start: ContinuousClock.Instant) {
+        let rate = Double(count) / seconds(since: start)
+        let share = ceiling.map { String(format: " (%.2f of the ceiling, which is synchronous=NORMAL)", rate / $0) } ?? ""
+        print(String(format: "store: %d events, %@, synchronous=%@: %.0f events/s", count, label, durability == .full ? "FULL" : "NORMAL", rate) + share)
+    }
+
     let events = (1...count).map { seq -> StoredEvent in
         let e = Event(id: "01JD\(seq)", origin: "planner-1", seq: UInt64(seq), stream: "planning", type: .planReady,
                       timestamp: Date(), payload: payload)
         return StoredEvent(event: e, envelope: EnvelopeCodec.encode(e))
     }
-    for durability in [EventStore.Durability.normal, .full] {
-        let dir = temporaryRoot + "/store-\(durability)-batch"
-        let store = try EventStore(directory: dir, durability: durability)
-        let start = ContinuousClock.now
-        for chunk in stride(from: 0, to: count, by: 1000) { try store.append(Array(events[chunk..<min(count, chunk + 1000)])) }
-        print(String(format: "store: %d events, batches of 1000, synchronous=%@: %.0f events/s", count, durability == .full ? "FULL" : "NORMAL", Double(count) / seconds(since: start)))
-        let dir2 = temporaryRoot + "/store-\(durability)-writer"
-        let store2 = try EventStore(directory: dir2, durability: durability)
-        let writer = store2.writer()
-        let start2 = ContinuousClock.now
+    for durability in durabilities {
+        let store = try EventStore(directory: root + "/\(durability)-batch", durability: durability)
+        var start = ContinuousClock.now
+        for chunk in stride(from: 0, to: count, by: batch) { try store.append(Array(events[chunk..<min(count, chunk + batch)])) }
+        report("batches of \(batch) from one caller", durability, start)
+
+        let writer = try EventStore(directory: root + "/\(durability)-writer", durability: durability).writer()
+        start = ContinuousClock.now
         try await withThrowingTaskGroup(of: Void.self) { group in
-            for t in 0..<16 {
+            for t in 0..<tasks {
                 group.addTask {
-                    for i in stride(from: t, to: count, by: 16) { _ = try await writer.append(events[i]) }
+                    for i in stride(from: t, to: count, by: tasks) { _ = try await writer.append(events[i]) }
                 }
             }
             try await group.waitForAll()
         }
-        let (_, transactions) = writer.counts
-        print(String(format: "store: %d events, 16 tasks appending one at a time (group commit, %d transactions), synchronous=%@: %.0f events/s",
-                     count, transactions, durability == .full ? "FULL" : "NORMAL", Double(count) / seconds(since: start2)))
-        writer.close()
+        report("\(tasks) tasks appending one at a time through the group-commit writer (\(writer.counts.transactions) transactions)", durability, start)
+        await writer.shutdown()
     }
 }
 
