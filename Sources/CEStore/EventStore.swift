@@ -22,8 +22,8 @@ public struct StoredEvent: Sendable, Hashable {
         seq = event.seq
         stream = event.stream
         eventType = event.type.rawValue
-        timestampMillis = Int64((event.timestamp.timeIntervalSince1970 * 1000).rounded())
-        receivedMillis = Int64((receivedAt.timeIntervalSince1970 * 1000).rounded())
+        timestampMillis = Self.millis(event.timestamp)
+        receivedMillis = Self.millis(receivedAt)
         correlationID = event.correlationID
         target = event.target
         self.envelope = envelope
@@ -43,6 +43,10 @@ public struct StoredEvent: Sendable, Hashable {
         envelope = [UInt8](row["envelope"] as Data)
     }
 
+    /// Milliseconds since 1970, rounded to the nearest; queries by time use the same rounding,
+    /// so an event is found by its own timestamp.
+    static func millis(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded()) }
+
     /// The event, decoded from the stored envelope.
     public func decoded() throws -> Event { try EnvelopeCodec.decode(envelope) }
 }
@@ -53,7 +57,9 @@ public struct EventQuery: Sendable, Hashable {
     public var stream: String?
     public var origin: String?
     public var id: String?
+    /// Events stamped at or after this time (to the millisecond).
     public var since: Date?
+    /// Events stamped at or before this time (to the millisecond).
     public var until: Date?
     /// Only events of `origin` with a larger sequence.
     public var afterSeq: UInt64?
@@ -210,8 +216,8 @@ public final class EventStore: Sendable {
         if let v = q.stream { clauses.append("stream = ?"); arguments.append(v) }
         if let v = q.origin { clauses.append("origin = ?"); arguments.append(v) }
         if let v = q.id { clauses.append("id = ?"); arguments.append(v) }
-        if let v = q.since { clauses.append("ts_ms >= ?"); arguments.append(Int64(v.timeIntervalSince1970 * 1000)) }
-        if let v = q.until { clauses.append("ts_ms <= ?"); arguments.append(Int64(v.timeIntervalSince1970 * 1000)) }
+        if let v = q.since { clauses.append("ts_ms >= ?"); arguments.append(StoredEvent.millis(v)) }
+        if let v = q.until { clauses.append("ts_ms <= ?"); arguments.append(StoredEvent.millis(v)) }
         if let v = q.afterSeq { clauses.append("seq > ?"); arguments.append(Int64(v)) }
         if let v = q.afterRowID { clauses.append("rowid > ?"); arguments.append(v) }
         var sql = "SELECT \(select) FROM event"
