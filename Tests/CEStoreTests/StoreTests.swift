@@ -47,6 +47,21 @@ struct StoreTests {
         #expect(try store.origins() == ["p": 3, "b": 1])
     }
 
+    @Test func timeBoundsIncludeAnEventStampedExactlyOnThem() throws {
+        let dir = temporary()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = try EventStore(directory: dir)
+        // Fractions of a millisecond on both sides of a half.
+        let stamps = [0.0003, 0.0007, 0.0012].map { Date(timeIntervalSince1970: 1_800_000_000 + $0) }
+        try store.append(stamps.enumerated().map { event("t", UInt64($0.offset + 1), at: $0.element) })
+        for (i, stamp) in stamps.enumerated() {
+            var q = EventQuery()
+            q.since = stamp
+            q.until = stamp
+            #expect(try store.events(q).map(\.seq).contains(UInt64(i + 1)), "event \(i + 1) at \(stamp.timeIntervalSince1970)")
+        }
+    }
+
     @Test func everythingSurvivesReopening() throws {
         let dir = temporary()
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -119,6 +134,24 @@ struct StoreTests {
             #expect(error.operation == "integrity check" || error.operation == "open")
             #expect("\(error)".contains(path))
         }
+    }
+
+    @Test func aFileThatIsNotADatabaseIsRefusedAtOpen() throws {
+        let dir = temporary()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let path = dir + "/events.sqlite"
+        try Data(repeating: 0x5A, count: 64 * 1024).write(to: URL(fileURLWithPath: path))
+        do {
+            _ = try EventStore(directory: dir)
+            Issue.record("a file that is not a database was opened")
+        } catch let error as StoreError {
+            #expect(error.path == path)
+            #expect("\(error)".contains(path))
+            #expect("\(error)".contains("not a database"))
+        }
+        // Nothing was written over it.
+        #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == Data(repeating: 0x5A, count: 64 * 1024))
     }
 
     /// Waits (with a deadline, never a fixed delay) until the paused writer holds `count` events.
