@@ -9,53 +9,26 @@ public final class EventWriter: Sendable {
     /// The most events one transaction takes.
     public static let maxBatch = 2000
 
-    let store: EventStore
-    private let state = Mutex(State())
-    private let wakeup = NSCondition()
+    /// The queue and the writer thread. The thread holds only this, not the writer, so a
+    /// writer that is dropped without `close()` still closes (in `deinit`) and its thread ends.
+    let core: Core
 
-    struct Request {
-        var events: [StoredEvent]
-        var cursors: [String: UInt64]
-        var continuation: CheckedContinuation<[Bool], any Error>
-    }
-
-    struct State {
-        var queue: [Request] = []
-        var queuedEvents = 0
-        var closed = false
-        var stopped = false
-        /// Set by tests to let requests pile up; closing overrides it.
-        var paused = false
-        var eventsWritten = 0
-        var transactions = 0
-        var waitingForStop: [CheckedContinuation<Void, Never>] = []
-    }
+    var store: EventStore { core.store }
 
     init(store: EventStore) {
-        self.store = store
-        let thread = Thread { [self] in self.run() }
+        core = Core(store: store)
+        let core = self.core
+        let thread = Thread { core.run() }
         thread.name = "ce-store-writer"
         thread.start()
     }
 
+    deinit { core.close() }
+
     /// Appends events (durably, once this returns) and advances cursors in the same
     /// transaction; returns for each event whether it was new.
     public func append(_ events: [StoredEvent], advancing cursors: [String: UInt64] = [:]) async throws -> [Bool] {
-        try await withCheckedThrowingContinuation { continuation in
-            let accepted = state.withLock { s -> Bool in
-                if s.closed { return false }
-                s.queue.append(Request(events: events, cursors: cursors, continuation: continuation))
-                s.queuedEvents += events.count
-                return true
-            }
-            if accepted {
-                wakeup.lock()
-                wakeup.signal()
-                wakeup.unlock()
-            } else {
-                continuation.resume(throwing: StoreError(operation: "append", path: store.path, message: "the writer is closed"))
-            }
-        }
+        try await core.append(events, advancing: cursors)
     }
 
     public func append(_ event: StoredEvent) async throws -> Bool {
@@ -63,101 +36,154 @@ public final class EventWriter: Sendable {
     }
 
     /// Events written and transactions committed so far.
-    public var counts: (events: Int, transactions: Int) { state.withLock { ($0.eventsWritten, $0.transactions) } }
+    public var counts: (events: Int, transactions: Int) { core.state.withLock { ($0.eventsWritten, $0.transactions) } }
 
     /// Writes what is queued, then stops; later appends fail. Returns without waiting.
-    public func close() {
-        state.withLock { $0.closed = true }
-        signal()
-    }
+    public func close() { core.close() }
 
     /// Closes, and returns once everything queued before has been written (or has failed)
     /// and the writer thread has stopped.
-    public func shutdown() async {
-        await withCheckedContinuation { continuation in
-            let stopped = state.withLock { s -> Bool in
-                s.closed = true
-                if !s.stopped { s.waitingForStop.append(continuation) }
-                return s.stopped
-            }
-            if stopped { continuation.resume() } else { signal() }
-        }
-    }
+    public func shutdown() async { await core.shutdown() }
 
     /// Events waiting to be written.
-    var queuedEvents: Int { state.withLock { $0.queuedEvents } }
+    var queuedEvents: Int { core.state.withLock { $0.queuedEvents } }
 
     /// Holds requests in the queue until `resume()` (tests use it to make batches predictable).
-    func pause() { state.withLock { $0.paused = true } }
+    func pause() { core.state.withLock { $0.paused = true } }
 
     func resume() {
-        state.withLock { $0.paused = false }
-        signal()
+        core.state.withLock { $0.paused = false }
+        core.signal()
     }
+}
 
-    private func signal() {
-        wakeup.lock()
-        wakeup.signal()
-        wakeup.unlock()
-    }
+extension EventWriter {
+    final class Core: Sendable {
+        let store: EventStore
+        let state = Mutex(State())
+        let wakeup = NSCondition()
 
-    private func run() {
-        while true {
+        struct Request {
+            var events: [StoredEvent]
+            var cursors: [String: UInt64]
+            var continuation: CheckedContinuation<[Bool], any Error>
+        }
+
+        struct State {
+            var queue: [Request] = []
+            var queuedEvents = 0
+            var closed = false
+            var stopped = false
+            /// Set by tests to let requests pile up; closing overrides it.
+            var paused = false
+            var eventsWritten = 0
+            var transactions = 0
+            var waitingForStop: [CheckedContinuation<Void, Never>] = []
+        }
+
+        init(store: EventStore) { self.store = store }
+
+        /// Whether the writer thread has stopped.
+        var stopped: Bool { state.withLock { $0.stopped } }
+
+        func append(_ events: [StoredEvent], advancing cursors: [String: UInt64]) async throws -> [Bool] {
+            try await withCheckedThrowingContinuation { continuation in
+                let accepted = state.withLock { s -> Bool in
+                    if s.closed { return false }
+                    s.queue.append(Request(events: events, cursors: cursors, continuation: continuation))
+                    s.queuedEvents += events.count
+                    return true
+                }
+                if accepted {
+                    signal()
+                } else {
+                    continuation.resume(throwing: StoreError(operation: "append", path: store.path, message: "the writer is closed"))
+                }
+            }
+        }
+
+        func close() {
+            state.withLock { $0.closed = true }
+            signal()
+        }
+
+        func shutdown() async {
+            await withCheckedContinuation { continuation in
+                let stopped = state.withLock { s -> Bool in
+                    s.closed = true
+                    if !s.stopped { s.waitingForStop.append(continuation) }
+                    return s.stopped
+                }
+                if stopped { continuation.resume() } else { signal() }
+            }
+        }
+
+        func signal() {
             wakeup.lock()
-            var batch: [Request] = []
-            var done = false
-            while true {
-                (batch, done) = state.withLock { s -> ([Request], Bool) in
-                    if s.paused && !s.closed { return ([], false) }
-                    // Whole requests, up to maxBatch events (a larger single request goes alone).
-                    var taken = 0
-                    var count = 0
-                    while taken < s.queue.count, taken == 0 || count + s.queue[taken].events.count <= Self.maxBatch {
-                        count += s.queue[taken].events.count
-                        taken += 1
-                    }
-                    let batch = Array(s.queue[..<taken])
-                    s.queue.removeFirst(taken)
-                    s.queuedEvents -= count
-                    return (batch, s.closed && s.queue.isEmpty && batch.isEmpty)
-                }
-                if !batch.isEmpty || done { break }
-                wakeup.wait()
-            }
+            wakeup.signal()
             wakeup.unlock()
-            if done { break }
-            write(batch)
         }
-        let waiting = state.withLock { s -> [CheckedContinuation<Void, Never>] in
-            s.stopped = true
-            defer { s.waitingForStop = [] }
-            return s.waitingForStop
-        }
-        for continuation in waiting { continuation.resume() }
-    }
 
-    private func write(_ batch: [Request]) {
-        do {
-            let results = try store.pool.write { db -> [[Bool]] in
-                var cursors: [String: UInt64] = [:]
-                for request in batch { cursors.merge(request.cursors) { max($0, $1) } }
-                let all = try EventStore.insert(batch.flatMap(\.events), cursors: cursors, db)
-                var split: [[Bool]] = []
-                var offset = 0
-                for request in batch {
-                    split.append(Array(all[offset..<(offset + request.events.count)]))
-                    offset += request.events.count
+        /// The writer thread: waits on the condition (no polling) until requests are queued
+        /// or the writer closes; stops once closed and nothing is left.
+        func run() {
+            while true {
+                wakeup.lock()
+                var batch: [Request] = []
+                var done = false
+                while true {
+                    (batch, done) = state.withLock { s -> ([Request], Bool) in
+                        if s.paused && !s.closed { return ([], false) }
+                        // Whole requests, up to maxBatch events (a larger single request goes alone).
+                        var taken = 0
+                        var count = 0
+                        while taken < s.queue.count, taken == 0 || count + s.queue[taken].events.count <= EventWriter.maxBatch {
+                            count += s.queue[taken].events.count
+                            taken += 1
+                        }
+                        let batch = Array(s.queue[..<taken])
+                        s.queue.removeFirst(taken)
+                        s.queuedEvents -= count
+                        return (batch, s.closed && s.queue.isEmpty && batch.isEmpty)
+                    }
+                    if !batch.isEmpty || done { break }
+                    wakeup.wait()
                 }
-                return split
+                wakeup.unlock()
+                if done { break }
+                write(batch)
             }
-            state.withLock { s in
-                s.transactions += 1
-                s.eventsWritten += results.reduce(0) { $0 + $1.filter { $0 }.count }
+            let waiting = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+                s.stopped = true
+                defer { s.waitingForStop = [] }
+                return s.waitingForStop
             }
-            for (request, fresh) in zip(batch, results) { request.continuation.resume(returning: fresh) }
-        } catch {
-            let failure = store.fail("append", error)
-            for request in batch { request.continuation.resume(throwing: failure) }
+            for continuation in waiting { continuation.resume() }
+        }
+
+        func write(_ batch: [Request]) {
+            do {
+                let results = try store.pool.write { db -> [[Bool]] in
+                    var cursors: [String: UInt64] = [:]
+                    for request in batch { cursors.merge(request.cursors) { max($0, $1) } }
+                    let all = try EventStore.insert(batch.flatMap(\.events), cursors: cursors, db)
+                    var split: [[Bool]] = []
+                    var offset = 0
+                    for request in batch {
+                        split.append(Array(all[offset..<(offset + request.events.count)]))
+                        offset += request.events.count
+                    }
+                    return split
+                }
+                state.withLock { s in
+                    s.transactions += 1
+                    s.eventsWritten += results.reduce(0) { $0 + $1.filter { $0 }.count }
+                }
+                for (request, fresh) in zip(batch, results) { request.continuation.resume(returning: fresh) }
+            } catch {
+                let failure = store.fail("append", error)
+                for request in batch { request.continuation.resume(throwing: failure) }
+            }
         }
     }
 }

@@ -225,6 +225,20 @@ struct StoreTests {
         #expect(try store.count() == 50)
     }
 
+    @Test func aWriterDroppedWithoutClosingStopsItsThread() async throws {
+        let dir = temporary()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = try EventStore(directory: dir)
+        var writer: EventWriter? = store.writer()
+        let core = writer!.core
+        #expect(try await writer!.append(event("d", 1)))
+        writer = nil
+        let deadline = ContinuousClock.now + .seconds(30)
+        while !core.stopped && ContinuousClock.now < deadline { await Task.yield() }
+        #expect(core.stopped)
+        #expect(try store.count() == 1)
+    }
+
     @Test func aNewStoreIsTunedAndVersioned() throws {
         let dir = temporary()
         defer { try? FileManager.default.removeItem(atPath: dir) }
