@@ -15,7 +15,8 @@ public final class EventWriter: Sendable {
 
     var store: EventStore { core.store }
 
-    init(store: EventStore) {
+    /// Starts a writer (and its thread) for `store`; ``EventStore/writer()`` does the same.
+    public init(store: EventStore) {
         core = Core(store: store)
         let core = self.core
         let thread = Thread { core.run() }

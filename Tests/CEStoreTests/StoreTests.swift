@@ -239,6 +239,29 @@ struct StoreTests {
         #expect(try store.count() == 1)
     }
 
+    @Test func duplicatesInsideOneTransactionAreStoredOnce() async throws {
+        let dir = temporary()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = try EventStore(directory: dir)
+        // One call: the same id twice, and the same origin and sequence under another id.
+        #expect(try store.append([event("p", 1), event("p", 1), event("p", 1, id: "again"), event("p", 2)]) == [true, false, false, true])
+        // Through the writer: requests from different callers that land in one transaction.
+        let writer = EventWriter(store: store)
+        defer { writer.close() }
+        writer.pause()
+        async let a = writer.append([event("q", 1), event("q", 2)])
+        await waitUntilQueued(writer, 2)
+        async let b = writer.append([event("q", 2, id: "q-2-again"), event("q", 3), event("p", 2)])
+        await waitUntilQueued(writer, 5)
+        writer.resume()
+        #expect(try await a == [true, true])
+        #expect(try await b == [false, true, false])
+        #expect(writer.counts.transactions == 1)
+        #expect(writer.counts.events == 3)
+        #expect(try store.count() == 5)
+        #expect(try store.origins() == ["p": 2, "q": 3])
+    }
+
     @Test func aNewStoreIsTunedAndVersioned() throws {
         let dir = temporary()
         defer { try? FileManager.default.removeItem(atPath: dir) }
