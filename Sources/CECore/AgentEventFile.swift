@@ -1,8 +1,10 @@
 import Foundation
 
-/// The JSON that file-only agents write into `.ce-events/` (and read from its inbox):
-/// `stream`, `event_type`, `payload`, optional `timestamp`, `correlation_id`, `target`.
-/// Files the node writes also carry `id`, `origin` and `seq`; extra keys are ignored.
+/// The JSON that file-only agents write into `.ce-events/` (and read from its inbox).
+///
+/// Keys: `stream`, `event_type`, `payload` (required), `timestamp` (optional: the node uses the
+/// time it picks the file up), `correlation_id`, `target` (optional). Files the node writes
+/// for events it received also carry `id`, `origin` and `seq`. Unknown keys are ignored.
 public struct AgentEventFile: Sendable, Hashable {
     public var stream: String
     public var type: EventType
@@ -15,7 +17,10 @@ public struct AgentEventFile: Sendable, Hashable {
     public var origin: String?
     public var seq: UInt64?
 
-    public init(stream: String, type: EventType, payload: JSONValue, timestamp: Date? = nil, correlationID: String? = nil, target: String? = nil) {
+    public init(
+        stream: String, type: EventType, payload: JSONValue, timestamp: Date? = nil, correlationID: String? = nil,
+        target: String? = nil
+    ) {
         self.stream = stream
         self.type = type
         self.payload = payload
@@ -24,34 +29,33 @@ public struct AgentEventFile: Sendable, Hashable {
         self.target = target
     }
 
-    /// The file for an event that reached a node.
+    /// The file for an event that reached a node: every field of the event.
     public init(event: Event) {
-        self.init(stream: event.stream, type: event.type, payload: event.payload, timestamp: event.timestamp,
-                  correlationID: event.correlationID, target: event.target)
+        self.init(
+            stream: event.stream, type: event.type, payload: event.payload, timestamp: event.timestamp,
+            correlationID: event.correlationID, target: event.target)
         id = event.id
         origin = event.origin
         seq = event.seq
     }
 
+    /// Parses and checks a file's content; errors name the key and what is wrong with it.
     public static func parse(_ bytes: [UInt8]) throws(EnvelopeError) -> AgentEventFile {
-        let value: JSONValue
-        do { value = try JSONValue(parsing: bytes) } catch { throw EnvelopeError("not valid JSON: \(error)") }
-        guard case .object(let o) = value else { throw EnvelopeError("an event file must hold a JSON object") }
-        let stream = try EnvelopeCodec.name(o, "stream")
-        let type = try EnvelopeCodec.eventType(o)
-        guard let payload = o["payload"] else { throw EnvelopeError("missing field \"payload\"") }
+        let fields = try EnvelopeFields(parsing: bytes)
         var file = AgentEventFile(
-            stream: stream, type: type, payload: payload,
-            timestamp: o["timestamp"] == nil || o["timestamp"] == .null ? nil : try EnvelopeCodec.time(o),
-            correlationID: try EnvelopeCodec.optionalString(o, "correlation_id"),
-            target: try EnvelopeCodec.optionalString(o, "target"))
-        if let target = file.target, !Name.isValid(target) { throw EnvelopeError("field \"target\" is not a valid pool name") }
-        file.id = try EnvelopeCodec.optionalString(o, "id")
-        file.origin = try EnvelopeCodec.optionalString(o, "origin")
-        file.seq = o["seq"]?.intValue.map { UInt64(max(0, $0)) }
+            stream: try fields.name("stream"),
+            type: try fields.eventType(),
+            payload: try fields.required("payload"),
+            timestamp: try fields.optionalTimestamp(),
+            correlationID: try fields.optionalID("correlation_id"),
+            target: try fields.optionalName("target"))
+        file.id = try fields.optionalID("id")
+        file.origin = try fields.optionalName("origin")
+        file.seq = try fields.optionalSeq()
         return file
     }
 
+    /// The file's content: compact JSON, keys sorted.
     public func json() -> [UInt8] {
         var o: [String: JSONValue] = ["stream": .string(stream), "event_type": .string(type.rawValue), "payload": payload]
         if let timestamp { o["timestamp"] = .string(Timestamp.format(timestamp)) }
@@ -63,10 +67,17 @@ public struct AgentEventFile: Sendable, Hashable {
         return JSONValue.object(o).serialized()
     }
 
+    /// The event an origin node emits for this file, stamped with its id, origin and sequence
+    /// number; a file without a timestamp gets `now`.
+    public func event(id: String, origin: String, seq: UInt64, now: Date) -> Event {
+        Event(
+            id: id, origin: origin, seq: seq, stream: stream, type: type, timestamp: timestamp ?? now, payload: payload,
+            correlationID: correlationID, target: target)
+    }
+
     /// `{stream}_{event_type}_{timestamp}_{origin}-{seq}.json`, with a file-safe timestamp
-    /// (`20261125T034014.123Z`): unique per event, and sorted by time within a stream.
+    /// (`20261125T034014.123Z`): unique per event, and sorted by time within a stream and type.
     public static func fileName(for event: Event) -> String {
-        let stamp = Timestamp.format(event.timestamp).replacingOccurrences(of: "-", with: "").replacingOccurrences(of: ":", with: "")
-        return "\(event.stream)_\(event.type.rawValue)_\(stamp)_\(event.origin)-\(event.seq).json"
+        "\(event.stream)_\(event.type.rawValue)_\(Timestamp.formatCompact(event.timestamp))_\(event.origin)-\(event.seq).json"
     }
 }

@@ -1,95 +1,182 @@
 import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
 
-/// Names of nodes, pools and streams: `[A-Za-z0-9_.-]`, 1 to 64 bytes.
-public enum Name {
-    public static let maxLength = 64
-
-    public static func isValid(_ name: String) -> Bool {
-        let utf8 = name.utf8
-        guard !utf8.isEmpty, utf8.count <= maxLength else { return false }
-        return utf8.allSatisfy { b in
-            (b >= 0x61 && b <= 0x7A) || (b >= 0x41 && b <= 0x5A) || (b >= 0x30 && b <= 0x39) || b == 0x5F || b == 0x2E || b == 0x2D
-        }
-    }
-}
-
-/// Why a message or file is not a valid event.
+/// Why a message or an event file is not a valid event: a code to act on and a sentence that
+/// names the field and what is wrong with it.
 public struct EnvelopeError: Error, Sendable, Equatable, CustomStringConvertible {
-    public let description: String
-    public init(_ description: String) { self.description = description }
-}
-
-/// Timestamps on the wire: ISO 8601 in UTC with milliseconds (`2026-11-25T03:40:14.123Z`).
-public enum Timestamp {
-    /// Formats a date as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-    public static func format(_ date: Date) -> String {
-        let millis = Int64((date.timeIntervalSince1970 * 1000).rounded(.down))
-        var seconds = time_t(millis >= 0 ? millis / 1000 : (millis - 999) / 1000)
-        let ms = Int((millis % 1000 + 1000) % 1000)
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        func pad(_ v: Int32, _ width: Int) -> String {
-            let s = String(v)
-            return String(repeating: "0", count: max(0, width - s.count)) + s
-        }
-        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
-            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(Int32(ms), 3))Z"
+    public enum Code: String, Sendable, Equatable {
+        /// The bytes are not JSON; ``EnvelopeError/offset`` says where it went wrong.
+        case invalidJSON
+        /// The JSON is not an object.
+        case notAnObject
+        case missingField
+        case wrongType
+        /// `v` is not a version this code reads.
+        case unknownVersion
+        case badEventType
+        /// A stream, origin or target that is not a valid ``Name``.
+        case badName
+        case badID
+        case badTimestamp
+        /// `seq` below 1 or above 2^53.
+        case badSequence
+        case topicNotUTF8
+        /// A topic that is not `<event_type>/<stream>` with a valid type and stream.
+        case badTopic
+        /// The topic's type or stream differs from the envelope's.
+        case topicMismatch
+        case tooLarge
     }
 
-    /// Parses ISO 8601 date-times: `2026-11-25T03:40:14Z`, `...14.123456Z`, `...14+02:00`.
-    public static func parse(_ text: String) -> Date? {
-        let b = Array(text.utf8)
-        func digits(_ at: Int, _ n: Int) -> Int? {
-            guard at + n <= b.count else { return nil }
-            var v = 0
-            for i in at..<(at + n) {
-                guard b[i] >= 0x30 && b[i] <= 0x39 else { return nil }
-                v = v * 10 + Int(b[i] - 0x30)
-            }
-            return v
+    public var code: Code
+    /// The envelope key at fault (`seq`, `stream`, ...), when there is one.
+    public var field: String?
+    /// For ``Code/invalidJSON``: the byte offset where parsing failed.
+    public var offset: Int?
+    public var description: String
+
+    public init(_ code: Code, field: String? = nil, offset: Int? = nil, _ description: String) {
+        self.code = code
+        self.field = field
+        self.offset = offset
+        self.description = description
+    }
+
+    static func invalidJSON(_ error: JSONError) -> EnvelopeError {
+        EnvelopeError(.invalidJSON, offset: error.offset, "invalid JSON at byte \(error.offset): \(error.reason)")
+    }
+
+    static func missing(_ field: String) -> EnvelopeError {
+        EnvelopeError(.missingField, field: field, "missing field \"\(field)\"")
+    }
+
+    static func wrongType(_ field: String, expected: String, got value: JSONValue) -> EnvelopeError {
+        EnvelopeError(.wrongType, field: field, "field \"\(field)\" has wrong type (expected \(expected), got \(value.kind))")
+    }
+}
+
+extension JSONValue {
+    /// "a string", "an object", ...: for error messages.
+    var kind: String {
+        switch self {
+        case .null: "null"
+        case .bool: "a boolean"
+        case .number(let n): n == n.rounded() ? "the number \(JSONValue.number(n).serializedString)" : "a number with a fraction"
+        case .string: "a string"
+        case .array: "an array"
+        case .object: "an object"
         }
-        guard b.count >= 20, let year = digits(0, 4), b[4] == 0x2D, let month = digits(5, 2), b[7] == 0x2D,
-            let day = digits(8, 2), b[10] == 0x54 || b[10] == 0x74 || b[10] == 0x20, let hour = digits(11, 2), b[13] == 0x3A,
-            let minute = digits(14, 2), b[16] == 0x3A, let second = digits(17, 2),
-            (1...12).contains(month), (1...31).contains(day), hour < 24, minute < 60, second <= 60
-        else { return nil }
-        var i = 19
-        var fraction = 0.0
-        if i < b.count, b[i] == 0x2E {
-            i += 1
-            var scale = 0.1
-            let start = i
-            while i < b.count, b[i] >= 0x30 && b[i] <= 0x39 {
-                fraction += Double(b[i] - 0x30) * scale
-                scale /= 10
-                i += 1
-            }
-            guard i > start else { return nil }
+    }
+}
+
+/// Typed access to the keys of an envelope or event file, each failure an ``EnvelopeError``.
+struct EnvelopeFields {
+    let object: [String: JSONValue]
+
+    init(parsing bytes: some Collection<UInt8>) throws(EnvelopeError) {
+        let value: JSONValue
+        do { value = try JSONValue(parsing: bytes) } catch { throw .invalidJSON(error) }
+        guard case .object(let object) = value else {
+            throw EnvelopeError(.notAnObject, "not a JSON object (got \(value.kind))")
         }
-        var offset = 0
-        guard i < b.count else { return nil }
-        if b[i] == 0x5A || b[i] == 0x7A {
-            i += 1
-        } else if b[i] == 0x2B || b[i] == 0x2D {
-            guard let oh = digits(i + 1, 2), i + 3 < b.count, b[i + 3] == 0x3A, let om = digits(i + 4, 2), oh < 24, om < 60 else { return nil }
-            offset = (oh * 3600 + om * 60) * (b[i] == 0x2D ? -1 : 1)
-            i += 6
-        } else {
-            return nil
+        self.object = object
+    }
+
+    /// A present, non-null value.
+    func optional(_ key: String) -> JSONValue? {
+        guard let value = object[key], value != .null else { return nil }
+        return value
+    }
+
+    func required(_ key: String) throws(EnvelopeError) -> JSONValue {
+        guard let value = object[key] else { throw .missing(key) }
+        return value
+    }
+
+    func string(_ key: String) throws(EnvelopeError) -> String {
+        let value = try required(key)
+        guard case .string(let s) = value else { throw .wrongType(key, expected: "a string", got: value) }
+        return s
+    }
+
+    func optionalString(_ key: String) throws(EnvelopeError) -> String? {
+        guard let value = optional(key) else { return nil }
+        guard case .string(let s) = value else { throw .wrongType(key, expected: "a string", got: value) }
+        return s
+    }
+
+    func name(_ key: String) throws(EnvelopeError) -> String {
+        try checkName(key, try string(key))
+    }
+
+    func optionalName(_ key: String) throws(EnvelopeError) -> String? {
+        guard let s = try optionalString(key) else { return nil }
+        return try checkName(key, s)
+    }
+
+    func checkName(_ key: String, _ s: String) throws(EnvelopeError) -> String {
+        do { try Name.validate(s) } catch { throw EnvelopeError(.badName, field: key, "field \"\(key)\": \(error)") }
+        return s
+    }
+
+    func id(_ key: String) throws(EnvelopeError) -> String {
+        try checkID(key, try string(key))
+    }
+
+    func optionalID(_ key: String) throws(EnvelopeError) -> String? {
+        guard let s = try optionalString(key) else { return nil }
+        return try checkID(key, s)
+    }
+
+    func checkID(_ key: String, _ s: String) throws(EnvelopeError) -> String {
+        guard !s.isEmpty, s.utf8.count <= EnvelopeCodec.maxIDLength else {
+            throw EnvelopeError(.badID, field: key, "field \"\(key)\" must be 1-\(EnvelopeCodec.maxIDLength) bytes (got \(s.utf8.count))")
         }
-        guard i == b.count else { return nil }
-        var parts = tm()
-        parts.tm_year = Int32(year - 1900)
-        parts.tm_mon = Int32(month - 1)
-        parts.tm_mday = Int32(day)
-        parts.tm_hour = Int32(hour)
-        parts.tm_min = Int32(minute)
-        parts.tm_sec = Int32(second)
-        let epoch = timegm(&parts)
-        return Date(timeIntervalSince1970: Double(epoch - offset) + fraction)
+        return s
+    }
+
+    func eventType() throws(EnvelopeError) -> EventType {
+        let s = try string("event_type")
+        do { return try EventType(validating: s) } catch {
+            throw EnvelopeError(.badEventType, field: "event_type", "bad event type: \(error)")
+        }
+    }
+
+    func timestamp() throws(EnvelopeError) -> Date {
+        try checkTimestamp(try string("timestamp"))
+    }
+
+    func optionalTimestamp() throws(EnvelopeError) -> Date? {
+        guard let s = try optionalString("timestamp") else { return nil }
+        return try checkTimestamp(s)
+    }
+
+    func checkTimestamp(_ s: String) throws(EnvelopeError) -> Date {
+        guard let date = Timestamp.parse(s) else {
+            throw EnvelopeError(
+                .badTimestamp, field: "timestamp",
+                "field \"timestamp\" is not an ISO 8601 date-time with an offset (like 2026-11-25T03:40:14.123Z): \"\(s.prefix(80))\"")
+        }
+        return date
+    }
+
+    func seq() throws(EnvelopeError) -> UInt64 {
+        try checkSeq(try required("seq"))
+    }
+
+    func optionalSeq() throws(EnvelopeError) -> UInt64? {
+        guard let value = optional("seq") else { return nil }
+        return try checkSeq(value)
+    }
+
+    func checkSeq(_ value: JSONValue) throws(EnvelopeError) -> UInt64 {
+        guard case .number(let n) = value, n == n.rounded() else {
+            throw .wrongType("seq", expected: "an integer", got: value)
+        }
+        guard n >= 1 else { throw EnvelopeError(.badSequence, field: "seq", "seq must be ≥ 1 (got \(JSONValue.number(n)))") }
+        guard n <= 9_007_199_254_740_992 else {
+            throw EnvelopeError(.badSequence, field: "seq", "seq must be at most 2^53 (got \(JSONValue.number(n)))")
+        }
+        return UInt64(n)
     }
 }
 
@@ -99,129 +186,87 @@ public enum Timestamp {
 ///      "timestamp":"2026-11-25T03:40:14.123Z","payload":{…},"correlation_id":"…","target":"builder"}
 ///
 /// `correlation_id` and `target` are left out when absent. Unknown keys are ignored; a `v`
-/// other than 1 is refused.
+/// other than 1 is refused. docs/PROTOCOL.md describes every field.
 public enum EnvelopeCodec {
+    /// The envelope version this code writes and reads.
     public static let version = 1
+    /// The longest event id (and correlation id), in bytes.
+    public static let maxIDLength = 128
 
+    /// Encodes an event; keys in a fixed order, the payload's object keys sorted.
     public static func encode(_ event: Event) -> [UInt8] {
         var out: [UInt8] = []
-        out.reserveCapacity(256)
-        out.append(contentsOf: Array(#"{"v":1,"id":"#.utf8))
+        out.reserveCapacity(192 + event.id.utf8.count)
+        out.append(ascii: #"{"v":1,"id":"#)
         JSONValue.writeString(event.id, to: &out)
-        out.append(contentsOf: Array(#","origin":"#.utf8))
+        out.append(ascii: #","origin":"#)
         JSONValue.writeString(event.origin, to: &out)
-        out.append(contentsOf: Array(#","seq":"#.utf8))
-        out.append(contentsOf: Array(String(event.seq).utf8))
-        out.append(contentsOf: Array(#","stream":"#.utf8))
+        out.append(ascii: #","seq":"#)
+        JSONValue.writeInteger(Int64(clamping: event.seq), to: &out)
+        out.append(ascii: #","stream":"#)
         JSONValue.writeString(event.stream, to: &out)
-        out.append(contentsOf: Array(#","event_type":""#.utf8))
-        out.append(contentsOf: Array(event.type.rawValue.utf8))
-        out.append(contentsOf: Array(#"","timestamp":""#.utf8))
-        out.append(contentsOf: Array(Timestamp.format(event.timestamp).utf8))
-        out.append(contentsOf: Array(#"","payload":"#.utf8))
+        out.append(ascii: #","event_type":""#)
+        out.append(contentsOf: event.type.rawValue.utf8)  // [a-z0-9_]: nothing to escape
+        out.append(ascii: #"","timestamp":""#)
+        Timestamp.write(event.timestamp, to: &out)
+        out.append(ascii: #"","payload":"#)
         event.payload.write(to: &out)
         if let c = event.correlationID {
-            out.append(contentsOf: Array(#","correlation_id":"#.utf8))
+            out.append(ascii: #","correlation_id":"#)
             JSONValue.writeString(c, to: &out)
         }
         if let t = event.target {
-            out.append(contentsOf: Array(#","target":"#.utf8))
+            out.append(ascii: #","target":"#)
             JSONValue.writeString(t, to: &out)
         }
         out.append(0x7D)
         return out
     }
 
+    /// Decodes an envelope, checking every field.
     public static func decode(_ bytes: some Collection<UInt8>) throws(EnvelopeError) -> Event {
-        let value: JSONValue
-        do { value = try JSONValue(parsing: bytes) } catch { throw EnvelopeError("envelope is not valid JSON: \(error)") }
-        guard case .object(let o) = value else { throw EnvelopeError("envelope must be a JSON object") }
-        if let v = o["v"] {
-            guard let n = v.intValue else { throw EnvelopeError("field \"v\" must be an integer") }
-            guard n == version else { throw EnvelopeError("unknown envelope version \(n) (this node speaks \(version))") }
-        } else {
-            throw EnvelopeError("missing field \"v\"")
+        try decode(bytes, maxBytes: .max)
+    }
+
+    /// Decodes an envelope of at most `maxBytes` bytes (nodes pass the topology's
+    /// `max_message_bytes`); a larger one is refused before parsing (``EnvelopeError/Code/tooLarge``).
+    public static func decode(_ bytes: some Collection<UInt8>, maxBytes: Int) throws(EnvelopeError) -> Event {
+        guard bytes.count <= maxBytes else {
+            throw EnvelopeError(.tooLarge, "envelope is \(bytes.count) bytes, more than the limit of \(maxBytes)")
         }
-        let id = try string(o, "id")
-        guard !id.isEmpty, id.utf8.count <= 128 else { throw EnvelopeError("field \"id\" must be 1-128 bytes") }
-        let origin = try name(o, "origin")
-        guard let seqValue = o["seq"] else { throw EnvelopeError("missing field \"seq\"") }
-        guard case .number(let seqNumber) = seqValue, seqNumber == seqNumber.rounded() else {
-            throw EnvelopeError("field \"seq\" must be an integer")
+        let fields = try EnvelopeFields(parsing: bytes)
+        let v = try fields.required("v")
+        guard case .number(let n) = v, n == n.rounded(), abs(n) < 1e15 else {
+            throw .wrongType("v", expected: "an integer", got: v)
         }
-        guard seqNumber >= 1, seqNumber < 9.007_199_254_740_992e15 else { throw EnvelopeError("field \"seq\" must be at least 1") }
-        let stream = try name(o, "stream")
-        let type = try eventType(o)
-        let timestamp = try time(o)
-        let payload = o["payload"] ?? .null
-        let correlation = try optionalString(o, "correlation_id")
-        let target = try optionalString(o, "target")
-        if let target, !Name.isValid(target) { throw EnvelopeError("field \"target\" is not a valid pool name: \"\(target.prefix(80))\"") }
+        guard Int(n) == version else {
+            throw EnvelopeError(.unknownVersion, field: "v", "unknown version \(Int(n)) (this node reads version \(version))")
+        }
         return Event(
-            id: id, origin: origin, seq: UInt64(seqNumber), stream: stream, type: type, timestamp: timestamp,
-            payload: payload, correlationID: correlation, target: target)
+            id: try fields.id("id"),
+            origin: try fields.name("origin"),
+            seq: try fields.seq(),
+            stream: try fields.name("stream"),
+            type: try fields.eventType(),
+            timestamp: try fields.timestamp(),
+            payload: try fields.required("payload"),
+            correlationID: try fields.optionalID("correlation_id"),
+            target: try fields.optionalName("target"))
     }
 
     /// Decodes a two-frame event message and checks that the topic agrees with the envelope.
     public static func decode(topic: [UInt8], body: [UInt8]) throws(EnvelopeError) -> Event {
+        try decode(topic: topic, body: body, maxBytes: .max)
+    }
+
+    /// ``decode(topic:body:)`` with a size limit on the envelope.
+    public static func decode(topic: [UInt8], body: [UInt8], maxBytes: Int) throws(EnvelopeError) -> Event {
         let (type, stream) = try Topic.parse(topic)
-        let event = try decode(body)
+        let event = try decode(body, maxBytes: maxBytes)
         guard event.type == type, event.stream == stream else {
-            throw EnvelopeError("topic \"\(type.rawValue)/\(stream)\" but envelope says \"\(event.type.rawValue)/\(event.stream)\"")
+            throw EnvelopeError(
+                .topicMismatch, "topic \"\(type.rawValue)/\(stream)\" but envelope says \"\(event.type.rawValue)/\(event.stream)\"")
         }
         return event
-    }
-
-    static func string(_ o: [String: JSONValue], _ key: String) throws(EnvelopeError) -> String {
-        guard let value = o[key] else { throw EnvelopeError("missing field \"\(key)\"") }
-        guard case .string(let s) = value else { throw EnvelopeError("field \"\(key)\" must be a string") }
-        return s
-    }
-
-    static func optionalString(_ o: [String: JSONValue], _ key: String) throws(EnvelopeError) -> String? {
-        guard let value = o[key], value != .null else { return nil }
-        guard case .string(let s) = value else { throw EnvelopeError("field \"\(key)\" must be a string") }
-        return s
-    }
-
-    static func name(_ o: [String: JSONValue], _ key: String) throws(EnvelopeError) -> String {
-        let s = try string(o, key)
-        guard Name.isValid(s) else { throw EnvelopeError("field \"\(key)\" is not a valid name ([A-Za-z0-9_.-], 1-64 bytes): \"\(s.prefix(80))\"") }
-        return s
-    }
-
-    static func eventType(_ o: [String: JSONValue]) throws(EnvelopeError) -> EventType {
-        let s = try string(o, "event_type")
-        do { return try EventType(validating: s) } catch { throw EnvelopeError("field \"event_type\": \(error)") }
-    }
-
-    static func time(_ o: [String: JSONValue]) throws(EnvelopeError) -> Date {
-        let s = try string(o, "timestamp")
-        guard let date = Timestamp.parse(s) else { throw EnvelopeError("field \"timestamp\" is not an ISO 8601 date-time: \"\(s.prefix(80))\"") }
-        return date
-    }
-}
-
-/// Topics: frame 1 of an event message, `<event_type>/<stream>` in UTF-8. Topics that start
-/// with `_` belong to the bus itself (heartbeats: `_hb/<origin>`).
-public enum Topic {
-    public static func bytes(type: EventType, stream: String) -> [UInt8] {
-        Array(type.rawValue.utf8) + [0x2F] + Array(stream.utf8)
-    }
-
-    /// The SUB prefix for one type: `<type>/`, so `plan_ready/` never matches `plan_ready_v2/...`.
-    public static func subscriptionPrefix(for type: EventType) -> [UInt8] {
-        Array(type.rawValue.utf8) + [0x2F]
-    }
-
-    public static func parse(_ bytes: [UInt8]) throws(EnvelopeError) -> (EventType, String) {
-        guard let text = String(validating: bytes, as: UTF8.self) else { throw EnvelopeError("topic is not UTF-8") }
-        guard let slash = text.firstIndex(of: "/") else { throw EnvelopeError("topic \"\(text.prefix(80))\" is not <event_type>/<stream>") }
-        let typeName = String(text[..<slash])
-        let stream = String(text[text.index(after: slash)...])
-        let type: EventType
-        do { type = try EventType(validating: typeName) } catch { throw EnvelopeError("topic: \(error)") }
-        guard Name.isValid(stream) else { throw EnvelopeError("topic stream \"\(stream.prefix(80))\" is not a valid name") }
-        return (type, stream)
     }
 }

@@ -12,23 +12,31 @@ extension JSONValue {
     public static let maxDepth = 128
 
     /// Parses RFC 8259 JSON; trailing garbage, bad escapes and lone surrogates are errors.
+    ///
+    /// Contiguous inputs (`[UInt8]`, `ArraySlice`, `Data`) are parsed in place, without a copy.
     public init(parsing bytes: some Collection<UInt8>) throws(JSONError) {
-        let array = Array(bytes)
-        let result: Result<JSONValue, JSONError> = array.withUnsafeBufferPointer { buffer in
-            var parser = JSONParser(bytes: buffer)
-            do throws(JSONError) {
-                parser.skipSpace()
-                let value = try parser.value(depth: 0)
-                parser.skipSpace()
-                guard parser.index == buffer.count else { throw parser.error("unexpected data after the JSON value") }
-                return .success(value)
-            } catch { return .failure(error) }
+        let direct = bytes.withContiguousStorageIfAvailable { JSONValue.parse(buffer: $0) }
+        if let direct {
+            self = try direct.get()
+        } else {
+            self = try Array(bytes).withUnsafeBufferPointer { JSONValue.parse(buffer: $0) }.get()
         }
-        self = try result.get()
+    }
+
+    static func parse(buffer: UnsafeBufferPointer<UInt8>) -> Result<JSONValue, JSONError> {
+        var parser = JSONParser(bytes: buffer)
+        do throws(JSONError) {
+            parser.skipSpace()
+            let value = try parser.value(depth: 0)
+            parser.skipSpace()
+            guard parser.index == buffer.count else { throw parser.error("unexpected data after the JSON value") }
+            return .success(value)
+        } catch { return .failure(error) }
     }
 
     public init(parsing string: String) throws(JSONError) {
-        try self.init(parsing: Array(string.utf8))
+        var string = string
+        self = try string.withUTF8 { JSONValue.parse(buffer: $0) }.get()
     }
 
     /// Compact JSON with object keys sorted, so equal values serialize identically.
@@ -43,8 +51,8 @@ extension JSONValue {
 
     public func write(to out: inout [UInt8]) {
         switch self {
-        case .null: out.append(contentsOf: [0x6E, 0x75, 0x6C, 0x6C])
-        case .bool(let b): out.append(contentsOf: b ? Array("true".utf8) : Array("false".utf8))
+        case .null: out.append(ascii: "null")
+        case .bool(let b): out.append(ascii: b ? "true" : "false")
         case .number(let n): JSONValue.writeNumber(n, to: &out)
         case .string(let s): JSONValue.writeString(s, to: &out)
         case .array(let items):
@@ -56,41 +64,65 @@ extension JSONValue {
             out.append(0x5D)
         case .object(let object):
             out.append(0x7B)
-            for (i, key) in object.keys.sorted().enumerated() {
+            for (i, entry) in object.sorted(by: { $0.key < $1.key }).enumerated() {
                 if i > 0 { out.append(0x2C) }
-                JSONValue.writeString(key, to: &out)
+                JSONValue.writeString(entry.key, to: &out)
                 out.append(0x3A)
-                object[key]!.write(to: &out)
+                entry.value.write(to: &out)
             }
             out.append(0x7D)
         }
     }
 
-    static func writeNumber(_ n: Double, to out: inout [UInt8]) {
-        if n.isFinite, n == n.rounded(), abs(n) < 9.007_199_254_740_992e15 {
-            out.append(contentsOf: String(Int64(n)).utf8)
+    /// Writes a number: integral values within ±2^53 without a fraction (`3`, not `3.0`),
+    /// others in Swift's shortest round-tripping form; NaN and infinities (which JSON lacks) as `null`.
+    public static func writeNumber(_ n: Double, to out: inout [UInt8]) {
+        if n.isFinite, n == n.rounded(.towardZero), abs(n) <= 9_007_199_254_740_992 {
+            writeInteger(Int64(n), to: &out)
         } else if n.isFinite {
-            out.append(contentsOf: "\(n)".utf8)
+            out.append(contentsOf: n.description.utf8)
         } else {
-            out.append(contentsOf: Array("null".utf8))  // JSON has no NaN or infinity
+            out.append(ascii: "null")
+        }
+    }
+
+    /// Writes a decimal integer without going through `String`.
+    public static func writeInteger(_ value: Int64, to out: inout [UInt8]) {
+        if value < 0 { out.append(0x2D) }
+        var magnitude = value.magnitude
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes of scratch, enough for 20 digits
+        withUnsafeMutableBytes(of: &digits) { scratch in
+            var i = scratch.count
+            repeat {
+                i -= 1
+                scratch[i] = UInt8(truncatingIfNeeded: magnitude % 10) &+ 0x30
+                magnitude /= 10
+            } while magnitude > 0
+            out.append(contentsOf: scratch[i...])
         }
     }
 
     /// Writes a JSON string literal with the escapes RFC 8259 requires.
     public static func writeString(_ s: String, to out: inout [UInt8]) {
         out.append(0x22)
-        for byte in s.utf8 {
-            switch byte {
-            case 0x22: out.append(contentsOf: [0x5C, 0x22])
-            case 0x5C: out.append(contentsOf: [0x5C, 0x5C])
-            case 0x0A: out.append(contentsOf: [0x5C, 0x6E])
-            case 0x0D: out.append(contentsOf: [0x5C, 0x72])
-            case 0x09: out.append(contentsOf: [0x5C, 0x74])
-            case 0..<0x20:
-                let hex = Array("0123456789abcdef".utf8)
-                out.append(contentsOf: [0x5C, 0x75, 0x30, 0x30, hex[Int(byte >> 4)], hex[Int(byte & 15)]])
-            default: out.append(byte)
+        var s = s
+        s.withUTF8 { bytes in
+            var runStart = 0
+            for (i, byte) in bytes.enumerated() where byte == 0x22 || byte == 0x5C || byte < 0x20 {
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<i]))
+                runStart = i + 1
+                switch byte {
+                case 0x22: out.append(contentsOf: [0x5C, 0x22])
+                case 0x5C: out.append(contentsOf: [0x5C, 0x5C])
+                case 0x0A: out.append(contentsOf: [0x5C, 0x6E])
+                case 0x0D: out.append(contentsOf: [0x5C, 0x72])
+                case 0x09: out.append(contentsOf: [0x5C, 0x74])
+                default:
+                    let hex: StaticString = "0123456789abcdef"
+                    out.append(contentsOf: [0x5C, 0x75, 0x30, 0x30, hex.utf8Start[Int(byte >> 4)], hex.utf8Start[Int(byte & 15)]])
+                }
             }
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart...]))
         }
         out.append(0x22)
     }
@@ -274,7 +306,7 @@ struct JSONParser {
                     } else if (0xDC00...0xDFFF).contains(scalar) {
                         throw error("lone low surrogate in \\u escape")
                     }
-                    out.append(contentsOf: Array(String(Character(Unicode.Scalar(scalar)!)).utf8))
+                    UTF8.encode(Unicode.Scalar(scalar)!) { out.append($0) }
                 default:
                     index -= 1
                     throw error("invalid escape")
@@ -286,7 +318,7 @@ struct JSONParser {
                 index += 1
             }
         }
-        throw error("unterminated string")
+        throw JSONError(offset: start - 1, reason: "unterminated string")
     }
 
     mutating func hex4() throws(JSONError) -> UInt32 {
@@ -309,28 +341,55 @@ struct JSONParser {
 
     mutating func number() throws(JSONError) -> Double {
         let start = index
-        if bytes[index] == 0x2D { index += 1 }
+        var negative = false
+        if bytes[index] == 0x2D {
+            negative = true
+            index += 1
+        }
         guard index < bytes.count else { throw error("unexpected end of input in a number") }
+        var integer: UInt64 = 0
+        var digits = 0
         if bytes[index] == 0x30 {
             index += 1
+            digits = 1
         } else if (0x31...0x39).contains(bytes[index]) {
-            while index < bytes.count, (0x30...0x39).contains(bytes[index]) { index += 1 }
+            while index < bytes.count, (0x30...0x39).contains(bytes[index]) {
+                integer = integer &* 10 &+ UInt64(bytes[index] - 0x30)
+                digits += 1
+                index += 1
+            }
         } else {
             throw error("invalid number")
         }
+        var isIntegral = true
         if index < bytes.count, bytes[index] == 0x2E {
+            isIntegral = false
             index += 1
             guard index < bytes.count, (0x30...0x39).contains(bytes[index]) else { throw error("digit expected after '.'") }
             while index < bytes.count, (0x30...0x39).contains(bytes[index]) { index += 1 }
         }
         if index < bytes.count, bytes[index] == 0x65 || bytes[index] == 0x45 {
+            isIntegral = false
             index += 1
             if index < bytes.count, bytes[index] == 0x2B || bytes[index] == 0x2D { index += 1 }
             guard index < bytes.count, (0x30...0x39).contains(bytes[index]) else { throw error("digit expected in exponent") }
             while index < bytes.count, (0x30...0x39).contains(bytes[index]) { index += 1 }
         }
+        // Up to 15 digits fit a Double exactly: the common case needs no text conversion.
+        if isIntegral, digits <= 15 {
+            return negative ? -Double(integer) : Double(integer)
+        }
         let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
-        guard let value = Double(text) else { throw JSONError(offset: start, reason: "invalid number") }
+        guard let value = Double(text), value.isFinite else {
+            throw JSONError(offset: start, reason: "number out of range")
+        }
         return value
+    }
+}
+
+extension [UInt8] {
+    /// Appends the bytes of a static ASCII string, without building an intermediate array.
+    mutating func append(ascii text: StaticString) {
+        append(contentsOf: UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
     }
 }

@@ -90,7 +90,14 @@ public struct TopologyError: Error, Sendable, Equatable, CustomStringConvertible
         public var path: String
         public var message: String
         public var line: Int?
-        public var description: String { "\(path)\(line.map { " (line \($0))" } ?? ""): \(message)" }
+        public init(path: String, message: String, line: Int? = nil) {
+            self.path = path
+            self.message = message
+            self.line = line
+        }
+
+        /// `key.path: what is wrong (line N)`.
+        public var description: String { "\(path): \(message)\(line.map { " (line \($0))" } ?? "")" }
     }
 
     public var description: String {

@@ -3,39 +3,47 @@ import Yams
 
 /// Reads and validates topology files.
 ///
-///     version: 1                     # required, 1
-///     cluster: demo                  # optional name
-///     settings:                      # optional
-///       heartbeat_ms: 1000           # heartbeat interval (also ZMTP heartbeats)
-///       ask_timeout_ms: 5000         # how long `ask` waits for a reply per attempt
-///       ask_retries: 2               # retries after a timeout, each on a fresh socket
-///       max_message_bytes: 1048576   # larger inbound messages drop the connection
+/// Every key (docs/PROTOCOL.md, "Topology files", has the same list):
+///
+///     version: 1                     # required; this release reads 1
+///     cluster: demo                  # optional name ([A-Za-z0-9_.-]); default "cluster"
+///     settings:                      # optional; every key defaulted
+///       heartbeat_ms: 1000           # heartbeat interval, 10-600000 (also ZMTP heartbeats)
+///       ask_timeout_ms: 5000         # how long `ask` waits for a reply per attempt, 1-3600000
+///       ask_retries: 2               # retries after a timeout, each on a fresh socket, 0-100
+///       max_message_bytes: 1048576   # larger inbound messages drop the connection, 1024-2^30
 ///     coordinator:                   # optional; a node of the reserved pool "coordinator"
-///       name / host / bind / ports / data / workspace   (as for nodes, no pool)
+///       name / host / bind / ports / data / workspace   (as for nodes; no pool key)
 ///     nodes:                         # required, at least one
-///       - name: planner-1            # unique; [A-Za-z0-9_.-], 1-64 bytes
-///         pool: planner              # the pool the node serves
-///         host: 127.0.0.1            # how peers reach it: IPv4, IPv6 or a DNS name
-///         bind: 0.0.0.0              # optional; default host if an IP literal, else *
-///         ports: {pub: 7110, rep: 7111, replay: 7112}   # replay optional
-///         data: .ce-data/planner-1   # optional; default .ce-data/<name>
+///       - name: planner-1            # required, unique; [A-Za-z0-9_.-], 1-64 bytes
+///         pool: planner              # required; a name, not "coordinator"
+///         host: 127.0.0.1            # required; how peers reach it: IPv4, IPv6 or a DNS name
+///         bind: 0.0.0.0              # optional; "*" or an IP; default host if an IP literal, else *
+///         ports: {pub: 7110, rep: 7111, replay: 7112}   # pub, rep required; replay optional; 1-65535
+///         data: .ce-data/planner-1   # optional; default .ce-data/<name>, relative to the working directory
 ///         workspace: ws/planner      # optional event folder root
-///     pools:                         # optional
-///       planner: {subscribe: [build_ready, review_complete]}   # or "all" (the default)
+///     pools:                         # optional; keys are pools that have nodes
+///       planner: {subscribe: [build_ready, review_complete]}   # event types, or "all" (the default)
 ///     gates:                         # optional
-///       - name: architecture_approval
-///         pools: [planner, builder]
-///         require_events: [architecture_complete]   # optional
-///         deadline_s: 600                           # optional
-///         every_node: false                         # optional
-///         subject: architecture                     # optional
+///       - name: architecture_approval                 # required, unique name
+///         pools: [planner, builder]                   # required, at least one pool with nodes
+///         require_events: [architecture_complete]     # optional event types
+///         deadline_s: 600                             # optional, > 0
+///         every_node: false                           # optional; true: every node reports, not one per pool
+///         subject: architecture                       # optional; an open conflict on it holds the gate
 ///     conflicts:                     # optional
-///       resolvers: [planner, human]
-///       escalate_after_s: 300
+///       resolvers: [planner, human]  # escalation chain: pools with nodes, or "human" (the CLI / event folder)
+///       escalate_after_s: 300        # optional, > 0; default 300
+///
+/// Validation collects every problem before failing; each names its key path and line.
 public enum TopologyLoader {
+    /// Reads and validates a topology file.
     public static func load(path: String) throws(TopologyError) -> Topology {
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw TopologyError(file: path, problems: [.init(path: "(file)", message: "cannot read the file (does it exist?)")])
+            let exists = FileManager.default.fileExists(atPath: path)
+            throw TopologyError(
+                file: path,
+                problems: [.init(path: "(file)", message: exists ? "cannot read the file" : "file not found")])
         }
         guard let text = String(data: data, encoding: .utf8) else {
             throw TopologyError(file: path, problems: [.init(path: "(file)", message: "the file is not UTF-8 text")])
@@ -43,41 +51,86 @@ public enum TopologyLoader {
         return try parse(yaml: text, file: path)
     }
 
+    /// Validates a topology given as text; `file` names it in problems.
     public static func parse(yaml: String, file: String = "topology.yaml") throws(TopologyError) -> Topology {
-        var reader = Reader(file: file)
         let root: Yams.Node?
         do {
             root = try Yams.compose(yaml: yaml)
         } catch {
-            throw TopologyError(file: file, problems: [.init(path: "(yaml)", message: "invalid YAML: \(error)")])
+            throw TopologyError(file: file, problems: [yamlProblem(error)])
         }
         guard let root else { throw TopologyError(file: file, problems: [.init(path: "(file)", message: "the file is empty")]) }
+        var reader = Reader(file: file)
         let topology = reader.topology(root)
         if !reader.problems.isEmpty { throw TopologyError(file: file, problems: reader.problems) }
         return topology
     }
 
+    static func yamlProblem(_ error: any Error) -> TopologyError.Problem {
+        guard let error = error as? YamlError else {
+            return .init(path: "(yaml)", message: "invalid YAML: \(error)")
+        }
+        switch error {
+        case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),
+            .composer(let context, let problem, let mark, _):
+            let around = context.map { " (\($0.text) at line \($0.mark.line))" } ?? ""
+            return .init(path: "(yaml)", message: "invalid YAML: \(problem)\(around)", line: mark.line)
+        case .duplicatedKeysInMapping(let duplicates, let context):
+            return .init(
+                path: "(yaml)", message: "invalid YAML: duplicate key \(duplicates.sorted().map { "\"\($0)\"" }.joined(separator: ", "))",
+                line: context.mark.line)
+        default:
+            return .init(path: "(yaml)", message: "invalid YAML: \(error)")
+        }
+    }
+
+    /// Walks the YAML tree, building the topology and collecting problems.
     struct Reader {
         let file: String
         var problems: [TopologyError.Problem] = []
+        /// For each node read: its key path and its YAML mapping (for the lines of cross-node problems).
+        var nodeSources: [(path: String, keys: [String: Yams.Node])] = []
+        /// Every well-formed pool name given to a node, even one with other problems (so a
+        /// typo in a port does not also make its pool "unknown" in gates).
+        var declaredPools: Set<String> = []
+        /// The line of each mapping read, by key path: where a missing key belongs.
+        var mappingLines: [String: Int] = [:]
 
         mutating func problem(_ path: String, _ node: Yams.Node?, _ message: String) {
-            problems.append(.init(path: path, message: message, line: node?.mark.map { $0.line }))
+            var line = node?.mark?.line
+            if line == nil, let dot = path.lastIndex(of: ".") { line = mappingLines[String(path[..<dot])] }
+            if line == nil, path.hasSuffix("]"), let bracket = path.lastIndex(of: "[") { line = mappingLines[String(path[..<bracket])] }
+            problems.append(.init(path: path, message: message, line: line))
         }
 
-        mutating func mapping(_ node: Yams.Node, _ path: String, allowed: [String]) -> [String: Yams.Node]? {
+        static func join(_ path: String, _ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+
+        static func describe(_ node: Yams.Node) -> String {
+            switch node {
+            case .scalar: "a value"
+            case .mapping: "a mapping"
+            case .sequence: "a list"
+            case .alias: "an alias"
+            }
+        }
+
+        mutating func mapping(_ node: Yams.Node, _ path: String, allowed: [String], what: String = "key") -> [String: Yams.Node]? {
             guard case .mapping(let m) = node else {
-                problem(path, node, "must be a mapping (key: value)")
+                problem(path.isEmpty ? "(top level)" : path, node, "wrong type: expected a mapping (key: value), got \(Self.describe(node))")
                 return nil
             }
+            if !path.isEmpty { mappingLines[path] = node.mark?.line }
             var result: [String: Yams.Node] = [:]
             for (k, v) in m {
-                guard let key = k.string else {
-                    problem(path, k, "keys must be strings")
+                guard case .scalar(let scalar) = k else {
+                    problem(path, k, "keys must be plain text")
                     continue
                 }
+                let key = scalar.string
                 if !allowed.contains(key) {
-                    problem(path.isEmpty ? key : "\(path).\(key)", k, "unknown key \"\(key)\" (allowed: \(allowed.joined(separator: ", ")))")
+                    let choices = allowed.isEmpty ? "none" : allowed.joined(separator: ", ")
+                    problem(Self.join(path, key), k, "unknown \(what) \"\(key)\" (allowed: \(choices))")
+                    continue
                 }
                 result[key] = v
             }
@@ -85,26 +138,35 @@ public enum TopologyLoader {
         }
 
         mutating func string(_ m: [String: Yams.Node], _ key: String, _ path: String, required: Bool = false) -> String? {
-            let p = path.isEmpty ? key : "\(path).\(key)"
+            let p = Self.join(path, key)
             guard let node = m[key] else {
                 if required { problem(p, nil, "missing required key") }
                 return nil
             }
             guard case .scalar(let s) = node else {
-                problem(p, node, "must be a text value")
+                problem(p, node, "wrong type: expected text, got \(Self.describe(node))")
                 return nil
             }
             return s.string
         }
 
+        mutating func name(_ m: [String: Yams.Node], _ key: String, _ path: String, required: Bool = false) -> String? {
+            guard let s = string(m, key, path, required: required) else { return nil }
+            do { try Name.validate(s) } catch {
+                problem(Self.join(path, key), m[key], "\(error)")
+                return nil
+            }
+            return s
+        }
+
         mutating func int(_ m: [String: Yams.Node], _ key: String, _ path: String, range: ClosedRange<Int>, required: Bool = false) -> Int? {
-            let p = path.isEmpty ? key : "\(path).\(key)"
+            let p = Self.join(path, key)
             guard let node = m[key] else {
                 if required { problem(p, nil, "missing required key") }
                 return nil
             }
             guard case .scalar(let s) = node, let value = Int(s.string) else {
-                problem(p, node, "must be an integer")
+                problem(p, node, "wrong type: expected an integer, got \(node.scalar.map { "\"\($0.string)\"" } ?? Self.describe(node))")
                 return nil
             }
             guard range.contains(value) else {
@@ -114,10 +176,10 @@ public enum TopologyLoader {
             return value
         }
 
-        mutating func double(_ m: [String: Yams.Node], _ key: String, _ path: String) -> Double? {
+        mutating func seconds(_ m: [String: Yams.Node], _ key: String, _ path: String) -> Double? {
             guard let node = m[key] else { return nil }
-            guard case .scalar(let s) = node, let value = Double(s.string), value > 0 else {
-                problem("\(path).\(key)", node, "must be a positive number")
+            guard case .scalar(let s) = node, let value = Double(s.string), value.isFinite, value > 0 else {
+                problem(Self.join(path, key), node, "expected a positive number of seconds, got \(node.scalar.map { "\"\($0.string)\"" } ?? Self.describe(node))")
                 return nil
             }
             return value
@@ -126,22 +188,23 @@ public enum TopologyLoader {
         mutating func bool(_ m: [String: Yams.Node], _ key: String, _ path: String) -> Bool? {
             guard let node = m[key] else { return nil }
             guard case .scalar(let s) = node, let value = Bool(s.string.lowercased()) else {
-                problem("\(path).\(key)", node, "must be true or false")
+                problem(Self.join(path, key), node, "expected true or false, got \(node.scalar.map { "\"\($0.string)\"" } ?? Self.describe(node))")
                 return nil
             }
             return value
         }
 
+        /// A list of text values (a lone value is not a list).
         mutating func list(_ node: Yams.Node?, _ path: String) -> [(String, Yams.Node)] {
             guard let node else { return [] }
             guard case .sequence(let seq) = node else {
-                problem(path, node, "must be a list")
+                problem(path, node, "wrong type: expected a list, got \(Self.describe(node))")
                 return []
             }
             var out: [(String, Yams.Node)] = []
             for (i, item) in seq.enumerated() {
                 guard case .scalar(let s) = item else {
-                    problem("\(path)[\(i)]", item, "must be a text value")
+                    problem("\(path)[\(i)]", item, "wrong type: expected text, got \(Self.describe(item))")
                     continue
                 }
                 out.append((s.string, item))
@@ -162,18 +225,14 @@ public enum TopologyLoader {
             var topology = Topology(
                 file: file, cluster: "cluster", settings: TopologySettings(), nodes: [], pools: [:], gates: [],
                 conflicts: ConflictSettings())
-            guard let top = mapping(root, "", allowed: ["version", "cluster", "settings", "coordinator", "nodes", "pools", "gates", "conflicts"]) else {
-                return topology
-            }
+            let topKeys = ["version", "cluster", "settings", "coordinator", "nodes", "pools", "gates", "conflicts"]
+            guard let top = mapping(root, "", allowed: topKeys) else { return topology }
             if let version = int(top, "version", "", range: 0...Int.max, required: true), version != 1 {
                 problem("version", top["version"], "unsupported version \(version) (this release reads version 1)")
             }
-            if let cluster = string(top, "cluster", "") { topology.cluster = cluster }
-            if let s = top["settings"], let m = mapping(s, "settings", allowed: ["heartbeat_ms", "ask_timeout_ms", "ask_retries", "max_message_bytes"]) {
-                if let v = int(m, "heartbeat_ms", "settings", range: 10...600_000) { topology.settings.heartbeatMilliseconds = v }
-                if let v = int(m, "ask_timeout_ms", "settings", range: 1...3_600_000) { topology.settings.askTimeoutMilliseconds = v }
-                if let v = int(m, "ask_retries", "settings", range: 0...100) { topology.settings.askRetries = v }
-                if let v = int(m, "max_message_bytes", "settings", range: 1024...(1 << 30)) { topology.settings.maxMessageBytes = v }
+            if let cluster = name(top, "cluster", "") { topology.cluster = cluster }
+            if let s = top["settings"] {
+                readSettings(s, into: &topology.settings)
             }
             if let c = top["coordinator"], let spec = nodeSpec(c, "coordinator", coordinator: true) {
                 topology.nodes.append(spec)
@@ -183,23 +242,29 @@ public enum TopologyLoader {
                     for (i, item) in seq.enumerated() {
                         if let spec = nodeSpec(item, "nodes[\(i)]", coordinator: false) { topology.nodes.append(spec) }
                     }
-                    if seq.isEmpty { problem("nodes", n, "at least one node is needed") }
+                    if seq.isEmpty { problem("nodes", n, "no nodes: at least one is needed") }
                 } else {
-                    problem("nodes", n, "must be a list of nodes")
+                    problem("nodes", n, "wrong type: expected a list of nodes, got \(Self.describe(n))")
                 }
             } else {
                 problem("nodes", nil, "missing required key")
             }
-            checkNodes(topology.nodes, top)
-            let pools = Set(topology.nodes.map(\.pool))
-            if let p = top["pools"], let m = mapping(p, "pools", allowed: Array(pools).sorted()) {
+            checkNodes()
+            let pools = declaredPools
+            let poolList = pools.sorted().joined(separator: ", ")
+            if let p = top["pools"], let m = mapping(p, "pools", allowed: pools.sorted(), what: "pool") {
                 for (pool, node) in m {
                     let path = "pools.\(pool)"
                     guard let spec = mapping(node, path, allowed: ["subscribe"]) else { continue }
-                    if let sub = spec["subscribe"], case .scalar(let s) = sub, s.string == "all" {
+                    if let sub = spec["subscribe"], case .scalar(let s) = sub {
+                        if s.string != "all" {
+                            problem("\(path).subscribe", sub, "expected a list of event types or \"all\", got \"\(s.string)\"")
+                        }
                         topology.pools[pool] = PoolSpec(subscribe: nil)
+                    } else if let sub = spec["subscribe"] {
+                        topology.pools[pool] = PoolSpec(subscribe: eventTypes(sub, "\(path).subscribe"))
                     } else {
-                        topology.pools[pool] = PoolSpec(subscribe: eventTypes(spec["subscribe"], "\(path).subscribe"))
+                        topology.pools[pool] = PoolSpec(subscribe: nil)
                     }
                 }
             }
@@ -208,87 +273,148 @@ public enum TopologyLoader {
                     var seen: [String: Int] = [:]
                     for (i, item) in seq.enumerated() {
                         let path = "gates[\(i)]"
-                        guard let m = mapping(item, path, allowed: ["name", "pools", "require_events", "deadline_s", "every_node", "subject"]) else { continue }
-                        guard let name = string(m, "name", path, required: true) else { continue }
-                        if let first = seen[name] { problem("\(path).name", m["name"], "duplicate gate \"\(name)\" (first at gates[\(first)])") }
-                        seen[name] = seen[name] ?? i
-                        let gatePools = list(m["pools"], "\(path).pools")
-                        if gatePools.isEmpty { problem("\(path).pools", m["pools"], "a gate needs at least one pool") }
-                        for (j, (pool, node)) in gatePools.enumerated() where !pools.contains(pool) {
-                            problem("\(path).pools[\(j)]", node, "unknown pool \"\(pool)\" (pools: \(pools.sorted().joined(separator: ", ")))")
+                        let keys = ["name", "pools", "require_events", "deadline_s", "every_node", "subject"]
+                        guard let m = mapping(item, path, allowed: keys) else { continue }
+                        let name = name(m, "name", path, required: true)
+                        if let name {
+                            if let first = seen[name] {
+                                problem("\(path).name", m["name"], "duplicate gate \"\(name)\" (first at gates[\(first)])")
+                            } else {
+                                seen[name] = i
+                            }
                         }
-                        topology.gates.append(GateSpec(
-                            name: name, pools: gatePools.map(\.0), requireEvents: eventTypes(m["require_events"], "\(path).require_events"),
-                            deadlineSeconds: double(m, "deadline_s", path), everyNode: bool(m, "every_node", path) ?? false,
-                            subject: string(m, "subject", path)))
+                        let gatePools = list(m["pools"], "\(path).pools")
+                        if m["pools"] == nil {
+                            problem("\(path).pools", nil, "missing required key")
+                        } else if gatePools.isEmpty, case .sequence = m["pools"]! {
+                            problem("\(path).pools", m["pools"], "a gate needs at least one pool")
+                        }
+                        for (j, (pool, node)) in gatePools.enumerated() where !pools.contains(pool) {
+                            problem("\(path).pools[\(j)]", node, "unknown pool \"\(pool)\" (pools: \(poolList))")
+                        }
+                        let requireEvents = eventTypes(m["require_events"], "\(path).require_events")
+                        let deadline = seconds(m, "deadline_s", path)
+                        let everyNode = bool(m, "every_node", path) ?? false
+                        let subject = string(m, "subject", path)
+                        guard let name else { continue }
+                        topology.gates.append(
+                            GateSpec(
+                                name: name, pools: gatePools.map(\.0), requireEvents: requireEvents, deadlineSeconds: deadline,
+                                everyNode: everyNode, subject: subject))
                     }
                 } else {
-                    problem("gates", g, "must be a list of gates")
+                    problem("gates", g, "wrong type: expected a list of gates, got \(Self.describe(g))")
                 }
             }
             if let c = top["conflicts"], let m = mapping(c, "conflicts", allowed: ["resolvers", "escalate_after_s"]) {
                 let resolvers = list(m["resolvers"], "conflicts.resolvers")
                 for (j, (pool, node)) in resolvers.enumerated() where pool != "human" && !pools.contains(pool) {
-                    problem("conflicts.resolvers[\(j)]", node, "unknown pool \"\(pool)\" (pools: \(pools.sorted().joined(separator: ", ")), or human)")
+                    problem("conflicts.resolvers[\(j)]", node, "unknown pool \"\(pool)\" (pools: \(poolList), or human)")
                 }
                 topology.conflicts.resolvers = resolvers.map(\.0)
-                if let after = double(m, "escalate_after_s", "conflicts") { topology.conflicts.escalateAfterSeconds = after }
+                if let after = seconds(m, "escalate_after_s", "conflicts") { topology.conflicts.escalateAfterSeconds = after }
             }
             return topology
         }
 
-        mutating func nodeSpec(_ node: Yams.Node, _ path: String, coordinator: Bool) -> NodeSpec? {
-            var allowed = ["name", "host", "bind", "ports", "data", "workspace"]
-            if !coordinator { allowed.append("pool") }
-            guard let m = mapping(node, path, allowed: allowed) else { return nil }
-            let name = string(m, "name", path, required: true)
-            if let name, !Name.isValid(name) { problem("\(path).name", m["name"], "\"\(name)\" is not a valid name ([A-Za-z0-9_.-], 1-64 bytes)") }
-            var pool = "coordinator"
-            if !coordinator {
-                pool = string(m, "pool", path, required: true) ?? ""
-                if !pool.isEmpty && !Name.isValid(pool) { problem("\(path).pool", m["pool"], "\"\(pool)\" is not a valid pool name") }
-                if pool == "coordinator" { problem("\(path).pool", m["pool"], "the pool name \"coordinator\" is reserved for the coordinator section") }
-            }
-            let host = string(m, "host", path, required: true)
-            if let host, !Self.isValidHost(host) { problem("\(path).host", m["host"], "\"\(host)\" is not an IPv4 address, IPv6 address or host name") }
-            let bind = string(m, "bind", path)
-            if let bind, bind != "*", !Self.isIPLiteral(bind) { problem("\(path).bind", m["bind"], "\"\(bind)\" must be * or an IP address") }
-            var pub: Int?, rep: Int?, replay: Int?
-            if let p = m["ports"], let ports = mapping(p, "\(path).ports", allowed: ["pub", "rep", "replay"]) {
-                pub = int(ports, "pub", "\(path).ports", range: 1...65535, required: true)
-                rep = int(ports, "rep", "\(path).ports", range: 1...65535, required: true)
-                replay = int(ports, "replay", "\(path).ports", range: 1...65535)
-            } else if m["ports"] == nil {
-                problem("\(path).ports", nil, "missing required key")
-            }
-            guard let name, let host, let pub, let rep else { return nil }
-            return NodeSpec(
-                name: name, pool: pool, host: host, bind: bind ?? (Self.isIPLiteral(host) ? host : "*"),
-                pubPort: pub, repPort: rep, replayPort: replay, data: string(m, "data", path) ?? ".ce-data/\(name)",
-                workspace: string(m, "workspace", path), isCoordinator: coordinator)
+        mutating func readSettings(_ node: Yams.Node, into settings: inout TopologySettings) {
+            let keys = ["heartbeat_ms", "ask_timeout_ms", "ask_retries", "max_message_bytes"]
+            guard let m = mapping(node, "settings", allowed: keys) else { return }
+            if let v = int(m, "heartbeat_ms", "settings", range: 10...600_000) { settings.heartbeatMilliseconds = v }
+            if let v = int(m, "ask_timeout_ms", "settings", range: 1...3_600_000) { settings.askTimeoutMilliseconds = v }
+            if let v = int(m, "ask_retries", "settings", range: 0...100) { settings.askRetries = v }
+            if let v = int(m, "max_message_bytes", "settings", range: 1024...(1 << 30)) { settings.maxMessageBytes = v }
         }
 
-        mutating func checkNodes(_ nodes: [NodeSpec], _ top: [String: Yams.Node]) {
-            func path(_ index: Int) -> String {
-                nodes[index].isCoordinator ? "coordinator" : "nodes[\(index - (nodes.first?.isCoordinator == true ? 1 : 0))]"
+        mutating func nodeSpec(_ node: Yams.Node, _ path: String, coordinator: Bool) -> NodeSpec? {
+            var allowed = ["name", "host", "bind", "ports", "data", "workspace"]
+            if !coordinator { allowed.insert("pool", at: 1) }
+            guard let m = mapping(node, path, allowed: allowed) else { return nil }
+            let name = name(m, "name", path, required: true)
+            var pool: String? = "coordinator"
+            if coordinator {
+                declaredPools.insert("coordinator")
+            } else {
+                pool = self.name(m, "pool", path, required: true)
+                if let pool { declaredPools.insert(pool) }
+                if pool == "coordinator" {
+                    problem("\(path).pool", m["pool"], "the pool name \"coordinator\" is reserved for the coordinator section")
+                }
+            }
+            let host = string(m, "host", path, required: true)
+            if let host, !Self.isValidHost(host) {
+                problem("\(path).host", m["host"], "bad address \"\(host)\": expected an IPv4 address, an IPv6 address or a host name")
+            }
+            let bind = string(m, "bind", path)
+            if let bind, bind != "*", !Self.isIPLiteral(bind) {
+                problem("\(path).bind", m["bind"], "bad address \"\(bind)\": expected * or an IP address")
+            }
+            var pub: Int?, rep: Int?, replay: Int?
+            if let p = m["ports"] {
+                if let ports = mapping(p, "\(path).ports", allowed: ["pub", "rep", "replay"]) {
+                    pub = int(ports, "pub", "\(path).ports", range: 1...65535, required: true)
+                    rep = int(ports, "rep", "\(path).ports", range: 1...65535, required: true)
+                    replay = int(ports, "replay", "\(path).ports", range: 1...65535)
+                }
+            } else {
+                problem("\(path).ports", nil, "missing required key")
+            }
+            let data = string(m, "data", path)
+            let workspace = string(m, "workspace", path)
+            guard let name, let pool, let host, let pub, let rep else { return nil }
+            nodeSources.append((path, m))
+            return NodeSpec(
+                name: name, pool: pool, host: host, bind: bind ?? (Self.isIPLiteral(host) ? host : "*"),
+                pubPort: pub, repPort: rep, replayPort: replay, data: data ?? ".ce-data/\(name)",
+                workspace: workspace, isCoordinator: coordinator)
+        }
+
+        /// Problems across nodes: duplicate names, a port used twice on a host, a data folder
+        /// shared on a host. Only nodes that read cleanly are compared.
+        mutating func checkNodes() {
+            guard nodeSources.count > 1 else { return }
+            var specs: [(name: String, host: String, ports: [(String, Int)], data: String)] = []
+            for (path, m) in nodeSources {
+                _ = path
+                let ports = m["ports"].flatMap { node -> [String: Yams.Node]? in
+                    if case .mapping(let mm) = node { return Dictionary(mm.compactMap { k, v in k.scalar.map { ($0.string, v) } }, uniquingKeysWith: { a, _ in a }) }
+                    return nil
+                } ?? [:]
+                var used: [(String, Int)] = []
+                for role in ["pub", "rep", "replay"] {
+                    if let s = ports[role]?.scalar, let port = Int(s.string) { used.append((role, port)) }
+                }
+                let name = m["name"]?.scalar?.string ?? ""
+                specs.append((name, m["host"]?.scalar?.string ?? "", used, m["data"]?.scalar?.string ?? ".ce-data/\(name)"))
             }
             var names: [String: Int] = [:]
             var ports: [String: (Int, String)] = [:]
-            for (i, node) in nodes.enumerated() {
-                if let first = names[node.name] {
-                    problem("\(path(i)).name", nil, "duplicate node \"\(node.name)\" (first at \(path(first)))")
+            var folders: [String: Int] = [:]
+            for (i, spec) in specs.enumerated() {
+                let (path, m) = nodeSources[i]
+                if let first = names[spec.name] {
+                    problem("\(path).name", m["name"], "duplicate node \"\(spec.name)\" (first at \(nodeSources[first].path))")
                 } else {
-                    names[node.name] = i
+                    names[spec.name] = i
                 }
-                var used = [("pub", node.pubPort), ("rep", node.repPort)]
-                if let r = node.replayPort { used.append(("replay", r)) }
-                for (role, port) in used {
-                    let key = "\(node.host):\(port)"
+                for (role, port) in spec.ports {
+                    let key = "\(spec.host) \(port)"
                     if let (other, otherRole) = ports[key] {
-                        problem("\(path(i)).ports.\(role)", nil, "port \(port) on \(node.host) is already used by \(path(other)).ports.\(otherRole)")
+                        let portsNode = m["ports"]?.mapping?[Yams.Node(role)]
+                        problem(
+                            "\(path).ports.\(role)", portsNode,
+                            "port \(port) on \(spec.host) is already used by \(nodeSources[other].path).ports.\(otherRole)")
                     } else {
                         ports[key] = (i, role)
                     }
+                }
+                let folderKey = "\(spec.host) \(spec.data)"
+                if let first = folders[folderKey], names[spec.name] == i {
+                    problem(
+                        "\(path).data", m["data"] ?? m["name"],
+                        "data folder \"\(spec.data)\" on \(spec.host) is already used by \(nodeSources[first].path)")
+                } else if folders[folderKey] == nil {
+                    folders[folderKey] = i
                 }
             }
         }
