@@ -86,6 +86,10 @@ extension Node {
                     continue
                 }
                 let peer = message[0]
+                if let object = try? Wire.object(message[2].bytes, what: "request"), object["kind"]?.stringValue == "replay" {
+                    try? await router.send(Message([peer, Frame([])] + replayReply(object)))
+                    continue
+                }
                 let request: Wire.Request
                 do {
                     request = try Wire.Request(parsing: message[2].bytes)
@@ -111,6 +115,26 @@ extension Node {
                 guard first else { continue }
                 group.addTask { try await self.answer(request, router: router) }
             }
+        }
+    }
+
+    /// Serves the node's own replay endpoint (when the topology gives it a port).
+    func replayServeLoop(router: Socket) async throws {
+        for try await message in router.messages {
+            guard message.count == 3, message[1].count == 0 else {
+                reject("replay request with \(message.count) frames; expected a REQ envelope and one body frame")
+                continue
+            }
+            let reply: [Frame]
+            do {
+                let object = try Wire.object(message[2].bytes, what: "replay request")
+                try Wire.checkVersion(object)
+                reply = replayReply(object)
+            } catch {
+                reject("\(error)")
+                reply = [Frame(Wire.errorReply(requestID: nil, answeredBy: spec.name, error: "\(error)"))]
+            }
+            try? await router.send(Message([message[0], Frame([])] + reply))
         }
     }
 

@@ -21,6 +21,8 @@ public final class Node: Sendable {
         /// The workspace whose `.ce-events/` folder file-only agents use, if any.
         public var workspace: String?
         public var durability: EventStore.Durability = .full
+        /// Where to start on an origin this node holds nothing from.
+        public var catchUp: CatchUp = .beginning
         public var logger: Logger
 
         public init(topology: Topology, name: String, dataDirectory: String? = nil, workspace: String? = nil) throws(NodeError) {
@@ -47,6 +49,7 @@ public final class Node: Sendable {
     let emits = BatchQueue<PendingEmit>()
     let state: Mutex<State>
     let eventFolder: EventFolder?
+    let intake: Intake
 
     struct PendingEmit: Sendable {
         var type: EventType
@@ -66,6 +69,9 @@ public final class Node: Sendable {
 
     struct State: Sendable {
         var lastSeq: UInt64
+        /// This node's last sequence per event type: sent beside each event and heartbeat,
+        /// so a subscriber can tell whether it missed something it subscribes to.
+        var marks: [String: UInt64]
         var counters = Counters()
         var peers: [String: Peer] = [:]
         var listeners: [UInt64: AsyncStream<Event>.Continuation] = [:]
@@ -88,6 +94,13 @@ public final class Node: Sendable {
         public var asksSent = 0
         public var asksFailed = 0
         public var listenerDrops = 0
+        /// Replays started (a gap, a silent tail, a restart), requests sent, events received
+        /// by replay, events served to others by replay, live events dropped behind a gap.
+        public var replays = 0
+        public var replayRequests = 0
+        public var replayedIn = 0
+        public var replayedOut = 0
+        public var pendingDropped = 0
     }
 
     public init(options: Options) throws {
@@ -103,8 +116,10 @@ public final class Node: Sendable {
         var settings = Context.Settings()
         settings.linger = 1000
         self.context = try Context(settings)
-        self.state = Mutex(State(lastSeq: try store.maxSeq(origin: spec.name)))
+        self.state = Mutex(State(lastSeq: try store.maxSeq(origin: spec.name), marks: try store.lastSeqByType(origin: spec.name)))
         self.eventFolder = try options.workspace.map { try EventFolder(workspace: $0) }
+        self.intake = Intake(types: Self.subscribedTypes(pool: spec.pool, topology: options.topology))
+        try loadCursors()
     }
 
     private func folderLoop() async throws {
@@ -143,6 +158,9 @@ public final class Node: Sendable {
                 group.addTask { try await self.emitLoop(pub: sockets.pub, feed: sockets.feed); return "emit" }
                 group.addTask { try await self.receiveLoop(sub: sockets.sub, feed: sockets.feed); return "receive" }
                 group.addTask { try await self.answerLoop(router: sockets.router); return "answer" }
+                if let replay = sockets.replay {
+                    group.addTask { try await self.replayServeLoop(router: replay); return "replay" }
+                }
                 group.addTask { try await self.controlLoop(control: sockets.control); return "control" }
                 group.addTask { try await self.heartbeatLoop(pub: sockets.pub); return "heartbeat" }
                 group.addTask { try await self.folderLoop(); return "event folder" }
@@ -172,6 +190,7 @@ public final class Node: Sendable {
     }
 
     private func shutdown() async {
+        intake.cancelAll()
         emits.finish()
         writer.close()
         // Finish outside the lock: finishing runs the stream's onTermination, which locks too.
@@ -192,22 +211,31 @@ public final class Node: Sendable {
         let router: Socket
         let control: Socket
         let feed: Socket
+        let replay: Socket?
         let subEvents: MonitorEvents
     }
 
     private func openSockets() throws -> Sockets {
         let settings = topology.settings
         let pub = try context.socket(.pub)
-        try pub.set([.sendHighWaterMark(100_000), .publisherNoDrop(true)])
+        // A subscriber that falls this far behind loses live events and catches up by
+        // replay: the publisher never buffers without bound, and never waits for it.
+        try pub.set(.sendHighWaterMark(Self.highWaterMark))
         try bind(pub, spec.bindPubEndpoint, "pub")
 
         let router = try context.socket(.router)
         try router.set([.maxMessageSize(Int64(settings.maxMessageBytes))])
         try bind(router, spec.bindRepEndpoint, "rep")
+        var replay: Socket?
+        if let endpoint = spec.bindReplayEndpoint {
+            replay = try context.socket(.router)
+            try replay!.set([.maxMessageSize(Int64(settings.maxMessageBytes))])
+            try bind(replay!, endpoint, "replay")
+        }
 
         let sub = try context.socket(.sub)
         try sub.set([
-            .maxMessageSize(Int64(settings.maxMessageBytes)), .receiveHighWaterMark(100_000),
+            .maxMessageSize(Int64(settings.maxMessageBytes)), .receiveHighWaterMark(Self.highWaterMark),
             .reconnectInterval(milliseconds: 100), .reconnectIntervalMax(milliseconds: 2000),
             .heartbeatInterval(milliseconds: settings.heartbeatMilliseconds),
             .heartbeatTimeout(milliseconds: settings.heartbeatMilliseconds * 3),
@@ -222,8 +250,11 @@ public final class Node: Sendable {
         let feed = try context.socket(.pub)
         try feed.set(.sendHighWaterMark(100_000))
         try bind(feed, feedEndpoint, "feed")
-        return Sockets(pub: pub, sub: sub, router: router, control: control, feed: feed, subEvents: subEvents)
+        return Sockets(pub: pub, sub: sub, router: router, control: control, feed: feed, replay: replay, subEvents: subEvents)
     }
+
+    /// Messages queued per peer connection (each way) before live events are dropped.
+    static let highWaterMark = 20_000
 
     private func bind(_ socket: Socket, _ endpoint: String, _ role: String) throws {
         if endpoint.hasPrefix("ipc://") {
@@ -282,7 +313,8 @@ public final class Node: Sendable {
             var events: [Event] = []
             var records: [StoredEvent] = []
             var waiting: [CheckedContinuation<Event, any Error>] = []
-            var first = state.withLock { $0.lastSeq } + 1
+            var (first, marks) = state.withLock { ($0.lastSeq + 1, $0.marks) }
+            var markFrames: [[UInt8]] = []
             let now = Date()
             for pending in batch {
                 guard Name.isValid(pending.stream) else {
@@ -300,6 +332,8 @@ public final class Node: Sendable {
                     type: pending.type, timestamp: now, payload: pending.payload,
                     correlationID: pending.correlationID, target: pending.target)
                 first += 1
+                markFrames.append(Self.marksJSON(marks))
+                marks[event.type.rawValue] = event.seq
                 events.append(event)
                 records.append(StoredEvent(event: event, envelope: EnvelopeCodec.encode(event), receivedAt: now))
                 waiting.append(pending.continuation)
@@ -314,12 +348,14 @@ public final class Node: Sendable {
             }
             state.withLock { s in
                 s.lastSeq = events.last!.seq
+                s.marks = marks
                 s.counters.emitted += events.count
             }
-            for (event, record) in zip(events, records) {
-                let message = Message([Frame(Topic.bytes(type: event.type, stream: event.stream)), Frame(record.envelope)])
-                try? await pub.send(message)
-                try? await feed.send(message)
+            for (index, (event, record)) in zip(events, records).enumerated() {
+                let topic = Frame(Topic.bytes(type: event.type, stream: event.stream))
+                let envelope = Frame(record.envelope)
+                try? await pub.send(Message([topic, envelope, Frame(markFrames[index])]))
+                try? await feed.send(Message([topic, envelope]))
                 broadcast(event)
             }
             for (event, c) in zip(events, waiting) { c.resume(returning: event) }
@@ -331,50 +367,7 @@ public final class Node: Sendable {
     private func receiveLoop(sub: Socket, feed: Socket) async throws {
         while true {
             let batch = try await sub.receiveBatch()
-            var records: [StoredEvent] = []
-            var events: [Event] = []
-            var messages: [Message] = []
-            let now = Date()
-            for message in batch {
-                if message.count == 2, message[0].bytes.starts(with: Array("_hb/".utf8)) {
-                    heard(heartbeat: message)
-                    continue
-                }
-                guard message.count == 2 else {
-                    reject("expected 2 frames (topic, envelope), got \(message.count)")
-                    continue
-                }
-                let event: Event
-                do {
-                    event = try EnvelopeCodec.decode(topic: message[0].bytes, body: message[1].bytes)
-                } catch {
-                    reject("\(error)")
-                    continue
-                }
-                if event.origin == spec.name {
-                    reject("event \(event.id) claims this node (\(spec.name)) as its origin")
-                    continue
-                }
-                records.append(StoredEvent(event: event, envelope: message[1].bytes, receivedAt: now))
-                events.append(event)
-                messages.append(message)
-            }
-            if records.isEmpty { continue }
-            let fresh = try await writer.append(records)
-            var duplicates = 0
-            for (index, isNew) in fresh.enumerated() {
-                guard isNew else {
-                    duplicates += 1
-                    continue
-                }
-                try? await feed.send(messages[index])
-                broadcast(events[index])
-                eventFolder?.deliver(events[index])
-            }
-            state.withLock { s in
-                s.counters.received += records.count - duplicates
-                s.counters.duplicates += duplicates
-            }
+            try await takeLive(batch, feed: feed)
         }
     }
 
@@ -411,24 +404,27 @@ public final class Node: Sendable {
         logger.warning("rejected a message: \(reason)")
     }
 
-    private func heard(heartbeat message: Message) {
+    func heard(heartbeat message: Message) -> (origin: String, seq: UInt64, marks: [String: UInt64]?)? {
         guard let body = try? JSONValue(parsing: message[1].bytes), let origin = body["origin"]?.stringValue else {
             reject("malformed heartbeat")
-            return
+            return nil
         }
         let peer = Peer(
             pool: body["pool"]?.stringValue ?? "?", lastSeen: Date(),
             lastSeq: UInt64(max(0, body["seq"]?.intValue ?? 0)))
         state.withLock { $0.peers[origin] = peer }
+        let marks = body["marks"].map { Self.parseMarks($0.serialized()) } ?? nil
+        return (origin, peer.lastSeq, marks)
     }
 
     private func heartbeatLoop(pub: Socket) async throws {
         let interval = Duration.milliseconds(topology.settings.heartbeatMilliseconds)
         let topic = Frame(Array("_hb/\(spec.name)".utf8))
         while true {
-            let seq = state.withLock { $0.lastSeq }
+            let (seq, marks) = state.withLock { ($0.lastSeq, $0.marks) }
             let body: JSONValue = [
                 "origin": .string(spec.name), "pool": .string(spec.pool), "seq": .number(Double(seq)),
+                "marks": .object(marks.mapValues { .number(Double($0)) }),
                 "timestamp": .string(Timestamp.format(Date())),
             ]
             try await pub.send(Message([topic, Frame(body.serialized())]))
@@ -486,6 +482,7 @@ public final class Node: Sendable {
     /// The node's state as JSON: peers, subscriptions, counters, endpoints.
     public func status() -> JSONValue {
         let (counters, peers, lastSeq) = state.withLock { ($0.counters, $0.peers, $0.lastSeq) }
+        let tracks = intake.state.withLock { $0.tracks }
         let now = Date()
         let staleAfter = Double(topology.settings.heartbeatMilliseconds) * 3 / 1000
         let peerList: [JSONValue] = topology.peers(of: spec.name).map { node in
@@ -498,6 +495,11 @@ public final class Node: Sendable {
                 object["up"] = .bool(age < staleAfter)
             } else {
                 object["up"] = false
+            }
+            if let track = tracks[node.name] {
+                object["cursor"] = track.cursor.map { .number(Double($0)) } ?? .null
+                object["waiting"] = .number(Double(track.pending.count))
+                object["replaying"] = .bool(track.replaying)
             }
             return .object(object)
         }
@@ -512,6 +514,9 @@ public final class Node: Sendable {
                 "repeated_questions": .number(Double(counters.repeatedQuestions)),
                 "asks_sent": .number(Double(counters.asksSent)), "asks_failed": .number(Double(counters.asksFailed)),
                 "listener_drops": .number(Double(counters.listenerDrops)),
+                "replays": .number(Double(counters.replays)), "replay_requests": .number(Double(counters.replayRequests)),
+                "replayed_in": .number(Double(counters.replayedIn)), "replayed_out": .number(Double(counters.replayedOut)),
+                "pending_dropped": .number(Double(counters.pendingDropped)),
             ],
             "endpoints": [
                 "pub": .string(spec.bindPubEndpoint), "rep": .string(spec.bindRepEndpoint),

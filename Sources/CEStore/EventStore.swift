@@ -63,6 +63,12 @@ public struct EventQuery: Sendable, Hashable {
     public var until: Date?
     /// Only events of `origin` with a larger sequence.
     public var afterSeq: UInt64?
+    /// Only events with this sequence or a smaller one.
+    public var throughSeq: UInt64?
+    /// Only events of one of these types (nil: every type).
+    public var types: [String]?
+    /// Ordered by sequence instead of by the order stored (use with `origin`).
+    public var bySeq = false
     public var afterRowID: Int64?
     public var limit = 1000
     public var descending = false
@@ -219,11 +225,17 @@ public final class EventStore: Sendable {
         if let v = q.since { clauses.append("ts_ms >= ?"); arguments.append(StoredEvent.millis(v)) }
         if let v = q.until { clauses.append("ts_ms <= ?"); arguments.append(StoredEvent.millis(v)) }
         if let v = q.afterSeq { clauses.append("seq > ?"); arguments.append(Int64(v)) }
+        if let v = q.throughSeq { clauses.append("seq <= ?"); arguments.append(Int64(min(v, UInt64(Int64.max)))) }
+        if let v = q.types {
+            clauses.append("event_type IN (" + v.map { _ in "?" }.joined(separator: ", ") + ")")
+            arguments.append(contentsOf: v.map { $0 as (any DatabaseValueConvertible)? })
+        }
         if let v = q.afterRowID { clauses.append("rowid > ?"); arguments.append(v) }
         var sql = "SELECT \(select) FROM event"
         if !clauses.isEmpty { sql += " WHERE " + clauses.joined(separator: " AND ") }
         if ordered {
-            sql += q.descending ? " ORDER BY rowid DESC" : " ORDER BY rowid"
+            let key = q.bySeq ? "seq" : "rowid"
+            sql += q.descending ? " ORDER BY \(key) DESC" : " ORDER BY \(key)"
             sql += " LIMIT \(max(0, q.limit))"
         }
         return (sql, StatementArguments(arguments))
@@ -280,6 +292,30 @@ public final class EventStore: Sendable {
         do {
             return try pool.read { db in UInt64(try Int64.fetchOne(db, sql: "SELECT seq FROM cursor WHERE origin = ?", arguments: [origin]) ?? 0) }
         } catch { throw fail("cursor", error) }
+    }
+
+    /// Every cursor: name -> value.
+    public func cursors() throws -> [String: UInt64] {
+        do {
+            return try pool.read { db in
+                var result: [String: UInt64] = [:]
+                for row in try Row.fetchAll(db, sql: "SELECT origin, seq FROM cursor") { result[row["origin"]] = UInt64(row["seq"] as Int64) }
+                return result
+            }
+        } catch { throw fail("cursors", error) }
+    }
+
+    /// The largest sequence stored per event type, for one origin.
+    public func lastSeqByType(origin: String) throws -> [String: UInt64] {
+        do {
+            return try pool.read { db in
+                var result: [String: UInt64] = [:]
+                for row in try Row.fetchAll(db, sql: "SELECT event_type, max(seq) AS seq FROM event WHERE origin = ? GROUP BY event_type", arguments: [origin]) {
+                    result[row["event_type"]] = UInt64(row["seq"] as Int64)
+                }
+                return result
+            }
+        } catch { throw fail("lastSeqByType", error) }
     }
 
     public func setCursors(_ cursors: [String: UInt64]) throws {

@@ -1,7 +1,7 @@
 // Benchmarks of the store and the bus, printing figures (never asserted in tests).
 //   ce-bench store [--events N] [--batch B] [--tasks T] [--durability full|normal|both] [--dir DIR] [--ceiling PATH]
 //                                                 appends 256 B events: batches, and the group-commit writer
-//   ce-bench gates [--pools N] [--rounds R]      gate decision latency: last sync_point_reached -> gate_passed at every pool
+//   ce-bench gates [--pools N] [--rounds R] [--processes]   gate decision latency: last sync_point_reached -> gate_passed at every pool
 //   ce-bench bus [--events N] [--rate R] [--emitters E] [--asks A]   emit -> stored at origin -> stored at a subscriber process;
 //                                                  throughput, latency at R events/s, ask round trip
 import CECore
@@ -16,7 +16,7 @@ func fail(_ text: String) -> Never {
     exit(2)
 }
 
-let usage = "usage: ce-bench store [--events N] [--batch B] [--tasks T] [--durability full|normal|both] [--dir DIR] [--ceiling PATH_TO_sqlite_ceiling]\n       ce-bench gates [--pools N] [--rounds R]\n       ce-bench bus [--events N] [--rate EVENTS_PER_S] [--asks N] [--emitters N] [--normal]"
+let usage = "usage: ce-bench store [--events N] [--batch B] [--tasks T] [--durability full|normal|both] [--dir DIR] [--ceiling PATH_TO_sqlite_ceiling]\n       ce-bench gates [--pools N] [--rounds R] [--processes] [--heartbeat-ms MS]\n       ce-bench bus [--events N] [--rate EVENTS_PER_S] [--asks N] [--emitters N] [--normal]"
 let arguments = Array(CommandLine.arguments.dropFirst(2))
 guard let command = CommandLine.arguments.dropFirst().first else { fail(usage) }
 
@@ -32,7 +32,7 @@ guard let command = CommandLine.arguments.dropFirst().first else { fail(usage) }
     guard i + 1 < arguments.count, let n = Int(arguments[i + 1]), n > 0 else { fail("\(name) needs a positive number\n\(usage)") }
     return n
 }
-for (i, a) in arguments.enumerated() where a.hasPrefix("--") && !["--events", "--rate", "--asks", "--emitters", "--normal", "--pools", "--rounds", "--batch", "--tasks", "--durability", "--dir", "--ceiling"].contains(a) {
+for (i, a) in arguments.enumerated() where a.hasPrefix("--") && !["--events", "--rate", "--asks", "--emitters", "--normal", "--pools", "--rounds", "--batch", "--tasks", "--durability", "--dir", "--ceiling", "--processes", "--heartbeat-ms"].contains(a) {
     fail("unknown flag \(a) (argument \(i + 1))\n\(usage)")
 }
 
@@ -129,7 +129,8 @@ try? FileManager.default.removeItem(atPath: temporaryRoot)
     let rate = option("--rate", default: 10_000)
     let asks = option("--asks", default: 2000)
     try FileManager.default.createDirectory(atPath: temporaryRoot, withIntermediateDirectories: true)
-    func port() -> Int { Int.random(in: 20000..<60000) }
+    // Below the kernel's ephemeral range (32768-60999), which outgoing connections take.
+    func port() -> Int { Int.random(in: 20000..<32000) }
     let yaml = """
         version: 1
         settings: { heartbeat_ms: 200, ask_timeout_ms: 5000 }
@@ -253,18 +254,21 @@ try? FileManager.default.removeItem(atPath: temporaryRoot)
     await context.shutdown()
 }
 
-/// N pools (one node each) and a coordinator, all in this process on loopback, each with its
-/// own context and store (durability normal). Per round: N-1 pools report, then the last one;
-/// the time from its emit to `gate_passed` stored at every pool.
+/// N pools (one node each) and a coordinator on loopback. Per round: N-1 pools report, then
+/// the last one; the time from its emit to `gate_passed` stored at every pool. By default all
+/// nodes share this process (each with its own context and store, durability normal); with
+/// `--processes` every node is its own `ce-node run` process, driven through its control
+/// endpoint and watched through its feed.
 @MainActor func gateBenchmark() async throws {
     let pools = option("--pools", default: 3)
     let rounds = option("--rounds", default: 20)
     try FileManager.default.createDirectory(atPath: temporaryRoot, withIntermediateDirectories: true)
     var used = Set<Int>()
     func port() -> Int {
-        while true { let p = Int.random(in: 20000..<60000); if used.insert(p).inserted { return p } }
+        while true { let p = Int.random(in: 20000..<32000); if used.insert(p).inserted { return p } }
     }
-    var yaml = "version: 1\nsettings: { heartbeat_ms: 500 }\n"
+    let heartbeat = option("--heartbeat-ms", default: 500)
+    var yaml = "version: 1\nsettings: { heartbeat_ms: \(heartbeat) }\n"
     yaml += "coordinator: { name: coordinator, host: 127.0.0.1, ports: { pub: \(port()), rep: \(port()) }, data: \(temporaryRoot)/coordinator }\nnodes:\n"
     for i in 0..<pools {
         yaml += "  - { name: n\(i), pool: p\(i), host: 127.0.0.1, ports: { pub: \(port()), rep: \(port()) }, data: \(temporaryRoot)/n\(i) }\n"
@@ -274,6 +278,10 @@ try? FileManager.default.removeItem(atPath: temporaryRoot)
     yaml += "gates:\n  - { name: g, pools: [\((0..<pools).map { "p\($0)" }.joined(separator: ", "))] }\n"
     let path = temporaryRoot + "/topology.yaml"
     try yaml.write(toFile: path, atomically: true, encoding: .utf8)
+    if arguments.contains("--processes") {
+        try await gateBenchmarkWithProcesses(topologyPath: path, pools: pools, rounds: rounds)
+        return
+    }
     let topology = try TopologyLoader.load(path: path)
     var nodes: [Node] = []
     for spec in topology.nodes {
@@ -330,11 +338,97 @@ try? FileManager.default.removeItem(atPath: temporaryRoot)
         let d = last - t0
         latencies.append(Double(d.components.seconds) * 1e3 + Double(d.components.attoseconds) / 1e15)
     }
-    latencies.sort()
-    let handled = coordinator.counters.received
+    reportGates(pools: pools, rounds: rounds, latencies: latencies, coordinatorReceived: coordinator.counters.received)
+    running.cancel()
+    _ = await running.result
+}
+
+func reportGates(pools: Int, rounds: Int, latencies: [Double], coordinatorReceived handled: Int) {
+    let latencies = latencies.sorted()
     print(String(format: "gates: %d pools, %d rounds: last report -> gate_passed stored at every pool: p50 %.1f ms, p99 %.1f ms; coordinator received %d events (%.1f per gate for %d pools) and published one decision per gate; %d TCP subscriptions in the mesh",
                  pools, latencies.count, percentile(latencies, 0.5), percentile(latencies, 0.99), handled,
                  Double(handled) / Double(rounds), pools, (pools + 1) * pools))
-    running.cancel()
-    _ = await running.result
+}
+
+/// The gate benchmark with one `ce-node run` process per node.
+@MainActor func gateBenchmarkWithProcesses(topologyPath: String, pools: Int, rounds: Int) async throws {
+    let topology = try TopologyLoader.load(path: topologyPath)
+    let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("ce-node")
+    var children: [Process] = []
+    defer {
+        for child in children where child.isRunning { child.terminate() }
+        for child in children { child.waitUntilExit() }
+    }
+    for spec in topology.nodes {
+        let child = Process()
+        child.executableURL = executable
+        child.arguments = ["run", "--topology", topologyPath, "--node", spec.name, "--log-level", "warning", "--durability", "normal"]
+        try child.run()
+        children.append(child)
+    }
+    let coordinator = topology.coordinator!
+    let poolSpecs = topology.nodes.filter { !$0.isCoordinator }
+    // Until the coordinator hears every pool and every pool hears the coordinator (with many
+    // nodes on two cores, heartbeats between all pairs lag behind the "up" window).
+    let start = ContinuousClock.now
+    var pending = topology.nodes.map(\.name)
+    while !pending.isEmpty && ContinuousClock.now - start < .seconds(180) {
+        var still: [String] = []
+        for name in pending {
+            let status = try? await ControlClient(dataDirectory: topology.node(named: name)!.data).call(["cmd": "status"], timeout: .seconds(5))
+            let peers = status?["status"]?["peers"]?.arrayValue?.filter { name == coordinator.name || $0["name"]?.stringValue == coordinator.name }
+            if peers == nil || !peers!.allSatisfy({ $0["up"]?.boolValue == true }) { still.append(name) }
+        }
+        pending = still
+        if !pending.isEmpty { try await Task.sleep(for: .milliseconds(200)) }
+    }
+    guard pending.isEmpty else { fail("\(pending.count) nodes did not hear the coordinator (or it them) within 180 s (first: \(pending[0]))") }
+    print(String(format: "%d node processes up and meshed after %.1f s", topology.nodes.count, seconds(since: start)))
+
+    // Every pool's feed shows what it stores: note when each gate_passed arrives.
+    let context = try Context()
+    final class Arrivals: Sendable { let byRound = Mutex<[Int: [String: ContinuousClock.Instant]]>([:]) }
+    let box = Arrivals()
+    var readers: [Task<Void, any Error>] = []
+    for spec in poolSpecs {
+        let feed = try context.socket(.sub)
+        try feed.set(.subscribe(Array("gate_passed/".utf8)))
+        try feed.connect("ipc://" + spec.data + "/feed.sock")
+        let name = spec.name
+        readers.append(Task {
+            for try await message in feed.messages {
+                let now = ContinuousClock.now
+                guard message.count == 2, let event = try? EnvelopeCodec.decode(message[1].bytes) else { continue }
+                let round = event.payload["round"]?.intValue ?? 0
+                box.byRound.withLock { $0[round, default: [:]][name] = now }
+            }
+        })
+    }
+    let clients = poolSpecs.map { ControlClient(dataDirectory: $0.data) }
+    func report(_ client: ControlClient) async throws {
+        _ = try await client.call(["cmd": "emit", "event_type": "sync_point_reached", "payload": ["gate": "g"]], timeout: .seconds(10))
+    }
+    // A first round to be sure every feed is connected; it is not counted.
+    var latencies: [Double] = []
+    for round in 1...(rounds + 1) {
+        for client in clients.dropLast() { try await report(client) }
+        try await Task.sleep(for: .milliseconds(100))  // let the coordinator take the first reports
+        let t0 = ContinuousClock.now
+        try await report(clients.last!)
+        let deadline = ContinuousClock.now + .seconds(30)
+        while box.byRound.withLock({ ($0[round]?.count ?? 0) < pools }) && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(1))
+        }
+        guard let last = box.byRound.withLock({ $0[round]?.values.max() }), box.byRound.withLock({ $0[round]?.count }) == pools else {
+            print("round \(round): not every pool heard the gate within 30 s"); continue
+        }
+        if round == 1 { continue }
+        let d = last - t0
+        latencies.append(Double(d.components.seconds) * 1e3 + Double(d.components.attoseconds) / 1e15)
+    }
+    let status = try await ControlClient(dataDirectory: coordinator.data).call(["cmd": "status"])
+    let received = status["status"]?["counters"]?["received"]?.intValue ?? -1
+    reportGates(pools: pools, rounds: rounds + 1, latencies: latencies, coordinatorReceived: received)
+    for reader in readers { reader.cancel() }
+    await context.shutdown()
 }

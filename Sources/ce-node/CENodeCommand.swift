@@ -63,16 +63,23 @@ struct Run: AsyncParsableCommand {
     var durability: String = "full"
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel: String = "info"
+    @Option(help: ArgumentHelp(
+        "Where to start on an origin this node holds nothing from: beginning, now, a sequence number, or a timestamp.",
+        valueName: "point"))
+    var catchUp: String = "beginning"
 
     func run() async throws {
         guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown log level \(logLevel)") }
         guard let durability = EventStore.Durability(rawValue: durability) else {
             throw ValidationError("--durability must be full or normal, not \(durability)")
         }
+        let catchUp: CatchUp
+        do { catchUp = try CatchUp(parsing: self.catchUp) } catch { throw ValidationError("--catch-up: \(error)") }
         guard let name = selection.node else { throw ValidationError("say which node to run: --node NAME") }
         bootstrapLogging(level)
         var options = try Node.Options(topology: try selection.load(), name: name, dataDirectory: selection.data, workspace: workspace)
         options.durability = durability
+        options.catchUp = catchUp
         let node = try Node(options: options)
         // The coordinator node also runs the coordinator's state machines.
         let service = node.spec.isCoordinator ? CoordinatorService(node: node) : nil
