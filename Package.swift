@@ -80,7 +80,7 @@ let package = Package(
         .testTarget(name: "CECoreTests", dependencies: ["CECore"]),
         .testTarget(name: "CEStoreTests", dependencies: ["CEStore"]),
         .testTarget(name: "CECoordinatorTests", dependencies: ["CECoordinator"]),
-        .testTarget(name: "CENodeTests", dependencies: ["CENode"]),
+        .testTarget(name: "CENodeTests", dependencies: ["CENode", "CEStore", "ZeroMQ", "CECore"]),
     ],
     swiftLanguageModes: [.v6]
 )

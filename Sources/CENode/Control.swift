@@ -30,6 +30,28 @@ extension Node {
         switch request["cmd"]?.stringValue {
         case "status":
             return ["ok": true, "status": status()]
+        case "emit" where request["events"] != nil:
+            // Several events at once: {"cmd":"emit","events":[{"event_type":..., "payload":...}, ...]}
+            guard let items = request["events"]?.arrayValue, !items.isEmpty, items.count <= 10_000 else {
+                return failure("emit \"events\" must be an array of 1 to 10000 events")
+            }
+            var emissions: [Emission] = []
+            for (index, item) in items.enumerated() {
+                guard let typeName = item["event_type"]?.stringValue else { return failure("events[\(index)] needs \"event_type\"") }
+                do {
+                    emissions.append(Emission(
+                        try EventType(validating: typeName), payload: item["payload"] ?? .null, stream: item["stream"]?.stringValue,
+                        correlationID: item["correlation_id"]?.stringValue, target: item["target"]?.stringValue))
+                } catch {
+                    return failure("events[\(index)]: \(error)")
+                }
+            }
+            do {
+                let events = try await emit(emissions)
+                return ["ok": true, "events": .array(events.map { ["id": .string($0.id), "seq": .number(Double($0.seq))] })]
+            } catch {
+                return failure("\(error)")
+            }
         case "emit":
             guard let typeName = request["event_type"]?.stringValue else { return failure("emit needs \"event_type\"") }
             do {

@@ -58,7 +58,23 @@ public final class Node: Sendable {
         var correlationID: String?
         var target: String?
         var id: String?
-        var continuation: CheckedContinuation<Event, any Error>
+        var complete: @Sendable (Result<Event, any Error>) -> Void
+    }
+
+    /// One event of ``emit(_:)``.
+    public struct Emission: Sendable {
+        public var type: EventType
+        public var payload: JSONValue
+        public var stream: String?
+        public var correlationID: String?
+        public var target: String?
+        public init(_ type: EventType, payload: JSONValue = .null, stream: String? = nil, correlationID: String? = nil, target: String? = nil) {
+            self.type = type
+            self.payload = payload
+            self.stream = stream
+            self.correlationID = correlationID
+            self.target = target
+        }
     }
 
     struct Peer: Sendable {
@@ -299,9 +315,37 @@ public final class Node: Sendable {
         try await withCheckedThrowingContinuation { continuation in
             let pending = PendingEmit(
                 type: type, stream: stream ?? spec.pool, payload: payload,
-                correlationID: correlationID, target: target, id: id, continuation: continuation)
+                correlationID: correlationID, target: target, id: id, complete: { continuation.resume(with: $0) })
             if !emits.put(pending) {
                 continuation.resume(throwing: NodeError("node \(spec.name) is not running"))
+            }
+        }
+    }
+
+    /// Emits several events in this order, stored together (one transaction when the
+    /// writer is idle); returns them as stamped. The first failure is thrown after all finish.
+    public func emit(_ emissions: [Emission]) async throws -> [Event] {
+        if emissions.isEmpty { return [] }
+        final class Results: Sendable {
+            let state: Mutex<(results: [Result<Event, any Error>?], left: Int)>
+            init(_ count: Int) { state = Mutex((Array(repeating: nil, count: count), count)) }
+        }
+        let results = Results(emissions.count)
+        return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<[Event], any Error>) in
+            for (index, emission) in emissions.enumerated() {
+                let pending = PendingEmit(
+                    type: emission.type, stream: emission.stream ?? spec.pool, payload: emission.payload,
+                    correlationID: emission.correlationID, target: emission.target, id: nil,
+                    complete: { result in
+                        let done = results.state.withLock { s -> [Result<Event, any Error>]? in
+                            s.results[index] = result
+                            s.left -= 1
+                            return s.left == 0 ? s.results.map { $0! } : nil
+                        }
+                        guard let done else { return }
+                        do { continuation.resume(returning: try done.map { try $0.get() }) } catch { continuation.resume(throwing: error) }
+                    })
+                if !emits.put(pending) { pending.complete(.failure(NodeError("node \(spec.name) is not running"))) }
             }
         }
     }
@@ -312,19 +356,19 @@ public final class Node: Sendable {
         while let batch = await emits.take() {
             var events: [Event] = []
             var records: [StoredEvent] = []
-            var waiting: [CheckedContinuation<Event, any Error>] = []
+            var waiting: [@Sendable (Result<Event, any Error>) -> Void] = []
             var (first, marks) = state.withLock { ($0.lastSeq + 1, $0.marks) }
             var markFrames: [[UInt8]] = []
             let now = Date()
             for pending in batch {
                 guard Name.isValid(pending.stream) else {
-                    pending.continuation.resume(throwing: NodeError("stream \"\(pending.stream)\" is not a valid name ([A-Za-z0-9_.-], 1-64 bytes)"))
+                    pending.complete(.failure(NodeError("stream \"\(pending.stream)\" is not a valid name ([A-Za-z0-9_.-], 1-64 bytes)")))
                     continue
                 }
                 // An event emitted again with the id it already has (an event file found again
                 // after a crash) is not stored or sent twice.
                 if let id = pending.id, let stored = try? store.event(id: id), let event = try? stored.decoded() {
-                    pending.continuation.resume(returning: event)
+                    pending.complete(.success(event))
                     continue
                 }
                 let event = Event(
@@ -336,14 +380,14 @@ public final class Node: Sendable {
                 marks[event.type.rawValue] = event.seq
                 events.append(event)
                 records.append(StoredEvent(event: event, envelope: EnvelopeCodec.encode(event), receivedAt: now))
-                waiting.append(pending.continuation)
+                waiting.append(pending.complete)
             }
             if events.isEmpty { continue }
             do {
                 _ = try await writer.append(records)
             } catch {
                 logger.error("store refused \(events.count) events: \(error)")
-                for c in waiting { c.resume(throwing: error) }
+                for c in waiting { c(.failure(error)) }
                 continue
             }
             state.withLock { s in
@@ -358,7 +402,7 @@ public final class Node: Sendable {
                 try? await feed.send(Message([topic, envelope]))
                 broadcast(event)
             }
-            for (event, c) in zip(events, waiting) { c.resume(returning: event) }
+            for (event, c) in zip(events, waiting) { c(.success(event)) }
         }
     }
 

@@ -12,6 +12,7 @@ final class Cluster: @unchecked Sendable {
     let root: String
     let topologyPath: String
     let topology: Topology
+    let hosts: Hosts
     var processes: [String: Process] = [:]
 
     struct NodeDef {
@@ -21,18 +22,22 @@ final class Cluster: @unchecked Sendable {
     }
 
     /// Writes a topology for the nodes (free loopback ports); `launch` starts them.
-    init(_ nodes: [NodeDef], pools: String, settings: String) throws {
+    /// `namespaces`: one network namespace per node where this machine allows it.
+    init(_ nodes: [NodeDef], pools: String, settings: String, namespaces: Bool = false) throws {
         root = NSTemporaryDirectory() + "ce-test-" + UUID().uuidString.prefix(8)
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        hosts = Hosts(nodes: nodes.map(\.name), namespaces: namespaces)
         var yaml = "version: 1\ncluster: test\nsettings:\n  \(settings)\nnodes:\n"
         var coordinator = ""
         for node in nodes {
-            let (pub, rep) = (try freePort(), try freePort())
+            // Each host has its own ports in namespaces; on loopback each node needs its own.
+            let (pub, rep) = hosts.mode == .namespaces ? (7000, 7001) : (try freePort(), try freePort())
+            let host = hosts.address(of: node.name)
             if node.pool == "coordinator" {
-                coordinator = "coordinator:\n  name: \(node.name)\n  host: 127.0.0.1\n  ports: { pub: \(pub), rep: \(rep) }\n  data: \(root)/\(node.name)\n"
+                coordinator = "coordinator:\n  name: \(node.name)\n  host: \(host)\n  ports: { pub: \(pub), rep: \(rep) }\n  data: \(root)/\(node.name)\n"
                 continue
             }
-            yaml += "  - name: \(node.name)\n    pool: \(node.pool)\n    host: 127.0.0.1\n    ports: { pub: \(pub), rep: \(rep) }\n    data: \(root)/\(node.name)\n"
+            yaml += "  - name: \(node.name)\n    pool: \(node.pool)\n    host: \(host)\n    ports: { pub: \(pub), rep: \(rep) }\n    data: \(root)/\(node.name)\n"
             if node.workspace { yaml += "    workspace: \(root)/ws-\(node.name)\n" }
         }
         yaml += coordinator
@@ -48,10 +53,12 @@ final class Cluster: @unchecked Sendable {
         try await waitUntilConnected(names)
     }
 
-    func start(_ name: String) throws {
+    func start(_ name: String, _ extra: [String] = []) throws {
         let process = Process()
-        process.executableURL = Cluster.binary
-        process.arguments = ["run", "--topology", topologyPath, "--node", name, "--log-level", "info"]
+        let (executable, arguments) = hosts.command(
+            for: name, Cluster.binary, ["run", "--topology", topologyPath, "--node", name, "--log-level", "info"] + extra)
+        process.executableURL = executable
+        process.arguments = arguments
         let log = root + "/\(name).log"
         if !FileManager.default.fileExists(atPath: log) { FileManager.default.createFile(atPath: log, contents: nil) }
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
@@ -152,6 +159,7 @@ final class Cluster: @unchecked Sendable {
             while p.isRunning && Date() < deadline { try? await Task.sleep(for: .milliseconds(20)) }
             if p.isRunning { Glibc.kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
         }
+        hosts.tearDown()
         try? FileManager.default.removeItem(atPath: root)
     }
 }
@@ -185,29 +193,35 @@ func eventually(_ seconds: Double, _ what: @autoclosure () -> String, _ conditio
     throw TestFailure("timed out after \(seconds) s: \(what())")
 }
 
-/// A TCP port on 127.0.0.1 that nothing listens on right now.
+/// A TCP port on 127.0.0.1 that nothing listens on right now, below the kernel's ephemeral
+/// range (which outgoing connections draw from, so a port taken from it can be gone by the
+/// time a node binds it).
 func freePort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    addr.sin_port = 0
-    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let ok = withUnsafeMutablePointer(to: &addr) { p in
-        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
+    for _ in 0..<200 {
+        let port = Int.random(in: 20000..<32000)
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = UInt16(port).bigEndian
+        let len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 }
+        }
+        if ok { return port }
     }
-    guard ok else { throw TestFailure("no free port") }
-    return Int(UInt16(bigEndian: addr.sin_port))
+    throw TestFailure("no free port in 20000-31999")
 }
 
 /// Runs `body` with a started cluster and always tears it down, also when the test fails.
 func withCluster(
     _ nodes: [Cluster.NodeDef], pools: String = "",
     settings: String = "heartbeat_ms: 200\n  ask_timeout_ms: 500\n  ask_retries: 1", start: [String]? = nil,
+    namespaces: Bool = false,
     _ body: (Cluster) async throws -> Void
 ) async throws {
-    let cluster = try Cluster(nodes, pools: pools, settings: settings)
+    let cluster = try Cluster(nodes, pools: pools, settings: settings, namespaces: namespaces)
     do {
         try await cluster.launch(start ?? nodes.map(\.name))
         try await body(cluster)

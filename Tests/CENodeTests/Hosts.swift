@@ -1,0 +1,117 @@
+import Foundation
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Hosts for a test cluster on this machine: one network namespace per node, each with one
+/// veth link into a bridge in a "switch" namespace, addresses only inside those namespaces.
+/// Where namespaces cannot be made (no privileges, no `ip`), every node runs on loopback
+/// with its own ports, and `mode` says so.
+final class Hosts: Sendable {
+    enum Mode: String, Sendable { case namespaces, loopback }
+    let mode: Mode
+    /// Why the hosts are on loopback, when they are.
+    let reason: String
+    let prefix: String
+    let subnet: String
+    /// node name -> index (address .10+index, namespace and link names)
+    let index: [String: Int]
+
+    private static let counter = Atomic<Int>(0)
+
+    init(nodes: [String], namespaces wanted: Bool = true) {
+        let n = Self.counter.add(1, ordering: .relaxed).newValue
+        // Short names (interface names stop at 15 bytes): pid and cluster number.
+        prefix = "ce\(getpid())c\(n % 100)"
+        subnet = "10.211.\(Int(getpid() % 200) + 20 + n % 30)"
+        index = Dictionary(uniqueKeysWithValues: nodes.enumerated().map { ($1, $0) })
+        Self.sweepLeftovers()
+        guard wanted else {
+            mode = .loopback
+            reason = "namespaces not requested"
+            return
+        }
+        var failure: String?
+        do {
+            try Self.ip(["netns", "add", prefix + "sw"])
+            try Self.ip(["-n", prefix + "sw", "link", "add", "br0", "type", "bridge"])
+            try Self.ip(["-n", prefix + "sw", "link", "set", "br0", "up"])
+            for (name, i) in index.sorted(by: { $0.value < $1.value }) {
+                _ = name
+                let ns = prefix + "h\(i)"
+                try Self.ip(["netns", "add", ns])
+                try Self.ip(["link", "add", "\(prefix)s\(i)", "type", "veth", "peer", "name", "\(prefix)n\(i)"])
+                try Self.ip(["link", "set", "\(prefix)s\(i)", "netns", prefix + "sw"])
+                try Self.ip(["link", "set", "\(prefix)n\(i)", "netns", ns])
+                try Self.ip(["-n", prefix + "sw", "link", "set", "\(prefix)s\(i)", "master", "br0", "up"])
+                try Self.ip(["-n", ns, "link", "set", "lo", "up"])
+                try Self.ip(["-n", ns, "addr", "add", "\(subnet).\(10 + i)/24", "dev", "\(prefix)n\(i)"])
+                try Self.ip(["-n", ns, "link", "set", "\(prefix)n\(i)", "up"])
+            }
+        } catch {
+            failure = "\(error)"
+        }
+        if let failure {
+            mode = .loopback
+            reason = "network namespaces could not be made here (\(failure))"
+            removeNamespaces()
+        } else {
+            mode = .namespaces
+            reason = ""
+        }
+    }
+
+    func address(of node: String) -> String { mode == .namespaces ? "\(subnet).\(10 + index[node]!)" : "127.0.0.1" }
+
+    /// The executable and arguments that run `binary arguments` on the node's host.
+    func command(for node: String, _ binary: URL, _ arguments: [String]) -> (URL, [String]) {
+        guard mode == .namespaces else { return (binary, arguments) }
+        // `ip netns exec` replaces itself with the command: the PID is the node's.
+        return (URL(fileURLWithPath: Self.ipPath), ["netns", "exec", prefix + "h\(index[node]!)", binary.path] + arguments)
+    }
+
+    /// Cuts the node's host off the switch (its link goes down); `heal` brings it back.
+    func cut(_ node: String) throws {
+        try Self.ip(["-n", prefix + "sw", "link", "set", "\(prefix)s\(index[node]!)", "down"])
+    }
+
+    func heal(_ node: String) throws {
+        try Self.ip(["-n", prefix + "sw", "link", "set", "\(prefix)s\(index[node]!)", "up"])
+    }
+
+    /// Deletes the namespaces (their links go with them). Stop the nodes first.
+    func tearDown() { removeNamespaces() }
+
+    private func removeNamespaces() {
+        for i in index.values { try? Self.ip(["netns", "del", prefix + "h\(i)"]) }
+        try? Self.ip(["netns", "del", prefix + "sw"])
+    }
+
+    /// Namespaces left by a test process that died before tearing down (its pid is gone).
+    private static func sweepLeftovers() {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: "/run/netns") else { return }
+        for name in names where name.hasPrefix("ce") {
+            let digits = name.dropFirst(2).prefix { $0.isNumber }
+            guard let pid = Int32(digits), name.dropFirst(2 + digits.count).first == "c", pid != getpid() else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH { try? ip(["netns", "del", name]) }
+        }
+    }
+
+    static let ipPath = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip"].first { FileManager.default.isExecutableFile(atPath: $0) } ?? "/usr/sbin/ip"
+
+    static func ip(_ arguments: [String]) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: ipPath)
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let output = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw TestFailure("ip \(arguments.joined(separator: " ")) failed: \(String(decoding: output, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+    }
+}
