@@ -86,8 +86,9 @@ extension Node {
                     continue
                 }
                 let peer = message[0]
-                if let object = try? Wire.object(message[2].bytes, what: "request"), object["kind"]?.stringValue == "replay" {
-                    try? await router.send(Message([peer, Frame([])] + replayReply(object)))
+                if let object = try? Wire.object(message[2].bytes, what: "request"), let kind = object["kind"]?.stringValue {
+                    let reply = kind == "replay" ? replayReply(object) : [Frame(lastSeenReply(object))]
+                    try? await router.send(Message([peer, Frame([])] + reply))
                     continue
                 }
                 let request: Wire.Request

@@ -23,6 +23,9 @@ public final class Node: Sendable {
         public var durability: EventStore.Durability = .full
         /// Where to start on an origin this node holds nothing from.
         public var catchUp: CatchUp = .beginning
+        /// False: plain PUB/SUB without sequence tracking or replay (events missed while a
+        /// peer is away stay missed). For measuring what the guarantees cost.
+        public var replay = true
         public var logger: Logger
 
         public init(topology: Topology, name: String, dataDirectory: String? = nil, workspace: String? = nil) throws(NodeError) {
@@ -135,7 +138,7 @@ public final class Node: Sendable {
         self.state = Mutex(State(lastSeq: try store.maxSeq(origin: spec.name), marks: try store.lastSeqByType(origin: spec.name)))
         self.eventFolder = try options.workspace.map { try EventFolder(workspace: $0) }
         self.intake = Intake(types: Self.subscribedTypes(pool: spec.pool, topology: options.topology))
-        try loadCursors()
+        if options.replay { try loadCursors() }
     }
 
     private func folderLoop() async throws {
@@ -353,7 +356,13 @@ public final class Node: Sendable {
     /// Takes every emit queued so far, stamps and stores them in one transaction, publishes
     /// them in sequence order, then answers the callers.
     private func emitLoop(pub: Socket, feed: Socket) async throws {
+        var recovered = false
         while let batch = await emits.take() {
+            if !recovered {
+                // Before numbering the first event of a store that has none of ours.
+                await recoverSequence(timeout: .milliseconds(1500))
+                recovered = true
+            }
             var events: [Event] = []
             var records: [StoredEvent] = []
             var waiting: [@Sendable (Result<Event, any Error>) -> Void] = []
@@ -398,7 +407,7 @@ public final class Node: Sendable {
             for (index, (event, record)) in zip(events, records).enumerated() {
                 let topic = Frame(Topic.bytes(type: event.type, stream: event.stream))
                 let envelope = Frame(record.envelope)
-                try? await pub.send(Message([topic, envelope, Frame(markFrames[index])]))
+                try? await pub.send(Message(options.replay ? [topic, envelope, Frame(markFrames[index])] : [topic, envelope]))
                 try? await feed.send(Message([topic, envelope]))
                 broadcast(event)
             }

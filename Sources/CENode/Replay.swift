@@ -153,3 +153,50 @@ extension Node {
         return Replay.Reply(lastSeq: UInt64(last), through: UInt64(through), events: events)
     }
 }
+
+// Sequence recovery: a node whose store holds none of its own events (a new node, or one
+// whose store was lost) asks its peers for the highest sequence of its events they hold, and
+// continues after it, so no sequence number is ever given to two different events.
+// Request: `{"v":1, "kind":"last_seen", "origin":O}`; reply `{"v":1, "status":"ok", "seq":S}`.
+extension Node {
+    func lastSeenReply(_ object: [String: JSONValue]) -> [UInt8] {
+        guard object["kind"]?.stringValue == "last_seen", let origin = object["origin"]?.stringValue else {
+            reject("request of unknown kind \(object["kind"]?.serializedString ?? "null")")
+            return Wire.errorReply(requestID: nil, answeredBy: spec.name, error: "unknown request kind \(object["kind"]?.serializedString ?? "null") (replay, last_seen, or a question)")
+        }
+        let held = (try? store.maxSeq(origin: origin)) ?? 0
+        let cursor = intake.state.withLock { $0.tracks[origin]?.cursor } ?? 0
+        return JSONValue.object(["v": .number(Double(Wire.version)), "status": "ok", "seq": .number(Double(max(held, cursor ?? 0)))]).serialized()
+    }
+
+    /// Asks every peer at once, for at most `timeout`; peers that are down do not answer.
+    func recoverSequence(timeout: Duration) async {
+        let peers = topology.peers(of: spec.name)
+        guard state.withLock({ $0.lastSeq }) == 0, !peers.isEmpty else { return }
+        let request = Message(JSONValue.object(["v": .number(Double(Wire.version)), "kind": "last_seen", "origin": .string(spec.name)]).serialized())
+        let highest = await withTaskGroup(of: UInt64.self) { group in
+            for peer in peers {
+                group.addTask {
+                    guard let socket = try? self.context.socket(.req) else { return 0 }
+                    defer { socket.close() }
+                    do {
+                        try socket.set(.linger(milliseconds: 0))
+                        try socket.connect(peer.repEndpoint)
+                        try await socket.send(request)
+                        let reply = try JSONValue(parsing: try await socket.receive(timeout: timeout)[0].bytes)
+                        return UInt64(max(0, reply["seq"]?.intValue ?? 0))
+                    } catch {
+                        return 0
+                    }
+                }
+            }
+            return await group.reduce(0, max)
+        }
+        guard highest > 0 else { return }
+        state.withLock { s in s.lastSeq = max(s.lastSeq, highest) }
+        logger.warning("""
+            this node's store holds none of its own events, but peers hold them up to sequence \(highest): \
+            continuing from \(highest + 1) so no sequence is reused (was the store \(store.path) replaced?)
+            """)
+    }
+}

@@ -4,6 +4,8 @@
 //   ce-bench gates [--pools N] [--rounds R] [--processes]   gate decision latency: last sync_point_reached -> gate_passed at every pool
 //   ce-bench bus [--events N] [--rate R] [--emitters E] [--asks A]   emit -> stored at origin -> stored at a subscriber process;
 //                                                  throughput, latency at R events/s, ask round trip
+//   ce-bench replay [--events N] [--stall N]     catch-up rate of a subscriber N events behind; origin memory
+//                                                  while a subscriber is stalled (SIGSTOP) and N events pass
 import CECore
 import CENode
 import CEStore
@@ -16,7 +18,7 @@ func fail(_ text: String) -> Never {
     exit(2)
 }
 
-let usage = "usage: ce-bench store [--events N] [--batch B] [--tasks T] [--durability full|normal|both] [--dir DIR] [--ceiling PATH_TO_sqlite_ceiling]\n       ce-bench gates [--pools N] [--rounds R] [--processes] [--heartbeat-ms MS]\n       ce-bench bus [--events N] [--rate EVENTS_PER_S] [--asks N] [--emitters N] [--normal]"
+let usage = "usage: ce-bench store [--events N] [--batch B] [--tasks T] [--durability full|normal|both] [--dir DIR] [--ceiling PATH_TO_sqlite_ceiling]\n       ce-bench gates [--pools N] [--rounds R] [--processes] [--heartbeat-ms MS]\n       ce-bench bus [--events N] [--rate EVENTS_PER_S] [--asks N] [--emitters N] [--normal] [--no-replay]\n       ce-bench replay [--events N] [--stall N]"
 let arguments = Array(CommandLine.arguments.dropFirst(2))
 guard let command = CommandLine.arguments.dropFirst().first else { fail(usage) }
 
@@ -32,7 +34,7 @@ guard let command = CommandLine.arguments.dropFirst().first else { fail(usage) }
     guard i + 1 < arguments.count, let n = Int(arguments[i + 1]), n > 0 else { fail("\(name) needs a positive number\n\(usage)") }
     return n
 }
-for (i, a) in arguments.enumerated() where a.hasPrefix("--") && !["--events", "--rate", "--asks", "--emitters", "--normal", "--pools", "--rounds", "--batch", "--tasks", "--durability", "--dir", "--ceiling", "--processes", "--heartbeat-ms"].contains(a) {
+for (i, a) in arguments.enumerated() where a.hasPrefix("--") && !["--events", "--rate", "--asks", "--emitters", "--normal", "--pools", "--rounds", "--batch", "--tasks", "--durability", "--dir", "--ceiling", "--processes", "--heartbeat-ms", "--no-replay", "--stall"].contains(a) {
     fail("unknown flag \(a) (argument \(i + 1))\n\(usage)")
 }
 
@@ -53,6 +55,7 @@ switch command {
 case "store": try await storeBenchmark()
 case "bus": try await busBenchmark()
 case "gates": try await gateBenchmark()
+case "replay": try await replayBenchmark()
 default: fail("unknown benchmark \(command)\n\(usage)")
 }
 try? FileManager.default.removeItem(atPath: temporaryRoot)
@@ -151,6 +154,11 @@ try? FileManager.default.removeItem(atPath: temporaryRoot)
     var originOptions = try Node.Options(topology: topology, name: "origin")
     originOptions.durability = arguments.contains("--normal") ? .normal : .full
     child.arguments! += ["--durability", originOptions.durability.rawValue]
+    if arguments.contains("--no-replay") {
+        originOptions.replay = false
+        child.arguments! += ["--no-replay"]
+        print("bus: plain PUB/SUB, no sequence tracking or replay")
+    }
     let origin = try Node(options: originOptions)
     origin.answerQuestions { question in question.question }
     try child.run()
@@ -431,4 +439,98 @@ func reportGates(pools: Int, rounds: Int, latencies: [Double], coordinatorReceiv
     reportGates(pools: pools, rounds: rounds + 1, latencies: latencies, coordinatorReceived: received)
     for reader in readers { reader.cancel() }
     await context.shutdown()
+}
+
+/// Resident memory of a process, from /proc (KiB).
+func residentKiB(_ pid: Int32? = nil) -> Int {
+    let path = pid.map { "/proc/\($0)/status" } ?? "/proc/self/status"
+    guard let text = try? String(contentsOfFile: path, encoding: .utf8),
+        let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") })
+    else { return -1 }
+    return Int(line.split(separator: " ").dropFirst().first ?? "") ?? -1
+}
+
+/// 1. A subscriber process started when the origin (this process) already holds `--events`
+/// events it subscribes to: how fast it catches up by replay. 2. The subscriber frozen
+/// (SIGSTOP) while the origin emits `--stall` more: the origin's memory stays bounded (live
+/// events beyond the high-water mark are dropped for that subscriber, not buffered), and the
+/// subscriber catches up by replay once it runs again.
+@MainActor func replayBenchmark() async throws {
+    let count = option("--events", default: 100_000)
+    let stall = option("--stall", default: 200_000)
+    try FileManager.default.createDirectory(atPath: temporaryRoot, withIntermediateDirectories: true)
+    func port() -> Int { Int.random(in: 20000..<32000) }
+    let yaml = """
+        version: 1
+        settings: { heartbeat_ms: 200 }
+        nodes:
+          - { name: origin, pool: planner, host: 127.0.0.1, ports: { pub: \(port()), rep: \(port()) }, data: \(temporaryRoot)/origin }
+          - { name: subscriber, pool: builder, host: 127.0.0.1, ports: { pub: \(port()), rep: \(port()) }, data: \(temporaryRoot)/subscriber }
+        pools:
+          builder: { subscribe: [plan_ready] }
+        """
+    let path = temporaryRoot + "/topology.yaml"
+    try yaml.write(toFile: path, atomically: true, encoding: .utf8)
+    let topology = try TopologyLoader.load(path: path)
+    let origin = try Node(options: try Node.Options(topology: topology, name: "origin"))
+    let originTask = Task { try await origin.run() }
+    defer { originTask.cancel() }
+    func emit(_ n: Int) async throws {
+        var left = n
+        while left > 0 {
+            let k = min(1000, left)
+            _ = try await origin.emit((0..<k).map { _ in Node.Emission(.planReady, payload: payload) })
+            left -= k
+        }
+    }
+    var start = ContinuousClock.now
+    try await emit(count)
+    print(String(format: "replay: origin stored %d events (256 B payload) in %.1f s", count, seconds(since: start)))
+
+    let child = Process()
+    child.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("ce-node")
+    child.arguments = ["run", "--topology", path, "--node", "subscriber", "--log-level", "warning"]
+    defer { if child.isRunning { kill(child.processIdentifier, SIGCONT); child.terminate(); child.waitUntilExit() } }
+    try child.run()
+    let client = ControlClient(dataDirectory: topology.node(named: "subscriber")!.data)
+    func cursor() async -> Int {
+        let status = try? await client.call(["cmd": "status"], timeout: .seconds(5))
+        return status?["status"]?["peers"]?[0]?["cursor"]?.intValue ?? -1
+    }
+    func waitForCursor(_ target: UInt64, _ what: String) async throws {
+        let deadline = ContinuousClock.now + .seconds(600)
+        while await cursor() < Int(target) {
+            guard ContinuousClock.now < deadline else { fail("the subscriber did not catch up (\(what)) within 600 s") }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+    // From the moment the subscriber answers on its control endpoint.
+    while await cursor() < 0 { try await Task.sleep(for: .milliseconds(10)) }
+    start = ContinuousClock.now
+    try await waitForCursor(origin.lastSequence, "start")
+    let took = seconds(since: start)
+    print(String(format: "replay: a new subscriber caught up on %d events in %.2f s: %.0f events/s (stored durably, handed over in order); subscriber RSS %d KiB",
+                 count, took, Double(count) / took, residentKiB(child.processIdentifier)))
+
+    // Stalled subscriber.
+    let before = residentKiB()
+    kill(child.processIdentifier, SIGSTOP)
+    start = ContinuousClock.now
+    try await emit(stall)
+    let emitted = seconds(since: start)
+    let during = residentKiB()
+    let stalledRSS = residentKiB(child.processIdentifier)
+    kill(child.processIdentifier, SIGCONT)
+    start = ContinuousClock.now
+    try await waitForCursor(origin.lastSequence, "after the stall")
+    let recovered = seconds(since: start)
+    let status = try await client.call(["cmd": "status"])
+    let counters = status["status"]?["counters"]
+    print(String(format: "replay: subscriber frozen while the origin emitted %d events (%.0f events/s): origin RSS %d KiB before, %d KiB after (+%d KiB); the frozen subscriber %d KiB",
+                 stall, Double(stall) / emitted, before, during, during - before, stalledRSS))
+    print(String(format: "replay: after SIGCONT it caught up in %.2f s (%d received live or by replay, %d by replay, %d live events dropped behind the gap); subscriber RSS %d KiB",
+                 recovered, counters?["received"]?.intValue ?? -1, counters?["replayed_in"]?.intValue ?? -1,
+                 counters?["pending_dropped"]?.intValue ?? -1, residentKiB(child.processIdentifier)))
+    originTask.cancel()
+    _ = await originTask.result
 }

@@ -67,6 +67,8 @@ struct Run: AsyncParsableCommand {
         "Where to start on an origin this node holds nothing from: beginning, now, a sequence number, or a timestamp.",
         valueName: "point"))
     var catchUp: String = "beginning"
+    @Flag(help: "Plain PUB/SUB: no sequence tracking, no replay (events missed while away stay missed); for measuring what the guarantees cost.")
+    var noReplay = false
 
     func run() async throws {
         guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown log level \(logLevel)") }
@@ -80,6 +82,7 @@ struct Run: AsyncParsableCommand {
         var options = try Node.Options(topology: try selection.load(), name: name, dataDirectory: selection.data, workspace: workspace)
         options.durability = durability
         options.catchUp = catchUp
+        options.replay = !noReplay
         let node = try Node(options: options)
         // The coordinator node also runs the coordinator's state machines.
         let service = node.spec.isCoordinator ? CoordinatorService(node: node) : nil

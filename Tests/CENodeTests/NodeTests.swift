@@ -188,6 +188,22 @@ struct NodeTests {
         }
     }
 
+    @Test func aNodeWhoseStoreWasWipedContinuesAfterTheSequenceItsPeersHold() async throws {
+        try await withCluster([.init(name: "planner-1", pool: "planner"), .init(name: "builder-1", pool: "builder")]) { cluster in
+            for i in 1...3 { try await cluster.emit("planner-1", "plan_ready", ["n": .number(Double(i))]) }
+            try await eventually(10, "builder has the three") { try cluster.history("builder-1").count == 3 }
+            cluster.kill("planner-1")
+            try FileManager.default.removeItem(atPath: cluster.data("planner-1"))  // the volume is gone
+            try cluster.start("planner-1")
+            try await cluster.waitUntilUp("planner-1")
+            // Emitted right away: no waiting for the builder to reconnect; replay covers it.
+            let event = try await cluster.emit("planner-1", "plan_ready", ["n": 4])
+            #expect(event["seq"]?.intValue == 4)
+            try await eventually(10, "builder stores the new event beside the old ones") { try cluster.history("builder-1").count == 4 }
+            #expect(cluster.log("planner-1").contains("peers hold them up to sequence 3"))
+        }
+    }
+
     @Test func badInputIsCountedAndRejectedAndNothingStoredIsLost() async throws {
         // "mallory" is in the topology but is this test's own raw PUB socket.
         try await withCluster(
