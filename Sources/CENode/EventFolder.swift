@@ -1,6 +1,9 @@
 import CECore
 import Foundation
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The event folder: how agents that can only read and write files take part.
 ///
@@ -120,13 +123,23 @@ final class EventFolder: Sendable {
         try? FileManager.default.moveItem(atPath: path, toPath: target)
     }
 
+    /// Renames `temporary` to `path` in one step, replacing a file already there
+    /// (rename(2); FileManager's move refuses an existing target).
+    static func replace(_ path: String, with temporary: String) throws {
+        guard rename(temporary, path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            try? FileManager.default.removeItem(atPath: temporary)
+            throw NodeError("cannot rename \(temporary) to \(path): \(reason)")
+        }
+    }
+
     /// Writes an event that reached this node into the inbox (write to a hidden file, then rename).
     func deliver(_ event: Event) {
         let name = AgentEventFile.fileName(for: event)
         let temporary = inbox + "/." + name + ".tmp"
         do {
             try Data(AgentEventFile(event: event).json()).write(to: URL(fileURLWithPath: temporary))
-            try FileManager.default.moveItem(atPath: temporary, toPath: inbox + "/" + name)
+            try Self.replace(inbox + "/" + name, with: temporary)
         } catch {
             try? FileManager.default.removeItem(atPath: temporary)
         }
@@ -142,7 +155,8 @@ final class EventFolder: Sendable {
         ]
         let temporary = requests + "/." + name + ".tmp"
         try Data(body.serialized()).write(to: URL(fileURLWithPath: temporary))
-        try FileManager.default.moveItem(atPath: temporary, toPath: requests + "/" + name)
+        // A file of the same request may be left from before a crash: this one replaces it.
+        try Self.replace(requests + "/" + name, with: temporary)
         defer { try? FileManager.default.removeItem(atPath: requests + "/" + name) }
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in

@@ -63,6 +63,48 @@ struct NodeTests {
         }
     }
 
+    @Test func aQuestionIsAnsweredOnceAcrossAResponderRestart() async throws {
+        try await withCluster([.init(name: "planner-1", pool: "planner", workspace: true), .init(name: "builder-1", pool: "builder")]) { cluster in
+            // The asker's side of the wire, with a request id of its own, as a retry would send it.
+            let context = try Context()
+            defer { Task { await context.shutdown() } }
+            func send(_ requestID: String) async throws -> JSONValue {
+                let req = try context.socket(.req)
+                defer { req.close() }
+                try req.set(.linger(milliseconds: 0))
+                try req.connect(cluster.topology.node(named: "planner-1")!.repEndpoint)
+                let body: JSONValue = ["v": 1, "request_id": .string(requestID), "from_node": "builder-1", "from_pool": "builder",
+                                       "pool": "planner", "question": "cookie or token?"]
+                try await req.send(Message(body.serialized()))
+                return try JSONValue(parsing: try await req.receive(timeout: .seconds(10))[0].bytes)
+            }
+            // 1. The responder dies before its agent answers; the retry after its restart is answered.
+            let first = Task { try? await send("r-1") }
+            try await eventually(10, "the question reaches the agent") {
+                ((try? FileManager.default.contentsOfDirectory(atPath: cluster.workspace("planner-1") + "/.ce-events/requests")) ?? []).contains("r-1.json")
+            }
+            cluster.kill("planner-1")
+            first.cancel()
+            try cluster.start("planner-1")
+            try await cluster.waitUntilUp("planner-1")
+            let agent = Task { try await cluster.answerNextQuestion(of: "planner-1", with: "token") }
+            let answered = try await send("r-1")
+            _ = try await agent.value
+            #expect(answered["answer"]?.stringValue == "token")
+            // 2. Answered, then restarted: a retry gets the recorded answer; the agent is not asked again.
+            cluster.kill("planner-1")
+            try cluster.start("planner-1")
+            try await cluster.waitUntilUp("planner-1")
+            let again = try await send("r-1")
+            #expect(again["answer"]?.stringValue == "token")
+            let counters = try await cluster.status("planner-1")["counters"]
+            #expect(counters?["repeated_questions"]?.intValue == 1)
+            #expect(counters?["questions_answered"]?.intValue == 0)
+            let files = try FileManager.default.contentsOfDirectory(atPath: cluster.workspace("planner-1") + "/.ce-events/requests")
+            #expect(!files.contains("r-1.json"))
+        }
+    }
+
     @Test func aSlowAnswerIsRetriedOnAFreshSocketAndAnsweredOnce() async throws {
         try await withCluster([.init(name: "planner-1", pool: "planner", workspace: true), .init(name: "builder-1", pool: "builder")],
                               settings: "heartbeat_ms: 200\n  ask_timeout_ms: 300\n  ask_retries: 5") { cluster in
