@@ -278,6 +278,9 @@ extension Node {
             broadcast(event)
             eventFolder?.deliver(event)
         }
+        if eventFolder != nil, fresh.contains(true), let mark = try? store.lastRowID() {
+            state.withLock { $0.inboxMark = mark }
+        }
         state.withLock { s in
             s.counters.received += records.count - duplicates
             s.counters.duplicates += duplicates

@@ -98,6 +98,9 @@ public final class Node: Sendable {
         var questionHandler: (@Sendable (Question) async throws -> JSONValue)?
         var inFlight: [String: [Frame]] = [:]
         var running = false
+        /// The store's last rowid once everything received up to it was written to the
+        /// event folder's inbox; saved (meta `inbox_rowid`) with the next heartbeat.
+        var inboxMark: Int64?
         /// Extra control commands (the coordinator adds `gates`).
         var controlCommands: [String: @Sendable ([String: JSONValue]) async -> JSONValue] = [:]
     }
@@ -143,10 +146,36 @@ public final class Node: Sendable {
 
     private func folderLoop() async throws {
         if let eventFolder {
+            try redeliverToInbox(eventFolder)
             try await eventFolder.run(node: self)
         } else {
             while true { try await Task.sleep(for: .seconds(3600)) }
         }
+    }
+
+    /// Events stored but not yet written to the inbox when the node stopped (a crash between
+    /// the two): written now. Files are named by origin and sequence, so one written twice
+    /// replaces itself unless the agent already took it.
+    private func redeliverToInbox(_ folder: EventFolder) throws {
+        let last = try store.lastRowID()
+        var mark = try store.meta("inbox_rowid").flatMap { Int64($0) } ?? last
+        var count = 0
+        while mark < last {
+            let page = try storedEvents(afterRowID: mark, limit: 1000)
+            if page.isEmpty { break }
+            for (_, event) in page where event.origin != spec.name {
+                folder.deliver(event)
+                count += 1
+            }
+            mark = page.last!.rowID
+        }
+        try store.setMeta("inbox_rowid", String(last))
+        if count > 0 { logger.notice("wrote \(count) stored events to the inbox that a stop had kept from it") }
+    }
+
+    func saveInboxMark() {
+        guard let mark = state.withLock({ s in defer { s.inboxMark = nil }; return s.inboxMark }) else { return }
+        do { try store.setMeta("inbox_rowid", String(mark)) } catch { logger.error("cannot save the inbox position: \(error)") }
     }
 
     // MARK: Endpoints
@@ -210,6 +239,7 @@ public final class Node: Sendable {
 
     private func shutdown() async {
         intake.cancelAll()
+        saveInboxMark()
         emits.finish()
         writer.close()
         // Finish outside the lock: finishing runs the stream's onTermination, which locks too.
@@ -474,6 +504,7 @@ public final class Node: Sendable {
         let interval = Duration.milliseconds(topology.settings.heartbeatMilliseconds)
         let topic = Frame(Array("_hb/\(spec.name)".utf8))
         while true {
+            saveInboxMark()
             let (seq, marks) = state.withLock { ($0.lastSeq, $0.marks) }
             let body: JSONValue = [
                 "origin": .string(spec.name), "pool": .string(spec.pool), "seq": .number(Double(seq)),
