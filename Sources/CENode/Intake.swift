@@ -47,6 +47,8 @@ final class Intake: Sendable {
     /// Live events held back behind a gap, per origin; beyond it they are dropped and
     /// come back by replay, so a stalled subscriber never holds more than this.
     static let maxPending = 10_000
+    /// And at most this many envelope bytes.
+    static let maxPendingBytes = 16 << 20
 
     struct Held: Sendable {
         var event: Event
@@ -59,14 +61,20 @@ final class Intake: Sendable {
         var cursor: UInt64?
         var since: Date?
         var pending: [Held] = []
+        var pendingBytes = 0
         var replaying = false
         var again = false
+        /// The origin was heard with a sequence below the cursor (said once in the log).
+        var regressed = false
     }
 
     struct State: Sendable {
         var tracks: [String: Track] = [:]
         /// Cursors moved without storing an event (a heartbeat showed nothing was missed).
+        /// Saved with the next events, or on their own at most every few seconds: losing
+        /// them costs only a replay that finds nothing.
         var unsaved: [String: UInt64] = [:]
+        var lastSaved = ContinuousClock.now
     }
 
     let state = Mutex(State())
@@ -172,6 +180,7 @@ extension Node {
             var duplicates = 0
             var dropped = 0
             var wanted: Set<String> = []
+            var regressions: [(String, UInt64, UInt64)] = []
             for message in batch {
                 if message.count == 2, message[0].bytes.starts(with: Array("_hb/".utf8)) {
                     if let beat = heard(heartbeat: message) { heartbeats.append(beat) }
@@ -207,8 +216,9 @@ extension Node {
                     } else if !track.pending.isEmpty || track.replaying
                         || !intake.nothingMissed(before: event.seq, marks: marks, cursor: cursor)
                     {
-                        if track.pending.count < Intake.maxPending {
+                        if track.pending.count < Intake.maxPending && track.pendingBytes + held.envelope.count <= Intake.maxPendingBytes {
                             track.pending.append(held)
+                            track.pendingBytes += held.envelope.count
                         } else {
                             dropped += 1
                             track.again = true
@@ -231,6 +241,10 @@ extension Node {
                         s.unsaved[beat.origin] = beat.seq
                         return
                     }
+                    if beat.seq < cursor && !track.regressed {
+                        track.regressed = true
+                        regressions.append((beat.origin, beat.seq, cursor))
+                    }
                     guard beat.seq > cursor, track.pending.isEmpty, !track.replaying else { return }
                     if let marks = beat.marks, !marks.contains(where: { $0.value > cursor && intake.subscribes($0.key) }) {
                         track.cursor = beat.seq
@@ -244,6 +258,13 @@ extension Node {
                 s.counters.duplicates += duplicates
                 s.counters.pendingDropped += dropped
             }
+            for (origin, seq, cursor) in regressions {
+                logger.error("""
+                    \(origin) says its last sequence is \(seq), but this node holds its events up to \(cursor): \
+                    its store was replaced while no peer could tell it where it was; its events \(seq + 1)...\(cursor) \
+                    will be refused here as already held
+                    """)
+            }
             try await storeAndHandOver(accepted, feed: feed)
             for origin in wanted { startReplay(of: origin, feed: feed) }
         }
@@ -252,7 +273,9 @@ extension Node {
     /// Stores events (with the cursors they move, in one transaction) and hands the new ones
     /// over to the feed, listeners and the event folder.
     func storeAndHandOver(_ held: [Intake.Held], feed: Socket) async throws {
-        var cursors = intake.state.withLock { s in
+        var cursors = intake.state.withLock { s -> [String: UInt64] in
+            if held.isEmpty && ContinuousClock.now - s.lastSaved < .seconds(5) { return [:] }
+            s.lastSaved = ContinuousClock.now
             defer { s.unsaved.removeAll() }
             return s.unsaved
         }
@@ -369,6 +392,7 @@ extension Node {
                 }
             }
             track.pending = remaining
+            track.pendingBytes = remaining.reduce(0) { $0 + $1.envelope.count }
             track.cursor = cursor
         }
         state.withLock { $0.counters.replayedIn += reply.events.count }
