@@ -17,7 +17,7 @@ struct CENodeCommand: AsyncParsableCommand {
 
 /// `--topology FILE --node NAME`, or `--data DIR` for commands that only need the data folder.
 struct NodeSelection: ParsableArguments {
-    @Option(name: .long, help: "The topology file (default: $CE_TOPOLOGY, else topology/demo.yaml).")
+    @Option(name: .long, help: "The topology file ($CE_TOPOLOGY when set).")
     var topology: String = ProcessInfo.processInfo.environment["CE_TOPOLOGY"] ?? "topology/demo.yaml"
 
     @Option(name: .long, help: "The node's name in the topology (default: $CE_NODE).")
@@ -257,7 +257,7 @@ struct Tail: AsyncParsableCommand {
 struct CoordinatorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "coordinator", abstract: "Run the topology's coordinator node (gates, conflicts, liveness).")
-    @Option(help: "The topology file (default: $CE_TOPOLOGY, else topology/demo.yaml).")
+    @Option(help: "The topology file ($CE_TOPOLOGY when set).")
     var topology: String = ProcessInfo.processInfo.environment["CE_TOPOLOGY"] ?? "topology/demo.yaml"
     @Option(help: "Log level.") var logLevel: String = "info"
     @Option(help: "Store durability: full or normal.") var durability: String = "full"

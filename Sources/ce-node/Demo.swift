@@ -11,7 +11,7 @@ struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Start the demo cluster (one process per node) and play a pipeline with a live timeline.")
 
-    @Option(help: "The topology file (all nodes on this machine).")
+    @Option(help: "The topology file (all nodes on this machine, unless --attach; $CE_TOPOLOGY when set).")
     var topology: String = ProcessInfo.processInfo.environment["CE_TOPOLOGY"] ?? "topology/demo.yaml"
 
     @Flag(help: "Play on a cluster that already runs (containers, other hosts' nodes reached through their local endpoints): start and stop nothing.")
