@@ -3,8 +3,9 @@
 # Input (jq --slurp): one object per node,
 #   {"node": NAME, "subs": [event types] or "all", "events": [envelopes, in store order]}
 # Argument $allow: events a node may lack because they were published while a fault was
-# under way (PUB/SUB does not deliver to a subscriber that is down or cut off):
-#   {"NODE": {"ORIGIN": [after_seq, up_to_seq], ...}, ...}
+# under way (PUB/SUB does not deliver to a subscriber that is down or cut off), as windows
+# of each origin's sequence:
+#   {"NODE": {"ORIGIN": [[after_seq, up_to_seq], ...], ...}, ...}
 # ({} for the strict census.)
 #
 # Output: one object per node with what it should hold, what it holds, and every problem:
@@ -32,7 +33,7 @@ def short: {id, origin, seq, event_type};
     | ($n.events | map(.id)) as $held
     | ($held | map({key: ., value: true}) | from_entries) as $heldSet
     | ($expected | map(select($heldSet[.id] | not))) as $absent
-    | ($absent | map(select(($window[.origin] // null) as $w | $w != null and .seq > $w[0] and .seq <= $w[1]))) as $excused
+    | ($absent | map(select(. as $e | any(($window[$e.origin] // [])[]; $e.seq > .[0] and $e.seq <= .[1])))) as $excused
     | ($expected | map({key: .id, value: true}) | from_entries) as $expectedSet
     | {
         node: $n.node,
