@@ -6,6 +6,9 @@
 //                                                  throughput, latency at R events/s, ask round trip
 //   ce-bench replay [--events N] [--stall N]     catch-up rate of a subscriber N events behind; origin memory
 //                                                  while a subscriber is stalled (SIGSTOP) and N events pass
+//   ce-bench link --from DATA --to DATA [--events N] [--rate R] [--type T]
+//                                                 two running nodes (any hosts, e.g. containers) reached through
+//                                                  their data folders: emit at one -> stored at the other, p50/p99
 import CECore
 import CENode
 import CEStore
@@ -18,7 +21,7 @@ func fail(_ text: String) -> Never {
     exit(2)
 }
 
-let usage = "usage: ce-bench store [--events N] [--batch B] [--tasks T] [--durability full|normal|both] [--dir DIR] [--ceiling PATH_TO_sqlite_ceiling]\n       ce-bench gates [--pools N] [--rounds R] [--processes] [--heartbeat-ms MS]\n       ce-bench bus [--events N] [--rate EVENTS_PER_S] [--asks N] [--emitters N] [--normal] [--no-replay]\n       ce-bench replay [--events N] [--stall N]"
+let usage = "usage: ce-bench store [--events N] [--batch B] [--tasks T] [--durability full|normal|both] [--dir DIR] [--ceiling PATH_TO_sqlite_ceiling]\n       ce-bench gates [--pools N] [--rounds R] [--processes] [--heartbeat-ms MS]\n       ce-bench bus [--events N] [--rate EVENTS_PER_S] [--asks N] [--emitters N] [--normal] [--no-replay]\n       ce-bench replay [--events N] [--stall N]\n       ce-bench link --from DATA_DIR --to DATA_DIR [--events N] [--rate EVENTS_PER_S] [--type EVENT_TYPE]"
 let arguments = Array(CommandLine.arguments.dropFirst(2))
 guard let command = CommandLine.arguments.dropFirst().first else { fail(usage) }
 
@@ -34,7 +37,7 @@ guard let command = CommandLine.arguments.dropFirst().first else { fail(usage) }
     guard i + 1 < arguments.count, let n = Int(arguments[i + 1]), n > 0 else { fail("\(name) needs a positive number\n\(usage)") }
     return n
 }
-for (i, a) in arguments.enumerated() where a.hasPrefix("--") && !["--events", "--rate", "--asks", "--emitters", "--normal", "--pools", "--rounds", "--batch", "--tasks", "--durability", "--dir", "--ceiling", "--processes", "--heartbeat-ms", "--no-replay", "--stall"].contains(a) {
+for (i, a) in arguments.enumerated() where a.hasPrefix("--") && !["--events", "--rate", "--asks", "--emitters", "--normal", "--pools", "--rounds", "--batch", "--tasks", "--durability", "--dir", "--ceiling", "--processes", "--heartbeat-ms", "--no-replay", "--stall", "--from", "--to", "--type"].contains(a) {
     fail("unknown flag \(a) (argument \(i + 1))\n\(usage)")
 }
 
@@ -56,6 +59,7 @@ case "store": try await storeBenchmark()
 case "bus": try await busBenchmark()
 case "gates": try await gateBenchmark()
 case "replay": try await replayBenchmark()
+case "link": try await linkBenchmark()
 default: fail("unknown benchmark \(command)\n\(usage)")
 }
 try? FileManager.default.removeItem(atPath: temporaryRoot)
@@ -533,4 +537,74 @@ func residentKiB(_ pid: Int32? = nil) -> Int {
                  counters?["pending_dropped"]?.intValue ?? -1, residentKiB(child.processIdentifier)))
     originTask.cancel()
     _ = await originTask.result
+}
+/// Two nodes that already run (in containers, on other hosts, or `ce-node run` here), reached
+/// through their data folders: events emitted at `--from` (control endpoint, one at a time, at
+/// `--rate` per second) and timed until they appear on `--to`'s feed, i.e. stored there. The
+/// emit call includes the durable store at the origin; `--type` must be one `--to` subscribes to.
+@MainActor func linkBenchmark() async throws {
+    guard let from = textOption("--from"), let to = textOption("--to") else { fail("link needs --from DATA_DIR and --to DATA_DIR\n\(usage)") }
+    let count = option("--events", default: 2000)
+    let rate = option("--rate", default: 200)
+    let typeName = textOption("--type") ?? "plan_ready"
+    guard let type = try? EventType(validating: typeName) else { fail("--type: not an event type: \(typeName)") }
+    func endpoint(_ dir: String, _ name: String) -> String {
+        "ipc://" + (dir.hasPrefix("/") ? dir : FileManager.default.currentDirectoryPath + "/" + dir) + "/" + name
+    }
+    let context = try Context()
+    let feed = try context.socket(.sub)
+    try feed.set([.subscribe(Topic.subscriptionPrefix(for: type)), .receiveHighWaterMark(0)])
+    try feed.connect(endpoint(to, "feed.sock"))
+    let control = try context.socket(.req)
+    try control.set(.linger(milliseconds: 0))
+    try control.connect(endpoint(from, "control.sock"))
+    let arrivals = Mutex<[String: ContinuousClock.Instant]>([:])
+    let reader = Task {
+        for try await message in feed.messages {
+            let now = ContinuousClock.now
+            guard message.count == 2, let event = try? EnvelopeCodec.decode(message[1].bytes) else { continue }
+            arrivals.withLock { $0[event.id] = now }
+        }
+    }
+    defer { reader.cancel() }
+    let request = Message(JSONValue.object(["cmd": "emit", "event_type": .string(typeName), "payload": payload]).serialized())
+    func emit() async throws -> String {
+        try await control.send(request)
+        let reply = try await control.receive(timeout: .seconds(30))
+        let value = try JSONValue(parsing: reply[0].bytes)
+        guard let id = value["event"]?["id"]?.stringValue else { fail("the node at \(from) refused the emit: \(value.serializedString)") }
+        return id
+    }
+    // Warm up until the feed delivers (the feed's subscription takes a moment to reach the node).
+    var warm = 0
+    while arrivals.withLock({ $0.isEmpty }) {
+        warm += 1
+        if warm > 500 { fail("nothing emitted at \(from) reached the feed of \(to) in 500 tries: does it subscribe to \(typeName)?") }
+        _ = try await emit()
+        try await Task.sleep(for: .milliseconds(10))
+    }
+    var sent: [(String, ContinuousClock.Instant)] = []
+    var acks: [Double] = []
+    let paced = ContinuousClock.now
+    for i in 0..<count {
+        let due = paced + .seconds(Double(i) / Double(rate))
+        if due > ContinuousClock.now { try await Task.sleep(until: due, clock: .continuous) }
+        let t = ContinuousClock.now
+        let id = try await emit()
+        let d = ContinuousClock.now - t
+        acks.append(Double(d.components.seconds) * 1e3 + Double(d.components.attoseconds) / 1e15)
+        sent.append((id, t))
+    }
+    let lastID = sent.last!.0
+    let deadline = ContinuousClock.now + .seconds(30)
+    while arrivals.withLock({ $0[lastID] == nil }) && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+    let latencies = arrivals.withLock { a in
+        sent.compactMap { id, t in a[id].map { d in Double((d - t).components.seconds) * 1e3 + Double((d - t).components.attoseconds) / 1e15 } }
+    }.sorted()
+    acks.sort()
+    print(String(format: "link: %d %@ events of 256 B at %d/s: emit call -> stored at the receiver p50 %.2f ms, p99 %.2f ms (%d of %d arrived); emit acknowledged (stored at the origin) p50 %.2f ms, p99 %.2f ms",
+                 count, typeName as NSString, rate, percentile(latencies, 0.5), percentile(latencies, 0.99), latencies.count, count,
+                 percentile(acks, 0.5), percentile(acks, 0.99)))
+    reader.cancel()
+    await context.shutdown()
 }

@@ -17,11 +17,14 @@ struct CENodeCommand: AsyncParsableCommand {
 
 /// `--topology FILE --node NAME`, or `--data DIR` for commands that only need the data folder.
 struct NodeSelection: ParsableArguments {
-    @Option(name: .long, help: "The topology file.")
-    var topology: String = "topology/demo.yaml"
+    @Option(name: .long, help: "The topology file ($CE_TOPOLOGY when set).")
+    var topology: String = ProcessInfo.processInfo.environment["CE_TOPOLOGY"] ?? "topology/demo.yaml"
 
-    @Option(name: .long, help: "The node's name in the topology.")
+    @Option(name: .long, help: "The node's name in the topology (default: $CE_NODE).")
     var node: String?
+
+    /// `--node`, else `$CE_NODE` (a container sets it once for every command run in it).
+    var nodeName: String? { node ?? ProcessInfo.processInfo.environment["CE_NODE"] }
 
     @Option(name: .long, help: "The node's data folder (default: the topology's).")
     var data: String?
@@ -33,7 +36,7 @@ struct NodeSelection: ParsableArguments {
     /// The data folder of the selected node.
     func dataDirectory() throws -> String {
         if let data { return data }
-        guard let node else { throw ValidationError("say which node: --node NAME (or --data DIR)") }
+        guard let node = nodeName else { throw ValidationError("say which node: --node NAME (or --data DIR)") }
         let topology = try load()
         guard let spec = topology.node(named: node) else {
             throw ValidationError("no node \"\(node)\" in \(self.topology) (nodes: \(topology.nodes.map(\.name).joined(separator: ", ")))")
@@ -77,7 +80,7 @@ struct Run: AsyncParsableCommand {
         }
         let catchUp: CatchUp
         do { catchUp = try CatchUp(parsing: self.catchUp) } catch { throw ValidationError("--catch-up: \(error)") }
-        guard let name = selection.node else { throw ValidationError("say which node to run: --node NAME") }
+        guard let name = selection.nodeName else { throw ValidationError("say which node to run: --node NAME") }
         bootstrapLogging(level)
         var options = try Node.Options(topology: try selection.load(), name: name, dataDirectory: selection.data, workspace: workspace)
         options.durability = durability
@@ -264,7 +267,8 @@ struct Tail: AsyncParsableCommand {
 struct CoordinatorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "coordinator", abstract: "Run the topology's coordinator node (gates, conflicts, liveness).")
-    @Option(help: "The topology file.") var topology: String = "topology/demo.yaml"
+    @Option(help: "The topology file ($CE_TOPOLOGY when set).")
+    var topology: String = ProcessInfo.processInfo.environment["CE_TOPOLOGY"] ?? "topology/demo.yaml"
     @Option(help: "Log level.") var logLevel: String = "info"
     @Option(help: "Store durability: full or normal.") var durability: String = "full"
 

@@ -11,12 +11,36 @@ struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Start the demo cluster (one process per node) and play a pipeline with a live timeline.")
 
-    @Option(help: "The topology file (all nodes on this machine).")
-    var topology: String = "topology/demo.yaml"
+    @Option(help: "The topology file (all nodes on this machine, unless --attach; $CE_TOPOLOGY when set).")
+    var topology: String = ProcessInfo.processInfo.environment["CE_TOPOLOGY"] ?? "topology/demo.yaml"
+
+    @Flag(help: "Play on a cluster that already runs (containers, other hosts' nodes reached through their local endpoints): start and stop nothing.")
+    var attach = false
+
+    @Option(help: "With --attach: node NAME's data folder is DIR/NAME instead of the topology's (every node's data volume mounted side by side).")
+    var dataRoot: String?
 
     func run() async throws {
-        let cluster: Topology
+        var cluster: Topology
         do { cluster = try TopologyLoader.load(path: topology) } catch { throw ValidationError("\(error)") }
+        if let dataRoot {
+            guard attach else { throw ValidationError("--data-root goes with --attach") }
+            cluster.nodes = cluster.nodes.map { node in
+                var node = node
+                node.data = dataRoot + "/" + node.name
+                return node
+            }
+        }
+        if attach {
+            print("Playing on the running cluster of \(topology) (\(cluster.nodes.map(\.name).joined(separator: ", ")))")
+            do {
+                try await play(cluster)
+            } catch {
+                print("Demo failed: \(error)")
+                throw ExitCode.failure
+            }
+            return
+        }
         let root = commonDataRoot(cluster)
         try? FileManager.default.removeItem(atPath: root)  // the demo's own folder, from a previous run
         try FileManager.default.createDirectory(atPath: root + "/logs", withIntermediateDirectories: true)
