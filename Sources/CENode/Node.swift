@@ -503,8 +503,12 @@ public final class Node: Sendable {
     private func heartbeatLoop(pub: Socket) async throws {
         let interval = Duration.milliseconds(topology.settings.heartbeatMilliseconds)
         let topic = Frame(Array("_hb/\(spec.name)".utf8))
+        var watch = PeerWatch()
         while true {
             saveInboxMark()
+            for line in watch.check(self) {
+                if line.warning { logger.warning("\(line.text)") } else { logger.notice("\(line.text)") }
+            }
             let (seq, marks) = state.withLock { ($0.lastSeq, $0.marks) }
             let body: JSONValue = [
                 "origin": .string(spec.name), "pool": .string(spec.pool), "seq": .number(Double(seq)),

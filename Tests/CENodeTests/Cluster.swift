@@ -19,6 +19,8 @@ final class Cluster: @unchecked Sendable {
         var name: String
         var pool: String
         var workspace = false
+        /// A host name instead of the harness's address (for peers that cannot be reached).
+        var host: String? = nil
     }
 
     /// Writes a topology for the nodes (free loopback ports); `launch` starts them.
@@ -32,7 +34,7 @@ final class Cluster: @unchecked Sendable {
         for node in nodes {
             // Each host has its own ports in namespaces; on loopback each node needs its own.
             let (pub, rep) = hosts.mode == .namespaces ? (7000, 7001) : (try freePort(), try freePort())
-            let host = hosts.address(of: node.name)
+            let host = node.host ?? hosts.address(of: node.name)
             if node.pool == "coordinator" {
                 coordinator = "coordinator:\n  name: \(node.name)\n  host: \(host)\n  ports: { pub: \(pub), rep: \(rep) }\n  data: \(root)/\(node.name)\n"
                 continue

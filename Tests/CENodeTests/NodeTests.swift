@@ -316,3 +316,23 @@ struct NodeTests {
         #expect(try run(["run", "--bogus-flag"]).contains("bogus-flag"))
     }
 }
+
+@Suite("Peers that are gone, said in the log")
+struct PeerLogTests {
+    @Test func aPeerThatNeverComesUpOrDoesNotResolveOrDiesIsNamedInTheLog() async throws {
+        try await withCluster(
+            [.init(name: "builder-1", pool: "builder"), .init(name: "planner-1", pool: "planner"),
+             .init(name: "ghost-1", pool: "reviewer", host: "no-such-host.invalid")],
+            settings: "heartbeat_ms: 200", start: ["builder-1", "planner-1"]) { cluster in
+            try await eventually(20, "builder-1 says the unresolvable peer was never heard") {
+                cluster.log("builder-1").contains("peer ghost-1 (tcp://no-such-host.invalid:")
+                    && cluster.log("builder-1").contains("does not resolve here")
+            }
+            cluster.kill("planner-1")
+            try await eventually(10, "builder-1 says planner-1 went silent") { cluster.log("builder-1").contains("peer planner-1 (tcp://127.0.0.1") }
+            try cluster.start("planner-1")
+            try await eventually(10, "builder-1 says planner-1 is back") { cluster.log("builder-1").contains("peer planner-1 is back") }
+            #expect(cluster.log("builder-1").contains("silent for"))
+        }
+    }
+}
