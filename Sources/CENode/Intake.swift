@@ -349,6 +349,19 @@ extension Node {
                 if failures == 1 || failures % 20 == 0 {
                     logger.notice("replay from \(origin.name) failed (\(failures) times so far), retrying: \(error)")
                 }
+                // An origin that is alive (its heartbeats arrive) but never answers a replay
+                // (a publisher of another make, a replay port that is wrong): take its events
+                // as they come rather than hold them forever.
+                let interval = Double(topology.settings.heartbeatMilliseconds) / 1000
+                if failures >= 5, let heard = peerHeartbeats[origin.name], Date().timeIntervalSince(heard) < interval * 3 {
+                    do {
+                        let taken = try await intake.turn.run { try await self.takeWithoutReplay(from: origin.name, feed: feed) }
+                        logger.warning("\(origin.name) is alive but answers no replay (\(error)): took \(taken) waiting events as they came; events it published in gaps before them may be missing here")
+                        return
+                    } catch {
+                        logger.error("storing \(origin.name)'s waiting events failed: \(error)")
+                    }
+                }
                 try? await Task.sleep(for: backoff)
                 backoff = min(backoff * 2, .seconds(2))
                 continue
@@ -407,6 +420,24 @@ extension Node {
             }
             return more
         }
+    }
+
+    /// Gives up on replay from an origin: its waiting events are stored in sequence order.
+    private func takeWithoutReplay(from origin: String, feed: Socket) async throws -> Int {
+        let accepted = intake.state.withLock { s -> [Intake.Held] in
+            guard var track = s.tracks[origin] else { return [] }
+            defer { s.tracks[origin] = track }
+            let cursor = track.cursor ?? 0
+            let taken = track.pending.sorted { $0.event.seq < $1.event.seq }.filter { $0.event.seq > cursor }
+            track.cursor = max(cursor, taken.last?.event.seq ?? cursor)
+            track.pending = []
+            track.pendingBytes = 0
+            track.replaying = false
+            track.again = false
+            return taken
+        }
+        try await storeAndHandOver(accepted, feed: feed)
+        return accepted.count
     }
 
     static func parseMarks(_ bytes: [UInt8]) -> [String: UInt64]? {

@@ -336,3 +336,33 @@ struct PeerLogTests {
         }
     }
 }
+
+@Suite("Publishers that cannot replay")
+struct NoReplayPublisherTests {
+    /// A publisher of another make ("mallory": this test's raw PUB socket) sends heartbeats
+    /// and an event after a gap, and answers no replay: the node takes the event anyway.
+    @Test func eventsOfALivePublisherThatAnswersNoReplayAreTakenAfterAFewTries() async throws {
+        try await withCluster(
+            [.init(name: "builder-1", pool: "builder"), .init(name: "mallory", pool: "planner")],
+            settings: "heartbeat_ms: 200\n  ask_timeout_ms: 500", start: ["builder-1"]) { cluster in
+            let context = try Context()
+            let pub = try context.socket(.pub)
+            try pub.bind(cluster.topology.node(named: "mallory")!.bindPubEndpoint)
+            let event = Event(id: "after-a-gap", origin: "mallory", seq: 3, stream: "planner", type: .planReady, timestamp: Date(), payload: .null)
+            let message = Message([Frame(Topic.bytes(type: .planReady, stream: "planner")), Frame(EnvelopeCodec.encode(event))])
+            let heartbeat = Message([Frame("_hb/mallory"), Frame(#"{"origin":"mallory","pool":"planner","seq":3}"#)])
+            var sent = false
+            try await eventually(30, "builder-1 stores mallory's event\n\(cluster.log("builder-1"))") {
+                try await pub.send(heartbeat)
+                if !sent, try await cluster.status("builder-1")["peers"]?.arrayValue?.first?["up"]?.boolValue == true {
+                    try await pub.send(message)  // connected: it arrives, ahead of a gap (seq 1-2 unseen)
+                    sent = true
+                }
+                return try cluster.history("builder-1").contains { $0["id"]?.stringValue == "after-a-gap" }
+            }
+            #expect(cluster.log("builder-1").contains("answers no replay"))
+            #expect(try await cluster.status("builder-1")["counters"]?["replay_requests"]?.intValue ?? 0 >= 5)
+            await context.shutdown()
+        }
+    }
+}
