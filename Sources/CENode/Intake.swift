@@ -81,7 +81,8 @@ final class Intake: Sendable {
     let turn = AsyncLock()
     /// The types this node subscribes to; nil: all.
     let types: Set<String>?
-    let replayTasks = Mutex<[String: Task<Void, Never>]>([:])
+    /// Origins to replay from, for the node's replay loop.
+    let replayRequests = BatchQueue<String>()
 
     init(types: [EventType]?) {
         self.types = types.map { Set($0.map(\.rawValue)) }
@@ -96,14 +97,6 @@ final class Intake: Sendable {
         guard let marks else { return false }
         for (type, last) in marks where last > cursor && subscribes(type) { return false }
         return true
-    }
-
-    func cancelAll() {
-        let tasks = replayTasks.withLock { t in
-            defer { t.removeAll() }
-            return Array(t.values)
-        }
-        for task in tasks { task.cancel() }
     }
 }
 
@@ -323,14 +316,25 @@ extension Node {
             return true
         }
         if start { state.withLock { $0.counters.replays += 1 } }
-        guard start, let peer = topology.node(named: origin) else { return }
-        let task = Task { await self.replayLoop(peer, feed: feed) }
-        intake.replayTasks.withLock { $0[origin] = task }
+        if start { intake.replayRequests.put(origin) }
+    }
+
+    /// Runs a replay loop per origin that needs one, as child tasks: they end with the node.
+    func replaySupervisor(feed: Socket) async {
+        await withTaskGroup(of: Void.self) { group in
+            while let origins = await intake.replayRequests.take() {
+                for origin in origins {
+                    guard let peer = topology.node(named: origin) else { continue }
+                    group.addTask { await self.replayLoop(peer, feed: feed) }
+                }
+            }
+            group.cancelAll()
+        }
     }
 
     /// Fetches pages from the origin until this node has everything up to the origin's last
     /// sequence and no live event waits behind a gap. Retries while the origin is away.
-    private func replayLoop(_ origin: NodeSpec, feed: Socket) async {
+    func replayLoop(_ origin: NodeSpec, feed: Socket) async {
         var backoff = Duration.milliseconds(100)
         var failures = 0
         while !Task.isCancelled {

@@ -213,6 +213,7 @@ public final class Node: Sendable {
                 group.addTask { try await self.heartbeatLoop(pub: sockets.pub); return "heartbeat" }
                 group.addTask { try await self.folderLoop(); return "event folder" }
                 group.addTask { try await self.redialLoop(sub: sockets.sub, events: sockets.subEvents); return "redial" }
+                group.addTask { await self.replaySupervisor(feed: sockets.feed); return "replay requests" }
                 // Loops end by cancellation (the node stops) or by an error (it stops with it);
                 // one that returns on its own is a fault worth a log line, not a reason to stop.
                 do {
@@ -224,10 +225,11 @@ public final class Node: Sendable {
                 } catch {
                     logger.error("node loop failed: \(error)")
                     group.cancelAll()
+                    finishQueues()
                     throw error
                 }
                 group.cancelAll()
-                emits.finish()
+                finishQueues()
                 while let _ = try? await group.next() {}
             }
         } catch {
@@ -237,8 +239,13 @@ public final class Node: Sendable {
         await shutdown()
     }
 
+    /// Ends the loops that wait on a queue rather than on a socket.
+    private func finishQueues() {
+        emits.finish()
+        intake.replayRequests.finish()
+    }
+
     private func shutdown() async {
-        intake.cancelAll()
         saveInboxMark()
         emits.finish()
         writer.close()
