@@ -445,7 +445,11 @@ extension Node {
     }
 
     static func parseMarks(_ bytes: [UInt8]) -> [String: UInt64]? {
-        guard case .object(let object)? = try? JSONValue(parsing: bytes) else { return nil }
+        (try? JSONValue(parsing: bytes)).flatMap(marks(from:))
+    }
+
+    static func marks(from value: JSONValue) -> [String: UInt64]? {
+        guard case .object(let object) = value else { return nil }
         var marks: [String: UInt64] = [:]
         for (key, value) in object {
             guard let n = value.intValue, n >= 0 else { return nil }

@@ -503,7 +503,7 @@ public final class Node: Sendable {
             pool: body["pool"]?.stringValue ?? "?", lastSeen: Date(),
             lastSeq: UInt64(max(0, body["seq"]?.intValue ?? 0)))
         state.withLock { $0.peers[origin] = peer }
-        let marks = body["marks"].map { Self.parseMarks($0.serialized()) } ?? nil
+        let marks = body["marks"].flatMap(Self.marks(from:))
         return (origin, peer.lastSeq, marks)
     }
 

@@ -366,3 +366,44 @@ struct NoReplayPublisherTests {
         }
     }
 }
+
+@Suite("Gaps told apart from filtered events")
+struct MarksTests {
+    /// A raw publisher ("mallory") numbers every event, but builders subscribe to plan_ready
+    /// only: an event whose marks show that what came between was of other types is taken at
+    /// once; one whose marks show a plan_ready the node never got waits for a replay.
+    @Test func marksLetFilteredGapsPassAndHoldRealGaps() async throws {
+        try await withCluster(
+            [.init(name: "builder-1", pool: "builder"), .init(name: "mallory", pool: "planner")],
+            pools: "pools:\n  builder: { subscribe: [plan_ready] }\n",
+            settings: "heartbeat_ms: 200\n  ask_timeout_ms: 500", start: ["builder-1"]) { cluster in
+            let context = try Context()
+            let pub = try context.socket(.pub)
+            try pub.bind(cluster.topology.node(named: "mallory")!.bindPubEndpoint)
+            func event(_ seq: UInt64, marks: String) -> Message {
+                let e = Event(id: "m-\(seq)", origin: "mallory", seq: seq, stream: "planner", type: .planReady, timestamp: Date(), payload: .null)
+                return Message([Frame(Topic.bytes(type: .planReady, stream: "planner")), Frame(EnvelopeCodec.encode(e)), Frame(marks)])
+            }
+            func stored() throws -> [String] { try cluster.history("builder-1").compactMap { $0["id"]?.stringValue } }
+            try await eventually(10, "builder-1 hears mallory") {
+                try await pub.send(Frame("_hb/mallory"), Frame(#"{"origin":"mallory","pool":"planner","seq":0,"marks":{}}"#))
+                return try await cluster.status("builder-1")["peers"]?.arrayValue?.first?["up"]?.boolValue == true
+            }
+            try await pub.send(event(1, marks: "{}"))
+            // 2 was a build_log (filtered out by the subscription); 3's marks say so.
+            try await pub.send(event(3, marks: #"{"plan_ready":1,"build_log":2}"#))
+            try await eventually(10, "1 and 3 are taken") { try stored() == ["m-1", "m-3"] }
+            #expect(try await cluster.status("builder-1")["counters"]?["replay_requests"]?.intValue == 0)
+            // 5's marks show a plan_ready (4) this node never got: 5 waits, a replay is asked for.
+            try await pub.send(event(5, marks: #"{"plan_ready":4,"build_log":2}"#))
+            try await eventually(10, "a replay is asked for") {
+                (try await cluster.status("builder-1")["counters"]?["replay_requests"]?.intValue ?? 0) >= 1
+            }
+            #expect(try stored() == ["m-1", "m-3"])
+            let peer = try await cluster.status("builder-1")["peers"]?.arrayValue?.first
+            #expect(peer?["cursor"]?.intValue == 3)
+            #expect(peer?["waiting"]?.intValue == 1)
+            await context.shutdown()
+        }
+    }
+}
