@@ -393,13 +393,9 @@ public final class Node: Sendable {
     /// Takes every emit queued so far, stamps and stores them in one transaction, publishes
     /// them in sequence order, then answers the callers.
     private func emitLoop(pub: Socket, feed: Socket) async throws {
-        var recovered = false
+        // Before numbering the first event of a store that has none of ours (emits queue meanwhile).
+        await recoverSequence(timeout: .milliseconds(1500))
         while let batch = await emits.take() {
-            if !recovered {
-                // Before numbering the first event of a store that has none of ours.
-                await recoverSequence(timeout: .milliseconds(1500))
-                recovered = true
-            }
             var events: [Event] = []
             var records: [StoredEvent] = []
             var waiting: [@Sendable (Result<Event, any Error>) -> Void] = []

@@ -169,28 +169,54 @@ extension Node {
         return JSONValue.object(["v": .number(Double(Wire.version)), "status": "ok", "seq": .number(Double(max(held, cursor ?? 0)))]).serialized()
     }
 
-    /// Asks every peer at once, for at most `timeout`; peers that are down do not answer.
+    /// Asks every peer at once. Done when every peer has answered, or once three heartbeat
+    /// intervals have passed (every live peer has been heard by then) and every peer heard
+    /// alive has answered, or after `timeout`: a peer that is down cannot answer.
     func recoverSequence(timeout: Duration) async {
         let peers = topology.peers(of: spec.name)
         guard state.withLock({ $0.lastSeq }) == 0, !peers.isEmpty else { return }
         let request = Message(JSONValue.object(["v": .number(Double(Wire.version)), "kind": "last_seen", "origin": .string(spec.name)]).serialized())
-        let highest = await withTaskGroup(of: UInt64.self) { group in
+        let started = ContinuousClock.now
+        let interval = Double(topology.settings.heartbeatMilliseconds) / 1000
+        let highest = await withTaskGroup(of: (String, UInt64)?.self) { group in
             for peer in peers {
                 group.addTask {
-                    guard let socket = try? self.context.socket(.req) else { return 0 }
+                    guard let socket = try? self.context.socket(.req) else { return nil }
                     defer { socket.close() }
                     do {
                         try socket.set(.linger(milliseconds: 0))
                         try socket.connect(peer.repEndpoint)
                         try await socket.send(request)
                         let reply = try JSONValue(parsing: try await socket.receive(timeout: timeout)[0].bytes)
-                        return UInt64(max(0, reply["seq"]?.intValue ?? 0))
+                        return (peer.name, UInt64(max(0, reply["seq"]?.intValue ?? 0)))
                     } catch {
-                        return 0
+                        return nil
                     }
                 }
             }
-            return await group.reduce(0, max)
+            // A ticker, so the conditions are checked while answers are awaited.
+            group.addTask {
+                try? await Task.sleep(for: .milliseconds(50))
+                return nil
+            }
+            var answered: [String: UInt64] = [:]
+            while let result = await group.next() {
+                if let (name, seq) = result { answered[name] = seq }
+                if answered.count == peers.count { break }
+                if ContinuousClock.now - started >= timeout { break }
+                if ContinuousClock.now - started >= .seconds(interval * 3) {
+                    let alive = peerHeartbeats.filter { Date().timeIntervalSince($0.value) < interval * 3 }.keys
+                    if alive.allSatisfy({ answered[$0] != nil }) { break }
+                }
+                if result == nil {
+                    group.addTask {
+                        try? await Task.sleep(for: .milliseconds(50))
+                        return nil
+                    }
+                }
+            }
+            group.cancelAll()
+            return answered.values.max() ?? 0
         }
         guard highest > 0 else { return }
         state.withLock { s in s.lastSeq = max(s.lastSeq, highest) }
