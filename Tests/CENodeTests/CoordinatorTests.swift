@@ -12,7 +12,7 @@ struct CoordinatorTests {
     static let config = """
         gates:
           - { name: architecture_approval, pools: [planner, builder, reviewer], subject: architecture }
-          - { name: quick, pools: [planner, builder], deadline_s: 1 }
+          - { name: quick, pools: [planner, builder], deadline_s: 3 }
         conflicts: { resolvers: [planner, human], escalate_after_s: 1 }
 
         """
