@@ -168,6 +168,7 @@ extension Node {
     /// A batch from the SUB socket: heartbeats, then events in the order they came.
     func takeLive(_ batch: [Message], feed: Socket) async throws {
         try await intake.turn.run {
+            var arrivals: [Intake.Held] = []
             var accepted: [Intake.Held] = []
             var heartbeats: [(origin: String, seq: UInt64, marks: [String: UInt64]?)] = []
             var duplicates = 0
@@ -195,19 +196,22 @@ extension Node {
                     continue
                 }
                 let marks = message.count == 3 ? Self.parseMarks(message[2].bytes) : nil
-                let held = Intake.Held(event: event, envelope: message[1].bytes, marks: marks)
-                intake.state.withLock { s in
+                arrivals.append(Intake.Held(event: event, envelope: message[1].bytes, marks: marks))
+            }
+            // One pass under the lock for the whole batch: events first, then heartbeats.
+            intake.state.withLock { s in
+                for held in arrivals {
+                    let event = held.event
                     guard var track = s.tracks[event.origin] else {
                         accepted.append(held)  // an origin outside the topology: no sequence to follow
-                        return
+                        continue
                     }
-                    defer { s.tracks[event.origin] = track }
                     if track.cursor == nil { track.cursor = event.seq - 1 }  // catch-up "now": start here
                     let cursor = track.cursor!
                     if event.seq <= cursor {
                         duplicates += 1
                     } else if !track.pending.isEmpty || track.replaying
-                        || !intake.nothingMissed(before: event.seq, marks: marks, cursor: cursor)
+                        || !intake.nothingMissed(before: event.seq, marks: held.marks, cursor: cursor)
                     {
                         if track.pending.count < Intake.maxPending && track.pendingBytes + held.envelope.count <= Intake.maxPendingBytes {
                             track.pending.append(held)
@@ -221,24 +225,23 @@ extension Node {
                         track.cursor = event.seq
                         accepted.append(held)
                     }
+                    s.tracks[event.origin] = track
                 }
-            }
-            // A heartbeat follows the origin's events on the same connection: if it shows an
-            // event this node subscribes to beyond the cursor, that event was lost.
-            for beat in heartbeats {
-                intake.state.withLock { s in
-                    guard var track = s.tracks[beat.origin] else { return }
+                // A heartbeat follows the origin's events on the same connection: if it shows
+                // an event this node subscribes to beyond the cursor, that event was lost.
+                for beat in heartbeats {
+                    guard var track = s.tracks[beat.origin] else { continue }
                     defer { s.tracks[beat.origin] = track }
                     guard let cursor = track.cursor else {
                         track.cursor = beat.seq  // catch-up "now": from the origin's next event
                         s.unsaved[beat.origin] = beat.seq
-                        return
+                        continue
                     }
                     if beat.seq < cursor && !track.regressed {
                         track.regressed = true
                         regressions.append((beat.origin, beat.seq, cursor))
                     }
-                    guard beat.seq > cursor, track.pending.isEmpty, !track.replaying else { return }
+                    guard beat.seq > cursor, track.pending.isEmpty, !track.replaying else { continue }
                     if let marks = beat.marks, !marks.contains(where: { $0.value > cursor && intake.subscribes($0.key) }) {
                         track.cursor = beat.seq
                         s.unsaved[beat.origin] = beat.seq
@@ -266,21 +269,21 @@ extension Node {
     /// Stores events (with the cursors they move, in one transaction) and hands the new ones
     /// over to the feed, listeners and the event folder.
     func storeAndHandOver(_ held: [Intake.Held], feed: Socket) async throws {
-        var cursors = intake.state.withLock { s -> [String: UInt64] in
-            if held.isEmpty && ContinuousClock.now - s.lastSaved < .seconds(5) { return [:] }
-            s.lastSaved = ContinuousClock.now
-            defer { s.unsaved.removeAll() }
-            return s.unsaved
+        // The cursors of the origins these events come from (already moved past them, and
+        // perhaps further by a heartbeat), with those moved by heartbeats alone.
+        let cursors = intake.state.withLock { s -> [String: UInt64] in
+            var origins = Set(held.map(\.event.origin))
+            if !held.isEmpty || ContinuousClock.now - s.lastSaved >= .seconds(5) {
+                s.lastSaved = ContinuousClock.now
+                origins.formUnion(s.unsaved.keys)
+                s.unsaved.removeAll()
+            }
+            var cursors: [String: UInt64] = [:]
+            for origin in origins { if let cursor = s.tracks[origin]?.cursor { cursors[origin] = cursor } }
+            return cursors
         }
         if held.isEmpty && cursors.isEmpty { return }
         let now = Date()
-        for h in held where intake.state.withLock({ $0.tracks[h.event.origin] != nil }) {
-            cursors[h.event.origin] = max(cursors[h.event.origin] ?? 0, h.event.seq)
-        }
-        // A cursor moved by a heartbeat may lie beyond the events stored with it: keep the larger.
-        for (origin, _) in cursors {
-            if let cursor = intake.state.withLock({ $0.tracks[origin]?.cursor }) { cursors[origin] = cursor }
-        }
         let records = held.map { StoredEvent(event: $0.event, envelope: $0.envelope, receivedAt: now) }
         let fresh = try await writer.append(records, advancing: cursors)
         var duplicates = 0
@@ -458,7 +461,7 @@ extension Node {
         return marks
     }
 
-    static func marksJSON(_ marks: [String: UInt64]) -> [UInt8] {
-        JSONValue.object(marks.mapValues { .number(Double($0)) }).serialized()
+    static func marksValue(_ marks: [String: UInt64]) -> JSONValue {
+        .object(marks.mapValues { .number(Double($0)) })
     }
 }

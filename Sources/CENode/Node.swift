@@ -418,7 +418,7 @@ public final class Node: Sendable {
                     type: pending.type, timestamp: now, payload: pending.payload,
                     correlationID: pending.correlationID, target: pending.target)
                 first += 1
-                markFrames.append(Self.marksJSON(marks))
+                if options.replay { markFrames.append(Self.marksValue(marks).serialized()) }
                 marks[event.type.rawValue] = event.seq
                 events.append(event)
                 records.append(StoredEvent(event: event, envelope: EnvelopeCodec.encode(event), receivedAt: now))
@@ -515,7 +515,7 @@ public final class Node: Sendable {
             let (seq, marks) = state.withLock { ($0.lastSeq, $0.marks) }
             let body: JSONValue = [
                 "origin": .string(spec.name), "pool": .string(spec.pool), "seq": .number(Double(seq)),
-                "marks": .object(marks.mapValues { .number(Double($0)) }),
+                "marks": Self.marksValue(marks),
                 "timestamp": .string(Timestamp.format(Date())),
             ]
             try await pub.send(Message([topic, Frame(body.serialized())]))

@@ -51,6 +51,19 @@ func percentile(_ sorted: [Double], _ p: Double) -> Double {
 }
 
 let payload: JSONValue = .string(String(repeating: "x", count: 256))
+
+/// The `ce-node` built beside this benchmark.
+let ceNodeBinary = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("ce-node")
+
+/// A loopback port for a node of a benchmark topology, never the same twice in a run, below
+/// the kernel's ephemeral range (32768-60999), which outgoing connections take.
+var portsGiven = Set<Int>()
+@MainActor func port() -> Int {
+    while true {
+        let p = Int.random(in: 20000..<32000)
+        if portsGiven.insert(p).inserted { return p }
+    }
+}
 let temporaryRoot = NSTemporaryDirectory() + "ce-bench-" + UUID().uuidString.prefix(8)
 defer { try? FileManager.default.removeItem(atPath: temporaryRoot) }
 
@@ -136,8 +149,6 @@ try? FileManager.default.removeItem(atPath: temporaryRoot)
     let rate = option("--rate", default: 10_000)
     let asks = option("--asks", default: 2000)
     try FileManager.default.createDirectory(atPath: temporaryRoot, withIntermediateDirectories: true)
-    // Below the kernel's ephemeral range (32768-60999), which outgoing connections take.
-    func port() -> Int { Int.random(in: 20000..<32000) }
     let yaml = """
         version: 1
         settings: { heartbeat_ms: 200, ask_timeout_ms: 5000 }
@@ -151,7 +162,7 @@ try? FileManager.default.removeItem(atPath: temporaryRoot)
     let topology = try TopologyLoader.load(path: path)
 
     let child = Process()
-    child.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("ce-node")
+    child.executableURL = ceNodeBinary
     child.arguments = ["run", "--topology", path, "--node", "subscriber", "--log-level", "warning"]
     defer { if child.isRunning { child.terminate(); child.waitUntilExit() } }
 
@@ -275,10 +286,6 @@ try? FileManager.default.removeItem(atPath: temporaryRoot)
     let pools = option("--pools", default: 3)
     let rounds = option("--rounds", default: 20)
     try FileManager.default.createDirectory(atPath: temporaryRoot, withIntermediateDirectories: true)
-    var used = Set<Int>()
-    func port() -> Int {
-        while true { let p = Int.random(in: 20000..<32000); if used.insert(p).inserted { return p } }
-    }
     let heartbeat = option("--heartbeat-ms", default: 500)
     var yaml = "version: 1\nsettings: { heartbeat_ms: \(heartbeat) }\n"
     yaml += "coordinator: { name: coordinator, host: 127.0.0.1, ports: { pub: \(port()), rep: \(port()) }, data: \(temporaryRoot)/coordinator }\nnodes:\n"
@@ -365,7 +372,7 @@ func reportGates(pools: Int, rounds: Int, latencies: [Double], coordinatorReceiv
 /// The gate benchmark with one `ce-node run` process per node.
 @MainActor func gateBenchmarkWithProcesses(topologyPath: String, pools: Int, rounds: Int) async throws {
     let topology = try TopologyLoader.load(path: topologyPath)
-    let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("ce-node")
+    let executable = ceNodeBinary
     var children: [Process] = []
     defer {
         for child in children where child.isRunning { child.terminate() }
@@ -463,7 +470,6 @@ func residentKiB(_ pid: Int32? = nil) -> Int {
     let count = option("--events", default: 100_000)
     let stall = option("--stall", default: 200_000)
     try FileManager.default.createDirectory(atPath: temporaryRoot, withIntermediateDirectories: true)
-    func port() -> Int { Int.random(in: 20000..<32000) }
     let yaml = """
         version: 1
         settings: { heartbeat_ms: 200 }
@@ -492,7 +498,7 @@ func residentKiB(_ pid: Int32? = nil) -> Int {
     print(String(format: "replay: origin stored %d events (256 B payload) in %.1f s", count, seconds(since: start)))
 
     let child = Process()
-    child.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("ce-node")
+    child.executableURL = ceNodeBinary
     child.arguments = ["run", "--topology", path, "--node", "subscriber", "--log-level", "warning"]
     defer { if child.isRunning { kill(child.processIdentifier, SIGCONT); child.terminate(); child.waitUntilExit() } }
     try child.run()

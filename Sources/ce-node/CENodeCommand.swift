@@ -276,7 +276,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         let loaded: Topology
         do { loaded = try TopologyLoader.load(path: topology) } catch { throw ValidationError("\(error)") }
         guard let coordinator = loaded.coordinator else { throw ValidationError("\(topology) has no coordinator section") }
-        var run = try Run.parse(["--topology", topology, "--node", coordinator.name, "--log-level", logLevel, "--durability", durability])
+        let run = try Run.parse(["--topology", topology, "--node", coordinator.name, "--log-level", logLevel, "--durability", durability])
         try await run.run()
     }
 }

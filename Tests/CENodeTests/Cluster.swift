@@ -168,8 +168,13 @@ final class Cluster: @unchecked Sendable {
 
 /// Runs the built `ce-node` with arguments; returns its exit status and its output.
 func runCENode(_ arguments: [String]) throws -> (status: Int32, output: String) {
+    try runProcess(Cluster.binary, arguments)
+}
+
+/// Runs a program to its end; returns its exit status and its output (stdout and stderr).
+func runProcess(_ executable: URL, _ arguments: [String]) throws -> (status: Int32, output: String) {
     let process = Process()
-    process.executableURL = Cluster.binary
+    process.executableURL = executable
     process.arguments = arguments
     let pipe = Pipe()
     process.standardOutput = pipe

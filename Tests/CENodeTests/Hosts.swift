@@ -37,8 +37,7 @@ final class Hosts: Sendable {
             try Self.ip(["netns", "add", prefix + "sw"])
             try Self.ip(["-n", prefix + "sw", "link", "add", "br0", "type", "bridge"])
             try Self.ip(["-n", prefix + "sw", "link", "set", "br0", "up"])
-            for (name, i) in index.sorted(by: { $0.value < $1.value }) {
-                _ = name
+            for i in index.values.sorted() {
                 let ns = prefix + "h\(i)"
                 try Self.ip(["netns", "add", ns])
                 try Self.ip(["link", "add", "\(prefix)s\(i)", "type", "veth", "peer", "name", "\(prefix)n\(i)"])
@@ -101,17 +100,9 @@ final class Hosts: Sendable {
     static let ipPath = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip"].first { FileManager.default.isExecutableFile(atPath: $0) } ?? "/usr/sbin/ip"
 
     static func ip(_ arguments: [String]) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: ipPath)
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw TestFailure("ip \(arguments.joined(separator: " ")) failed: \(String(decoding: output, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))")
+        let (status, output) = try runProcess(URL(fileURLWithPath: ipPath), arguments)
+        guard status == 0 else {
+            throw TestFailure("ip \(arguments.joined(separator: " ")) failed: \(output.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
     }
 }
