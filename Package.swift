@@ -6,7 +6,7 @@ import PackageDescription
 //   ZeroMQ    Swift wrapper: context, sockets, reactor, options, CURVE, ZAP, monitor
 //   CECore    pure values: events, catalog, envelope codec, topics, topology files
 //   CECoordinator  pure state machines: quality gates, conflicts, pool liveness (no I/O)
-//   CEStore   the durable event store (SQLite through GRDB)
+//   CEStore   the durable event store (SQLite: GRDB reads, one C-API connection writes)
 //   CENode    the node: publishing, subscribing, asking, the event folder, the control endpoint
 //   ce-node   thin executable over CENode
 //   zmq-perf  the wrapper's benchmark (same modes as shared/bench/zmq_baseline.c)
@@ -51,7 +51,11 @@ let package = Package(
         ),
         .target(
             name: "CEStore",
-            dependencies: ["CECore", .product(name: "GRDB", package: "GRDB.swift")]
+            dependencies: [
+                "CECore", .product(name: "GRDB", package: "GRDB.swift"),
+                // The writing connection uses the SQLite C API through the same library GRDB links.
+                .product(name: "GRDBSQLite", package: "GRDB.swift"),
+            ]
         ),
         .target(
             name: "CENode",

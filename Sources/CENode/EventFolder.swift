@@ -110,17 +110,34 @@ final class EventFolder: Sendable {
 
     private func quarantine(_ name: String, reason: String) {
         move(root + "/" + name, into: rejected, name: name)
-        try? Data((reason + "\n").utf8).write(to: URL(fileURLWithPath: rejected + "/" + name + ".error"))
+        guard let target = try? inside(rejected, name + ".error") else { return }
+        try? Data((reason + "\n").utf8).write(to: URL(fileURLWithPath: target))
     }
 
     private func move(_ path: String, into directory: String, name: String) {
-        var target = directory + "/" + name
+        guard var target = try? inside(directory, name) else { return }
         var n = 1
         while FileManager.default.fileExists(atPath: target) {
             n += 1
-            target = directory + "/" + String(name.dropLast(5)) + ".\(n).json"
+            guard let next = try? inside(directory, String(name.dropLast(5)) + ".\(n).json") else { return }
+            target = next
         }
         try? FileManager.default.moveItem(atPath: path, toPath: target)
+    }
+
+    /// `directory/name`, once checked to stay inside `directory`: `name` is one path component
+    /// (no '/', not "." or "..", no NUL), and the folder resolved through symbolic links is
+    /// the folder the node made. Every file the event folder writes goes through this.
+    func inside(_ directory: String, _ name: String) throws -> String {
+        guard !name.isEmpty, name != ".", name != "..", !name.contains("/"), !name.utf8.contains(0) else {
+            throw NodeError("refusing to write \"\(name.prefix(120))\" under \(directory): not a plain file name")
+        }
+        let resolved = URL(fileURLWithPath: directory).resolvingSymlinksInPath().standardizedFileURL.path
+        let home = URL(fileURLWithPath: root).resolvingSymlinksInPath().standardizedFileURL.path
+        guard resolved == home || resolved.hasPrefix(home + "/") else {
+            throw NodeError("refusing to write under \(directory): it resolves to \(resolved), outside \(home)")
+        }
+        return resolved + "/" + name
     }
 
     /// Renames `temporary` to `path` in one step, replacing a file already there
@@ -136,10 +153,10 @@ final class EventFolder: Sendable {
     /// Writes an event that reached this node into the inbox (write to a hidden file, then rename).
     func deliver(_ event: Event) {
         let name = AgentEventFile.fileName(for: event)
-        let temporary = inbox + "/." + name + ".tmp"
+        guard let temporary = try? inside(inbox, "." + name + ".tmp"), let target = try? inside(inbox, name) else { return }
         do {
             try Data(AgentEventFile(event: event).json()).write(to: URL(fileURLWithPath: temporary))
-            try Self.replace(inbox + "/" + name, with: temporary)
+            try Self.replace(target, with: temporary)
         } catch {
             try? FileManager.default.removeItem(atPath: temporary)
         }
@@ -147,17 +164,19 @@ final class EventFolder: Sendable {
 
     /// Puts a question in requests/ and waits for the agent's file in replies/.
     func ask(_ question: Question) async throws -> JSONValue {
+        try RequestID.validate(question.requestID)
         let name = question.requestID + ".json"
         let body: JSONValue = [
             "request_id": .string(question.requestID), "from_node": .string(question.fromNode),
             "from_pool": .string(question.fromPool), "question": question.question,
-            "reply_to": .string(replies + "/" + name),
+            "reply_to": .string(try inside(replies, name)),
         ]
-        let temporary = requests + "/." + name + ".tmp"
+        let temporary = try inside(requests, "." + name + ".tmp")
+        let target = try inside(requests, name)
         try Data(body.serialized()).write(to: URL(fileURLWithPath: temporary))
         // A file of the same request may be left from before a crash: this one replaces it.
-        try Self.replace(requests + "/" + name, with: temporary)
-        defer { try? FileManager.default.removeItem(atPath: requests + "/" + name) }
+        try Self.replace(target, with: temporary)
+        defer { try? FileManager.default.removeItem(atPath: target) }
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
                 waitingReplies.withLock { $0[question.requestID] = continuation }
@@ -172,7 +191,10 @@ final class EventFolder: Sendable {
     private func collectReply(_ name: String) {
         let requestID = String(name.dropLast(5))
         guard let continuation = waitingReplies.withLock({ $0.removeValue(forKey: requestID) }) else { return }
-        let path = replies + "/" + name
+        guard let path = try? inside(replies, name) else {
+            continuation.resume(throwing: NodeError("reply file name \(name) is not a plain file name"))
+            return
+        }
         defer { try? FileManager.default.removeItem(atPath: path) }
         guard let data = FileManager.default.contents(atPath: path) else {
             continuation.resume(throwing: NodeError("reply file \(path) cannot be read"))

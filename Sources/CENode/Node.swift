@@ -5,6 +5,9 @@ import Foundation
 import Logging
 import Synchronization
 import ZeroMQ
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// One `ce-node`: it publishes the events its pool emits, subscribes to the pools it listens
 /// to, stores every event it emits or receives, answers questions addressed to its pool and
@@ -134,6 +137,10 @@ public final class Node: Sendable {
         self.options = options
         self.logger = options.logger
         self.store = try EventStore(directory: options.dataDirectory, durability: options.durability)
+        // The store and the control socket live here: the node's user alone may enter.
+        guard chmod(options.dataDirectory, 0o700) == 0 else {
+            throw NodeError("cannot make the data folder \(options.dataDirectory) private (chmod 0700): \(String(cString: strerror(errno)))")
+        }
         self.writer = store.writer()
         var settings = Context.Settings()
         settings.linger = 1000
@@ -306,6 +313,14 @@ public final class Node: Sendable {
         let feed = try context.socket(.pub)
         try feed.set(.sendHighWaterMark(100_000))
         try bind(feed, feedEndpoint, "feed")
+        // Whoever can connect to the control socket can emit as this node: its owner only
+        // (the folder around it is 0700 already, so there is no window before this).
+        for endpoint in [controlEndpoint, feedEndpoint] {
+            let path = String(endpoint.dropFirst(6))
+            guard chmod(path, 0o600) == 0 else {
+                throw NodeError("cannot make \(path) private (chmod 0600): \(String(cString: strerror(errno)))")
+            }
+        }
         return Sockets(pub: pub, sub: sub, router: router, control: control, feed: feed, replay: replay, subEvents: subEvents)
     }
 

@@ -33,10 +33,13 @@ enum Wire {
             let object = try Wire.object(bytes, what: "request")
             try Wire.checkVersion(object)
             self.requestID = try Wire.string(object, "request_id", what: "request")
-            guard !requestID.isEmpty, requestID.utf8.count <= 128 else { throw WireError("request_id must be 1-128 bytes") }
+            do { try RequestID.validate(requestID) } catch { throw WireError("request field \"request_id\": \(error)") }
             self.fromNode = (try? Wire.string(object, "from_node", what: "request")) ?? "unknown"
             self.fromPool = (try? Wire.string(object, "from_pool", what: "request")) ?? "unknown"
             self.pool = try Wire.string(object, "pool", what: "request")
+            for (key, value) in [("from_node", fromNode), ("from_pool", fromPool), ("pool", pool)] {
+                do { try Name.validate(value) } catch { throw WireError("request field \"\(key)\": \(error)") }
+            }
             guard let question = object["question"] else { throw WireError("request is missing \"question\"") }
             self.question = question
         }

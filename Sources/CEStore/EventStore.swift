@@ -1,6 +1,7 @@
 import CECore
 import Foundation
 import GRDB
+import Synchronization
 
 /// One event as stored: the indexed fields and the exact envelope bytes received or sent.
 public struct StoredEvent: Sendable, Hashable {
@@ -86,9 +87,13 @@ public struct StoreError: Error, CustomStringConvertible, Sendable {
 /// The durable event log of one node: SQLite in WAL mode under `<directory>/events.sqlite`.
 ///
 /// Durable by default: every committed batch is fsynced before it is acknowledged
-/// (`synchronous=FULL`), so an event that `append` acknowledged survives kill -9 and power
-/// loss. Batches keep that cheap (group commit: one fsync per batch). A store that fails
-/// SQLite's quick_check at open is refused, never trusted silently.
+/// (`synchronous=FULL` on the one connection that writes, read back after it is set), so an
+/// event that `append` acknowledged survives kill -9 and power loss. Batches keep that cheap
+/// (group commit: one fsync per batch). Checkpoints run on their own thread, off the commit
+/// path. A store that fails SQLite's quick_check at open is refused, never trusted silently.
+///
+/// GRDB reads and migrates; every write goes through one ``Connection`` (the SQLite C API),
+/// serialized by a lock.
 public final class EventStore: Sendable {
     public enum Durability: String, Sendable {
         /// fsync on every commit: survives power loss.
@@ -97,10 +102,29 @@ public final class EventStore: Sendable {
         case normal
     }
 
-    public let path: String
-    let pool: DatabasePool
+    /// Where WAL checkpoints run.
+    public enum Checkpoints: String, Sendable {
+        /// On a thread and connection of their own, never inside a commit (the default).
+        case background
+        /// SQLite's automatic checkpoint, inside the commit that crosses 4000 WAL pages
+        /// (what the store did before; kept for measuring the difference).
+        case inline
+    }
 
-    public init(directory: String, durability: Durability = .full) throws {
+    public let path: String
+    public let durability: Durability
+    let pool: DatabasePool
+    let writing: Mutex<WritingConnection>
+    let checkpointer: Checkpointer?
+
+    /// The connection that writes. `@unchecked Sendable`: it is only reached through the
+    /// store's `Mutex`, so one thread at a time uses it.
+    struct WritingConnection: @unchecked Sendable {
+        let connection: Connection
+    }
+
+    public init(directory: String, durability: Durability = .full, checkpoints: Checkpoints = .background) throws {
+        self.durability = durability
         let path = directory + "/events.sqlite"
         self.path = path
         do {
@@ -115,7 +139,6 @@ public final class EventStore: Sendable {
             try db.execute(sql: "PRAGMA page_size=16384")
             try db.execute(sql: "PRAGMA synchronous=\(durability == .full ? "FULL" : "NORMAL")")
             try db.execute(sql: "PRAGMA cache_size=-65536")
-            try db.execute(sql: "PRAGMA wal_autocheckpoint=4000")
         }
         do {
             pool = try DatabasePool(path: path, configuration: config)
@@ -137,12 +160,45 @@ public final class EventStore: Sendable {
         } catch {
             throw StoreError(operation: "open", path: path, message: "\(error) (is this an event store? a damaged one is not used; move it aside to start afresh)")
         }
+        // The writing connection: its pragmas are set here and read back, not assumed.
+        let connection = try Connection(path: path)
+        let synchronous = durability == .full ? "2" : "1"
+        try connection.execute("PRAGMA synchronous=\(durability == .full ? "FULL" : "NORMAL"); PRAGMA cache_size=-65536", "set pragmas")
+        let journal = try connection.pragma("journal_mode")
+        let effective = try connection.pragma("synchronous")
+        guard journal == "wal", effective == synchronous else {
+            throw StoreError(operation: "open", path: path,
+                             message: "the writing connection runs journal_mode=\(journal ?? "?") synchronous=\(effective ?? "?"), not wal and \(synchronous)")
+        }
+        switch checkpoints {
+        case .background:
+            let checkpointer = Checkpointer(path: path)
+            connection.onCommit(checkpointer)
+            self.checkpointer = checkpointer
+        case .inline:
+            try connection.execute("PRAGMA wal_autocheckpoint=4000", "set pragmas")
+            self.checkpointer = nil
+        }
+        writing = Mutex(WritingConnection(connection: connection))
+    }
+
+    deinit {
+        checkpointer?.close()
+        writing.withLock { $0.connection.close() }
     }
 
     /// Opens (or creates) the store under `directory`; see ``init(directory:durability:)``.
     public convenience init(directory: URL, durability: Durability = .full) throws {
         try self.init(directory: directory.path, durability: durability)
     }
+
+    /// Runs `body` with the writing connection, one caller at a time.
+    func write<T>(_ body: (Connection) throws -> T) rethrows -> T {
+        try writing.withLock { try body($0.connection) }
+    }
+
+    /// Checkpoints run off the commit path so far.
+    public var backgroundCheckpoints: Int { checkpointer?.checkpoints ?? 0 }
 
     /// The schema version, kept in `PRAGMA user_version`; a store with a larger one is refused.
     public static let schemaVersion = 1
@@ -174,29 +230,42 @@ public final class EventStore: Sendable {
     /// id or origin/sequence is skipped, not stored twice). Cursors only move forward.
     @discardableResult
     public func append(_ events: [StoredEvent], advancing cursors: [String: UInt64] = [:]) throws -> [Bool] {
-        do {
-            return try pool.write { db in try Self.insert(events, cursors: cursors, db) }
-        } catch { throw fail("append", error) }
+        try write { connection in
+            try connection.transaction("append") { try Self.insert(events, cursors: cursors, connection) }
+        }
     }
 
-    static func insert(_ events: [StoredEvent], cursors: [String: UInt64], _ db: Database) throws -> [Bool] {
-        let statement = try db.cachedStatement(sql: """
-            INSERT OR IGNORE INTO event(id, origin, seq, stream, event_type, ts_ms, received_ms, correlation_id, target, envelope)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """)
+    static let insertSQL = """
+        INSERT OR IGNORE INTO event(id, origin, seq, stream, event_type, ts_ms, received_ms, correlation_id, target, envelope)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        """
+    static let cursorSQL = "INSERT INTO cursor(origin, seq) VALUES (?, ?) ON CONFLICT(origin) DO UPDATE SET seq = max(seq, excluded.seq)"
+
+    /// Inserts inside the caller's transaction, binding each row straight to the prepared statement.
+    static func insert(_ events: [StoredEvent], cursors: [String: UInt64], _ connection: Connection) throws -> [Bool] {
+        let statement = try connection.statement(insertSQL)
         var fresh: [Bool] = []
         fresh.reserveCapacity(events.count)
         for e in events {
-            try statement.execute(arguments: [
-                e.id, e.origin, Int64(e.seq), e.stream, e.eventType, e.timestampMillis, e.receivedMillis,
-                e.correlationID, e.target, Data(e.envelope),
-            ])
-            fresh.append(db.changesCount > 0)
+            connection.bind(statement, 1, e.id)
+            connection.bind(statement, 2, e.origin)
+            connection.bind(statement, 3, Int64(e.seq))
+            connection.bind(statement, 4, e.stream)
+            connection.bind(statement, 5, e.eventType)
+            connection.bind(statement, 6, e.timestampMillis)
+            connection.bind(statement, 7, e.receivedMillis)
+            connection.bind(statement, 8, e.correlationID)
+            connection.bind(statement, 9, e.target)
+            connection.bind(statement, 10, blob: e.envelope)
+            fresh.append(try connection.run(statement, "append") > 0)
         }
-        for (origin, seq) in cursors {
-            try db.execute(
-                sql: "INSERT INTO cursor(origin, seq) VALUES (?, ?) ON CONFLICT(origin) DO UPDATE SET seq = max(seq, excluded.seq)",
-                arguments: [origin, Int64(seq)])
+        if !cursors.isEmpty {
+            let cursor = try connection.statement(cursorSQL)
+            for (origin, seq) in cursors {
+                connection.bind(cursor, 1, origin)
+                connection.bind(cursor, 2, Int64(seq))
+                try connection.run(cursor, "advance cursor")
+            }
         }
         return fresh
     }
@@ -261,9 +330,15 @@ public final class EventStore: Sendable {
         try pool.read { db in try String.fetchOne(db, sql: "PRAGMA \(name)") }
     }
 
+    /// The value of a pragma on the writing connection, read inside a write transaction:
+    /// what the commits of the store really run with.
+    public func writingPragma(_ name: String) throws -> String? {
+        try write { connection in try connection.transaction("read pragma") { try connection.pragma(name) } }
+    }
+
     /// Sets a pragma on the writing connection (tests use it to fake other versions).
     func setPragma(_ name: String, _ value: String) throws {
-        try pool.write { db in try db.execute(sql: "PRAGMA \(name) = \(value)") }
+        try write { connection in try connection.execute("PRAGMA \(name) = \(value)", "set pragma") }
     }
 
     /// The largest sequence stored for an origin (0 when none): an origin continues from it.
@@ -332,13 +407,13 @@ public final class EventStore: Sendable {
     }
 
     public func recordAnswer(requestID: String, reply: [UInt8]) throws {
-        do {
-            try pool.write { db in
-                try db.execute(
-                    sql: "INSERT OR IGNORE INTO answered(request_id, reply, answered_ms) VALUES (?, ?, ?)",
-                    arguments: [requestID, Data(reply), Int64(Date().timeIntervalSince1970 * 1000)])
-            }
-        } catch { throw fail("recordAnswer", error) }
+        try write { connection in
+            let statement = try connection.statement("INSERT OR IGNORE INTO answered(request_id, reply, answered_ms) VALUES (?, ?, ?)")
+            connection.bind(statement, 1, requestID)
+            connection.bind(statement, 2, blob: reply)
+            connection.bind(statement, 3, Int64(Date().timeIntervalSince1970 * 1000))
+            try connection.run(statement, "recordAnswer")
+        }
     }
 
     public func meta(_ key: String) throws -> String? {
@@ -348,9 +423,12 @@ public final class EventStore: Sendable {
     }
 
     public func setMeta(_ key: String, _ value: String) throws {
-        do {
-            try pool.write { db in try db.execute(sql: "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", arguments: [key, value]) }
-        } catch { throw fail("setMeta", error) }
+        try write { connection in
+            let statement = try connection.statement("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)")
+            connection.bind(statement, 1, key)
+            connection.bind(statement, 2, value)
+            try connection.run(statement, "setMeta")
+        }
     }
 
     /// A group-commit writer for this store.

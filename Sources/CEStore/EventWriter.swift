@@ -164,10 +164,11 @@ extension EventWriter {
 
         func write(_ batch: [Request]) {
             do {
-                let results = try store.pool.write { db -> [[Bool]] in
-                    var cursors: [String: UInt64] = [:]
-                    for request in batch { cursors.merge(request.cursors) { max($0, $1) } }
-                    let all = try EventStore.insert(batch.flatMap(\.events), cursors: cursors, db)
+                var cursors: [String: UInt64] = [:]
+                for request in batch { cursors.merge(request.cursors) { max($0, $1) } }
+                let events = batch.count == 1 ? batch[0].events : batch.flatMap(\.events)
+                let results = try store.write { connection -> [[Bool]] in
+                    let all = try connection.transaction("append") { try EventStore.insert(events, cursors: cursors, connection) }
                     var split: [[Bool]] = []
                     var offset = 0
                     for request in batch {
@@ -182,7 +183,7 @@ extension EventWriter {
                 }
                 for (request, fresh) in zip(batch, results) { request.continuation.resume(returning: fresh) }
             } catch {
-                let failure = store.fail("append", error)
+                let failure = error as? StoreError ?? store.fail("append", error)
                 for request in batch { request.continuation.resume(throwing: failure) }
             }
         }

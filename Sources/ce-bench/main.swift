@@ -1,5 +1,5 @@
 // Benchmarks of the store and the bus, printing figures (never asserted in tests).
-//   ce-bench store [--events N] [--batch B] [--tasks T] [--durability full|normal|both] [--dir DIR] [--ceiling PATH]
+//   ce-bench store [--events N] [--batch B] [--tasks T] [--durability full|normal|both] [--checkpoints M] [--dir DIR] [--ceiling PATH]
 //                                                 appends 256 B events: batches, and the group-commit writer
 //   ce-bench gates [--pools N] [--rounds R] [--processes]   gate decision latency: last sync_point_reached -> gate_passed at every pool
 //   ce-bench bus [--events N] [--rate R] [--emitters E] [--asks A]   emit -> stored at origin -> stored at a subscriber process;
@@ -21,7 +21,7 @@ func fail(_ text: String) -> Never {
     exit(2)
 }
 
-let usage = "usage: ce-bench store [--events N] [--batch B] [--tasks T] [--durability full|normal|both] [--dir DIR] [--ceiling PATH_TO_sqlite_ceiling]\n       ce-bench gates [--pools N] [--rounds R] [--processes] [--heartbeat-ms MS]\n       ce-bench bus [--events N] [--rate EVENTS_PER_S] [--asks N] [--emitters N] [--normal] [--no-replay]\n       ce-bench replay [--events N] [--stall N]\n       ce-bench link --from DATA_DIR --to DATA_DIR [--events N] [--rate EVENTS_PER_S] [--type EVENT_TYPE]"
+let usage = "usage: ce-bench store [--events N] [--batch B] [--tasks T] [--durability full|normal|both] [--checkpoints background|inline|both] [--dir DIR] [--ceiling PATH_TO_sqlite_ceiling]\n       ce-bench gates [--pools N] [--rounds R] [--processes] [--heartbeat-ms MS]\n       ce-bench bus [--events N] [--rate EVENTS_PER_S] [--asks N] [--emitters N] [--normal] [--no-replay]\n       ce-bench replay [--events N] [--stall N]\n       ce-bench link --from DATA_DIR --to DATA_DIR [--events N] [--rate EVENTS_PER_S] [--type EVENT_TYPE]"
 let arguments = Array(CommandLine.arguments.dropFirst(2))
 guard let command = CommandLine.arguments.dropFirst().first else { fail(usage) }
 
@@ -37,7 +37,7 @@ guard let command = CommandLine.arguments.dropFirst().first else { fail(usage) }
     guard i + 1 < arguments.count, let n = Int(arguments[i + 1]), n > 0 else { fail("\(name) needs a positive number\n\(usage)") }
     return n
 }
-for (i, a) in arguments.enumerated() where a.hasPrefix("--") && !["--events", "--rate", "--asks", "--emitters", "--normal", "--pools", "--rounds", "--batch", "--tasks", "--durability", "--dir", "--ceiling", "--processes", "--heartbeat-ms", "--no-replay", "--stall", "--from", "--to", "--type"].contains(a) {
+for (i, a) in arguments.enumerated() where a.hasPrefix("--") && !["--events", "--rate", "--asks", "--emitters", "--normal", "--pools", "--rounds", "--batch", "--tasks", "--durability", "--dir", "--ceiling", "--processes", "--heartbeat-ms", "--no-replay", "--stall", "--from", "--to", "--type", "--checkpoints"].contains(a) {
     fail("unknown flag \(a) (argument \(i + 1))\n\(usage)")
 }
 
@@ -78,9 +78,12 @@ default: fail("unknown benchmark \(command)\n\(usage)")
 try? FileManager.default.removeItem(atPath: temporaryRoot)
 
 /// Appends `--events` events with a 256-byte payload to fresh stores: in batches of `--batch`
-/// from one caller, then one event per call from `--tasks` concurrent tasks through the
-/// group-commit writer. With `--ceiling PATH` it first runs shared/bench/sqlite_ceiling.c's
-/// binary (tuned, same rows and batch) and prints each figure as a share of it.
+/// from one caller (with each commit's latency), then one event per call from `--tasks`
+/// concurrent tasks through the group-commit writer. With `--ceiling PATH` it first runs
+/// shared/bench/sqlite_ceiling.c's binary (tuned, same rows and batch, and `full` when the
+/// store runs synchronous=FULL) and prints each figure as a share of it. `--checkpoints
+/// background|inline|both`: where WAL checkpoints run (inline: inside the commits, as SQLite
+/// does by default), to show what they do to the commit latency tail.
 @MainActor func storeBenchmark() async throws {
     let count = option("--events", default: 200_000)
     let batch = option("--batch", default: 1000)
@@ -92,29 +95,42 @@ try? FileManager.default.removeItem(atPath: temporaryRoot)
         guard let durability = EventStore.Durability(rawValue: text) else { fail("--durability is full, normal or both\n\(usage)") }
         durabilities = [durability]
     }
+    let checkpointModes: [EventStore.Checkpoints]
+    switch textOption("--checkpoints") ?? "background" {
+    case "both": checkpointModes = [.background, .inline]
+    case let text:
+        guard let mode = EventStore.Checkpoints(rawValue: text) else { fail("--checkpoints is background, inline or both\n\(usage)") }
+        checkpointModes = [mode]
+    }
     let root = (textOption("--dir") ?? NSTemporaryDirectory()) + "/ce-bench-store-" + UUID().uuidString.prefix(8)
     defer { try? FileManager.default.removeItem(atPath: root) }
     try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
 
-    var ceiling: Double?
+    var ceilings: [EventStore.Durability: Double] = [:]
     if let program = textOption("--ceiling") {
-        let process = Process()
-        let output = Pipe()
-        process.executableURL = URL(fileURLWithPath: program)
-        process.arguments = [root + "/ceiling.sqlite", "\(count)", "\(batch)", "tuned"]
-        process.standardOutput = output
-        try process.run()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        print("ceiling (\(program)): " + text.trimmingCharacters(in: .whitespacesAndNewlines))
-        // "<rows> rows, batch <b>, tuned: <rate> rows/s"
-        ceiling = text.split(separator: ":").last.flatMap { Double($0.split(separator: " ").first ?? "") }
-        if process.terminationStatus != 0 || ceiling == nil { fail("the ceiling program failed: \(text)") }
+        for durability in durabilities {
+            let process = Process()
+            let output = Pipe()
+            process.executableURL = URL(fileURLWithPath: program)
+            let file = root + "/ceiling-\(durability).sqlite"
+            process.arguments = [file, "\(count)", "\(batch)", "tuned"] + (durability == .full ? ["full"] : [])
+            process.standardOutput = output
+            try process.run()
+            let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: file + suffix) }
+            print("ceiling (\(program), \(durability == .full ? "tuned full" : "tuned")): " + text.trimmingCharacters(in: .whitespacesAndNewlines))
+            // "<rows> rows, batch <b>, tuned: <rate> rows/s"
+            guard process.terminationStatus == 0, let rate = text.split(separator: ":").last.flatMap({ Double($0.split(separator: " ").first ?? "") }) else {
+                fail("the ceiling program failed: \(text)")
+            }
+            ceilings[durability] = rate
+        }
     }
-    func report(_ label: String, _ durability: EventStore.Durability, _ start: ContinuousClock.Instant) {
+    func report(_ label: String, _ durability: EventStore.Durability, _ start: ContinuousClock.Instant, _ extra: String = "") {
         let rate = Double(count) / seconds(since: start)
-        let share = ceiling.map { String(format: " (%.2f of the ceiling, which is synchronous=NORMAL)", rate / $0) } ?? ""
-        print(String(format: "store: %d events, %@, synchronous=%@: %.0f events/s", count, label, durability == .full ? "FULL" : "NORMAL", rate) + share)
+        let share = ceilings[durability].map { String(format: " = %.2fx the C ceiling at the same durability", rate / $0) } ?? ""
+        print(String(format: "store: %d events, %@, synchronous=%@: %.0f events/s", count, label, durability == .full ? "FULL" : "NORMAL", rate) + share + extra)
     }
 
     let events = (1...count).map { seq -> StoredEvent in
@@ -123,23 +139,33 @@ try? FileManager.default.removeItem(atPath: temporaryRoot)
         return StoredEvent(event: e, envelope: EnvelopeCodec.encode(e))
     }
     for durability in durabilities {
-        let store = try EventStore(directory: root + "/\(durability)-batch", durability: durability)
-        var start = ContinuousClock.now
-        for chunk in stride(from: 0, to: count, by: batch) { try store.append(Array(events[chunk..<min(count, chunk + batch)])) }
-        report("batches of \(batch) from one caller", durability, start)
-
-        let writer = try EventStore(directory: root + "/\(durability)-writer", durability: durability).writer()
-        start = ContinuousClock.now
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for t in 0..<tasks {
-                group.addTask {
-                    for i in stride(from: t, to: count, by: tasks) { _ = try await writer.append(events[i]) }
-                }
+        for mode in checkpointModes {
+            let store = try EventStore(directory: root + "/\(durability)-\(mode)-batch", durability: durability, checkpoints: mode)
+            var commits: [Double] = []
+            var start = ContinuousClock.now
+            for chunk in stride(from: 0, to: count, by: batch) {
+                let t = ContinuousClock.now
+                try store.append(Array(events[chunk..<min(count, chunk + batch)]))
+                commits.append(seconds(since: t) * 1000)
             }
-            try await group.waitForAll()
+            commits.sort()
+            report("batches of \(batch) from one caller, checkpoints \(mode)", durability, start,
+                   String(format: "; commit p50 %.2f ms, p99 %.2f ms, max %.2f ms", percentile(commits, 0.5), percentile(commits, 0.99), commits.last ?? .nan))
+            if mode != checkpointModes.first { continue }
+
+            let writer = try EventStore(directory: root + "/\(durability)-\(mode)-writer", durability: durability, checkpoints: mode).writer()
+            start = ContinuousClock.now
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for t in 0..<tasks {
+                    group.addTask {
+                        for i in stride(from: t, to: count, by: tasks) { _ = try await writer.append(events[i]) }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            report("\(tasks) tasks appending one at a time through the group-commit writer (\(writer.counts.transactions) transactions)", durability, start)
+            await writer.shutdown()
         }
-        report("\(tasks) tasks appending one at a time through the group-commit writer (\(writer.counts.transactions) transactions)", durability, start)
-        await writer.shutdown()
     }
 }
 

@@ -1,6 +1,7 @@
 import CECore
 import CENode
 import Foundation
+import Synchronization
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -203,9 +204,14 @@ func eventually(_ seconds: Double, _ what: @autoclosure () -> String, _ conditio
 /// A TCP port on 127.0.0.1 that nothing listens on right now, below the kernel's ephemeral
 /// range (which outgoing connections draw from, so a port taken from it can be gone by the
 /// time a node binds it).
+/// Ports handed out in this test process: never the same twice, even to tests running at once
+/// (a free port is only free until someone binds it).
+let portsGiven = Mutex<Set<Int>>([])
+
 func freePort() throws -> Int {
     for _ in 0..<200 {
         let port = Int.random(in: 20000..<32000)
+        guard portsGiven.withLock({ $0.insert(port).inserted }) else { continue }
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var addr = sockaddr_in()

@@ -268,9 +268,51 @@ struct StoreTests {
         let store = try EventStore(directory: URL(fileURLWithPath: dir))
         #expect(try store.pragma("page_size") == "16384")
         #expect(try store.pragma("journal_mode") == "wal")
-        #expect(try store.pragma("synchronous") == "2")  // FULL
         #expect(try store.pragma("user_version") == "\(EventStore.schemaVersion)")
-        #expect(try EventStore(directory: dir, durability: .normal).pragma("synchronous") == "1")  // NORMAL
+    }
+
+    /// Read where it acts: on the connection that commits, inside a write transaction (a
+    /// reading connection's value says nothing about the commits; GRDB's pool once turned
+    /// the writer to NORMAL behind a FULL that readers still showed).
+    @Test func theWritingConnectionRunsTheDurabilityAskedFor() async throws {
+        let dir = temporary()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let full = try EventStore(directory: dir)
+        #expect(try full.writingPragma("synchronous") == "2")  // FULL
+        #expect(try full.writingPragma("journal_mode") == "wal")
+        // Checkpoints are not run by the commits: the automatic checkpoint is off where they happen.
+        #expect(try full.writingPragma("wal_autocheckpoint") == "0")
+        // The writer thread's commits go through the same connection.
+        let writer = full.writer()
+        #expect(try await writer.append(event("p", 1)))
+        #expect(try full.writingPragma("synchronous") == "2")
+        await writer.shutdown()
+        let normalDir = temporary()
+        defer { try? FileManager.default.removeItem(atPath: normalDir) }
+        #expect(try EventStore(directory: normalDir, durability: .normal).writingPragma("synchronous") == "1")  // NORMAL
+        #expect(try EventStore(directory: normalDir, checkpoints: .inline).writingPragma("wal_autocheckpoint") == "4000")
+    }
+
+    /// Past the threshold the WAL is copied back by the checkpoint thread, and everything
+    /// written is still there, in order, afterwards.
+    @Test func checkpointsRunOffTheCommitPath() throws {
+        let dir = temporary()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = try EventStore(directory: dir)
+        let payload = String(repeating: "x", count: 2000)
+        var seq: UInt64 = 0
+        let deadline = ContinuousClock.now + .seconds(60)
+        // 16 MiB of WAL is about 8000 events of 2 KB; stop once a checkpoint ran (bounded).
+        while store.backgroundCheckpoints == 0, seq < 200_000, ContinuousClock.now < deadline {
+            try store.append((1...500).map { _ in
+                seq += 1
+                let e = Event(id: "c-\(seq)", origin: "c", seq: seq, stream: "s", type: .planReady, timestamp: Date(), payload: ["p": .string(payload)])
+                return StoredEvent(event: e, envelope: EnvelopeCodec.encode(e))
+            })
+        }
+        #expect(store.backgroundCheckpoints > 0, "no checkpoint after \(seq) events")
+        #expect(try store.count() == Int(seq))
+        #expect(try store.maxSeq(origin: "c") == seq)
     }
 
     @Test func aStoreFromANewerVersionIsRefused() throws {
