@@ -429,7 +429,7 @@ public final class Node: Sendable {
                     continue
                 }
                 let event = Event(
-                    id: pending.id ?? UUID().uuidString.lowercased(), origin: spec.name, seq: first, stream: pending.stream,
+                    id: pending.id ?? EventID.make(now: now), origin: spec.name, seq: first, stream: pending.stream,
                     type: pending.type, timestamp: now, payload: pending.payload,
                     correlationID: pending.correlationID, target: pending.target)
                 first += 1

@@ -1,3 +1,4 @@
+import Foundation
 import CECore
 import Testing
 
@@ -104,5 +105,30 @@ struct JSONTests {
         let bytes = Array(#"{"k":[1,2]}"#.utf8)
         #expect(try JSONValue(parsing: bytes.lazy.map { $0 }) == ["k": [1, 2]])
         #expect(try JSONValue(parsing: bytes[0...]) == ["k": [1, 2]])
+    }
+}
+
+@Suite("Event ids")
+struct EventIDTests {
+    @Test func idsAreVersion7UUIDsThatSortInTheOrderMade() {
+        let start = Date()
+        let ids = (0..<20_000).map { _ in EventID.make(now: start) } + (0..<100).map { _ in EventID.make() }
+        #expect(ids == ids.sorted(), "ids made later sort later, within one millisecond too")
+        #expect(Set(ids).count == ids.count)
+        for id in ids.prefix(50) {
+            #expect(UUID(uuidString: id) != nil, "\(id) is a UUID")
+            #expect(Array(id)[14] == "7", "\(id) is version 7")
+            #expect("89ab".contains(Array(id)[19]), "\(id) has the RFC 9562 variant")
+        }
+        // The first 48 bits are the time in milliseconds.
+        let millis = UInt64(id: ids[0])
+        #expect(millis == UInt64(start.timeIntervalSince1970 * 1000))
+    }
+}
+
+private extension UInt64 {
+    init(id: String) {
+        let hex = id.replacingOccurrences(of: "-", with: "").prefix(12)
+        self = UInt64(hex, radix: 16)!
     }
 }

@@ -1,0 +1,71 @@
+import CECore
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A full disk under the store: emits fail with an error naming the store, nothing stored is
+/// lost, the node keeps serving, and it writes again once there is room.
+@Suite("A full disk", .serialized)
+struct DiskFullTests {
+    /// Mounts a tmpfs of `megabytes` on `path`; false where this machine does not allow it.
+    static func mountTmpfs(_ path: String, megabytes: Int) -> Bool {
+        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return mount("tmpfs", path, "tmpfs", 0, "size=\(megabytes)m,mode=0700") == 0
+    }
+
+    static func resize(_ path: String, megabytes: Int) -> Bool {
+        mount("tmpfs", path, "tmpfs", UInt(MS_REMOUNT), "size=\(megabytes)m,mode=0700") == 0
+    }
+
+    @Test func emitFailsClearlyWhenTheDiskIsFullAndRecoversWhenRoomReturns() async throws {
+        let cluster = try Cluster([.init(name: "planner-1", pool: "planner")], pools: "", settings: "heartbeat_ms: 200")
+        let data = cluster.data("planner-1")
+        guard Self.mountTmpfs(data, megabytes: 4) else {
+            print("SKIPPED: cannot mount a tmpfs here (\(String(cString: strerror(errno)))); the full-disk test needs root")
+            await cluster.tearDown()
+            return
+        }
+        func tearDown() async {
+            cluster.kill("planner-1")
+            umount2(data, Int32(MNT_DETACH))
+            await cluster.tearDown()
+        }
+        do {
+            try await cluster.launch(["planner-1"])
+            let big: JSONValue = ["blob": .string(String(repeating: "z", count: 60_000))]
+            var stored = 0
+            var failure: String?
+            // Fill the 4 MiB until the store refuses (bounded: far more than fits).
+            for _ in 0..<400 {
+                do {
+                    try await cluster.emit("planner-1", "plan_ready", big)
+                    stored += 1
+                } catch {
+                    failure = "\(error)"
+                    break
+                }
+            }
+            let message = try #require(failure, "4 MiB never filled up after \(stored) events of 60 kB")
+            #expect(message.contains("events.sqlite"), "the error names the store: \(message)")
+            #expect(message.contains("full"), "the error says the disk is full: \(message)")
+            // Still serving: status answers, and everything acknowledged is there.
+            #expect(try await cluster.status("planner-1")["last_seq"]?.intValue == stored)
+            #expect(cluster.processes["planner-1"]!.isRunning)
+            // Room again: the next emit is stored and numbered right after the last one.
+            #expect(Self.resize(data, megabytes: 64))
+            let next = try await cluster.emit("planner-1", "plan_ready", ["after": true])
+            #expect(next["seq"]?.intValue == stored + 1)
+            try await cluster.stop("planner-1")
+            let history = try cluster.history("planner-1")
+            #expect(history.count == stored + 1)
+            #expect(history.map { $0["seq"]?.intValue ?? 0 } == Array(1...(stored + 1)))
+        } catch {
+            print("--- planner-1\n\(cluster.log("planner-1").suffix(3000))")
+            await tearDown()
+            throw error
+        }
+        await tearDown()
+    }
+}
