@@ -66,6 +66,27 @@ final class Intake: Sendable {
         var again = false
         /// The origin was heard with a sequence below the cursor (said once in the log).
         var regressed = false
+
+        enum Decision { case accept, duplicate, hold, drop }
+
+        /// A live event from this track's origin: taken (the cursor moves to it), a duplicate,
+        /// held behind a gap, or dropped because too much is held already (replay brings it).
+        mutating func take(_ held: Held, intake: Intake) -> Decision {
+            if cursor == nil { cursor = held.event.seq - 1 }  // catch-up "now": start here
+            let current = cursor!
+            if held.event.seq <= current { return .duplicate }
+            if pending.isEmpty && !replaying && intake.nothingMissed(before: held.event.seq, marks: held.marks, cursor: current) {
+                cursor = held.event.seq
+                return .accept
+            }
+            guard pending.count < Intake.maxPending && pendingBytes + held.envelope.count <= Intake.maxPendingBytes else {
+                again = true
+                return .drop
+            }
+            pending.append(held)
+            pendingBytes += held.envelope.count
+            return .hold
+        }
     }
 
     struct State: Sendable {
@@ -201,31 +222,20 @@ extension Node {
             // One pass under the lock for the whole batch: events first, then heartbeats.
             intake.state.withLock { s in
                 for held in arrivals {
-                    let event = held.event
-                    guard var track = s.tracks[event.origin] else {
+                    let origin = held.event.origin
+                    // Changed in place (a copy of the track would copy its pending events per event).
+                    guard s.tracks[origin] != nil else {
                         accepted.append(held)  // an origin outside the topology: no sequence to follow
                         continue
                     }
-                    if track.cursor == nil { track.cursor = event.seq - 1 }  // catch-up "now": start here
-                    let cursor = track.cursor!
-                    if event.seq <= cursor {
-                        duplicates += 1
-                    } else if !track.pending.isEmpty || track.replaying
-                        || !intake.nothingMissed(before: event.seq, marks: held.marks, cursor: cursor)
-                    {
-                        if track.pending.count < Intake.maxPending && track.pendingBytes + held.envelope.count <= Intake.maxPendingBytes {
-                            track.pending.append(held)
-                            track.pendingBytes += held.envelope.count
-                        } else {
-                            dropped += 1
-                            track.again = true
-                        }
-                        wanted.insert(event.origin)
-                    } else {
-                        track.cursor = event.seq
-                        accepted.append(held)
+                    switch s.tracks[origin]!.take(held, intake: intake) {
+                    case .accept: accepted.append(held)
+                    case .duplicate: duplicates += 1
+                    case .hold: wanted.insert(origin)
+                    case .drop:
+                        dropped += 1
+                        wanted.insert(origin)
                     }
-                    s.tracks[event.origin] = track
                 }
                 // A heartbeat follows the origin's events on the same connection: if it shows
                 // an event this node subscribes to beyond the cursor, that event was lost.
@@ -340,14 +350,22 @@ extension Node {
     func replayLoop(_ origin: NodeSpec, feed: Socket) async {
         var backoff = Duration.milliseconds(100)
         var failures = 0
+        let timeout = Duration.milliseconds(max(1000, topology.settings.askTimeoutMilliseconds))
+        /// The next page, asked for while the one before was being stored.
+        var ahead: Replay.Reply?
         while !Task.isCancelled {
             let (after, since) = intake.state.withLock { ($0.tracks[origin.name]?.cursor ?? 0, $0.tracks[origin.name]?.since) }
             let request = Replay.Request(
                 origin: origin.name, after: after, types: intake.types.map { $0.sorted() }, since: since, fromNode: spec.name)
             let reply: Replay.Reply
             do {
-                state.withLock { $0.counters.replayRequests += 1 }
-                reply = try await fetchReplay(from: origin, request, timeout: .milliseconds(max(1000, topology.settings.askTimeoutMilliseconds)))
+                if let prefetched = ahead {
+                    reply = prefetched
+                    ahead = nil
+                } else {
+                    state.withLock { $0.counters.replayRequests += 1 }
+                    reply = try await fetchReplay(from: origin, request, timeout: timeout)
+                }
                 failures = 0
                 backoff = .milliseconds(100)
             } catch {
@@ -375,7 +393,19 @@ extension Node {
             }
             let more: Bool
             do {
-                more = try await intake.turn.run { try await self.takeReplayed(reply, from: origin.name, feed: feed) }
+                if reply.through < reply.lastSeq {
+                    // Pipelined: the page after this one travels while this one is stored. It
+                    // starts at this page's end; whatever the store step moves the cursor past
+                    // is filtered out when it is taken.
+                    let next = Replay.Request(
+                        origin: origin.name, after: reply.through, types: intake.types.map { $0.sorted() }, since: nil, fromNode: spec.name)
+                    state.withLock { $0.counters.replayRequests += 1 }
+                    async let prefetch = try? fetchReplay(from: origin, next, timeout: timeout)
+                    more = try await intake.turn.run { try await self.takeReplayed(reply, from: origin.name, feed: feed) }
+                    ahead = more ? await prefetch : nil
+                } else {
+                    more = try await intake.turn.run { try await self.takeReplayed(reply, from: origin.name, feed: feed) }
+                }
             } catch {
                 if Task.isCancelled { return }
                 logger.error("storing replayed events of \(origin.name) failed, retrying: \(error)")

@@ -21,7 +21,7 @@ func fail(_ text: String) -> Never {
     exit(2)
 }
 
-let usage = "usage: ce-bench store [--events N] [--batch B] [--tasks T] [--durability full|normal|both] [--checkpoints background|inline|both] [--random-ids] [--dir DIR] [--ceiling PATH_TO_sqlite_ceiling]\n       ce-bench gates [--pools N] [--rounds R] [--processes] [--heartbeat-ms MS]\n       ce-bench bus [--events N] [--rate EVENTS_PER_S] [--asks N] [--emitters N] [--normal] [--no-replay]\n       ce-bench replay [--events N] [--stall N]\n       ce-bench link --from DATA_DIR --to DATA_DIR [--events N] [--rate EVENTS_PER_S] [--type EVENT_TYPE]"
+let usage = "usage: ce-bench store [--events N] [--batch B] [--tasks T] [--durability full|normal|both] [--checkpoints background|inline|both] [--random-ids] [--dir DIR] [--ceiling PATH_TO_sqlite_ceiling]\n       ce-bench gates [--pools N] [--rounds R] [--processes] [--heartbeat-ms MS]\n       ce-bench bus [--events N] [--rate EVENTS_PER_S] [--asks N] [--emitters N] [--batch B] [--normal] [--no-replay]\n       ce-bench replay [--events N] [--stall N]\n       ce-bench link --from DATA_DIR --to DATA_DIR [--events N] [--rate EVENTS_PER_S] [--type EVENT_TYPE]"
 let arguments = Array(CommandLine.arguments.dropFirst(2))
 guard let command = CommandLine.arguments.dropFirst().first else { fail(usage) }
 
@@ -249,10 +249,19 @@ try? FileManager.default.removeItem(atPath: temporaryRoot)
     // 1. Throughput: many tasks emitting as fast as the origin stores them (each emit returns
     // once its event is durable, so the batch per fsync is at most the number of emitters).
     let start = ContinuousClock.now
+    // With --batch B each emitter emits B events per call (one acknowledgement for the batch,
+    // like an asynchronous publisher that waits for acks in windows).
     let emitters = option("--emitters", default: 256)
+    let emitBatch = option("--batch", default: 1)
     try await withThrowingTaskGroup(of: Void.self) { group in
         for t in 0..<emitters {
-            group.addTask { for _ in stride(from: t, to: count, by: emitters) { _ = try await origin.emit(.planReady, payload: payload) } }
+            group.addTask {
+                let mine = stride(from: t, to: count, by: emitters).map { _ in Node.Emission(.planReady, payload: payload) }
+                for start in stride(from: 0, to: mine.count, by: emitBatch) {
+                    let slice = Array(mine[start..<min(mine.count, start + emitBatch)])
+                    if slice.count == 1 { _ = try await origin.emit(.planReady, payload: payload) } else { _ = try await origin.emit(slice) }
+                }
+            }
         }
         try await group.waitForAll()
     }
@@ -262,7 +271,7 @@ try? FileManager.default.removeItem(atPath: temporaryRoot)
     while arrivals.withLock({ $0[last] == nil }) && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
     let delivered = seconds(since: start)
     let got = arrivals.withLock { a in (firstSeq...last).filter { a[$0] != nil }.count }
-    print(String(format: "bus: %d events of 256 B payload, %d concurrent emitters: stored at origin at %.0f events/s; stored and delivered at the subscriber process at %.0f events/s (%d of %d arrived)",
+    print(String(format: "bus: %d events of 256 B payload, %d concurrent emitters, batches of \(emitBatch): stored at origin at %.0f events/s; stored and delivered at the subscriber process at %.0f events/s (%d of %d arrived)",
                  count, emitters, Double(count) / stored, Double(got) / delivered, got, count))
 
     // 2. Latency at a fixed rate: emit call -> event on the subscriber's feed.
