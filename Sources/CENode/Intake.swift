@@ -297,15 +297,20 @@ extension Node {
         let records = held.map { StoredEvent(event: $0.event, envelope: $0.envelope, receivedAt: now) }
         let fresh = try await writer.append(records, advancing: cursors)
         var duplicates = 0
+        var local: [Message] = []
+        local.reserveCapacity(held.count)
         for (index, isNew) in fresh.enumerated() {
             guard isNew else {
                 duplicates += 1
                 continue
             }
             let event = held[index].event
-            try? await feed.send(Message([Frame(Topic.bytes(type: event.type, stream: event.stream)), Frame(held[index].envelope)]))
-            broadcast(event)
-            eventFolder?.deliver(event)
+            local.append(Message([Frame(Topic.bytes(type: event.type, stream: event.stream)), Frame(held[index].envelope)]))
+        }
+        try? await feed.send(batch: local)
+        for (index, isNew) in fresh.enumerated() where isNew {
+            broadcast(held[index].event)
+            eventFolder?.deliver(held[index].event)
         }
         if eventFolder != nil, fresh.contains(true), let mark = try? store.lastRowID() {
             state.withLock { $0.inboxMark = mark }

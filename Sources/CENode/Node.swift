@@ -53,6 +53,10 @@ public final class Node: Sendable {
     let context: Context
     let logger: Logger
     let emits = BatchQueue<PendingEmit>()
+    /// Held while this node's own events or a heartbeat go out on its PUB socket: a heartbeat
+    /// reads the last sequence and is sent with no event published in between, so it never
+    /// tells a subscriber a sequence older than events it has already sent.
+    let publishing = AsyncLock()
     let state: Mutex<State>
     let eventFolder: EventFolder?
     let intake: Intake
@@ -447,18 +451,27 @@ public final class Node: Sendable {
                 for c in waiting { c(.failure(error)) }
                 continue
             }
-            state.withLock { s in
-                s.lastSeq = events.last!.seq
-                s.marks = marks
-                s.counters.emitted += events.count
-            }
+            var wire: [Message] = []
+            var local: [Message] = []
+            wire.reserveCapacity(events.count)
+            local.reserveCapacity(events.count)
             for (index, (event, record)) in zip(events, records).enumerated() {
                 let topic = Frame(Topic.bytes(type: event.type, stream: event.stream))
                 let envelope = Frame(record.envelope)
-                try? await pub.send(Message(options.replay ? [topic, envelope, Frame(markFrames[index])] : [topic, envelope]))
-                try? await feed.send(Message([topic, envelope]))
-                broadcast(event)
+                wire.append(Message(options.replay ? [topic, envelope, Frame(markFrames[index])] : [topic, envelope]))
+                local.append(Message([topic, envelope]))
             }
+            // The committed batch goes out in one go, in sequence order.
+            try? await publishing.run {
+                state.withLock { s in
+                    s.lastSeq = events.last!.seq
+                    s.marks = marks
+                    s.counters.emitted += events.count
+                }
+                try? await pub.send(batch: wire)
+            }
+            try? await feed.send(batch: local)
+            for event in events { broadcast(event) }
             for (event, c) in zip(events, waiting) { c(.success(event)) }
         }
     }
@@ -527,13 +540,15 @@ public final class Node: Sendable {
             for line in watch.check(self) {
                 if line.warning { logger.warning("\(line.text)") } else { logger.notice("\(line.text)") }
             }
-            let (seq, marks) = state.withLock { ($0.lastSeq, $0.marks) }
-            let body: JSONValue = [
-                "origin": .string(spec.name), "pool": .string(spec.pool), "seq": .number(Double(seq)),
-                "marks": Self.marksValue(marks),
-                "timestamp": .string(Timestamp.format(Date())),
-            ]
-            try await pub.send(Message([topic, Frame(body.serialized())]))
+            try await publishing.run {
+                let (seq, marks) = state.withLock { ($0.lastSeq, $0.marks) }
+                let body: JSONValue = [
+                    "origin": .string(spec.name), "pool": .string(spec.pool), "seq": .number(Double(seq)),
+                    "marks": Self.marksValue(marks),
+                    "timestamp": .string(Timestamp.format(Date())),
+                ]
+                try await pub.send(Message([topic, Frame(body.serialized())]))
+            }
             try await Task.sleep(for: interval)
         }
     }

@@ -198,6 +198,50 @@ public final class Socket: Sendable {
         }
     }
 
+    /// Sends several messages, in order. PUB and PUSH: the calling task sends them itself
+    /// while libzmq takes them, under one lock for the whole batch (no thread hand-off, no
+    /// suspension); once libzmq is full the rest take the queue as single sends do. Other
+    /// socket types send them one after another.
+    public func send(batch messages: [Message]) async throws {
+        var next = 0
+        if core.allowsDirectSend { next = try sendDirectly(batch: messages) }
+        while next < messages.count {
+            try await send(messages[next])
+            next += 1
+        }
+    }
+
+    /// How many of `messages` were sent (or, the last of them, queued) by the caller itself.
+    private func sendDirectly(batch messages: [Message]) throws -> Int {
+        let core = self.core
+        var failure: ZMQError?
+        var wake = false
+        let handled = core.handleLock.withLockIfAvailable { _ -> Int in
+            guard !messages.isEmpty, core.state.withLock({ $0.mode == .async && $0.outbox.isEmpty }), let handle = core.handle else { return 0 }
+            for (index, message) in messages.enumerated() {
+                var item = SocketCore.Outgoing(message: message)
+                switch core.sendNow(&item, handle: handle) {
+                case .sent: continue
+                case .failed(let error):
+                    failure = error
+                    return index
+                case .again:
+                    // libzmq is full: this one (perhaps half sent) is queued under the lock, in order.
+                    wake = core.state.withLock { s -> Bool in
+                        s.outbox.append(item)
+                        defer { s.flushScheduled = true }
+                        return !s.flushScheduled
+                    }
+                    return index + 1
+                }
+            }
+            return messages.count
+        } ?? 0
+        if wake { core.reactor.wake() }
+        if let failure { throw failure }
+        return handled
+    }
+
     /// PUB and PUSH: when nothing is queued and the reactor is not sending, the calling task
     /// sends itself (no thread hand-off). Returns false when the message must take the queue.
     private func sendDirectly(_ message: Message) throws -> Bool {

@@ -112,3 +112,47 @@ struct PatternTests {
         await context.shutdown()
     }
 }
+
+@Suite("Batch sends")
+struct BatchSendTests {
+    /// A no-drop publisher with a small high-water mark: the batch is sent directly until
+    /// libzmq is full, the rest goes through the queue, and the subscriber gets every message
+    /// once, in order.
+    @Test func aBatchArrivesWholeAndInOrderAcrossTheHighWaterMark() async throws {
+        let context = try Context()
+        let pub = try context.socket(.pub)
+        let sub = try context.socket(.sub)
+        try pub.set([.publisherNoDrop(true), .sendHighWaterMark(100)])
+        try sub.set([.subscribe([]), .receiveHighWaterMark(100)])
+        let endpoint = try sub.bind("tcp://127.0.0.1:*")
+        try pub.connect(endpoint)
+        _ = try await within(5, "the subscription arrives") {
+            while true {
+                try await pub.send(Message("probe"))
+                if (try? await sub.receive(timeout: .milliseconds(50))) != nil { return true }
+            }
+        }
+        while (try? await sub.receive(timeout: .milliseconds(20))) != nil {}
+        let count = 20_000
+        let sender = Task {
+            for start in stride(from: 0, to: count, by: 1000) {
+                try await pub.send(batch: (start..<(start + 1000)).map { Message([Frame("n"), Frame("\($0)")]) })
+            }
+        }
+        let received = try await within(30, "every message of the batches") {
+            var next = 0
+            var outOfOrder: [String] = []
+            while next < count {
+                for message in try await sub.receiveBatch() {
+                    if message.count != 2 || message[1].string != "\(next)" { outOfOrder.append("\(next): \(message)") }
+                    next += 1
+                }
+            }
+            return (next, outOfOrder)
+        }
+        try await sender.value
+        #expect(received.0 == count)
+        #expect(received.1.isEmpty, "out of order: \(received.1.prefix(5))")
+        await context.shutdown()
+    }
+}
