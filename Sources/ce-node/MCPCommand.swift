@@ -13,9 +13,12 @@ struct MCPCommand: AsyncParsableCommand {
     @OptionGroup var selection: NodeSelection
     @Option(help: "Log level (stderr): trace, debug, info, notice, warning, error.")
     var logLevel: String = "notice"
+    @Option(help: "The stdio transport: lines (waits in read(2)) or sdk (the SDK's StdioTransport, which polls stdin every 10 ms).")
+    var stdio: String = "lines"
 
     func run() async throws {
         guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown log level \(logLevel)") }
+        guard stdio == "lines" || stdio == "sdk" else { throw ValidationError("--stdio must be lines or sdk, not \(stdio)") }
         guard let name = selection.nodeName else { throw ValidationError("say which node the agent works through: --node NAME") }
         let settings: BusTools.Settings
         do {
@@ -27,7 +30,8 @@ struct MCPCommand: AsyncParsableCommand {
         var logger = Logger(label: "ce.mcp")
         logger[metadataKey: "ce.node"] = .string(name)
         let server = try BusServer(settings: settings, logger: logger)
-        let task = Task { try await server.run(transport: StdioTransport()) }
+        let transport: any Transport = stdio == "sdk" ? StdioTransport() : StdioLines()
+        let task = Task { try await server.run(transport: transport) }
         let signals = SignalWatcher([SIGINT, SIGTERM]) { task.cancel() }
         defer { signals.cancel() }
         try await task.value
