@@ -52,15 +52,29 @@ public final class BusServer: Sendable {
         feed.withLock { $0 = sub }
         try await server.start(transport: transport)
         logger.info("MCP server up", metadata: ["ce.node": .string(tools.settings.node.name), "ce.data": .string(tools.link.dataDirectory)])
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { await server.waitUntilCompleted() }
-            group.addTask { await self.forwardEvents(from: sub, to: server) }
-            group.addTask { await self.watchQuestions(server) }
+        await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                await server.waitUntilCompleted()
+                return true
+            }
+            group.addTask {
+                await self.forwardEvents(from: sub, to: server)
+                return false
+            }
+            group.addTask {
+                await self.watchQuestions(server)
+                return false
+            }
             group.addTask {
                 // Returns when the task is cancelled (SIGTERM): the server is stopped below.
                 try? await Task.sleep(for: .seconds(100 * 365 * 86400))
+                return false
             }
-            await group.next()
+            // The client closed stdin, or the task was cancelled (the loops end only then).
+            if await group.next() == true, let lines = transport as? StdioLines {
+                // Requests read before the end of input still get their replies.
+                await lines.waitForReplies(upTo: .seconds(10))
+            }
             await server.stop()
             group.cancelAll()
         }
@@ -220,7 +234,15 @@ public final class BusServer: Sendable {
     /// events stored at the node (the node's feed: every event it stores, after it is stored).
     func forwardEvents(from sub: Socket, to server: Server) async {
         while !Task.isCancelled {
-            guard let batch = try? await sub.receiveBatch() else { return }
+            let batch: [ZeroMQ.Message]
+            do {
+                batch = try await sub.receiveBatch()
+            } catch {
+                if Task.isCancelled { return }
+                logger.warning("reading the node's feed failed: \(error)")
+                try? await Task.sleep(for: .seconds(1))
+                continue
+            }
             let subscribed = subscriptions.withLock { $0 }
             var changed = Set<String>()
             for message in batch where message.count >= 1 {

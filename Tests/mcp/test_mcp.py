@@ -444,6 +444,33 @@ async def check_node_not_running(c, a):
         raise Failure("the server does not answer after its node died")
 
 
+async def check_scripted_session(c, a):
+    """A client that writes its requests and closes stdin at once gets every reply, and the
+    server then exits by itself."""
+    lines = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+         "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "script", "version": "1"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+         "params": {"name": "wait_for_events", "arguments": {"after": "now", "timeout_s": 1}}},
+        {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "emit", "arguments": {"event_type": "nope"}}},
+    ]
+    process = await asyncio.create_subprocess_exec(
+        c.binary, "mcp", "--topology", c.topology, "--node", "builder-1", stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, cwd=c.root)
+    try:
+        out, _ = await asyncio.wait_for(process.communicate("".join(json.dumps(x) + "\n" for x in lines).encode()), 20)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    replies = {r["id"]: r for r in map(json.loads, out.decode().splitlines())}
+    if sorted(replies) != [1, 2, 3] or process.returncode != 0:
+        raise Failure(f"replies {sorted(replies)}, exit status {process.returncode}")
+    if replies[2]["result"]["structuredContent"]["timed_out"] is not True or replies[3]["result"]["isError"] is not True:
+        raise Failure(f"replies {replies}")
+
+
 async def main(args):
     binary = os.path.abspath(args.ce_node)
     root = tempfile.mkdtemp(prefix="ce-mcp-", dir="/tmp")
@@ -460,7 +487,7 @@ async def main(args):
                 agents[key] = await Agent(node).open(stack, cluster)
             for check in [check_tools_and_resources, check_emit_and_wait, check_notifications, check_ask_answer,
                           check_ask_workspace_node, check_gate, check_conflict, check_bad_arguments,
-                          check_node_not_running]:
+                          check_node_not_running, check_scripted_session]:
                 started = time.monotonic()
                 try:
                     await asyncio.wait_for(check(cluster, agents), 90)
@@ -477,6 +504,7 @@ async def main(args):
         # The MCP servers are children of this process (the stdio client starts them and ends
         # them when its session closes); any still alive is stopped by its PID.
         for pid in children():
+            print(f"stopping process {pid}, still running after its session closed", flush=True)
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
