@@ -204,6 +204,7 @@ public final class BusTools: Sendable {
         case nil, .null?: break
         case .string("now")?: request["after"] = "now"
         case .int(let n)? where n >= 0: request["after"] = .number(Double(n))
+        case .double(let d)? where d >= 0 && d.rounded() == d && d <= 9_007_199_254_740_992: request["after"] = .number(d)
         case let other?:
             throw ToolError("wait_for_events: \"after\" must be a cursor (the next_cursor of an earlier call, an integer ≥ 0) or \"now\", not \(other)")
         }
