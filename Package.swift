@@ -8,6 +8,7 @@ import PackageDescription
 //   CECoordinator  pure state machines: quality gates, conflicts, pool liveness (no I/O)
 //   CEStore   the durable event store (SQLite: GRDB reads, one C-API connection writes)
 //   CENode    the node: publishing, subscribing, asking, the event folder, the control endpoint
+//   CEMCP     the MCP server (tools over a running node's control endpoint), on the MCP Swift SDK
 //   ce-node   thin executable over CENode
 //   zmq-perf  the wrapper's benchmark (same modes as shared/bench/zmq_baseline.c)
 //   ce-bench  benchmarks of the store and the bus, printing figures
@@ -27,6 +28,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/modelcontextprotocol/swift-sdk", exact: "0.12.1"),
     ],
     targets: [
         .systemLibrary(
@@ -64,10 +66,18 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .target(
+            name: "CEMCP",
+            dependencies: [
+                "CENode", "CECore", "ZeroMQ",
+                .product(name: "MCP", package: "swift-sdk"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "ce-node",
             dependencies: [
-                "CENode",
+                "CENode", "CEMCP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -85,6 +95,7 @@ let package = Package(
         .testTarget(name: "CEStoreTests", dependencies: ["CEStore"]),
         .testTarget(name: "CECoordinatorTests", dependencies: ["CECoordinator"]),
         .testTarget(name: "CENodeTests", dependencies: ["CENode", "CEStore", "ZeroMQ", "CECore"]),
+        .testTarget(name: "CEMCPTests", dependencies: ["CEMCP", "CENode", "CECore"]),
     ],
     swiftLanguageModes: [.v6]
 )

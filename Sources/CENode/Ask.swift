@@ -166,7 +166,7 @@ extension Node {
 
     private func respond(to question: Question) async throws -> JSONValue {
         if let handler = state.withLock({ $0.questionHandler }) { return try await handler(question) }
-        if let folder = eventFolder { return try await folder.ask(question) }
-        throw NodeError("nobody answers questions on \(spec.name): no handler and no workspace")
+        if eventFolder != nil || answerDesk.hasAnswerer { return try await answerThroughAgents(question) }
+        throw NodeError("nobody answers questions on \(spec.name): no handler, no workspace and no agent attached to its control endpoint")
     }
 }

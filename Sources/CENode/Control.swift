@@ -73,8 +73,9 @@ extension Node {
                 return failure("\(error)")
             }
         case let other?:
+            if let reply = await agentControl(request) { return reply }
             if let handler = state.withLock({ $0.controlCommands[other] }) { return await handler(request) }
-            return failure("unknown command \"\(other)\" (status, emit, ask)")
+            return failure("unknown command \"\(other)\" (status, emit, ask, events_after, questions, answer)")
         case nil:
             return failure("control request needs \"cmd\"")
         }

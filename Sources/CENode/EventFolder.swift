@@ -180,6 +180,11 @@ final class EventFolder: Sendable {
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
                 waitingReplies.withLock { $0[question.requestID] = continuation }
+                // Cancelled before the continuation was registered: onCancel found nothing to end.
+                if Task.isCancelled {
+                    waitingReplies.withLock { $0.removeValue(forKey: question.requestID) }?.resume(throwing: CancellationError())
+                    return
+                }
                 // The reply may already be there.
                 if FileManager.default.fileExists(atPath: replies + "/" + name) { collectReply(name) }
             }

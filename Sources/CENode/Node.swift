@@ -59,6 +59,8 @@ public final class Node: Sendable {
     let publishing = AsyncLock()
     let state: Mutex<State>
     let eventFolder: EventFolder?
+    /// Questions answered through the control endpoint (AgentControl.swift).
+    let answerDesk = AnswerDesk()
     let intake: Intake
 
     struct PendingEmit: Sendable {

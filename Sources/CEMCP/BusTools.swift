@@ -1,0 +1,417 @@
+import CECore
+import CECoordinator
+import CENode
+import CEStore
+import Foundation
+import MCP
+import Synchronization
+import ZeroMQ
+
+/// The bus as MCP tools for the agent of one node's pool: each tool is a control request to
+/// the running node (or, for `history`, a read of its store), with its arguments checked first
+/// so that a bad call gets a sentence saying what is wrong.
+public final class BusTools: Sendable {
+    /// What the tools need to know; everything but the topology and the node is defaulted.
+    public struct Settings: Sendable {
+        public var topology: Topology
+        public var node: NodeSpec
+        /// The node's data folder (store, control and feed sockets).
+        public var dataDirectory: String
+        /// The longest any call may wait (`timeout_s`).
+        public var maxWait: Duration = .seconds(600)
+        /// The wait of `wait_for_events` when no `timeout_s` is given.
+        public var defaultWait: Duration = .seconds(30)
+
+        public init(topology: Topology, node: String, dataDirectory: String? = nil) throws(ToolError) {
+            guard let spec = topology.node(named: node) else {
+                throw ToolError("no node \"\(node)\" in \(topology.file) (nodes: \(topology.nodes.map(\.name).joined(separator: ", ")))")
+            }
+            self.topology = topology
+            self.node = spec
+            self.dataDirectory = dataDirectory ?? spec.data
+        }
+    }
+
+    public let settings: Settings
+    let link: NodeLink
+    let coordinator: NodeLink?
+    private let store = Mutex<EventStore?>(nil)
+
+    public init(settings: Settings, context: Context) {
+        self.settings = settings
+        self.link = NodeLink(name: settings.node.name, dataDirectory: settings.dataDirectory, context: context)
+        if let spec = settings.topology.coordinator {
+            let data = spec.name == settings.node.name ? settings.dataDirectory : spec.data
+            coordinator = NodeLink(name: spec.name, dataDirectory: data, context: context)
+        } else {
+            coordinator = nil
+        }
+    }
+
+    var topology: Topology { settings.topology }
+    var pool: String { settings.node.pool }
+    var maxWaitSeconds: Double { Double(settings.maxWait.components.seconds) }
+
+    /// The event types this cluster knows: the catalog, the coordinator's, and every type the
+    /// topology names (subscriptions, gates). Others need `allow_custom_type`.
+    var knownTypes: [String] {
+        var types = Set(EventType.catalog.keys.map(\.rawValue))
+        types.formUnion([EventType.gatePassed, .gateTimedOut, .gateRejected, .conflictResolved, .conflictClosed, .poolUp, .poolDown].map(\.rawValue))
+        for spec in topology.pools.values { types.formUnion((spec.subscribe ?? []).map(\.rawValue)) }
+        for gate in topology.gates { types.formUnion(gate.requireEvents.map(\.rawValue)) }
+        return types.sorted()
+    }
+
+    var poolList: String { topology.poolNames.sorted().joined(separator: ", ") }
+
+    // MARK: Calling
+
+    /// Runs a tool; every failure is a tool error (`isError: true`) with a sentence to act on.
+    public func call(_ name: String, _ arguments: [String: Value]?) async -> CallTool.Result {
+        do {
+            let value: JSONValue
+            switch name {
+            case "emit": value = try await emit(arguments)
+            case "wait_for_events": value = try await waitForEvents(arguments)
+            case "history": value = try history(arguments)
+            case "ask": value = try await ask(arguments)
+            case "pending_questions": value = try await pendingQuestions(arguments)
+            case "answer": value = try await answer(arguments)
+            case "report_sync_point": value = try await reportSyncPoint(arguments)
+            case "gates": value = try await gates(arguments)
+            case "report_conflict": value = try await reportConflict(arguments)
+            case "conflicts": value = try await conflicts(arguments)
+            case "resolve": value = try await resolve(arguments)
+            case "status": value = try await status(arguments)
+            default:
+                throw ToolError("unknown tool \"\(name)\" (tools: \(Self.names.joined(separator: ", ")))")
+            }
+            let structured: Value? = Value(value)
+            return .init(content: [.text(text: value.serializedString, annotations: nil, _meta: nil)], structuredContent: structured, isError: false)
+        } catch let error as ToolError {
+            return .init(content: [.text(text: error.description, annotations: nil, _meta: nil)], isError: true)
+        } catch {
+            return .init(content: [.text(text: "\(name): \(error)", annotations: nil, _meta: nil)], isError: true)
+        }
+    }
+
+    // MARK: emit
+
+    func emit(_ values: [String: Value]?) async throws(ToolError) -> JSONValue {
+        let args = try Arguments(tool: "emit", values: values, allowed: ["event_type", "payload", "target", "correlation_id", "stream", "events", "allow_custom_type"])
+        let custom = try args.bool("allow_custom_type") ?? false
+        if args.has("events") {
+            if args.has("event_type") || args.has("payload") {
+                throw ToolError("emit: give either event_type and payload (one event) or events (several), not both")
+            }
+            guard case .array(let items)? = args.values["events"], (1...10_000).contains(items.count) else {
+                throw ToolError("emit: argument \"events\" must be an array of 1 to 10000 event objects")
+            }
+            var events: [JSONValue] = []
+            for (index, item) in items.enumerated() {
+                guard case .object(let object) = item else { throw ToolError("emit: events[\(index)] must be an object, not \(item.kind)") }
+                let itemArgs = try Arguments(
+                    tool: "emit events[\(index)]", values: object, allowed: ["event_type", "payload", "target", "correlation_id", "stream"])
+                events.append(.object(try checkedEvent(itemArgs, allowCustom: custom)))
+            }
+            let reply = try await link.call(["cmd": "emit", "events": .array(events)], timeout: .seconds(60))
+            let stored = reply["events"]?.arrayValue ?? []
+            return ["events": .array(stored), "count": .number(Double(stored.count)), "durable": true]
+        }
+        var request = try checkedEvent(args, allowCustom: custom)
+        request["cmd"] = "emit"
+        let reply = try await link.call(.object(request), timeout: .seconds(30))
+        return Self.stamped(reply["event"] ?? .null)
+    }
+
+    /// What the agent needs of an emitted event.
+    static func stamped(_ event: JSONValue) -> JSONValue {
+        var out: [String: JSONValue] = ["durable": true]
+        for key in ["id", "seq", "event_type", "origin", "stream", "timestamp", "correlation_id", "target"] {
+            if let v = event[key] { out[key] = v }
+        }
+        return .object(out)
+    }
+
+    /// One event's control request fields, checked: its type known (or allowed as custom),
+    /// names well formed, the target a pool, the whole event within the cluster's message size.
+    func checkedEvent(_ args: Arguments, allowCustom: Bool) throws(ToolError) -> [String: JSONValue] {
+        let typeName = try args.requiredString("event_type", "the event type, e.g. plan_ready; see the resource ce://catalog")
+        let type: EventType
+        do { type = try EventType(validating: typeName) } catch { throw ToolError("\(args.tool): \(error)") }
+        if !allowCustom && !knownTypes.contains(type.rawValue) {
+            throw ToolError("\(args.tool): unknown event type \"\(type.rawValue)\" (known: \(knownTypes.joined(separator: ", "))); to introduce a new type on purpose, call again with allow_custom_type: true")
+        }
+        var fields: [String: JSONValue] = ["event_type": .string(type.rawValue), "payload": args.json("payload") ?? .null]
+        let stream = try args.name("stream")
+        if let stream { fields["stream"] = .string(stream) }
+        let target = try args.name("target")
+        if let target {
+            let targets = topology.poolNames.union(topology.conflicts.resolvers)
+            guard targets.contains(target) else {
+                throw ToolError("\(args.tool): target \"\(target)\" is not a pool of \(topology.file) (pools: \(targets.sorted().joined(separator: ", ")))")
+            }
+            fields["target"] = .string(target)
+        }
+        let correlation = try args.string("correlation_id")
+        if let correlation {
+            guard (1...128).contains(correlation.utf8.count) else {
+                throw ToolError("\(args.tool): correlation_id must be 1-128 bytes (got \(correlation.utf8.count))")
+            }
+            fields["correlation_id"] = .string(correlation)
+        }
+        // The event as it will travel (a sequence and an id of the largest size), against the limit.
+        let probe = Event(
+            id: String(repeating: "f", count: 36), origin: settings.node.name, seq: 9_007_199_254_740_992,
+            stream: stream ?? pool, type: type, timestamp: Date(), payload: fields["payload"]!, correlationID: correlation, target: target)
+        let size = EnvelopeCodec.encode(probe).count
+        let limit = topology.settings.maxMessageBytes
+        if size > limit {
+            throw ToolError("\(args.tool): the event would be \(size) bytes, more than the cluster's limit of \(limit) bytes (settings.max_message_bytes); send a smaller payload, e.g. a path or a summary instead of the content")
+        }
+        return fields
+    }
+
+    // MARK: wait_for_events, history
+
+    func waitForEvents(_ values: [String: Value]?) async throws(ToolError) -> JSONValue {
+        let args = try Arguments(tool: "wait_for_events", values: values, allowed: ["types", "origin", "pool", "after", "since", "max_count", "timeout_s"])
+        var request: [String: JSONValue] = ["cmd": "events_after"]
+        var notes: [String] = []
+        if let types = try args.strings("types") {
+            guard !types.isEmpty else { throw ToolError("wait_for_events: \"types\" must name at least one event type (leave it out for every type)") }
+            var checked: [JSONValue] = []
+            let subscribed = Node.subscribedTypes(pool: pool, topology: topology)?.map(\.rawValue)
+            for name in types {
+                do { checked.append(.string(try EventType(validating: name).rawValue)) } catch { throw ToolError("wait_for_events: \(error)") }
+                if let subscribed, !subscribed.contains(name) {
+                    notes.append("node \(settings.node.name) (pool \(pool)) does not subscribe to \(name): only \(name) events emitted through this node reach its store")
+                }
+            }
+            request["types"] = .array(checked)
+        }
+        if let origin = try args.name("origin") {
+            guard topology.node(named: origin) != nil else {
+                throw ToolError("wait_for_events: origin \"\(origin)\" is not a node of \(topology.file) (nodes: \(topology.nodes.map(\.name).joined(separator: ", ")))")
+            }
+            request["origin"] = .string(origin)
+        }
+        if let pool = try args.name("pool") {
+            guard topology.poolNames.contains(pool) else { throw ToolError("wait_for_events: pool \"\(pool)\" is not a pool of \(topology.file) (pools: \(poolList))") }
+            request["stream"] = .string(pool)
+        }
+        switch args.values["after"] {
+        case nil, .null?: break
+        case .string("now")?: request["after"] = "now"
+        case .int(let n)? where n >= 0: request["after"] = .number(Double(n))
+        case .double(let d)? where d >= 0 && d.rounded() == d && d <= 9_007_199_254_740_992: request["after"] = .number(d)
+        case let other?:
+            throw ToolError("wait_for_events: \"after\" must be a cursor (the next_cursor of an earlier call, an integer ≥ 0) or \"now\", not \(other)")
+        }
+        if let since = try args.timestamp("since") { request["since"] = .string(since) }
+        let limit = try args.int("max_count", in: 1...1000) ?? 50
+        request["limit"] = .number(Double(limit))
+        let wait = try args.seconds("timeout_s", max: maxWaitSeconds) ?? settings.defaultWait
+        request["wait_ms"] = .number(Double(wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000))
+        let reply = try await link.call(.object(request), timeout: wait + .seconds(5))
+        let events = reply["events"]?.arrayValue ?? []
+        var out: [String: JSONValue] = [
+            "events": .array(events), "count": .number(Double(events.count)),
+            "next_cursor": reply["cursor"] ?? 0, "timed_out": .bool(events.isEmpty),
+        ]
+        if !notes.isEmpty { out["notes"] = .array(notes.map(JSONValue.string)) }
+        return .object(out)
+    }
+
+    func history(_ values: [String: Value]?) throws(ToolError) -> JSONValue {
+        let args = try Arguments(tool: "history", values: values, allowed: ["event_type", "pool", "origin", "after_seq", "since", "until", "limit", "newest_first"])
+        var query = EventQuery()
+        if let name = try args.string("event_type") {
+            do { query.type = try EventType(validating: name).rawValue } catch { throw ToolError("history: \(error)") }
+        }
+        query.stream = try args.name("pool")
+        query.origin = try args.name("origin")
+        if let after = try args.int("after_seq", in: 0...9_007_199_254_740_992) {
+            guard query.origin != nil else { throw ToolError("history: after_seq counts in one origin's sequence; give origin too") }
+            query.afterSeq = UInt64(after)
+        }
+        query.since = try args.timestamp("since").flatMap(Timestamp.parse)
+        query.until = try args.timestamp("until").flatMap(Timestamp.parse)
+        query.limit = try args.int("limit", in: 1...1000) ?? 100
+        query.descending = try args.bool("newest_first") ?? false
+        let rows: [StoredEvent]
+        do { rows = try openStore().events(query) } catch let error as ToolError { throw error } catch { throw ToolError("history: \(error)") }
+        let events = rows.compactMap { try? JSONValue(parsing: $0.envelope) }
+        return ["events": .array(events), "count": .number(Double(events.count))]
+    }
+
+    /// The node's store, opened on first use (read beside the running node, as `ce-node history` does).
+    func openStore() throws -> EventStore {
+        if let store = store.withLock({ $0 }) { return store }
+        let directory = link.dataDirectory
+        guard FileManager.default.fileExists(atPath: directory + "/events.sqlite") else {
+            throw ToolError("history: no event store at \(directory)/events.sqlite (node \(settings.node.name) has not run here yet)")
+        }
+        let opened = try EventStore(directory: directory)
+        return store.withLock { s in
+            if let s { return s }
+            s = opened
+            return opened
+        }
+    }
+
+    /// The newest `count` events of a type (nil: any), oldest first: what the event resources show.
+    func latest(type: String?, count: Int) throws -> [JSONValue] {
+        var query = EventQuery()
+        query.type = type
+        query.limit = count
+        query.descending = true
+        return try openStore().events(query).reversed().compactMap { try? JSONValue(parsing: $0.envelope) }
+    }
+
+    // MARK: ask, pending_questions, answer
+
+    func ask(_ values: [String: Value]?) async throws(ToolError) -> JSONValue {
+        let args = try Arguments(tool: "ask", values: values, allowed: ["pool", "question", "timeout_s"])
+        guard let target = try args.name("pool") else { throw args.missing("pool", "the pool to ask, e.g. planner") }
+        guard topology.poolNames.contains(target) else { throw ToolError("ask: no pool \"\(target)\" in \(topology.file) (pools: \(poolList))") }
+        guard let question = args.json("question"), question != .null else { throw args.missing("question", "the question, text or JSON") }
+        let attempts = topology.settings.askRetries + 1
+        let perAttempt = Int64(topology.settings.askTimeoutMilliseconds)
+        let wait = try args.seconds("timeout_s", max: maxWaitSeconds) ?? .milliseconds(min(perAttempt * Int64(attempts), Int64(maxWaitSeconds * 1000)))
+        let total = wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000
+        // The node retries on a fresh socket with the same request id (answered once); the
+        // attempts share the wait.
+        let attemptMs = max(1, total / Int64(attempts))
+        let reply = try await link.call(
+            ["cmd": "ask", "pool": .string(target), "question": question, "timeout_ms": .number(Double(attemptMs))],
+            timeout: wait + .seconds(5))
+        return ["pool": .string(target), "answer": reply["answer"] ?? .null]
+    }
+
+    func pendingQuestions(_ values: [String: Value]?) async throws(ToolError) -> JSONValue {
+        let args = try Arguments(tool: "pending_questions", values: values, allowed: ["timeout_s"])
+        let wait = try args.seconds("timeout_s", max: maxWaitSeconds)
+        var request: [String: JSONValue] = ["cmd": "questions"]
+        if let wait { request["wait_ms"] = .number(Double(wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000)) }
+        let reply = try await link.call(.object(request), timeout: (wait ?? .zero) + .seconds(5))
+        let questions = reply["questions"]?.arrayValue ?? []
+        return ["questions": .array(questions), "count": .number(Double(questions.count)), "pool": .string(pool)]
+    }
+
+    func answer(_ values: [String: Value]?) async throws(ToolError) -> JSONValue {
+        let args = try Arguments(tool: "answer", values: values, allowed: ["request_id", "answer"])
+        let id = try args.requiredString("request_id", "the request_id of a question from pending_questions")
+        guard let answer = args.json("answer"), answer != .null else { throw args.missing("answer", "the answer, text or JSON") }
+        _ = try await link.call(["cmd": "answer", "request_id": .string(id), "answer": answer], timeout: .seconds(10))
+        return ["request_id": .string(id), "answered": true]
+    }
+
+    // MARK: The coordinator's workflow
+
+    func reportSyncPoint(_ values: [String: Value]?) async throws(ToolError) -> JSONValue {
+        let args = try Arguments(tool: "report_sync_point", values: values, allowed: ["gate", "round"])
+        guard let gate = try args.name("gate") else { throw args.missing("gate", "the gate's name; see the gates tool") }
+        guard let spec = topology.gates.first(where: { $0.name == gate }) else {
+            throw ToolError("report_sync_point: no gate \"\(gate)\" in \(topology.file) (gates: \(topology.gates.map(\.name).joined(separator: ", ")))")
+        }
+        guard spec.pools.contains(pool) else {
+            throw ToolError("report_sync_point: gate \(gate) waits for pools \(spec.pools.joined(separator: ", ")), not for \(pool) (this node's pool)")
+        }
+        var payload: [String: JSONValue] = ["gate": .string(gate)]
+        if let round = try args.int("round", in: 1...1_000_000_000) { payload["round"] = .number(Double(round)) }
+        let reply = try await link.call(["cmd": "emit", "event_type": "sync_point_reached", "payload": .object(payload)], timeout: .seconds(30))
+        var out = Self.stamped(reply["event"] ?? .null)
+        if case .object(var o) = out {
+            o["gate"] = .string(gate)
+            o["next"] = "the coordinator emits gate_passed when every pool of the gate has reported; wait_for_events with types [gate_passed, gate_rejected] to see it"
+            out = .object(o)
+        }
+        return out
+    }
+
+    /// The coordinator's gates and open conflicts, through its control endpoint.
+    func coordinatorStatus(_ tool: String) async throws(ToolError) -> JSONValue {
+        guard let coordinator, let spec = topology.coordinator else {
+            throw ToolError("\(tool): \(topology.file) has no coordinator section, so there are no gates or tracked conflicts")
+        }
+        guard coordinator.isRunning else {
+            throw ToolError("\(tool): the coordinator (node \(spec.name)) is not running on this host (no process listens on \(coordinator.controlPath)); its gates and conflicts are read through its local control endpoint")
+        }
+        return try await coordinator.call(["cmd": "gates"], timeout: .seconds(10))["coordinator"] ?? [:]
+    }
+
+    func gates(_ values: [String: Value]?) async throws(ToolError) -> JSONValue {
+        _ = try Arguments(tool: "gates", values: values, allowed: [])
+        let status = try await coordinatorStatus("gates")
+        return ["gates": status["gates"] ?? []]
+    }
+
+    func conflicts(_ values: [String: Value]?) async throws(ToolError) -> JSONValue {
+        _ = try Arguments(tool: "conflicts", values: values, allowed: [])
+        let status = try await coordinatorStatus("conflicts")
+        return ["conflicts": status["conflicts"] ?? []]
+    }
+
+    func reportConflict(_ values: [String: Value]?) async throws(ToolError) -> JSONValue {
+        let args = try Arguments(tool: "report_conflict", values: values, allowed: ["subject", "parties", "description"])
+        let subject = try args.requiredString("subject", "what the disagreement is about, e.g. architecture")
+        guard subject.utf8.count <= 200 else { throw ToolError("report_conflict: subject must be at most 200 bytes (got \(subject.utf8.count))") }
+        guard let parties = try args.strings("parties"), !parties.isEmpty else {
+            throw args.missing("parties", "the pools that disagree with this one, e.g. [\"builder\"]")
+        }
+        for party in parties where !topology.poolNames.contains(party) {
+            throw ToolError("report_conflict: party \"\(party)\" is not a pool of \(topology.file) (pools: \(poolList))")
+        }
+        let description = try args.requiredString("description", "what each side holds")
+        // An open conflict on the same subject takes this report in (the coordinator merges it).
+        let open = (try? await coordinatorStatus("report_conflict"))?["conflicts"]?.arrayValue ?? []
+        let existing = open.first { $0["subject"]?.stringValue == subject }?["conflict_id"]?.stringValue
+        let reply = try await link.call([
+            "cmd": "emit", "event_type": "conflict_detected",
+            "payload": ["subject": .string(subject), "parties": .array(parties.map(JSONValue.string)), "description": .string(description)],
+        ], timeout: .seconds(30))
+        let event = reply["event"] ?? .null
+        return [
+            "conflict_id": .string(existing ?? event["id"]?.stringValue ?? ""), "merged_into_open_conflict": .bool(existing != nil),
+            "event": Self.stamped(event),
+            "next": "the coordinator sends resolution_needed to the first resolver; the decision arrives as conflict_closed",
+        ]
+    }
+
+    func resolve(_ values: [String: Value]?) async throws(ToolError) -> JSONValue {
+        let args = try Arguments(tool: "resolve", values: values, allowed: ["conflict_id", "decision"])
+        let id = try args.requiredString("conflict_id", "the conflict_id from conflicts or resolution_needed")
+        guard let decision = args.json("decision"), decision != .null else { throw args.missing("decision", "the decision, text or JSON") }
+        if let coordinator, coordinator.isRunning {
+            let open = try await coordinatorStatus("resolve")["conflicts"]?.arrayValue ?? []
+            let ids = open.compactMap { $0["conflict_id"]?.stringValue }
+            guard ids.contains(id) else {
+                throw ToolError("resolve: no open conflict \"\(id)\" (open: \(ids.isEmpty ? "none" : ids.joined(separator: ", ")))")
+            }
+        }
+        let reply = try await link.call([
+            "cmd": "emit", "event_type": "conflict_resolved", "correlation_id": .string(id),
+            "payload": ["conflict_id": .string(id), "decision": decision, "resolved_by": .string(pool)],
+        ], timeout: .seconds(30))
+        return ["conflict_id": .string(id), "event": Self.stamped(reply["event"] ?? .null),
+                "next": "the coordinator closes the conflict and tells the parties with conflict_closed"]
+    }
+
+    // MARK: status
+
+    func status(_ values: [String: Value]?) async throws(ToolError) -> JSONValue {
+        _ = try Arguments(tool: "status", values: values, allowed: [])
+        let reply = try await link.call(["cmd": "status"], timeout: .seconds(10))
+        guard case .object(var status)? = reply["status"] else { return reply["status"] ?? .null }
+        // lag: how far this node's cursor is behind what the peer last said it emitted.
+        if case .array(let peers)? = status["peers"] {
+            status["peers"] = .array(peers.map { peer in
+                guard case .object(var p) = peer, let last = p["last_seq"]?.doubleValue, let cursor = p["cursor"]?.doubleValue else { return peer }
+                p["lag"] = .number(max(0, last - cursor))
+                return .object(p)
+            })
+        }
+        return .object(status)
+    }
+}
