@@ -149,7 +149,7 @@ extension Node {
                 let answer = try await respond(to: question)
                 let answered = Wire.reply(requestID: request.requestID, answeredBy: spec.name, answer: answer)
                 // Kept so that a retry of this request gets the same answer, not a second one.
-                try store.recordAnswer(requestID: request.requestID, reply: answered)
+                try await writer.recordAnswer(requestID: request.requestID, reply: answered)
                 state.withLock { $0.counters.questionsAnswered += 1 }
                 reply = answered
             } catch is CancellationError {

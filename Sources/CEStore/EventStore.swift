@@ -407,13 +407,15 @@ public final class EventStore: Sendable {
     }
 
     public func recordAnswer(requestID: String, reply: [UInt8]) throws {
-        try write { connection in
-            let statement = try connection.statement("INSERT OR IGNORE INTO answered(request_id, reply, answered_ms) VALUES (?, ?, ?)")
-            connection.bind(statement, 1, requestID)
-            connection.bind(statement, 2, blob: reply)
-            connection.bind(statement, 3, Int64(Date().timeIntervalSince1970 * 1000))
-            try connection.run(statement, "recordAnswer")
-        }
+        try write { connection in try Self.insertAnswer(requestID: requestID, reply: reply, connection) }
+    }
+
+    static func insertAnswer(requestID: String, reply: [UInt8], _ connection: Connection) throws {
+        let statement = try connection.statement("INSERT OR IGNORE INTO answered(request_id, reply, answered_ms) VALUES (?, ?, ?)")
+        connection.bind(statement, 1, requestID)
+        connection.bind(statement, 2, blob: reply)
+        connection.bind(statement, 3, Int64(Date().timeIntervalSince1970 * 1000))
+        try connection.run(statement, "recordAnswer")
     }
 
     public func meta(_ key: String) throws -> String? {

@@ -29,11 +29,17 @@ public final class EventWriter: Sendable {
     /// Appends events (durably, once this returns) and advances cursors in the same
     /// transaction; returns for each event whether it was new.
     public func append(_ events: [StoredEvent], advancing cursors: [String: UInt64] = [:]) async throws -> [Bool] {
-        try await core.append(events, advancing: cursors)
+        try await core.append(events, advancing: cursors, answers: [])
     }
 
     public func append(_ event: StoredEvent) async throws -> Bool {
         try await append([event])[0]
+    }
+
+    /// Records the reply to a request (durably, once this returns), in the next group commit;
+    /// a request answered before keeps its first reply.
+    public func recordAnswer(requestID: String, reply: [UInt8]) async throws {
+        _ = try await core.append([], advancing: [:], answers: [(requestID, reply)])
     }
 
     /// Events written and transactions committed so far.
@@ -67,6 +73,7 @@ extension EventWriter {
         struct Request {
             var events: [StoredEvent]
             var cursors: [String: UInt64]
+            var answers: [(requestID: String, reply: [UInt8])]
             var continuation: CheckedContinuation<[Bool], any Error>
         }
 
@@ -87,11 +94,11 @@ extension EventWriter {
         /// Whether the writer thread has stopped.
         var stopped: Bool { state.withLock { $0.stopped } }
 
-        func append(_ events: [StoredEvent], advancing cursors: [String: UInt64]) async throws -> [Bool] {
+        func append(_ events: [StoredEvent], advancing cursors: [String: UInt64], answers: [(requestID: String, reply: [UInt8])]) async throws -> [Bool] {
             try await withCheckedThrowingContinuation { continuation in
                 let accepted = state.withLock { s -> Bool in
                     if s.closed { return false }
-                    s.queue.append(Request(events: events, cursors: cursors, continuation: continuation))
+                    s.queue.append(Request(events: events, cursors: cursors, answers: answers, continuation: continuation))
                     s.queuedEvents += events.count
                     return true
                 }
@@ -167,8 +174,12 @@ extension EventWriter {
                 var cursors: [String: UInt64] = [:]
                 for request in batch { cursors.merge(request.cursors) { max($0, $1) } }
                 let events = batch.count == 1 ? batch[0].events : batch.flatMap(\.events)
+                let answers = batch.flatMap(\.answers)
                 let results = try store.write { connection -> [[Bool]] in
-                    let all = try connection.transaction("append") { try EventStore.insert(events, cursors: cursors, connection) }
+                    let all = try connection.transaction("append") {
+                        for (requestID, reply) in answers { try EventStore.insertAnswer(requestID: requestID, reply: reply, connection) }
+                        return try EventStore.insert(events, cursors: cursors, connection)
+                    }
                     var split: [[Bool]] = []
                     var offset = 0
                     for request in batch {
