@@ -23,6 +23,15 @@ extension Node {
         }
     }
 
+    /// The caller's event id of an emit, if it gives one: the request-id rule (A-Z a-z 0-9
+    /// _ . -, 1-128 bytes, not starting with '.').
+    static func emitID(_ request: [String: JSONValue]) throws -> String? {
+        guard let value = request["id"] else { return nil }
+        guard let id = value.stringValue else { throw NodeError("\"id\" must be a string") }
+        do { try RequestID.validate(id) } catch { throw NodeError("\"id\": \(error)") }
+        return id
+    }
+
     func control(_ body: [UInt8]) async -> JSONValue {
         func failure(_ text: String) -> JSONValue { ["ok": false, "error": .string(text)] }
         let request: [String: JSONValue]
@@ -41,7 +50,8 @@ extension Node {
                 do {
                     emissions.append(Emission(
                         try EventType(validating: typeName), payload: item["payload"] ?? .null, stream: item["stream"]?.stringValue,
-                        correlationID: item["correlation_id"]?.stringValue, target: item["target"]?.stringValue))
+                        correlationID: item["correlation_id"]?.stringValue, target: item["target"]?.stringValue,
+                        id: try Self.emitID(item.objectValue ?? [:])))
                 } catch {
                     return failure("events[\(index)]: \(error)")
                 }
@@ -58,7 +68,8 @@ extension Node {
                 let type = try EventType(validating: typeName)
                 let event = try await emit(
                     type, payload: request["payload"] ?? .null, stream: request["stream"]?.stringValue,
-                    correlationID: request["correlation_id"]?.stringValue, target: request["target"]?.stringValue)
+                    correlationID: request["correlation_id"]?.stringValue, target: request["target"]?.stringValue,
+                    id: try Self.emitID(request))
                 return ["ok": true, "event": try JSONValue(parsing: EnvelopeCodec.encode(event))]
             } catch {
                 return failure("\(error)")

@@ -80,12 +80,16 @@ public final class Node: Sendable {
         public var stream: String?
         public var correlationID: String?
         public var target: String?
-        public init(_ type: EventType, payload: JSONValue = .null, stream: String? = nil, correlationID: String? = nil, target: String? = nil) {
+        /// The caller's id for the event: emitting it again is answered with the event as
+        /// stored, not a second event (a retry after a lost reply).
+        public var id: String?
+        public init(_ type: EventType, payload: JSONValue = .null, stream: String? = nil, correlationID: String? = nil, target: String? = nil, id: String? = nil) {
             self.type = type
             self.payload = payload
             self.stream = stream
             self.correlationID = correlationID
             self.target = target
+            self.id = id
         }
     }
 
@@ -396,7 +400,7 @@ public final class Node: Sendable {
             for (index, emission) in emissions.enumerated() {
                 let pending = PendingEmit(
                     type: emission.type, stream: emission.stream ?? spec.pool, payload: emission.payload,
-                    correlationID: emission.correlationID, target: emission.target, id: nil,
+                    correlationID: emission.correlationID, target: emission.target, id: emission.id,
                     complete: { result in
                         let done = results.state.withLock { s -> [Result<Event, any Error>]? in
                             s.results[index] = result
@@ -422,6 +426,9 @@ public final class Node: Sendable {
             var waiting: [@Sendable (Result<Event, any Error>) -> Void] = []
             var (first, marks) = state.withLock { ($0.lastSeq + 1, $0.marks) }
             var markFrames: [[UInt8]] = []
+            /// Ids given in this batch, and emits that repeat one of them.
+            var batchIDs: [String: Int] = [:]
+            var repeats: [(index: Int, complete: @Sendable (Result<Event, any Error>) -> Void)] = []
             let now = Date()
             for pending in batch {
                 guard Name.isValid(pending.stream) else {
@@ -429,10 +436,22 @@ public final class Node: Sendable {
                     continue
                 }
                 // An event emitted again with the id it already has (an event file found again
-                // after a crash) is not stored or sent twice.
-                if let id = pending.id, let stored = try? store.event(id: id), let event = try? stored.decoded() {
-                    pending.complete(.success(event))
-                    continue
+                // after a crash, a caller retrying an emit it got no answer for) is not stored or
+                // sent twice: the caller gets the event as stored.
+                if let id = pending.id {
+                    if let index = batchIDs[id] {
+                        repeats.append((index, pending.complete))
+                        continue
+                    }
+                    if let stored = try? store.event(id: id), let event = try? stored.decoded() {
+                        if event.origin == spec.name {
+                            pending.complete(.success(event))
+                        } else {
+                            pending.complete(.failure(NodeError("event id \(id) is taken by an event of \(event.origin)")))
+                        }
+                        continue
+                    }
+                    batchIDs[id] = events.count
                 }
                 let event = Event(
                     id: pending.id ?? EventID.make(now: now), origin: spec.name, seq: first, stream: pending.stream,
@@ -451,6 +470,7 @@ public final class Node: Sendable {
             } catch {
                 logger.error("store refused \(events.count) events: \(error)")
                 for c in waiting { c(.failure(error)) }
+                for r in repeats { r.complete(.failure(error)) }
                 continue
             }
             var wire: [Message] = []
@@ -475,6 +495,7 @@ public final class Node: Sendable {
             try? await feed.send(batch: local)
             for event in events { broadcast(event) }
             for (event, c) in zip(events, waiting) { c(.success(event)) }
+            for r in repeats { r.complete(.success(events[r.index])) }
         }
     }
 
