@@ -38,11 +38,10 @@ public enum CatchUp: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-/// The subscriber side of the delivery guarantees: per origin, a cursor (every event of a
-/// subscribed type with a sequence up to it is stored here), live events that arrived
-/// ahead of a gap, and whether a replay is under way. Events are stored and handed over
-/// (feed, in-process listeners, event folder) by one holder of `turn` at a time, in
-/// per-origin sequence order, each once.
+/// The subscriber side of the delivery guarantees: the decisions (``Delivery``, a value)
+/// behind a lock, and what carries them out. Events are stored and handed over (feed,
+/// in-process listeners, event folder) by one holder of `turn` at a time, in per-origin
+/// sequence order, each once.
 final class Intake: Sendable {
     /// Live events held back behind a gap, per origin; beyond it they are dropped and
     /// come back by replay, so a stalled subscriber never holds more than this.
@@ -50,55 +49,13 @@ final class Intake: Sendable {
     /// And at most this many envelope bytes.
     static let maxPendingBytes = 16 << 20
 
-    struct Held: Sendable {
-        var event: Event
-        var envelope: [UInt8]
-        var marks: [String: UInt64]?
-    }
+    typealias Held = Delivery.Held
 
-    struct Track: Sendable {
-        /// nil: not decided yet (catch-up `now`, before the first contact).
-        var cursor: UInt64?
-        var since: Date?
-        var pending: [Held] = []
-        var pendingBytes = 0
-        var replaying = false
-        var again = false
-        /// The origin was heard with a sequence below the cursor (said once in the log).
-        var regressed = false
-
-        enum Decision { case accept, duplicate, hold, drop }
-
-        /// A live event from this track's origin: taken (the cursor moves to it), a duplicate,
-        /// held behind a gap, or dropped because too much is held already (replay brings it).
-        mutating func take(_ held: Held, intake: Intake) -> Decision {
-            if cursor == nil { cursor = held.event.seq - 1 }  // catch-up "now": start here
-            let current = cursor!
-            if held.event.seq <= current { return .duplicate }
-            if pending.isEmpty && !replaying && intake.nothingMissed(before: held.event.seq, marks: held.marks, cursor: current) {
-                cursor = held.event.seq
-                return .accept
-            }
-            guard pending.count < Intake.maxPending && pendingBytes + held.envelope.count <= Intake.maxPendingBytes else {
-                again = true
-                return .drop
-            }
-            pending.append(held)
-            pendingBytes += held.envelope.count
-            return .hold
-        }
-    }
-
-    struct State: Sendable {
-        var tracks: [String: Track] = [:]
-        /// Cursors moved without storing an event (a heartbeat showed nothing was missed).
-        /// Saved with the next events, or on their own at most every few seconds: losing
-        /// them costs only a replay that finds nothing.
-        var unsaved: [String: UInt64] = [:]
-        var lastSaved = ContinuousClock.now
-    }
-
-    let state = Mutex(State())
+    let state: Mutex<Delivery>
+    /// When cursors moved by heartbeats alone were last saved: they are saved with the next
+    /// events, or on their own at most every few seconds (losing them costs only a replay
+    /// that finds nothing).
+    let lastSaved = Mutex(ContinuousClock.now)
     let turn = AsyncLock()
     /// The types this node subscribes to; nil: all.
     let types: Set<String>?
@@ -107,17 +64,7 @@ final class Intake: Sendable {
 
     init(types: [EventType]?) {
         self.types = types.map { Set($0.map(\.rawValue)) }
-    }
-
-    func subscribes(_ type: String) -> Bool { types?.contains(type) ?? true }
-
-    /// True when nothing this node subscribes to was sent by the origin between `cursor`
-    /// and this event: `marks` is the origin's last sequence per type before it.
-    func nothingMissed(before seq: UInt64, marks: [String: UInt64]?, cursor: UInt64) -> Bool {
-        if seq == cursor + 1 { return true }
-        guard let marks else { return false }
-        for (type, last) in marks where last > cursor && subscribes(type) { return false }
-        return true
+        state = Mutex(Delivery(types: self.types, maxPending: Self.maxPending, maxPendingBytes: Self.maxPendingBytes))
     }
 }
 
@@ -166,9 +113,9 @@ extension Node {
     func loadCursors() throws {
         let saved = try store.cursors()
         let stored = try store.origins()
-        var tracks: [String: Intake.Track] = [:]
+        var tracks: [String: Delivery.Track] = [:]
         for peer in topology.peers(of: spec.name) {
-            var track = Intake.Track()
+            var track = Delivery.Track()
             if let cursor = saved[peer.name] ?? stored[peer.name] {
                 track.cursor = cursor
             } else {
@@ -190,15 +137,10 @@ extension Node {
     func takeLive(_ batch: [Message], feed: Socket) async throws {
         try await intake.turn.run {
             var arrivals: [Intake.Held] = []
-            var accepted: [Intake.Held] = []
-            var heartbeats: [(origin: String, seq: UInt64, marks: [String: UInt64]?)] = []
-            var duplicates = 0
-            var dropped = 0
-            var wanted: Set<String> = []
-            var regressions: [(String, UInt64, UInt64)] = []
+            var heartbeats: [Delivery.Beat] = []
             for message in batch {
                 if message.count == 2, message[0].bytes.starts(with: Array("_hb/".utf8)) {
-                    if let beat = heard(heartbeat: message) { heartbeats.append(beat) }
+                    if let beat = heard(heartbeat: message) { heartbeats.append(Delivery.Beat(origin: beat.origin, seq: beat.seq, marks: beat.marks)) }
                     continue
                 }
                 guard message.count == 2 || message.count == 3 else {
@@ -220,50 +162,14 @@ extension Node {
                 arrivals.append(Intake.Held(event: event, envelope: message[1].bytes, marks: marks))
             }
             // One pass under the lock for the whole batch: events first, then heartbeats.
-            intake.state.withLock { s in
-                for held in arrivals {
-                    let origin = held.event.origin
-                    // Changed in place (a copy of the track would copy its pending events per event).
-                    guard s.tracks[origin] != nil else {
-                        accepted.append(held)  // an origin outside the topology: no sequence to follow
-                        continue
-                    }
-                    switch s.tracks[origin]!.take(held, intake: intake) {
-                    case .accept: accepted.append(held)
-                    case .duplicate: duplicates += 1
-                    case .hold: wanted.insert(origin)
-                    case .drop:
-                        dropped += 1
-                        wanted.insert(origin)
-                    }
-                }
-                // A heartbeat follows the origin's events on the same connection: if it shows
-                // an event this node subscribes to beyond the cursor, that event was lost.
-                for beat in heartbeats {
-                    guard var track = s.tracks[beat.origin] else { continue }
-                    defer { s.tracks[beat.origin] = track }
-                    guard let cursor = track.cursor else {
-                        track.cursor = beat.seq  // catch-up "now": from the origin's next event
-                        s.unsaved[beat.origin] = beat.seq
-                        continue
-                    }
-                    if beat.seq < cursor && !track.regressed {
-                        track.regressed = true
-                        regressions.append((beat.origin, beat.seq, cursor))
-                    }
-                    guard beat.seq > cursor, track.pending.isEmpty, !track.replaying else { continue }
-                    if let marks = beat.marks, !marks.contains(where: { $0.value > cursor && intake.subscribes($0.key) }) {
-                        track.cursor = beat.seq
-                        s.unsaved[beat.origin] = beat.seq
-                    } else {
-                        wanted.insert(beat.origin)
-                    }
-                }
-            }
+            let live = intake.state.withLock { $0.receive(arrivals, beats: heartbeats) }
             state.withLock { s in
-                s.counters.duplicates += duplicates
-                s.counters.pendingDropped += dropped
+                s.counters.duplicates += live.duplicates
+                s.counters.pendingDropped += live.dropped
             }
+            let regressions = live.regressions
+            let accepted = live.take
+            let wanted = live.replayFrom
             for (origin, seq, cursor) in regressions {
                 logger.error("""
                     \(origin) says its last sequence is \(seq), but this node holds its events up to \(cursor): \
@@ -281,20 +187,16 @@ extension Node {
     func storeAndHandOver(_ held: [Intake.Held], feed: Socket) async throws {
         // The cursors of the origins these events come from (already moved past them, and
         // perhaps further by a heartbeat), with those moved by heartbeats alone.
-        let cursors = intake.state.withLock { s -> [String: UInt64] in
-            var origins = Set(held.map(\.event.origin))
-            if !held.isEmpty || ContinuousClock.now - s.lastSaved >= .seconds(5) {
-                s.lastSaved = ContinuousClock.now
-                origins.formUnion(s.unsaved.keys)
-                s.unsaved.removeAll()
-            }
-            var cursors: [String: UInt64] = [:]
-            for origin in origins { if let cursor = s.tracks[origin]?.cursor { cursors[origin] = cursor } }
-            return cursors
+        let now = ContinuousClock.now
+        let force = intake.lastSaved.withLock { last -> Bool in
+            guard !held.isEmpty || now - last >= .seconds(5) else { return false }
+            last = now
+            return true
         }
+        let cursors = intake.state.withLock { $0.cursorsToSave(for: held, force: force) }
         if held.isEmpty && cursors.isEmpty { return }
-        let now = Date()
-        let records = held.map { StoredEvent(event: $0.event, envelope: $0.envelope, receivedAt: now) }
+        let received = Date()
+        let records = held.map { StoredEvent(event: $0.event, envelope: $0.envelope, receivedAt: received) }
         let fresh = try await writer.append(records, advancing: cursors)
         var duplicates = 0
         var local: [Message] = []
@@ -323,16 +225,7 @@ extension Node {
 
     /// Starts the replay loop for an origin, or tells the running one to go round again.
     func startReplay(of origin: String, feed: Socket) {
-        let start = intake.state.withLock { s -> Bool in
-            guard var track = s.tracks[origin] else { return false }
-            defer { s.tracks[origin] = track }
-            if track.replaying {
-                track.again = true
-                return false
-            }
-            track.replaying = true
-            return true
-        }
+        let start = intake.state.withLock { $0.startReplay(of: origin) }
         if start { state.withLock { $0.counters.replays += 1 } }
         if start { intake.replayRequests.put(origin) }
     }
@@ -359,7 +252,7 @@ extension Node {
         /// The next page, asked for while the one before was being stored.
         var ahead: Replay.Reply?
         while !Task.isCancelled {
-            let (after, since) = intake.state.withLock { ($0.tracks[origin.name]?.cursor ?? 0, $0.tracks[origin.name]?.since) }
+            let (after, since) = intake.state.withLock { $0.replayPoint(of: origin.name) }
             let request = Replay.Request(
                 origin: origin.name, after: after, types: intake.types.map { $0.sorted() }, since: since, fromNode: spec.name)
             let reply: Replay.Reply
@@ -423,61 +316,18 @@ extension Node {
 
     /// Stores a replay page and whatever live events it unblocks; true if another page is needed.
     private func takeReplayed(_ reply: Replay.Reply, from origin: String, feed: Socket) async throws -> Bool {
-        var accepted: [Intake.Held] = []
-        intake.state.withLock { s in
-            guard var track = s.tracks[origin] else { return }
-            defer { s.tracks[origin] = track }
-            var cursor = track.cursor ?? 0
-            for (event, envelope) in reply.events where event.seq > cursor && event.seq <= reply.through {
-                accepted.append(Intake.Held(event: event, envelope: envelope, marks: nil))
-                cursor = event.seq
-            }
-            cursor = max(cursor, reply.through)
-            track.since = nil
-            // Live events that waited: those the page covered go; the rest follow in order
-            // as long as nothing is missing before them.
-            track.pending.sort { $0.event.seq < $1.event.seq }
-            var remaining: [Intake.Held] = []
-            for held in track.pending where held.event.seq > cursor {
-                if remaining.isEmpty && intake.nothingMissed(before: held.event.seq, marks: held.marks, cursor: cursor) {
-                    accepted.append(held)
-                    cursor = held.event.seq
-                } else {
-                    remaining.append(held)
-                }
-            }
-            track.pending = remaining
-            track.pendingBytes = remaining.reduce(0) { $0 + $1.envelope.count }
-            track.cursor = cursor
-        }
+        let page = Delivery.Page(
+            lastSeq: reply.lastSeq, through: reply.through,
+            events: reply.events.map { Intake.Held(event: $0.0, envelope: $0.1, marks: nil) })
+        let accepted = intake.state.withLock { $0.takePage(page, from: origin) }
         state.withLock { $0.counters.replayedIn += reply.events.count }
         try await storeAndHandOver(accepted, feed: feed)
-        return intake.state.withLock { s in
-            guard var track = s.tracks[origin] else { return false }
-            defer { s.tracks[origin] = track }
-            let more = reply.through < reply.lastSeq || track.again || !track.pending.isEmpty
-            track.again = false
-            if !more {
-                track.replaying = false
-            }
-            return more
-        }
+        return intake.state.withLock { $0.pageStored(page, from: origin) }
     }
 
     /// Gives up on replay from an origin: its waiting events are stored in sequence order.
     private func takeWithoutReplay(from origin: String, feed: Socket) async throws -> Int {
-        let accepted = intake.state.withLock { s -> [Intake.Held] in
-            guard var track = s.tracks[origin] else { return [] }
-            defer { s.tracks[origin] = track }
-            let cursor = track.cursor ?? 0
-            let taken = track.pending.sorted { $0.event.seq < $1.event.seq }.filter { $0.event.seq > cursor }
-            track.cursor = max(cursor, taken.last?.event.seq ?? cursor)
-            track.pending = []
-            track.pendingBytes = 0
-            track.replaying = false
-            track.again = false
-            return taken
-        }
+        let accepted = intake.state.withLock { $0.giveUp(on: origin) }
         try await storeAndHandOver(accepted, feed: feed)
         return accepted.count
     }

@@ -1,0 +1,156 @@
+import CECore
+@testable import CENode
+import Foundation
+import Testing
+
+/// The delivery decisions, driven without processes: every pattern of lost live events,
+/// with replay pages served from the origin's log (live events arriving between pages), a
+/// silent tail caught by a heartbeat, a small wait budget that forces drops. In each, the
+/// subscriber ends with exactly the events it subscribes to, in the origin's order, once.
+@Suite("Delivery decisions")
+struct DeliveryTests {
+    /// An origin's log: events with the marks it sends beside each (last seq per type before it).
+    struct Origin {
+        var log: [Delivery.Held] = []
+        var marks: [String: UInt64] = [:]
+
+        init(types: [String]) {
+            for (index, type) in types.enumerated() {
+                let seq = UInt64(index + 1)
+                let event = Event(id: "o-\(seq)", origin: "o", seq: seq, stream: "s", type: try! EventType(validating: type),
+                                  timestamp: Date(timeIntervalSince1970: 1_800_000_000), payload: .null)
+                log.append(Delivery.Held(event: event, envelope: Array("e\(seq)".utf8), marks: marks))
+                marks[type] = seq
+            }
+        }
+
+        var beat: Delivery.Beat { Delivery.Beat(origin: "o", seq: UInt64(log.count), marks: marks) }
+
+        /// A replay page: subscribed events after `after`, at most `limit`.
+        func page(after: UInt64, subscribed: Set<String>, limit: Int) -> Delivery.Page {
+            let events = log.filter { $0.event.seq > after && subscribed.contains($0.event.type.rawValue) }
+            let taken = Array(events.prefix(limit))
+            let through = events.count > limit ? taken.last!.event.seq : UInt64(log.count)
+            return Delivery.Page(lastSeq: UInt64(log.count), through: through, events: taken)
+        }
+    }
+
+    /// The subscriber side: a delivery and what it stored, with replay carried out as a node would.
+    struct Subscriber {
+        var delivery: Delivery
+        var stored: [UInt64] = []
+        var replaying = false
+        let subscribed: Set<String>
+
+        init(subscribed: Set<String>, maxPending: Int = 10_000) {
+            self.subscribed = subscribed
+            delivery = Delivery(types: subscribed, maxPending: maxPending)
+            delivery.tracks["o"] = Delivery.Track(cursor: 0)
+        }
+
+        mutating func apply(_ live: Delivery.Live) {
+            stored += live.take.map(\.event.seq)
+            for origin in live.replayFrom where delivery.startReplay(of: origin) { replaying = true }
+        }
+
+        mutating func pageStep(_ origin: Origin, limit: Int) {
+            guard replaying else { return }
+            let page = origin.page(after: delivery.replayPoint(of: "o").after, subscribed: subscribed, limit: limit)
+            stored += delivery.takePage(page, from: "o").map(\.event.seq)
+            if !delivery.pageStored(page, from: "o") { replaying = false }
+        }
+    }
+
+    static let types = ["plan_ready", "note", "schema_v1", "note", "plan_ready", "note", "plan_ready"]
+    static let subscribed: Set<String> = ["plan_ready", "schema_v1"]
+
+    /// Every subset of the subscribed live events lost on the wire, replay pages of 1 or 2
+    /// events, live events arriving between pages at every point.
+    @Test(arguments: [1, 2])
+    func everyLossPatternEndsWithEverySubscribedEventOnceInOrder(pageLimit: Int) {
+        let origin = Origin(types: Self.types)
+        let wire = origin.log.filter { Self.subscribed.contains($0.event.type.rawValue) }  // the SUB filter
+        let expected = wire.map(\.event.seq)
+        var cases = 0
+        for mask in 0..<(1 << wire.count) {
+            for pagesBetween in 0...2 {
+                var subscriber = Subscriber(subscribed: Self.subscribed)
+                for (index, held) in wire.enumerated() {
+                    if mask & (1 << index) == 0 { subscriber.apply(subscriber.delivery.receive([held])) }
+                    for _ in 0..<pagesBetween { subscriber.pageStep(origin, limit: pageLimit) }
+                }
+                subscriber.apply(subscriber.delivery.receive([], beats: [origin.beat]))
+                var steps = 0
+                while subscriber.replaying && steps < 100 {
+                    subscriber.pageStep(origin, limit: pageLimit)
+                    steps += 1
+                }
+                #expect(!subscriber.replaying, "mask \(mask): replay did not end")
+                #expect(subscriber.stored == expected, "mask \(mask), \(pagesBetween) pages between: stored \(subscriber.stored)")
+                #expect(subscriber.delivery.tracks["o"]?.cursor == UInt64(origin.log.count), "mask \(mask)")
+                #expect(subscriber.delivery.tracks["o"]?.pending.isEmpty == true)
+                cases += 1
+            }
+        }
+        #expect(cases == (1 << wire.count) * 3)
+    }
+
+    /// With room for one waiting event, the rest behind a gap are dropped, and replay still
+    /// brings every one of them.
+    @Test func eventsDroppedBehindAGapComeBackByReplay() {
+        let origin = Origin(types: Self.types)
+        let wire = origin.log.filter { Self.subscribed.contains($0.event.type.rawValue) }
+        var subscriber = Subscriber(subscribed: Self.subscribed, maxPending: 1)
+        let live = subscriber.delivery.receive(Array(wire.dropFirst()))  // the first is lost
+        #expect(live.take.isEmpty)
+        #expect(live.dropped == wire.count - 2, "one waits, the others are dropped")
+        #expect(live.replayFrom == ["o"])
+        subscriber.apply(live)
+        var steps = 0
+        while subscriber.replaying && steps < 50 {
+            subscriber.pageStep(origin, limit: 1)
+            steps += 1
+        }
+        #expect(subscriber.stored == wire.map(\.event.seq))
+    }
+
+    /// Filtered gaps are not losses: events whose marks show only unsubscribed types in
+    /// between are taken at once; a heartbeat moves the cursor past an unsubscribed tail.
+    @Test func filteredGapsPassWithoutReplay() {
+        let origin = Origin(types: Self.types + ["note"])  // an unsubscribed tail
+        let wire = origin.log.filter { Self.subscribed.contains($0.event.type.rawValue) }
+        var subscriber = Subscriber(subscribed: Self.subscribed)
+        let live = subscriber.delivery.receive(wire, beats: [origin.beat])
+        #expect(live.take.map(\.event.seq) == wire.map(\.event.seq))
+        #expect(live.replayFrom.isEmpty)
+        #expect(subscriber.delivery.tracks["o"]?.cursor == UInt64(origin.log.count))
+        #expect(subscriber.delivery.cursorsToSave(for: [], force: true) == ["o": UInt64(origin.log.count)])
+    }
+
+    /// Duplicates (a replayed event arriving live again) are counted, not taken; an origin
+    /// heard below the cursor is reported once.
+    @Test func duplicatesAndRegressions() {
+        let origin = Origin(types: ["plan_ready", "plan_ready"])
+        var subscriber = Subscriber(subscribed: ["plan_ready"])
+        _ = subscriber.delivery.receive(origin.log)
+        let again = subscriber.delivery.receive(origin.log, beats: [Delivery.Beat(origin: "o", seq: 1, marks: nil)])
+        #expect(again.take.isEmpty)
+        #expect(again.duplicates == 2)
+        #expect(again.regressions.count == 1 && again.regressions[0].seq == 1 && again.regressions[0].cursor == 2)
+        let once = subscriber.delivery.receive([], beats: [Delivery.Beat(origin: "o", seq: 1, marks: nil)])
+        #expect(once.regressions.isEmpty, "said once")
+    }
+
+    /// Catch-up "now": no cursor until the first contact, which sets it.
+    @Test func catchUpNowStartsAtTheFirstContact() {
+        let origin = Origin(types: ["plan_ready", "plan_ready", "plan_ready"])
+        var delivery = Delivery(types: nil)
+        delivery.tracks["o"] = Delivery.Track(cursor: nil)
+        let live = delivery.receive(Array(origin.log.dropFirst(1)))
+        #expect(live.take.map(\.event.seq) == [2, 3], "starts at the first event heard")
+        var fresh = Delivery(types: nil)
+        fresh.tracks["o"] = Delivery.Track(cursor: nil)
+        _ = fresh.receive([], beats: [origin.beat])
+        #expect(fresh.tracks["o"]?.cursor == 3, "a heartbeat first: from the origin's next event")
+    }
+}
