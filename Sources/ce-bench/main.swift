@@ -21,7 +21,7 @@ func fail(_ text: String) -> Never {
     exit(2)
 }
 
-let usage = "usage: ce-bench store [--events N] [--batch B] [--tasks T] [--durability full|normal|both] [--checkpoints background|inline|both] [--random-ids] [--dir DIR] [--ceiling PATH_TO_sqlite_ceiling]\n       ce-bench gates [--pools N] [--rounds R] [--processes] [--heartbeat-ms MS]\n       ce-bench bus [--events N] [--rate EVENTS_PER_S] [--asks N] [--emitters N] [--batch B] [--normal] [--no-replay]\n       ce-bench replay [--events N] [--stall N]\n       ce-bench link --from DATA_DIR --to DATA_DIR [--events N] [--rate EVENTS_PER_S] [--type EVENT_TYPE]"
+let usage = "usage: ce-bench store [--events N] [--batch B] [--tasks T] [--durability full|normal|both] [--checkpoints background|inline|both] [--random-ids] [--dir DIR] [--ceiling PATH_TO_sqlite_ceiling]\n       ce-bench gates [--pools N] [--rounds R] [--processes] [--heartbeat-ms MS]\n       ce-bench bus [--events N] [--rate EVENTS_PER_S] [--asks N] [--emitters N] [--batch B] [--normal] [--no-replay]\n       ce-bench emit [--events N] [--batch B] [--emitters E] [--normal]\n       ce-bench replay [--events N] [--stall N]\n       ce-bench link --from DATA_DIR --to DATA_DIR [--events N] [--rate EVENTS_PER_S] [--type EVENT_TYPE]"
 let arguments = Array(CommandLine.arguments.dropFirst(2))
 guard let command = CommandLine.arguments.dropFirst().first else { fail(usage) }
 
@@ -73,6 +73,7 @@ case "bus": try await busBenchmark()
 case "gates": try await gateBenchmark()
 case "replay": try await replayBenchmark()
 case "link": try await linkBenchmark()
+case "emit": try await emitBenchmark()
 default: fail("unknown benchmark \(command)\n\(usage)")
 }
 try? FileManager.default.removeItem(atPath: temporaryRoot)
@@ -170,6 +171,46 @@ try? FileManager.default.removeItem(atPath: temporaryRoot)
             await writer.shutdown()
         }
     }
+}
+
+/// One node alone (no peers): `--events` emitted in batches of `--batch` from `--emitters`
+/// tasks through `Node.emit`, stored durably: the origin's side of the bus without a subscriber.
+@MainActor func emitBenchmark() async throws {
+    let count = option("--events", default: 200_000)
+    let batch = option("--batch", default: 1000)
+    let emitters = option("--emitters", default: 4)
+    try FileManager.default.createDirectory(atPath: temporaryRoot, withIntermediateDirectories: true)
+    let yaml = """
+        version: 1
+        settings: { heartbeat_ms: 500 }
+        nodes:
+          - { name: origin, pool: planner, host: 127.0.0.1, ports: { pub: \(port()), rep: \(port()) }, data: \(temporaryRoot)/origin }
+        """
+    let path = temporaryRoot + "/topology.yaml"
+    try yaml.write(toFile: path, atomically: true, encoding: .utf8)
+    var options = try Node.Options(topology: try TopologyLoader.load(path: path), name: "origin")
+    options.durability = arguments.contains("--normal") ? .normal : .full
+    options.logger.logLevel = .warning
+    let origin = try Node(options: options)
+    let running = Task { try await origin.run() }
+    _ = try await origin.emit(.planReady, payload: payload)
+    let start = ContinuousClock.now
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for t in 0..<emitters {
+            group.addTask {
+                let mine = stride(from: t, to: count, by: emitters).map { _ in Node.Emission(.planReady, payload: payload) }
+                for first in stride(from: 0, to: mine.count, by: batch) {
+                    _ = try await origin.emit(Array(mine[first..<min(mine.count, first + batch)]))
+                }
+            }
+        }
+        try await group.waitForAll()
+    }
+    let rate = Double(count) / seconds(since: start)
+    print(String(format: "emit: %d events of 256 B payload, %d emitters, batches of %d, synchronous=%@: %.0f events/s stored and acknowledged",
+                 count, emitters, batch, options.durability == .full ? "FULL" : "NORMAL", rate))
+    running.cancel()
+    _ = await running.result
 }
 
 /// A subscriber node in its own process, the origin node in this one.
