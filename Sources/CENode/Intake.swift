@@ -165,8 +165,9 @@ extension Node {
         intake.state.withLock { $0.tracks = tracks }
     }
 
-    /// A batch from the SUB socket: heartbeats, then events in the order they came.
-    func takeLive(_ batch: [Message], feed: Socket) async throws {
+    /// A batch from the SUB socket of one peer: heartbeats, then events in the order they
+    /// came. Only the peer's own events and heartbeats are taken (its SUB dials it alone).
+    func takeLive(_ batch: [Message], from peer: String, feed: Socket) async throws {
         try await intake.turn.run {
             var arrivals: [Intake.Held] = []
             var accepted: [Intake.Held] = []
@@ -177,7 +178,7 @@ extension Node {
             var regressions: [(String, UInt64, UInt64)] = []
             for message in batch {
                 if message.count == 2, message[0].bytes.starts(with: Array("_hb/".utf8)) {
-                    if let beat = heard(heartbeat: message) { heartbeats.append(beat) }
+                    if let beat = heard(heartbeat: message, from: peer) { heartbeats.append(beat) }
                     continue
                 }
                 guard message.count == 2 || message.count == 3 else {
@@ -193,6 +194,10 @@ extension Node {
                 }
                 if event.origin == spec.name {
                     reject("event \(event.id) claims this node (\(spec.name)) as its origin")
+                    continue
+                }
+                if event.origin != peer {
+                    forged("event \(event.id) (seq \(event.seq))", claimed: event.origin, sender: peer)
                     continue
                 }
                 let marks = message.count == 3 ? Self.parseMarks(message[2].bytes) : nil
