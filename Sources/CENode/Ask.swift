@@ -38,6 +38,7 @@ extension Node {
         let body = Message(request.json.serialized())
         state.withLock { $0.counters.asksSent += 1 }
         let first = Int(nextResponder.add(1, ordering: .relaxed).oldValue % UInt64(responders.count))
+        var forgedReplies = 0
         for attempt in 0...retries {
             let node = responders[(first + attempt) % responders.count]
             let socket = try context.socket(.req)
@@ -53,10 +54,18 @@ extension Node {
                 logger.notice("no reply from \(node.name) of pool \(pool) within \(timeout) (attempt \(attempt + 1) of \(retries + 1))")
                 continue
             }
-            guard let value = try answer(from: reply, pool: pool, node: node.name) else { continue }
+            guard let value = try answer(from: reply, pool: pool, node: node.name) else {
+                forgedReplies += 1
+                continue
+            }
             return value
         }
         state.withLock { $0.counters.asksFailed += 1 }
+        if forgedReplies > 0 {
+            throw AskError(
+                kind: .refused,
+                description: "pool \"\(pool)\" gave no answer of its own in \(retries + 1) attempts: \(forgedReplies) replies claimed to come from another node than the one asked (rejected as forged)")
+        }
         throw AskError(
             kind: .timedOut,
             description: "pool \"\(pool)\" did not answer within \(timeout) after \(retries + 1) attempts (responders: \(responders.map(\.repEndpoint).joined(separator: ", ")))")
