@@ -44,7 +44,9 @@ public final class Authenticator: Sendable {
     /// Handshakes admitted and refused so far.
     public var counts: (accepted: Int, denied: Int) { state.withLock { ($0.accepted, $0.denied) } }
 
-    /// Stops answering; CURVE servers then refuse every client (libzmq denies when no handler answers).
+    /// Stops answering. Without a handler bound, libzmq lets every CURVE client in unchecked
+    /// (its "Stonehouse" fallback: seen here as connections with no User-Id), so close the
+    /// context's CURVE servers first.
     public func stop() {
         socket.core.reactor.hasAuthenticator.store(false, ordering: .releasing)
         socket.close()
