@@ -103,6 +103,17 @@ final class Cluster: @unchecked Sendable {
         return context
     }
 
+    /// Puts node `name`'s secret key back into its data folder (made 0700 if gone), mode 0600,
+    /// as an operator restores a node's identity onto a new disk.
+    func restoreKey(_ name: String) throws {
+        guard let pair = keys[name] else { return }
+        try FileManager.default.createDirectory(atPath: data(name), withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let path = data(name) + "/curve.key"
+        guard FileManager.default.createFile(atPath: path, contents: Data((pair.secretKey + "\n").utf8), attributes: [.posixPermissions: 0o600]) else {
+            throw TestFailure("cannot write \(path)")
+        }
+    }
+
     /// Makes a raw socket a CURVE server with node `name`'s keys (before it binds).
     func serve(_ socket: Socket, as name: String) throws {
         guard let pair = keys[name] else { return }

@@ -237,6 +237,7 @@ struct NodeTests {
             try await eventually(10, "builder has the three") { try cluster.history("builder-1").count == 3 }
             cluster.kill("planner-1")
             try FileManager.default.removeItem(atPath: cluster.data("planner-1"))  // the volume is gone
+            try cluster.restoreKey("planner-1")  // its identity comes back from a backup
             try cluster.start("planner-1")
             try await cluster.waitUntilUp("planner-1")
             // Emitted right away: no waiting for the builder to reconnect; replay covers it.
