@@ -17,6 +17,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "ZeroMQ", targets: ["ZeroMQ"]),
+        .library(name: "CECore", targets: ["CECore"]),
         .library(name: "CENode", targets: ["CENode"]),
         .executable(name: "ce-node", targets: ["ce-node"]),
         .executable(name: "zmq-perf", targets: ["zmq-perf"]),

@@ -22,6 +22,20 @@ public struct Topology: Sendable, Hashable {
 
     /// The event types a pool subscribes to, or nil for all of them.
     public func subscriptions(forPool pool: String) -> [EventType]? { pools[pool]?.subscribe }
+
+    /// Nodes the file gives no public key (neither `public_key:` nor `settings.keys_file`).
+    public var nodesWithoutKeys: [String] { nodes.filter { $0.publicKey == nil }.map(\.name) }
+
+    /// The node a CURVE public key belongs to.
+    public func node(withPublicKey key: String) -> NodeSpec? { nodes.first { $0.publicKey == key } }
+}
+
+/// Whether a cluster's TCP sockets authenticate and encrypt (`settings.security`).
+public enum SecurityMode: String, Sendable, Hashable {
+    /// CURVE on every TCP socket; only keys listed in the topology get in (the default).
+    case curve
+    /// Plain TCP: anyone who reaches a port takes part. Must be asked for explicitly.
+    case none
 }
 
 /// Cluster-wide settings; every one has a default.
@@ -30,6 +44,13 @@ public struct TopologySettings: Sendable, Hashable {
     public var askTimeoutMilliseconds = 5000
     public var askRetries = 2
     public var maxMessageBytes = 1 << 20
+    /// `settings.security`: CURVE unless the file says `none`.
+    public var security = SecurityMode.curve
+    /// `settings.keys_file` resolved against the topology file's folder, if given.
+    public var keysFile: String?
+    /// False when `keys_file` names a file that does not exist (yet): nodes refuse to start
+    /// with CURVE then, saying which command makes the keys.
+    public var keysFileFound = true
     public init() {}
 }
 
@@ -48,6 +69,8 @@ public struct NodeSpec: Sendable, Hashable {
     /// The workspace whose `.ce-events/` file-only agents use, if any.
     public var workspace: String?
     public var isCoordinator: Bool
+    /// The node's CURVE public key (40 Z85 characters), from `public_key:` or `settings.keys_file`.
+    public var publicKey: String? = nil
 
     private var hostForURL: String { host.contains(":") && !host.hasPrefix("[") ? "[\(host)]" : host }
     private var bindForURL: String { bind.contains(":") && !bind.hasPrefix("[") ? "[\(bind)]" : bind }

@@ -12,6 +12,8 @@ import Yams
 ///       ask_timeout_ms: 5000         # how long `ask` waits for a reply per attempt, 1-3600000
 ///       ask_retries: 2               # retries after a timeout, each on a fresh socket, 0-100
 ///       max_message_bytes: 1048576   # larger inbound messages drop the connection, 1024-2^30
+///       security: curve              # curve (default): CURVE + an allow-list of the keys below; none: plain TCP
+///       keys_file: keys.yaml         # optional; a mapping node name -> public key, relative to this file
 ///     coordinator:                   # optional; a node of the reserved pool "coordinator"
 ///       name / host / bind / ports / data / workspace   (as for nodes; no pool key)
 ///     nodes:                         # required, at least one
@@ -22,6 +24,7 @@ import Yams
 ///         ports: {pub: 7110, rep: 7111, replay: 7112}   # pub, rep required; replay optional; 1-65535
 ///         data: .ce-data/planner-1   # optional; default .ce-data/<name>, relative to the working directory
 ///         workspace: ws/planner      # optional event folder root
+///         public_key: "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"   # the node's CURVE public key (40 Z85 characters)
 ///     pools:                         # optional; keys are pools that have nodes
 ///       planner: {subscribe: [build_ready, review_complete]}   # event types, or "all" (the default)
 ///     gates:                         # optional
@@ -61,7 +64,8 @@ public enum TopologyLoader {
         }
         guard let root else { throw TopologyError(file: file, problems: [.init(path: "(file)", message: "the file is empty")]) }
         var reader = Reader(file: file)
-        let topology = reader.topology(root)
+        var topology = reader.topology(root)
+        reader.readKeysFile(into: &topology)
         if !reader.problems.isEmpty { throw TopologyError(file: file, problems: reader.problems) }
         return topology
     }
@@ -318,8 +322,23 @@ public enum TopologyLoader {
         }
 
         mutating func readSettings(_ node: Yams.Node, into settings: inout TopologySettings) {
-            let keys = ["heartbeat_ms", "ask_timeout_ms", "ask_retries", "max_message_bytes"]
+            let keys = ["heartbeat_ms", "ask_timeout_ms", "ask_retries", "max_message_bytes", "security", "keys_file"]
             guard let m = mapping(node, "settings", allowed: keys) else { return }
+            if let v = string(m, "security", "settings") {
+                if let mode = SecurityMode(rawValue: v) {
+                    settings.security = mode
+                } else {
+                    problem("settings.security", m["security"], "expected curve or none, got \"\(v)\"")
+                }
+            }
+            if let v = string(m, "keys_file", "settings") {
+                if v.isEmpty {
+                    problem("settings.keys_file", m["keys_file"], "empty path")
+                } else {
+                    let folder = (file as NSString).deletingLastPathComponent
+                    settings.keysFile = v.hasPrefix("/") || folder.isEmpty ? v : folder + "/" + v
+                }
+            }
             if let v = int(m, "heartbeat_ms", "settings", range: 10...600_000) { settings.heartbeatMilliseconds = v }
             if let v = int(m, "ask_timeout_ms", "settings", range: 1...3_600_000) { settings.askTimeoutMilliseconds = v }
             if let v = int(m, "ask_retries", "settings", range: 0...100) { settings.askRetries = v }
@@ -327,7 +346,7 @@ public enum TopologyLoader {
         }
 
         mutating func nodeSpec(_ node: Yams.Node, _ path: String, coordinator: Bool) -> NodeSpec? {
-            var allowed = ["name", "host", "bind", "ports", "data", "workspace"]
+            var allowed = ["name", "host", "bind", "ports", "data", "workspace", "public_key"]
             if !coordinator { allowed.insert("pool", at: 1) }
             guard let m = mapping(node, path, allowed: allowed) else { return nil }
             let name = name(m, "name", path, required: true)
@@ -361,12 +380,17 @@ public enum TopologyLoader {
             }
             let data = string(m, "data", path)
             let workspace = string(m, "workspace", path)
+            var publicKey = string(m, "public_key", path)
+            if let key = publicKey, let why = CurveKeyText.problem(key) {
+                problem("\(path).public_key", m["public_key"], "node \"\(name ?? "?")\": \(why)")
+                publicKey = nil
+            }
             guard let name, let pool, let host, let pub, let rep else { return nil }
             nodeSources.append((path, m))
             return NodeSpec(
                 name: name, pool: pool, host: host, bind: bind ?? (Self.isIPLiteral(host) ? host : "*"),
                 pubPort: pub, repPort: rep, replayPort: replay, data: data ?? ".ce-data/\(name)",
-                workspace: workspace, isCoordinator: coordinator)
+                workspace: workspace, isCoordinator: coordinator, publicKey: publicKey)
         }
 
         /// Problems across nodes: duplicate names, a port used twice on a host, a data folder
@@ -416,6 +440,77 @@ public enum TopologyLoader {
                 } else if folders[folderKey] == nil {
                     folders[folderKey] = i
                 }
+            }
+        }
+
+        /// Reads `settings.keys_file` (a YAML mapping: node name -> public key) into the nodes,
+        /// then checks that no two nodes share a key (a key must name one sender).
+        mutating func readKeysFile(into topology: inout Topology) {
+            if let path = topology.settings.keysFile {
+                readKeys(path, into: &topology)
+            }
+            var owners: [String: String] = [:]
+            for node in topology.nodes {
+                guard let key = node.publicKey else { continue }
+                if let other = owners[key] {
+                    problems.append(.init(path: keyPath(of: node.name), message: "node \"\(node.name)\" has the same public key as \"\(other)\" (each node needs its own key pair)"))
+                } else {
+                    owners[key] = node.name
+                }
+            }
+        }
+
+        func keyPath(of node: String) -> String {
+            (nodeSources.first { $0.keys["name"]?.scalar?.string == node }?.path ?? node) + ".public_key"
+        }
+
+        mutating func readKeys(_ path: String, into topology: inout Topology) {
+            let shown = (path as NSString).lastPathComponent
+            guard let data = FileManager.default.contents(atPath: path) else {
+                if FileManager.default.fileExists(atPath: path) {
+                    problems.append(.init(path: "settings.keys_file", message: "cannot read \(path)"))
+                } else {
+                    topology.settings.keysFileFound = false
+                }
+                return
+            }
+            func fail(_ message: String, _ node: Yams.Node?) {
+                let line = node?.mark.map { " line \($0.line)" } ?? ""
+                problems.append(.init(path: "settings.keys_file", message: "\(shown)\(line): \(message)"))
+            }
+            let root: Yams.Node?
+            do { root = try Yams.compose(yaml: String(decoding: data, as: UTF8.self)) } catch {
+                fail(TopologyLoader.yamlProblem(error).message, nil)
+                return
+            }
+            guard let root else { return }  // an empty file: no keys yet
+            guard case .mapping(let entries) = root else {
+                fail("expected a mapping of node names to public keys, got \(Self.describe(root))", root)
+                return
+            }
+            let names = topology.nodes.map(\.name)
+            for (k, v) in entries {
+                guard let name = k.scalar?.string else {
+                    fail("keys must be node names", k)
+                    continue
+                }
+                guard let index = topology.nodes.firstIndex(where: { $0.name == name }) else {
+                    fail("unknown node \"\(name)\" (nodes: \(names.joined(separator: ", ")))", k)
+                    continue
+                }
+                guard let key = v.scalar?.string else {
+                    fail("node \"\(name)\": public key: expected text, got \(Self.describe(v))", v)
+                    continue
+                }
+                if let why = CurveKeyText.problem(key) {
+                    fail("node \"\(name)\": public key: \(why)", v)
+                    continue
+                }
+                if let given = topology.nodes[index].publicKey, given != key {
+                    fail("node \"\(name)\": public key differs from its public_key in the topology", v)
+                    continue
+                }
+                topology.nodes[index].publicKey = key
             }
         }
 

@@ -20,10 +20,12 @@ public struct AskError: Error, CustomStringConvertible, Sendable {
 extension Node {
     /// Asks a pool a question over REQ/REP and returns the answer.
     ///
-    /// The request goes to every node of the pool (libzmq spreads requests over them). A
-    /// reply that does not come within `timeout` is given up on: the socket is closed and a
-    /// fresh one retries with the same request id (Lazy Pirate), so the responder answers a
-    /// retried question once. After `retries` retries the error names the pool and the wait.
+    /// Each attempt goes to one node of the pool (the first attempt of successive asks to
+    /// successive nodes), on a socket that dials that node alone (with CURVE, by its key), so
+    /// the answer is known to come from it. A reply that does not come within `timeout` is
+    /// given up on: the socket is closed and a fresh one retries, at the pool's next node,
+    /// with the same request id (Lazy Pirate), so a responder answers a retried question once.
+    /// After `retries` retries the error names the pool and the wait.
     public func ask(pool: String, question: JSONValue, timeout: Duration? = nil, retries: Int? = nil) async throws -> JSONValue {
         let responders = topology.nodes(inPool: pool)
         guard !responders.isEmpty else {
@@ -35,32 +37,52 @@ extension Node {
             requestID: UUID().uuidString.lowercased(), fromNode: spec.name, fromPool: spec.pool, pool: pool, question: question)
         let body = Message(request.json.serialized())
         state.withLock { $0.counters.asksSent += 1 }
+        let first = Int(nextResponder.add(1, ordering: .relaxed).oldValue % UInt64(responders.count))
+        var forgedReplies = 0
         for attempt in 0...retries {
+            let node = responders[(first + attempt) % responders.count]
             let socket = try context.socket(.req)
             try socket.set([.linger(milliseconds: 0), .maxMessageSize(Int64(topology.settings.maxMessageBytes))])
-            for node in responders { try socket.connect(node.repEndpoint) }
+            try security.dial(socket, to: node)
+            try socket.connect(node.repEndpoint)
             defer { socket.close() }
             try await socket.send(body)
             let reply: Message
             do {
                 reply = try await socket.receive(timeout: timeout)
             } catch let error as ZMQError where error.code == .again {
-                logger.notice("no reply from pool \(pool) within \(timeout) (attempt \(attempt + 1) of \(retries + 1))")
+                logger.notice("no reply from \(node.name) of pool \(pool) within \(timeout) (attempt \(attempt + 1) of \(retries + 1))")
                 continue
             }
-            return try answer(from: reply, pool: pool)
+            guard let value = try answer(from: reply, pool: pool, node: node.name) else {
+                forgedReplies += 1
+                continue
+            }
+            return value
         }
         state.withLock { $0.counters.asksFailed += 1 }
+        if forgedReplies > 0 {
+            throw AskError(
+                kind: .refused,
+                description: "pool \"\(pool)\" gave no answer of its own in \(retries + 1) attempts: \(forgedReplies) replies claimed to come from another node than the one asked (rejected as forged)")
+        }
         throw AskError(
             kind: .timedOut,
             description: "pool \"\(pool)\" did not answer within \(timeout) after \(retries + 1) attempts (responders: \(responders.map(\.repEndpoint).joined(separator: ", ")))")
     }
 
-    private func answer(from reply: Message, pool: String) throws -> JSONValue {
+    /// The answer in a reply from `node`; nil (try the next node) when the reply claims to
+    /// come from another node.
+    private func answer(from reply: Message, pool: String, node: String) throws -> JSONValue? {
         guard reply.count == 1 else { throw AskError(kind: .refused, description: "reply from pool \(pool) has \(reply.count) frames, expected 1") }
         let object: [String: JSONValue]
         do { object = try Wire.object(reply[0].bytes, what: "reply") } catch {
             throw AskError(kind: .refused, description: "\(error)")
+        }
+        let claimed = object["answered_by"]?.stringValue
+        guard claimed == node else {
+            forged("answer", claimed: claimed ?? "(no answered_by)", sender: node)
+            return nil
         }
         if object["status"]?.stringValue == "ok", let answer = object["answer"] { return answer }
         state.withLock { $0.counters.asksFailed += 1 }
@@ -87,7 +109,12 @@ extension Node {
                 }
                 let peer = message[0]
                 if let object = try? Wire.object(message[2].bytes, what: "request"), let kind = object["kind"]?.stringValue {
-                    let reply = kind == "replay" ? replayReply(object) : [Frame(lastSeenReply(object))]
+                    let reply: [Frame]
+                    if let refusal = senderRefusal(object["from_node"]?.stringValue, of: message, what: "\(kind) request") {
+                        reply = [Frame(refusal)]
+                    } else {
+                        reply = kind == "replay" ? replayReply(object) : [Frame(lastSeenReply(object))]
+                    }
                     try? await router.send(Message([peer, Frame([])] + reply))
                     continue
                 }
@@ -97,6 +124,10 @@ extension Node {
                 } catch {
                     reject("\(error)")
                     try? await router.send(Message([peer, Frame([]), Frame(Wire.errorReply(requestID: nil, answeredBy: spec.name, error: "\(error)"))]))
+                    continue
+                }
+                if let refusal = senderRefusal(request.fromNode, of: message, what: "question", requestID: request.requestID, fromPool: request.fromPool) {
+                    try? await router.send(Message([peer, Frame([]), Frame(refusal)]))
                     continue
                 }
                 if let stored = try? store.answer(for: request.requestID) {
@@ -130,7 +161,11 @@ extension Node {
             do {
                 let object = try Wire.object(message[2].bytes, what: "replay request")
                 try Wire.checkVersion(object)
-                reply = replayReply(object)
+                if let refusal = senderRefusal(object["from_node"]?.stringValue, of: message, what: "replay request") {
+                    reply = [Frame(refusal)]
+                } else {
+                    reply = replayReply(object)
+                }
             } catch {
                 reject("\(error)")
                 reply = [Frame(Wire.errorReply(requestID: nil, answeredBy: spec.name, error: "\(error)"))]
@@ -168,5 +203,20 @@ extension Node {
         if let handler = state.withLock({ $0.questionHandler }) { return try await handler(question) }
         if eventFolder != nil || answerDesk.hasAnswerer { return try await answerThroughAgents(question) }
         throw NodeError("nobody answers questions on \(spec.name): no handler, no workspace and no agent attached to its control endpoint")
+    }
+}
+
+extension Node {
+    /// An error reply for a request whose `from_node` is not the node whose key sent it
+    /// (counted and logged as forged); nil when the request may be served.
+    func senderRefusal(_ fromNode: String?, of message: Message, what: String, requestID: String? = nil, fromPool: String? = nil) -> [UInt8]? {
+        if fromNodeIsSender(fromNode, of: message, what: what) {
+            guard security.isOn, let fromPool, let node = fromNode.flatMap(topology.node(named:)), node.pool != fromPool else { return nil }
+            forged(what, claimed: "pool \(fromPool)", sender: "\(node.name) of pool \(node.pool)")
+            return Wire.errorReply(requestID: requestID, answeredBy: spec.name, error: "from_pool \"\(fromPool)\" is not the pool of \(node.name) (\(node.pool))")
+        }
+        return Wire.errorReply(
+            requestID: requestID, answeredBy: spec.name,
+            error: "from_node \(fromNode.map { "\"\($0)\"" } ?? "missing"): a request must name the node whose key sends it")
     }
 }

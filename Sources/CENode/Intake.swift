@@ -133,14 +133,17 @@ extension Node {
         intake.state.withLock { $0.tracks = tracks }
     }
 
-    /// A batch from the SUB socket: heartbeats, then events in the order they came.
-    func takeLive(_ batch: [Message], feed: Socket) async throws {
+    /// A batch from the SUB socket of one peer: heartbeats, then events in the order they
+    /// came. Only the peer's own events and heartbeats are taken (its SUB dials it alone).
+    func takeLive(_ batch: [Message], from peer: String, feed: Socket) async throws {
         try await intake.turn.run {
             var arrivals: [Intake.Held] = []
             var heartbeats: [Delivery.Beat] = []
             for message in batch {
                 if message.count == 2, message[0].bytes.starts(with: Array("_hb/".utf8)) {
-                    if let beat = heard(heartbeat: message) { heartbeats.append(Delivery.Beat(origin: beat.origin, seq: beat.seq, marks: beat.marks)) }
+                    if let beat = heard(heartbeat: message, from: peer) {
+                        heartbeats.append(Delivery.Beat(origin: beat.origin, seq: beat.seq, marks: beat.marks))
+                    }
                     continue
                 }
                 guard message.count == 2 || message.count == 3 else {
@@ -156,6 +159,10 @@ extension Node {
                 }
                 if event.origin == spec.name {
                     reject("event \(event.id) claims this node (\(spec.name)) as its origin")
+                    continue
+                }
+                if event.origin != peer {
+                    forged("event \(event.id) (seq \(event.seq))", claimed: event.origin, sender: peer)
                     continue
                 }
                 let marks = message.count == 3 ? Self.parseMarks(message[2].bytes) : nil

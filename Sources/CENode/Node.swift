@@ -62,6 +62,10 @@ public final class Node: Sendable {
     /// Questions answered through the control endpoint (AgentControl.swift).
     let answerDesk = AnswerDesk()
     let intake: Intake
+    /// CURVE keys and the checks that bind a message to the node that sent it (Security.swift).
+    let security: NodeSecurity
+    /// Which node of a pool the next `ask` tries first.
+    let nextResponder = Atomic<UInt64>(0)
 
     struct PendingEmit: Sendable {
         var type: EventType
@@ -136,6 +140,10 @@ public final class Node: Sendable {
         public var replayedIn = 0
         public var replayedOut = 0
         public var pendingDropped = 0
+        /// Messages whose claimed origin (`origin`, `answered_by`, `from_node`) is not the
+        /// node whose key sent them; CURVE handshakes the allow-list refused.
+        public var forged = 0
+        public var handshakesRefused = 0
     }
 
     public init(options: Options) throws {
@@ -146,6 +154,7 @@ public final class Node: Sendable {
         self.topology = options.topology
         self.options = options
         self.logger = options.logger
+        self.security = try NodeSecurity(topology: options.topology, node: spec, dataDirectory: options.dataDirectory)
         self.store = try EventStore(directory: options.dataDirectory, durability: options.durability)
         // The store and the control socket live here: the node's user alone may enter.
         guard chmod(options.dataDirectory, 0o700) == 0 else {
@@ -211,8 +220,12 @@ public final class Node: Sendable {
             return s.running
         }
         guard !alreadyRunning else { throw NodeError("node \(spec.name) is already running") }
+        if !security.isOn {
+            logger.warning("security is none in \(topology.file): no CURVE, anyone who reaches this node's ports can publish, ask and claim to be any node")
+        }
         let sockets = try openSockets()
         logger.info("node up", metadata: [
+            "ce.security": .string(topology.settings.security.rawValue),
             "ce.pool": .string(spec.pool), "ce.pub": .string(spec.bindPubEndpoint), "ce.rep": .string(spec.bindRepEndpoint),
             "ce.peers": .string(topology.peers(of: spec.name).map(\.name).joined(separator: ",")),
             "ce.last_seq": .stringConvertible(state.withLock { $0.lastSeq }),
@@ -221,7 +234,10 @@ public final class Node: Sendable {
         do {
             try await withThrowingTaskGroup(of: String.self) { group in
                 group.addTask { try await self.emitLoop(pub: sockets.pub, feed: sockets.feed); return "emit" }
-                group.addTask { try await self.receiveLoop(sub: sockets.sub, feed: sockets.feed); return "receive" }
+                for sub in sockets.subs {
+                    group.addTask { try await self.receiveLoop(sub: sub.socket, from: sub.peer.name, feed: sockets.feed); return "receive from \(sub.peer.name)" }
+                    group.addTask { try await self.redialLoop(sub: sub.socket, events: sub.events); return "redial \(sub.peer.name)" }
+                }
                 group.addTask { try await self.answerLoop(router: sockets.router); return "answer" }
                 if let replay = sockets.replay {
                     group.addTask { try await self.replayServeLoop(router: replay); return "replay" }
@@ -229,7 +245,6 @@ public final class Node: Sendable {
                 group.addTask { try await self.controlLoop(control: sockets.control); return "control" }
                 group.addTask { try await self.heartbeatLoop(pub: sockets.pub); return "heartbeat" }
                 group.addTask { try await self.folderLoop(); return "event folder" }
-                group.addTask { try await self.redialLoop(sub: sockets.sub, events: sockets.subEvents); return "redial" }
                 group.addTask { await self.replaySupervisor(feed: sockets.feed); return "replay requests" }
                 // Loops end by cancellation (the node stops) or by an error (it stops with it);
                 // one that returns on its own is a fault worth a log line, not a reason to stop.
@@ -280,42 +295,58 @@ public final class Node: Sendable {
 
     struct Sockets: Sendable {
         let pub: Socket
-        let sub: Socket
+        /// One SUB per peer, dialling only that peer: what arrives on it is that peer's.
+        let subs: [PeerSubscription]
         let router: Socket
         let control: Socket
         let feed: Socket
         let replay: Socket?
-        let subEvents: MonitorEvents
+    }
+
+    struct PeerSubscription: Sendable {
+        let peer: NodeSpec
+        let socket: Socket
+        let events: MonitorEvents
     }
 
     private func openSockets() throws -> Sockets {
         let settings = topology.settings
+        // The allow-list runs before any CURVE server binds (without it, any key gets in).
+        try security.startAuthenticator(context) { [weak self] denial in self?.refusedHandshake(denial) }
         let pub = try context.socket(.pub)
+        try security.serve(pub)
         // A subscriber that falls this far behind loses live events and catches up by
         // replay: the publisher never buffers without bound, and never waits for it.
         try pub.set(.sendHighWaterMark(Self.highWaterMark))
         try bind(pub, spec.bindPubEndpoint, "pub")
 
         let router = try context.socket(.router)
+        try security.serve(router)
         try router.set([.maxMessageSize(Int64(settings.maxMessageBytes))])
         try bind(router, spec.bindRepEndpoint, "rep")
         var replay: Socket?
         if let endpoint = spec.bindReplayEndpoint {
             replay = try context.socket(.router)
+            try security.serve(replay!)
             try replay!.set([.maxMessageSize(Int64(settings.maxMessageBytes))])
             try bind(replay!, endpoint, "replay")
         }
 
-        let sub = try context.socket(.sub)
-        try sub.set([
-            .maxMessageSize(Int64(settings.maxMessageBytes)), .receiveHighWaterMark(Self.highWaterMark),
-            .reconnectInterval(milliseconds: 100), .reconnectIntervalMax(milliseconds: 2000),
-            .heartbeatInterval(milliseconds: settings.heartbeatMilliseconds),
-            .heartbeatTimeout(milliseconds: settings.heartbeatMilliseconds * 3),
-        ])
-        for prefix in subscriptionPrefixes { try sub.set(.subscribe(prefix)) }
-        let subEvents = try sub.monitor([.connected, .disconnected])
-        for peer in topology.peers(of: spec.name) { try sub.connect(peer.pubEndpoint) }
+        var subs: [PeerSubscription] = []
+        for peer in topology.peers(of: spec.name) {
+            let sub = try context.socket(.sub)
+            try security.dial(sub, to: peer)
+            try sub.set([
+                .maxMessageSize(Int64(settings.maxMessageBytes)), .receiveHighWaterMark(Self.highWaterMark),
+                .reconnectInterval(milliseconds: 100), .reconnectIntervalMax(milliseconds: 2000),
+                .heartbeatInterval(milliseconds: settings.heartbeatMilliseconds),
+                .heartbeatTimeout(milliseconds: settings.heartbeatMilliseconds * 3),
+            ])
+            for prefix in subscriptionPrefixes { try sub.set(.subscribe(prefix)) }
+            let events = try sub.monitor([.connected, .disconnected])
+            try sub.connect(peer.pubEndpoint)
+            subs.append(PeerSubscription(peer: peer, socket: sub, events: events))
+        }
 
         try FileManager.default.createDirectory(atPath: options.dataDirectory, withIntermediateDirectories: true)
         let control = try context.socket(.router)
@@ -331,7 +362,7 @@ public final class Node: Sendable {
                 throw NodeError("cannot make \(path) private (chmod 0600): \(String(cString: strerror(errno)))")
             }
         }
-        return Sockets(pub: pub, sub: sub, router: router, control: control, feed: feed, replay: replay, subEvents: subEvents)
+        return Sockets(pub: pub, subs: subs, router: router, control: control, feed: feed, replay: replay)
     }
 
     /// Messages queued per peer connection (each way) before live events are dropped.
@@ -501,10 +532,11 @@ public final class Node: Sendable {
 
     // MARK: Receiving
 
-    private func receiveLoop(sub: Socket, feed: Socket) async throws {
+    /// Receives what one peer publishes (its SUB dials that peer alone).
+    private func receiveLoop(sub: Socket, from peer: String, feed: Socket) async throws {
         while true {
             let batch = try await sub.receiveBatch()
-            try await takeLive(batch, feed: feed)
+            try await takeLive(batch, from: peer, feed: feed)
         }
     }
 
@@ -541,9 +573,13 @@ public final class Node: Sendable {
         logger.warning("rejected a message: \(reason)")
     }
 
-    func heard(heartbeat message: Message) -> (origin: String, seq: UInt64, marks: [String: UInt64]?)? {
+    func heard(heartbeat message: Message, from sender: String) -> (origin: String, seq: UInt64, marks: [String: UInt64]?)? {
         guard let body = try? JSONValue(parsing: message[1].bytes), let origin = body["origin"]?.stringValue else {
             reject("malformed heartbeat")
+            return nil
+        }
+        guard origin == sender else {
+            forged("heartbeat", claimed: origin, sender: sender)
             return nil
         }
         let peer = Peer(
@@ -661,12 +697,14 @@ public final class Node: Sendable {
                 "replays": .number(Double(counters.replays)), "replay_requests": .number(Double(counters.replayRequests)),
                 "replayed_in": .number(Double(counters.replayedIn)), "replayed_out": .number(Double(counters.replayedOut)),
                 "pending_dropped": .number(Double(counters.pendingDropped)),
+                "forged": .number(Double(counters.forged)), "handshakes_refused": .number(Double(counters.handshakesRefused)),
             ],
             "endpoints": [
                 "pub": .string(spec.bindPubEndpoint), "rep": .string(spec.bindRepEndpoint),
                 "control": .string(controlEndpoint), "feed": .string(feedEndpoint),
             ],
             "store": .string(options.dataDirectory + "/events.sqlite"),
+            "security": .string(topology.settings.security.rawValue),
         ]
     }
 }

@@ -132,6 +132,7 @@ extension Node {
     func fetchReplay(from origin: NodeSpec, _ request: Replay.Request, timeout: Duration) async throws -> Replay.Reply {
         let socket = try context.socket(.req)
         try socket.set([.linger(milliseconds: 0), .maxMessageSize(Int64(topology.settings.maxMessageBytes))])
+        try security.dial(socket, to: origin)
         try socket.connect(origin.replayEndpoint ?? origin.repEndpoint)
         defer { socket.close() }
         try await socket.send(Message(request.json.serialized()))
@@ -143,11 +144,20 @@ extension Node {
         guard let last = header["last_seq"]?.intValue, let through = header["through"]?.intValue, last >= 0, through >= 0 else {
             throw NodeError("replay reply from \(origin.name) lacks last_seq/through")
         }
+        // The socket dialled the origin alone (by its key): a page that claims another origin is forged.
+        let claimed = header["origin"]?.stringValue
+        guard claimed == origin.name else {
+            forged("replay page", claimed: claimed ?? "(no origin)", sender: origin.name)
+            throw NodeError("replay reply from \(origin.name) claims to come from \(claimed ?? "no origin")")
+        }
         var events: [(Event, [UInt8])] = []
         for frame in reply.dropFirst() {
             let bytes = frame.bytes
             let event = try EnvelopeCodec.decode(bytes)
-            guard event.origin == origin.name else { throw NodeError("replay reply from \(origin.name) holds an event of \(event.origin)") }
+            guard event.origin == origin.name else {
+                forged("replayed event \(event.id) (seq \(event.seq))", claimed: event.origin, sender: origin.name)
+                throw NodeError("replay reply from \(origin.name) holds an event of \(event.origin)")
+            }
             events.append((event, bytes))
         }
         return Replay.Reply(lastSeq: UInt64(last), through: UInt64(through), events: events)
@@ -157,7 +167,8 @@ extension Node {
 // Sequence recovery: a node whose store holds none of its own events (a new node, or one
 // whose store was lost) asks its peers for the highest sequence of its events they hold, and
 // continues after it, so no sequence number is ever given to two different events.
-// Request: `{"v":1, "kind":"last_seen", "origin":O}`; reply `{"v":1, "status":"ok", "seq":S}`.
+// Request: `{"v":1, "kind":"last_seen", "origin":O, "from_node":N}`; reply
+// `{"v":1, "status":"ok", "seq":S, "answered_by":P}`, taken only when P is the node asked.
 extension Node {
     func lastSeenReply(_ object: [String: JSONValue]) -> [UInt8] {
         guard object["kind"]?.stringValue == "last_seen", let origin = object["origin"]?.stringValue else {
@@ -166,7 +177,10 @@ extension Node {
         }
         let held = (try? store.maxSeq(origin: origin)) ?? 0
         let cursor = intake.state.withLock { $0.tracks[origin]?.cursor } ?? 0
-        return JSONValue.object(["v": .number(Double(Wire.version)), "status": "ok", "seq": .number(Double(max(held, cursor ?? 0)))]).serialized()
+        return JSONValue.object([
+            "v": .number(Double(Wire.version)), "status": "ok", "seq": .number(Double(max(held, cursor ?? 0))),
+            "answered_by": .string(spec.name),
+        ]).serialized()
     }
 
     /// Asks every peer at once. Done when every peer has answered, or once three heartbeat
@@ -175,7 +189,9 @@ extension Node {
     func recoverSequence(timeout: Duration) async {
         let peers = topology.peers(of: spec.name)
         guard state.withLock({ $0.lastSeq }) == 0, !peers.isEmpty else { return }
-        let request = Message(JSONValue.object(["v": .number(Double(Wire.version)), "kind": "last_seen", "origin": .string(spec.name)]).serialized())
+        let request = Message(JSONValue.object([
+            "v": .number(Double(Wire.version)), "kind": "last_seen", "origin": .string(spec.name), "from_node": .string(spec.name),
+        ]).serialized())
         let started = ContinuousClock.now
         let interval = Double(topology.settings.heartbeatMilliseconds) / 1000
         let highest = await withTaskGroup(of: (String, UInt64)?.self) { group in
@@ -185,9 +201,15 @@ extension Node {
                     defer { socket.close() }
                     do {
                         try socket.set(.linger(milliseconds: 0))
+                        try self.security.dial(socket, to: peer)
                         try socket.connect(peer.repEndpoint)
                         try await socket.send(request)
                         let reply = try JSONValue(parsing: try await socket.receive(timeout: timeout)[0].bytes)
+                        let claimed = reply["answered_by"]?.stringValue
+                        guard claimed == peer.name else {
+                            self.forged("last_seen reply", claimed: claimed ?? "(no answered_by)", sender: peer.name)
+                            return nil
+                        }
                         return (peer.name, UInt64(max(0, reply["seq"]?.intValue ?? 0)))
                     } catch {
                         return nil

@@ -10,6 +10,20 @@ import Synchronization
 public final class Authenticator: Sendable {
     private let socket: Socket
     private let state: Mutex<State>
+    /// Called for every refused handshake, on the reactor thread: it must return quickly and
+    /// must not use sockets of this context with blocking calls.
+    private let onDenial: (@Sendable (Denial) -> Void)?
+
+    /// A refused handshake: the peer's address, and its CURVE public key when it offered one.
+    public struct Denial: Sendable, Hashable, CustomStringConvertible {
+        /// The peer's IP address as libzmq reports it (no port).
+        public let address: String
+        /// The client's public key in Z85, nil for a mechanism other than CURVE.
+        public let key: String?
+        /// Why: "client key not allowed", "mechanism NULL not allowed", ...
+        public let reason: String
+        public var description: String { "\(address) (\(key.map { "key \($0)" } ?? "no CURVE key")): \(reason)" }
+    }
 
     struct State {
         var allowed: Set<String>
@@ -17,9 +31,10 @@ public final class Authenticator: Sendable {
         var denied = 0
     }
 
-    init(socket: Socket, allowed: Set<String>) {
+    init(socket: Socket, allowed: Set<String>, onDenial: (@Sendable (Denial) -> Void)?) {
         self.socket = socket
         self.state = Mutex(State(allowed: allowed))
+        self.onDenial = onDenial
     }
 
     /// Adds a client public key (40 Z85 characters) to the allow-list.
@@ -29,7 +44,9 @@ public final class Authenticator: Sendable {
     /// Handshakes admitted and refused so far.
     public var counts: (accepted: Int, denied: Int) { state.withLock { ($0.accepted, $0.denied) } }
 
-    /// Stops answering; CURVE servers then refuse every client (libzmq denies when no handler answers).
+    /// Stops answering. Without a handler bound, libzmq lets every CURVE client in unchecked
+    /// (its "Stonehouse" fallback: seen here as connections with no User-Id), so close the
+    /// context's CURVE servers first.
     public func stop() {
         socket.core.reactor.hasAuthenticator.store(false, ordering: .releasing)
         socket.close()
@@ -42,16 +59,20 @@ public final class Authenticator: Sendable {
             return reply(requestID: frames.count > 1 ? frames[1] : Frame([]), status: "500", text: "malformed ZAP request", user: "")
         }
         let requestID = frames[1]
+        let address = frames[3].string ?? "?"
         let mechanism = frames[5].string ?? ""
         guard mechanism == "CURVE", frames.count >= 7, frames[6].count == 32, let key = Z85.encode(frames[6].bytes) else {
             state.withLock { $0.denied += 1 }
-            return reply(requestID: requestID, status: "400", text: "mechanism \(mechanism) not allowed", user: "")
+            let text = "mechanism \(mechanism) not allowed"
+            onDenial?(Denial(address: address, key: nil, reason: text))
+            return reply(requestID: requestID, status: "400", text: text, user: "")
         }
         let ok = state.withLock { s -> Bool in
             let ok = s.allowed.contains(key)
             if ok { s.accepted += 1 } else { s.denied += 1 }
             return ok
         }
+        if !ok { onDenial?(Denial(address: address, key: key, reason: "client key not allowed")) }
         return ok
             ? reply(requestID: requestID, status: "200", text: "OK", user: key)
             : reply(requestID: requestID, status: "400", text: "client key not allowed", user: "")
@@ -64,10 +85,14 @@ public final class Authenticator: Sendable {
 
 extension Context {
     /// Binds a ZAP authenticator for this context that admits only the given CURVE client
-    /// public keys (40 Z85 characters each). At most one runs per context.
-    public func startAuthenticator(allowing publicKeys: some Sequence<String>) throws(ZMQError) -> Authenticator {
+    /// public keys (40 Z85 characters each). At most one runs per context. A CURVE client's
+    /// connection then carries its public key as User-Id (see ``SocketOption/receiveUserID(_:)``).
+    /// `onDenial` hears of every refused handshake (on the reactor thread: keep it short).
+    public func startAuthenticator(
+        allowing publicKeys: some Sequence<String>, onDenial: (@Sendable (Authenticator.Denial) -> Void)? = nil
+    ) throws(ZMQError) -> Authenticator {
         let socket = try self.socket(.rep)
-        let authenticator = Authenticator(socket: socket, allowed: Set(publicKeys))
+        let authenticator = Authenticator(socket: socket, allowed: Set(publicKeys), onDenial: onDenial)
         socket.core.inlineHandler = { [weak authenticator] request in
             authenticator?.answer(request) ?? Message([Frame("1.0"), request.count > 1 ? request[1] : Frame([]), Frame("500"), Frame("authenticator stopped"), Frame([]), Frame([])])
         }
@@ -83,6 +108,7 @@ extension Context {
         socket.core.state.withLock { $0.receiving = true }
         socket.core.reactor.wake()
         reactor.hasAuthenticator.store(true, ordering: .releasing)
+        self.authenticator.withLock { $0 = authenticator }
         return authenticator
     }
 }

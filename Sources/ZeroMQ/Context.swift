@@ -32,6 +32,9 @@ public final class Context: Sendable {
     public let settings: Settings
     let reactor: Reactor
     private let nextID = Atomic<Int>(0)
+    /// The running ZAP authenticator, held by the context: were it dropped, its socket would
+    /// close and libzmq's CURVE servers would admit any client key (no handler, no check).
+    let authenticator = Mutex<Authenticator?>(nil)
 
     public init(_ settings: Settings = Settings()) throws(ZMQError) {
         Context.ignoreSIGPIPE

@@ -25,6 +25,10 @@ public struct Message: Sendable, Hashable, RandomAccessCollection, ExpressibleBy
         case many([Frame])
     }
     var storage: Storage
+    /// The ZAP User-Id of the connection the message came in on (for a CURVE server, what
+    /// the authenticator said for the client's key). Set only on sockets that ask for it
+    /// with ``SocketOption/receiveUserID(_:)``; nil otherwise and on sent messages.
+    public var userID: String?
 
     public init(_ frame: Frame) { storage = .one(frame) }
     public init(_ bytes: [UInt8]) { storage = .one(Frame(bytes)) }

@@ -107,6 +107,7 @@ public final class Socket: Sendable {
         try core.control("setsockopt(\(option.name))") { handle throws(ZMQError) in try option.apply(to: handle) }
         if case .curveServer(let on) = option { core.state.withLock { $0.isCurveServer = on } }
         if case .requestRelaxed(let on) = option { core.state.withLock { $0.relaxed = on } }
+        if case .receiveUserID(let on) = option { core.readsUserID.store(on, ordering: .releasing) }
     }
 
     /// Sets several options in order.
@@ -590,6 +591,7 @@ extension SocketOption {
         case .curveSecretKey: ZMQ_CURVE_SECRETKEY
         case .curveServerKey: ZMQ_CURVE_SERVERKEY
         case .zapDomain: ZMQ_ZAP_DOMAIN
+        case .receiveUserID: -1
         }
     }
 }

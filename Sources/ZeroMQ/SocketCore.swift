@@ -27,6 +27,8 @@ final class SocketCore: @unchecked Sendable {
     /// Messages an async sender may queue without waiting for the reactor.
     let sendLimit: Int
     let maxLinger: Int
+    /// Whether received messages carry their connection's ZAP User-Id (``SocketOption/receiveUserID(_:)``).
+    let readsUserID = Atomic<Bool>(false)
     /// For the ZAP authenticator: requests are answered on the reactor thread as they arrive.
     var inlineHandler: (@Sendable (Message) -> Message)?
     /// One `zmq_msg_t` for receiving, used only by the handle's owner (heap, never copied).
@@ -302,6 +304,7 @@ final class SocketCore: @unchecked Sendable {
     func receiveNow(handle: UnsafeMutableRawPointer, flags: Int32 = ZMQ_DONTWAIT) -> ReceiveOutcome {
         let msg = scratch
         var frames: [Frame] = []
+        var userID: String?
         while true {
             zmq_msg_init(msg)
             var rc = zmq_msg_recv(msg, handle, frames.isEmpty ? flags : 0)
@@ -313,6 +316,9 @@ final class SocketCore: @unchecked Sendable {
                 if code == EAGAIN { return .again }
                 return .failed(ZMQError(code: .init(rawValue: code), operation: "receive"))
             }
+            if userID == nil && readsUserID.load(ordering: .relaxed), let text = zmq_msg_gets(msg, "User-Id") {
+                userID = String(cString: text)
+            }
             let size = zmq_msg_size(msg)
             let data = zmq_msg_data(msg)
             let bytes = [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
@@ -321,11 +327,17 @@ final class SocketCore: @unchecked Sendable {
             }
             let more = zmq_msg_more(msg) != 0
             zmq_msg_close(msg)
-            if frames.isEmpty && !more { return .message(Message(Frame(bytes))) }
+            if frames.isEmpty && !more {
+                var message = Message(Frame(bytes))
+                message.userID = userID
+                return .message(message)
+            }
             frames.append(Frame(bytes))
             if !more { break }
         }
-        return .message(Message(frames))
+        var message = Message(frames)
+        message.userID = userID
+        return .message(message)
     }
 
     /// Hands received messages to waiting receivers, the rest to the inbox.

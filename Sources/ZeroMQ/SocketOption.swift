@@ -61,6 +61,10 @@ public enum SocketOption: Sendable, Hashable {
     case curveServerKey(String)
     /// The ZAP domain sent to the authenticator (ZMQ_ZAP_DOMAIN).
     case zapDomain(String)
+    /// Not a libzmq option: received messages carry the User-Id the ZAP authenticator gave
+    /// their connection (``Message/userID``, read with `zmq_msg_gets`). Off by default, so
+    /// sockets that do not need it do not pay for the lookup.
+    case receiveUserID(Bool)
 
     var name: String {
         switch self {
@@ -92,6 +96,7 @@ public enum SocketOption: Sendable, Hashable {
         case .curveSecretKey: "ZMQ_CURVE_SECRETKEY"
         case .curveServerKey: "ZMQ_CURVE_SERVERKEY"
         case .zapDomain: "ZMQ_ZAP_DOMAIN"
+        case .receiveUserID: "User-Id (read per message)"
         }
     }
 
@@ -129,6 +134,7 @@ public enum SocketOption: Sendable, Hashable {
         case .curveSecretKey(let key): rc = try setKey(handle, ZMQ_CURVE_SECRETKEY, key)
         case .curveServerKey(let key): rc = try setKey(handle, ZMQ_CURVE_SERVERKEY, key)
         case .zapDomain(let v): rc = setBytes(handle, ZMQ_ZAP_DOMAIN, Array(v.utf8))
+        case .receiveUserID: rc = 0  // the wrapper's own; see Socket.set
         }
         if rc != 0 { throw ZMQError.last("setsockopt(\(name))") }
     }

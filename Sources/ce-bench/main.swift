@@ -3,6 +3,7 @@
 //                                                 appends 256 B events: batches, and the group-commit writer
 //   ce-bench gates [--pools N] [--rounds R] [--processes]   gate decision latency: last sync_point_reached -> gate_passed at every pool
 //   ce-bench bus [--events N] [--rate R] [--emitters E] [--asks A]   emit -> stored at origin -> stored at a subscriber process;
+//                                                  (bus, gates, replay: CURVE as in every cluster; --no-curve: security none)
 //                                                  throughput, latency at R events/s, ask round trip
 //   ce-bench replay [--events N] [--stall N]     catch-up rate of a subscriber N events behind; origin memory
 //                                                  while a subscriber is stalled (SIGSTOP) and N events pass
@@ -21,7 +22,7 @@ func fail(_ text: String) -> Never {
     exit(2)
 }
 
-let usage = "usage: ce-bench store [--events N] [--batch B] [--tasks T] [--durability full|normal|both] [--checkpoints background|inline|both] [--random-ids] [--dir DIR] [--ceiling PATH_TO_sqlite_ceiling]\n       ce-bench gates [--pools N] [--rounds R] [--processes] [--heartbeat-ms MS]\n       ce-bench bus [--events N] [--rate EVENTS_PER_S] [--asks N] [--emitters N] [--batch B] [--normal] [--no-replay]\n       ce-bench emit [--events N] [--batch B] [--emitters E] [--normal]\n       ce-bench replay [--events N] [--stall N]\n       ce-bench link --from DATA_DIR --to DATA_DIR [--events N] [--rate EVENTS_PER_S] [--type EVENT_TYPE]"
+let usage = "usage: ce-bench store [--events N] [--batch B] [--tasks T] [--durability full|normal|both] [--checkpoints background|inline|both] [--random-ids] [--dir DIR] [--ceiling PATH_TO_sqlite_ceiling]\n       ce-bench gates [--pools N] [--rounds R] [--processes] [--heartbeat-ms MS]\n       ce-bench bus [--events N] [--rate EVENTS_PER_S] [--asks N] [--emitters N] [--batch B] [--normal] [--no-replay] [--no-curve]\n       ce-bench emit [--events N] [--batch B] [--emitters E] [--normal] [--no-curve]\n       ce-bench replay [--events N] [--stall N]\n       ce-bench link --from DATA_DIR --to DATA_DIR [--events N] [--rate EVENTS_PER_S] [--type EVENT_TYPE]"
 let arguments = Array(CommandLine.arguments.dropFirst(2))
 guard let command = CommandLine.arguments.dropFirst().first else { fail(usage) }
 
@@ -37,9 +38,20 @@ guard let command = CommandLine.arguments.dropFirst().first else { fail(usage) }
     guard i + 1 < arguments.count, let n = Int(arguments[i + 1]), n > 0 else { fail("\(name) needs a positive number\n\(usage)") }
     return n
 }
-for (i, a) in arguments.enumerated() where a.hasPrefix("--") && !["--events", "--rate", "--asks", "--emitters", "--normal", "--pools", "--rounds", "--batch", "--tasks", "--durability", "--dir", "--ceiling", "--processes", "--heartbeat-ms", "--no-replay", "--stall", "--from", "--to", "--type", "--checkpoints", "--random-ids"].contains(a) {
+for (i, a) in arguments.enumerated() where a.hasPrefix("--") && !["--events", "--rate", "--asks", "--emitters", "--normal", "--pools", "--rounds", "--batch", "--tasks", "--durability", "--dir", "--ceiling", "--processes", "--heartbeat-ms", "--no-replay", "--stall", "--from", "--to", "--type", "--checkpoints", "--random-ids", "--no-curve"].contains(a) {
     fail("unknown flag \(a) (argument \(i + 1))\n\(usage)")
 }
+
+/// CURVE for a node of a benchmark topology, as every cluster has it by default: its secret
+/// key in its data folder, and the `public_key` entry for its line of the topology. With
+/// `--no-curve`, nothing (and `securitySetting` turns security off).
+@MainActor func key(_ name: String) throws -> String {
+    if arguments.contains("--no-curve") { return "" }
+    let pair = try NodeKeyFile.generate(dataDirectory: temporaryRoot + "/" + name, node: name, force: true)
+    return ", public_key: \"\(pair.publicKey)\""
+}
+
+@MainActor func securitySetting() -> String { arguments.contains("--no-curve") ? ", security: none" : "" }
 
 func seconds(since start: ContinuousClock.Instant) -> Double {
     let d = ContinuousClock.now - start
@@ -182,9 +194,9 @@ try? FileManager.default.removeItem(atPath: temporaryRoot)
     try FileManager.default.createDirectory(atPath: temporaryRoot, withIntermediateDirectories: true)
     let yaml = """
         version: 1
-        settings: { heartbeat_ms: 500 }
+        settings: { heartbeat_ms: 500\(securitySetting()) }
         nodes:
-          - { name: origin, pool: planner, host: 127.0.0.1, ports: { pub: \(port()), rep: \(port()) }, data: \(temporaryRoot)/origin }
+          - { name: origin, pool: planner, host: 127.0.0.1, ports: { pub: \(port()), rep: \(port()) }, data: \(temporaryRoot)/origin\(try key("origin")) }
         """
     let path = temporaryRoot + "/topology.yaml"
     try yaml.write(toFile: path, atomically: true, encoding: .utf8)
@@ -221,11 +233,11 @@ try? FileManager.default.removeItem(atPath: temporaryRoot)
     try FileManager.default.createDirectory(atPath: temporaryRoot, withIntermediateDirectories: true)
     let yaml = """
         version: 1
-        settings: { heartbeat_ms: 200, ask_timeout_ms: 5000 }
+        settings: { heartbeat_ms: 200, ask_timeout_ms: 5000\(securitySetting()) }
         nodes:
-          - { name: origin, pool: planner, host: 127.0.0.1, ports: { pub: \(port()), rep: \(port()) }, data: \(temporaryRoot)/origin }
-          - { name: subscriber, pool: builder, host: 127.0.0.1, ports: { pub: \(port()), rep: \(port()) }, data: \(temporaryRoot)/subscriber }
-          - { name: asker, pool: reviewer, host: 127.0.0.1, ports: { pub: \(port()), rep: \(port()) }, data: \(temporaryRoot)/asker }
+          - { name: origin, pool: planner, host: 127.0.0.1, ports: { pub: \(port()), rep: \(port()) }, data: \(temporaryRoot)/origin\(try key("origin")) }
+          - { name: subscriber, pool: builder, host: 127.0.0.1, ports: { pub: \(port()), rep: \(port()) }, data: \(temporaryRoot)/subscriber\(try key("subscriber")) }
+          - { name: asker, pool: reviewer, host: 127.0.0.1, ports: { pub: \(port()), rep: \(port()) }, data: \(temporaryRoot)/asker\(try key("asker")) }
         """
     let path = temporaryRoot + "/topology.yaml"
     try yaml.write(toFile: path, atomically: true, encoding: .utf8)
@@ -366,10 +378,10 @@ try? FileManager.default.removeItem(atPath: temporaryRoot)
     let rounds = option("--rounds", default: 20)
     try FileManager.default.createDirectory(atPath: temporaryRoot, withIntermediateDirectories: true)
     let heartbeat = option("--heartbeat-ms", default: 500)
-    var yaml = "version: 1\nsettings: { heartbeat_ms: \(heartbeat) }\n"
-    yaml += "coordinator: { name: coordinator, host: 127.0.0.1, ports: { pub: \(port()), rep: \(port()) }, data: \(temporaryRoot)/coordinator }\nnodes:\n"
+    var yaml = "version: 1\nsettings: { heartbeat_ms: \(heartbeat)\(securitySetting()) }\n"
+    yaml += "coordinator: { name: coordinator, host: 127.0.0.1, ports: { pub: \(port()), rep: \(port()) }, data: \(temporaryRoot)/coordinator\(try key("coordinator")) }\nnodes:\n"
     for i in 0..<pools {
-        yaml += "  - { name: n\(i), pool: p\(i), host: 127.0.0.1, ports: { pub: \(port()), rep: \(port()) }, data: \(temporaryRoot)/n\(i) }\n"
+        yaml += "  - { name: n\(i), pool: p\(i), host: 127.0.0.1, ports: { pub: \(port()), rep: \(port()) }, data: \(temporaryRoot)/n\(i)\(try key("n\(i)")) }\n"
     }
     // Pools listen to the coordinator only (each still connects to every peer).
     yaml += "pools:\n" + (0..<pools).map { "  p\($0): { subscribe: [gate_passed] }\n" }.joined()
@@ -551,10 +563,10 @@ func residentKiB(_ pid: Int32? = nil) -> Int {
     try FileManager.default.createDirectory(atPath: temporaryRoot, withIntermediateDirectories: true)
     let yaml = """
         version: 1
-        settings: { heartbeat_ms: 200 }
+        settings: { heartbeat_ms: 200\(securitySetting()) }
         nodes:
-          - { name: origin, pool: planner, host: 127.0.0.1, ports: { pub: \(port()), rep: \(port()) }, data: \(temporaryRoot)/origin }
-          - { name: subscriber, pool: builder, host: 127.0.0.1, ports: { pub: \(port()), rep: \(port()) }, data: \(temporaryRoot)/subscriber }
+          - { name: origin, pool: planner, host: 127.0.0.1, ports: { pub: \(port()), rep: \(port()) }, data: \(temporaryRoot)/origin\(try key("origin")) }
+          - { name: subscriber, pool: builder, host: 127.0.0.1, ports: { pub: \(port()), rep: \(port()) }, data: \(temporaryRoot)/subscriber\(try key("subscriber")) }
         pools:
           builder: { subscribe: [plan_ready] }
         """

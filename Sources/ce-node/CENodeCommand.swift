@@ -12,7 +12,7 @@ struct CENodeCommand: AsyncParsableCommand {
         commandName: "ce-node",
         abstract: "A node of the coordination bus: agent pools on separate hosts exchange events and questions.",
         subcommands: [Run.self, CoordinatorCommand.self, Emit.self, Tail.self, Ask.self, History.self, Status.self,
-                      Gates.self, Conflicts.self, Resolve.self, MCPCommand.self, Demo.self])
+                      Gates.self, Conflicts.self, Resolve.self, MCPCommand.self, Demo.self, Keys.self])
 }
 
 /// `--topology FILE --node NAME`, or `--data DIR` for commands that only need the data folder.

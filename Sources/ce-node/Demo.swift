@@ -44,6 +44,7 @@ struct Demo: AsyncParsableCommand {
         let root = commonDataRoot(cluster)
         try? FileManager.default.removeItem(atPath: root)  // the demo's own folder, from a previous run
         try FileManager.default.createDirectory(atPath: root + "/logs", withIntermediateDirectories: true)
+        try makeKeys(cluster)
         print("Starting \(cluster.nodes.count) nodes from \(topology) (logs in \(root)/logs)")
         let processes = try cluster.nodes.map { node in try NodeProcess.start(topology: topology, node: node.name, log: "\(root)/logs/\(node.name).log") }
         var failure: (any Error)?
@@ -64,6 +65,39 @@ struct Demo: AsyncParsableCommand {
             The audit trail stays in each node's store, for example:
               ce-node history --topology \(topology) --node reviewer-1
             """)
+    }
+
+    /// CURVE for the demo: a secret key in each node's data folder (made when missing) and
+    /// every public key in the topology's `settings.keys_file`.
+    func makeKeys(_ cluster: Topology) throws {
+        guard cluster.settings.security == .curve else {
+            print("Security is none in \(topology): the nodes run without CURVE")
+            return
+        }
+        var lines: [String] = []
+        for node in cluster.nodes {
+            let pair: CurveKeyPair
+            do {
+                if FileManager.default.fileExists(atPath: NodeKeyFile.path(dataDirectory: node.data)) {
+                    pair = try NodeKeyFile.load(dataDirectory: node.data, node: node.name, topologyFile: topology)
+                } else {
+                    pair = try NodeKeyFile.generate(dataDirectory: node.data, node: node.name)
+                }
+            } catch {
+                throw ValidationError("\(error)")
+            }
+            if let listed = node.publicKey, listed != pair.publicKey, cluster.settings.keysFile == nil {
+                throw ValidationError("\(topology) lists another public key for \(node.name) than its secret key in \(node.data): remove the node's public_key: or the key file")
+            }
+            lines.append(KeysFile.line(node: node.name, publicKey: pair.publicKey))
+        }
+        if cluster.nodes.allSatisfy({ $0.publicKey != nil }) && cluster.settings.keysFile == nil { return }
+        guard let file = cluster.settings.keysFile else {
+            throw ValidationError("\(topology) lacks public keys and has no settings.keys_file for the demo to write them into")
+        }
+        try FileManager.default.createDirectory(atPath: (file as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try (lines.joined(separator: "\n") + "\n").write(toFile: file, atomically: true, encoding: .utf8)
+        print("CURVE keys: each node's secret key in its data folder, the public keys in \(file)")
     }
 
     func commonDataRoot(_ cluster: Topology) -> String {

@@ -6,6 +6,8 @@
 //   zmq-perf lat-req ENDPOINT SIZE COUNT [--blocking]   connect a REQ, print p50/p99 round trip
 //   zmq-perf idle SECONDS                               ten async sockets, idle: print CPU time used
 // Without --blocking the async API is used (the reactor thread owns the sockets).
+// With --curve both sides use CURVE (the binding side is the server, behind a ZAP
+// authenticator that allows the other's key, as in a cluster), with fixed published test keys.
 import Foundation
 import Synchronization
 import ZeroMQ
@@ -28,10 +30,11 @@ func fail(_ text: String) -> Never {
     exit(2)
 }
 
-let usage = "usage: zmq-perf thr-sub|thr-pub|lat-rep|lat-req ENDPOINT SIZE COUNT [--blocking]\n       zmq-perf idle SECONDS"
+let usage = "usage: zmq-perf thr-sub|thr-pub|lat-rep|lat-req ENDPOINT SIZE COUNT [--blocking] [--curve]\n       zmq-perf idle SECONDS"
 var args = Array(CommandLine.arguments.dropFirst())
 let blocking = args.contains("--blocking")
-args.removeAll { $0 == "--blocking" }
+let curve = args.contains("--curve")
+args.removeAll { $0 == "--blocking" || $0 == "--curve" }
 if let unknown = args.first(where: { $0.hasPrefix("--") }) { fail("unknown flag \(unknown)\n\(usage)") }
 guard let mode = args.first else { fail(usage) }
 
@@ -47,6 +50,20 @@ var settings = Context.Settings()
 settings.linger = 60_000  // like the baseline: wait until everything is flushed
 let context = try Context(settings)
 let payload = Message([UInt8](repeating: 0, count: size))
+// The key pairs of libzmq's own CURVE tests: for measuring only, never for a cluster.
+let serverKeys = CurveKeyPair(publicKey: "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7", secretKey: "JTKVSB%%)wK0E.X)V>+}o?pNmC{O&4W4b!Ni{Lh6")
+let clientKeys = CurveKeyPair(publicKey: "Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID", secretKey: "D:)Q[IlAW!ahhC2ac:9*A}h:p?([4%wOTJ%JR%cs")
+let authenticator = curve ? try context.startAuthenticator(allowing: [clientKeys.publicKey]) : nil
+
+/// With --curve: the binding side serves CURVE, the connecting side dials the server's key.
+func secure(_ socket: Socket, binds: Bool) throws {
+    guard curve else { return }
+    if binds {
+        try socket.set([.curveServer(true), .curveSecretKey(serverKeys.secretKey)])
+    } else {
+        try socket.set([.curveServerKey(serverKeys.publicKey), .curvePublicKey(clientKeys.publicKey), .curveSecretKey(clientKeys.secretKey)])
+    }
+}
 
 switch mode {
 case "thr-sub": try await threadSub()
@@ -67,6 +84,7 @@ func report(got: Int, seconds: Double) {
 func threadSub() async throws {
     let sub = try context.socket(.sub)
     try sub.set(.subscribe([]))
+    try secure(sub, binds: true)
     try sub.bind(endpoint)
     if blocking {
         try sub.set(.receiveTimeout(milliseconds: 3000))
@@ -104,6 +122,7 @@ func threadSub() async throws {
 func threadPub() async throws {
     let pub = try context.socket(.pub)
     try pub.set(.publisherNoDrop(true))
+    try secure(pub, binds: false)
     try pub.connect(endpoint)
     try await Task.sleep(for: .milliseconds(300))  // let the subscription arrive (slow joiner), as the baseline does
     if blocking {
@@ -117,6 +136,7 @@ func threadPub() async throws {
 
 func latencyRep() async throws {
     let rep = try context.socket(.rep)
+    try secure(rep, binds: true)
     try rep.bind(endpoint)
     if blocking {
         for _ in 0..<count { try rep.sendBlocking(try rep.receiveBlocking()) }
@@ -134,6 +154,7 @@ func latencyRep() async throws {
 
 func latencyReq() async throws {
     let req = try context.socket(.req)
+    try secure(req, binds: false)
     try req.connect(endpoint)
     var rtt = [Double](repeating: 0, count: count)
     for i in 0..<count {

@@ -104,7 +104,7 @@ struct TopologyTests {
         expectProblem(found, "nodes[1].ports.pub: port 7000 on 127.0.0.1 is already used by nodes[0].ports.pub (line 4)")
         expectProblem(found, "nodes[4].ports.replay: port 7001 on 127.0.0.1 is already used by nodes[0].ports.rep (line 7)")
         expectProblem(found, #"nodes[2].host: bad address "300.1.2.3""#)
-        expectProblem(found, #"nodes[2].colour: unknown key "colour" (allowed: name, pool, host, bind, ports, data, workspace) (line 5)"#)
+        expectProblem(found, #"nodes[2].colour: unknown key "colour" (allowed: name, pool, host, bind, ports, data, workspace, public_key) (line 5)"#)
         expectProblem(found, "nodes[3].ports.rep: 70000 is outside 1-65535 (line 6)")
         expectProblem(found, #"gates[0].pools[1]: unknown pool "ghosts" (pools: p, q) (line 9)"#)
         expectProblem(found, #"conflicts.resolvers[2]: unknown pool "nobody" (pools: p, q, or human) (line 11)"#)
@@ -137,7 +137,7 @@ struct TopologyTests {
         expectProblem(found, #"cluster: name "my cluster" may only contain"#)
         expectProblem(found, #"settings.heartbeat_ms: wrong type: expected an integer, got "fast""#)
         expectProblem(found, "settings.ask_retries: 1000 is outside 0-100")
-        expectProblem(found, #"settings.tiemout: unknown key "tiemout" (allowed: heartbeat_ms, ask_timeout_ms, ask_retries, max_message_bytes)"#)
+        expectProblem(found, #"settings.tiemout: unknown key "tiemout" (allowed: heartbeat_ms, ask_timeout_ms, ask_retries, max_message_bytes, security, keys_file)"#)
         expectProblem(found, #"coordinator.bind: bad address "somewhere": expected * or an IP address"#)
         expectProblem(found, #"nodes[0].name: name "bad name" may only contain"#)
         expectProblem(found, #"nodes[1].pool: the pool name "coordinator" is reserved"#)
@@ -208,5 +208,88 @@ struct TopologyTests {
         let good = dir.appendingPathComponent("good.yaml").path
         try Data("version: 1\nnodes:\n  - {name: a, pool: p, host: h, ports: {pub: 1, rep: 2}}\n".utf8).write(to: URL(fileURLWithPath: good))
         #expect(try TopologyLoader.load(path: good).file == good)
+    }
+
+    // MARK: Security settings and keys
+
+    static let keyA = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
+    static let keyB = "Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID"
+
+    @Test func securityIsCurveByDefaultAndNoneOnlyWhenSaid() throws {
+        let base = "nodes:\n  - {name: a, pool: p, host: h, ports: {pub: 1, rep: 2}}\n"
+        #expect(try TopologyLoader.parse(yaml: "version: 1\n" + base).settings.security == .curve)
+        #expect(try TopologyLoader.parse(yaml: "version: 1\nsettings: {security: none}\n" + base).settings.security == .none)
+        expectProblem(problems("version: 1\nsettings: {security: off}\n" + base), #"settings.security: expected curve or none, got "off""#)
+        // Without keys the file still loads (keys are made after it is written); nodes say which are missing.
+        #expect(try TopologyLoader.parse(yaml: "version: 1\n" + base).nodesWithoutKeys == ["a"])
+    }
+
+    @Test func publicKeysInTheTopologyAndTheirProblems() throws {
+        let t = try TopologyLoader.parse(yaml: """
+            version: 1
+            nodes:
+              - {name: a, pool: p, host: h, ports: {pub: 1, rep: 2}, public_key: "\(Self.keyA)"}
+              - {name: b, pool: p, host: h, ports: {pub: 3, rep: 4}, public_key: "\(Self.keyB)"}
+            """)
+        #expect(t.node(named: "a")?.publicKey == Self.keyA)
+        #expect(t.node(withPublicKey: Self.keyB)?.name == "b")
+        #expect(t.nodesWithoutKeys.isEmpty)
+        let secretLike = "JTKVSB%%)wK0E.X)V>+}o?pNmC{O&4W4b!Ni{Lh6"
+        let short = problems("version: 1\nnodes:\n  - {name: a, pool: p, host: h, ports: {pub: 1, rep: 2}, public_key: abc}")
+        expectProblem(short, #"nodes[0].public_key: node "a": a CURVE public key is 40 Z85 characters, this one has 3"#)
+        let badChar = problems("version: 1\nnodes:\n  - {name: a, pool: p, host: h, ports: {pub: 1, rep: 2}, public_key: \"\(String(secretLike.dropLast()))~\"}")
+        expectProblem(badChar, #"nodes[0].public_key: node "a": character 40 of the key is not in the Z85 alphabet"#)
+        // The offending value is never repeated (it might be a secret pasted by mistake).
+        #expect(!badChar.joined().contains(String(secretLike.prefix(20))))
+        let overflow = problems("version: 1\nnodes:\n  - {name: a, pool: p, host: h, ports: {pub: 1, rep: 2}, public_key: \"\(String(repeating: "#", count: 40))\"}")
+        expectProblem(overflow, #"nodes[0].public_key: node "a": the key is not valid Z85"#)
+        let shared = problems("""
+            version: 1
+            nodes:
+              - {name: a, pool: p, host: h, ports: {pub: 1, rep: 2}, public_key: "\(Self.keyA)"}
+              - {name: b, pool: p, host: h, ports: {pub: 3, rep: 4}, public_key: "\(Self.keyA)"}
+            """)
+        expectProblem(shared, #"nodes[1].public_key: node "b" has the same public key as "a""#)
+    }
+
+    @Test func aKeysFileNextToTheTopology() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ce-keys-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir + "/sub", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let topology = dir + "/sub/t.yaml"
+        func write(_ keys: String?) throws {
+            try """
+                version: 1
+                settings: { keys_file: ../keys.yaml }
+                nodes:
+                  - {name: a, pool: p, host: h, ports: {pub: 1, rep: 2}}
+                  - {name: b, pool: p, host: h, ports: {pub: 3, rep: 4}, public_key: "\(Self.keyB)"}
+                """.write(toFile: topology, atomically: true, encoding: .utf8)
+            try? FileManager.default.removeItem(atPath: dir + "/keys.yaml")
+            if let keys { try keys.write(toFile: dir + "/keys.yaml", atomically: true, encoding: .utf8) }
+        }
+        // Not made yet: the topology loads, and says the file was not found.
+        try write(nil)
+        var t = try TopologyLoader.load(path: topology)
+        #expect(t.settings.keysFile == dir + "/sub/../keys.yaml")
+        #expect(t.settings.keysFileFound == false)
+        #expect(t.nodesWithoutKeys == ["a"])
+        try write("a: \"\(Self.keyA)\"\nb: \"\(Self.keyB)\"\n")
+        t = try TopologyLoader.load(path: topology)
+        #expect(t.settings.keysFileFound && t.nodesWithoutKeys.isEmpty && t.node(named: "a")?.publicKey == Self.keyA)
+        func loadProblems() -> [String] {
+            do {
+                _ = try TopologyLoader.load(path: topology)
+                return []
+            } catch { return error.problems.map(\.description) }
+        }
+        try write("a: \"\(Self.keyA.dropLast())\"\n")
+        expectProblem(loadProblems(), #"settings.keys_file: keys.yaml line 1: node "a": public key: a CURVE public key is 40 Z85 characters, this one has 39"#)
+        try write("c: \"\(Self.keyA)\"\n")
+        expectProblem(loadProblems(), #"settings.keys_file: keys.yaml line 1: unknown node "c" (nodes: a, b)"#)
+        try write("b: \"\(Self.keyA)\"\n")
+        expectProblem(loadProblems(), #"settings.keys_file: keys.yaml line 1: node "b": public key differs from its public_key in the topology"#)
+        try write("- a\n")
+        expectProblem(loadProblems(), "settings.keys_file: keys.yaml line 1: expected a mapping of node names to public keys")
     }
 }

@@ -3,6 +3,7 @@ import CENode
 import Foundation
 import Synchronization
 import Testing
+import ZeroMQ
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -15,6 +16,9 @@ final class Cluster: @unchecked Sendable {
     let topology: Topology
     let hosts: Hosts
     var processes: [String: Process] = [:]
+    /// Each node's CURVE key pair (empty with `security: none`); the secret keys are in the
+    /// nodes' data folders, the public keys in the topology.
+    let keys: [String: CurveKeyPair]
 
     struct NodeDef {
         var name: String
@@ -26,10 +30,18 @@ final class Cluster: @unchecked Sendable {
 
     /// Writes a topology for the nodes (free loopback ports); `launch` starts them.
     /// `namespaces`: one network namespace per node where this machine allows it.
+    /// Every node gets a CURVE key pair (secret key in its data folder, public key in the
+    /// topology) unless `settings` says `security: none`.
     init(_ nodes: [NodeDef], pools: String, settings: String, namespaces: Bool = false) throws {
         root = NSTemporaryDirectory() + "ce-test-" + UUID().uuidString.prefix(8)
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         hosts = Hosts(nodes: nodes.map(\.name), namespaces: namespaces)
+        var keys: [String: CurveKeyPair] = [:]
+        if !settings.contains("security: none") {
+            for node in nodes { keys[node.name] = try NodeKeyFile.generate(dataDirectory: "\(root)/\(node.name)", node: node.name) }
+        }
+        self.keys = keys
+        func key(_ name: String) -> String { keys[name].map { "  public_key: \"\($0.publicKey)\"\n" } ?? "" }
         var yaml = "version: 1\ncluster: test\nsettings:\n  \(settings)\nnodes:\n"
         var coordinator = ""
         for node in nodes {
@@ -37,10 +49,11 @@ final class Cluster: @unchecked Sendable {
             let (pub, rep) = hosts.mode == .namespaces ? (7000, 7001) : (try freePort(), try freePort())
             let host = node.host ?? hosts.address(of: node.name)
             if node.pool == "coordinator" {
-                coordinator = "coordinator:\n  name: \(node.name)\n  host: \(host)\n  ports: { pub: \(pub), rep: \(rep) }\n  data: \(root)/\(node.name)\n"
+                coordinator = "coordinator:\n  name: \(node.name)\n  host: \(host)\n  ports: { pub: \(pub), rep: \(rep) }\n  data: \(root)/\(node.name)\n" + key(node.name)
                 continue
             }
             yaml += "  - name: \(node.name)\n    pool: \(node.pool)\n    host: \(host)\n    ports: { pub: \(pub), rep: \(rep) }\n    data: \(root)/\(node.name)\n"
+            yaml += key(node.name).replacingOccurrences(of: "  public_key", with: "    public_key")
             if node.workspace { yaml += "    workspace: \(root)/ws-\(node.name)\n" }
         }
         yaml += coordinator
@@ -79,6 +92,40 @@ final class Cluster: @unchecked Sendable {
     }()
 
     func data(_ name: String) -> String { topology.node(named: name)!.data }
+
+    // MARK: The test's own raw sockets, speaking as a node of the topology
+
+    /// A context for raw sockets; with CURVE, its authenticator admits the topology's keys
+    /// (a raw socket that binds, as a node's PUB or ROUTER would, needs one).
+    func rawContext() throws -> Context {
+        let context = try Context()
+        if !keys.isEmpty { _ = try context.startAuthenticator(allowing: keys.values.map(\.publicKey)) }
+        return context
+    }
+
+    /// Puts node `name`'s secret key back into its data folder (made 0700 if gone), mode 0600,
+    /// as an operator restores a node's identity onto a new disk.
+    func restoreKey(_ name: String) throws {
+        guard let pair = keys[name] else { return }
+        try FileManager.default.createDirectory(atPath: data(name), withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let path = data(name) + "/curve.key"
+        guard FileManager.default.createFile(atPath: path, contents: Data((pair.secretKey + "\n").utf8), attributes: [.posixPermissions: 0o600]) else {
+            throw TestFailure("cannot write \(path)")
+        }
+    }
+
+    /// Makes a raw socket a CURVE server with node `name`'s keys (before it binds).
+    func serve(_ socket: Socket, as name: String) throws {
+        guard let pair = keys[name] else { return }
+        try socket.set([.curveServer(true), .curvePublicKey(pair.publicKey), .curveSecretKey(pair.secretKey)])
+        if socket.type == .router { try socket.set(.receiveUserID(true)) }
+    }
+
+    /// Makes a raw socket a CURVE client of node `peer` with node `name`'s keys (before it connects).
+    func dial(_ socket: Socket, as name: String, to peer: String) throws {
+        guard let pair = keys[name], let server = keys[peer] else { return }
+        try socket.set([.curveServerKey(server.publicKey), .curvePublicKey(pair.publicKey), .curveSecretKey(pair.secretKey)])
+    }
     func workspace(_ name: String) -> String { topology.node(named: name)!.workspace! }
     func log(_ name: String) -> String { (try? String(contentsOfFile: root + "/\(name).log", encoding: .utf8)) ?? "" }
 

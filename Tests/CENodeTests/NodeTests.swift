@@ -66,12 +66,13 @@ struct NodeTests {
     @Test func aQuestionIsAnsweredOnceAcrossAResponderRestart() async throws {
         try await withCluster([.init(name: "planner-1", pool: "planner", workspace: true), .init(name: "builder-1", pool: "builder")]) { cluster in
             // The asker's side of the wire, with a request id of its own, as a retry would send it.
-            let context = try Context()
+            let context = try cluster.rawContext()
             defer { Task { await context.shutdown() } }
             func send(_ requestID: String) async throws -> JSONValue {
                 let req = try context.socket(.req)
                 defer { req.close() }
                 try req.set(.linger(milliseconds: 0))
+                try cluster.dial(req, as: "builder-1", to: "planner-1")
                 try req.connect(cluster.topology.node(named: "planner-1")!.repEndpoint)
                 let body: JSONValue = ["v": 1, "request_id": .string(requestID), "from_node": "builder-1", "from_pool": "builder",
                                        "pool": "planner", "question": "cookie or token?"]
@@ -236,6 +237,7 @@ struct NodeTests {
             try await eventually(10, "builder has the three") { try cluster.history("builder-1").count == 3 }
             cluster.kill("planner-1")
             try FileManager.default.removeItem(atPath: cluster.data("planner-1"))  // the volume is gone
+            try cluster.restoreKey("planner-1")  // its identity comes back from a backup
             try cluster.start("planner-1")
             try await cluster.waitUntilUp("planner-1")
             // Emitted right away: no waiting for the builder to reconnect; replay covers it.
@@ -251,8 +253,9 @@ struct NodeTests {
         try await withCluster(
             [.init(name: "builder-1", pool: "builder"), .init(name: "mallory", pool: "planner")],
             settings: "heartbeat_ms: 200\n  max_message_bytes: 4096", start: ["builder-1"]) { cluster in
-            let context = try Context()
+            let context = try cluster.rawContext()
             let pub = try context.socket(.pub)
+            try cluster.serve(pub, as: "mallory")
             try pub.bind(cluster.topology.node(named: "mallory")!.bindPubEndpoint)
             let good = Event(id: "good-1", origin: "mallory", seq: 1, stream: "planner", type: .planReady, timestamp: Date(), payload: ["ok": true])
             let goodMessage = Message([Frame(Topic.bytes(type: .planReady, stream: "planner")), Frame(EnvelopeCodec.encode(good))])
@@ -345,8 +348,9 @@ struct NoReplayPublisherTests {
         try await withCluster(
             [.init(name: "builder-1", pool: "builder"), .init(name: "mallory", pool: "planner")],
             settings: "heartbeat_ms: 200\n  ask_timeout_ms: 500", start: ["builder-1"]) { cluster in
-            let context = try Context()
+            let context = try cluster.rawContext()
             let pub = try context.socket(.pub)
+            try cluster.serve(pub, as: "mallory")
             try pub.bind(cluster.topology.node(named: "mallory")!.bindPubEndpoint)
             let event = Event(id: "after-a-gap", origin: "mallory", seq: 3, stream: "planner", type: .planReady, timestamp: Date(), payload: .null)
             let message = Message([Frame(Topic.bytes(type: .planReady, stream: "planner")), Frame(EnvelopeCodec.encode(event))])
@@ -377,8 +381,9 @@ struct MarksTests {
             [.init(name: "builder-1", pool: "builder"), .init(name: "mallory", pool: "planner")],
             pools: "pools:\n  builder: { subscribe: [plan_ready] }\n",
             settings: "heartbeat_ms: 200\n  ask_timeout_ms: 500", start: ["builder-1"]) { cluster in
-            let context = try Context()
+            let context = try cluster.rawContext()
             let pub = try context.socket(.pub)
+            try cluster.serve(pub, as: "mallory")
             try pub.bind(cluster.topology.node(named: "mallory")!.bindPubEndpoint)
             func event(_ seq: UInt64, marks: String) -> Message {
                 let e = Event(id: "m-\(seq)", origin: "mallory", seq: seq, stream: "planner", type: .planReady, timestamp: Date(), payload: .null)

@@ -10,7 +10,7 @@ struct PathSafetyTests {
     @Test func aRequestIDThatClimbsOutOfTheWorkspaceIsRefusedAndNothingIsWritten() async throws {
         try await withCluster([.init(name: "planner-1", pool: "planner", workspace: true), .init(name: "builder-1", pool: "builder")],
                               start: ["planner-1"]) { cluster in
-            let context = try Context()
+            let context = try cluster.rawContext()
             let target = cluster.root + "/pwned-" + UUID().uuidString.prefix(6)
             let workspace = cluster.workspace("planner-1")
             let requests = workspace + "/.ce-events/requests"
@@ -21,6 +21,7 @@ struct PathSafetyTests {
             for requestID in hostile {
                 let req = try context.socket(.req)
                 try req.set(.linger(milliseconds: 0))
+                try cluster.dial(req, as: "builder-1", to: "planner-1")
                 try req.connect(cluster.topology.node(named: "planner-1")!.repEndpoint)
                 let body: JSONValue = ["v": 1, "request_id": .string(requestID), "from_node": "builder-1", "from_pool": "builder",
                                        "pool": "planner", "question": "where?"]
@@ -37,6 +38,7 @@ struct PathSafetyTests {
             let agent = Task { try await cluster.answerNextQuestion(of: "planner-1", with: "here") }
             let req = try context.socket(.req)
             try req.set(.linger(milliseconds: 0))
+            try cluster.dial(req, as: "builder-1", to: "planner-1")
             try req.connect(cluster.topology.node(named: "planner-1")!.repEndpoint)
             let body: JSONValue = ["v": 1, "request_id": "r-ok.1", "from_node": "builder-1", "from_pool": "builder", "pool": "planner", "question": "where?"]
             try await req.send(Message(body.serialized()))

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import ZeroMQ
 
@@ -63,6 +64,55 @@ struct SecurityAndMonitorTests {
             ($0 as? ZMQError)?.code == .again
         }
         #expect(auth.counts.accepted >= 1)
+        await context.shutdown()
+    }
+
+    @Test func messagesCarryTheClientKeyAsUserIDOnlyWhenAskedAndDenialsAreReported() async throws {
+        let context = try Context()
+        let serverKeys = try CurveKeyPair.generate()
+        let alice = try CurveKeyPair.generate()
+        let bob = try CurveKeyPair.generate()
+        let stranger = try CurveKeyPair.generate()
+        let denials = Mutex<[Authenticator.Denial]>([])
+        let auth = try context.startAuthenticator(allowing: [alice.publicKey, bob.publicKey]) { denial in
+            denials.withLock { $0.append(denial) }
+        }
+        let router = try context.socket(.router)
+        try router.set([.curveServer(true), .curveSecretKey(serverKeys.secretKey), .receiveUserID(true)])
+        let endpoint = try router.bind("tcp://127.0.0.1:*")
+        let plain = try context.socket(.pull)
+        try plain.set([.curveServer(true), .curveSecretKey(serverKeys.secretKey)])
+        let plainEndpoint = try plain.bind("tcp://127.0.0.1:*")
+
+        func client(_ type: SocketType, _ keys: CurveKeyPair, _ endpoint: String) throws -> Socket {
+            let socket = try context.socket(type)
+            try socket.set([.curveServerKey(serverKeys.publicKey), .curvePublicKey(keys.publicKey), .curveSecretKey(keys.secretKey), .linger(milliseconds: 0)])
+            try socket.connect(endpoint)
+            return socket
+        }
+        let a = try client(.dealer, alice, endpoint)
+        let b = try client(.dealer, bob, endpoint)
+        try await a.send(Message([Frame("from alice")]))
+        try await b.send(Message([Frame("from bob")]))
+        var seen: [String: String] = [:]
+        for _ in 0..<2 {
+            let message = try await router.receive(timeout: .seconds(5))
+            seen[text(Message(message[1]))] = message.userID
+        }
+        #expect(seen == ["from alice": alice.publicKey, "from bob": bob.publicKey])
+        // A socket that did not ask for it gets no User-Id.
+        let p = try client(.push, alice, plainEndpoint)
+        try await p.send(Message("plain"))
+        #expect(try await plain.receive(timeout: .seconds(5)).userID == nil)
+        // A refused key is reported with the address it came from.
+        let intruder = try client(.dealer, stranger, endpoint)
+        try await intruder.send(Message("from a stranger"))
+        try await within(5, "the denial is reported") {
+            while denials.withLock({ $0.isEmpty }) { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        let denial = try #require(denials.withLock { $0.first })
+        #expect(denial.key == stranger.publicKey && denial.address == "127.0.0.1" && denial.reason == "client key not allowed")
+        #expect(auth.counts.denied >= 1)
         await context.shutdown()
     }
 

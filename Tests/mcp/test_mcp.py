@@ -110,8 +110,19 @@ class Cluster:
         self.binary = binary
         self.root = root
         self.topology = os.path.join(root, "topology.yaml")
+        # CURVE, as every cluster: each node's secret key in its data folder, the public keys
+        # in the keys file the topology names.
+        lines = []
+        for name in ["coordinator", "planner-1", "builder-1", "builder-2", "reviewer-1"]:
+            made = subprocess.run([binary, "keys", "generate", "--node", name, "--data", os.path.join(root, name)],
+                                  capture_output=True, text=True, timeout=30)
+            if made.returncode != 0:
+                raise Failure(f"ce-node keys generate --node {name} failed: {made.stderr}")
+            lines.append(made.stdout.strip())
+        with open(os.path.join(root, "keys.yaml"), "w") as f:
+            f.write("\n".join(lines) + "\n")
         with open(self.topology, "w") as f:
-            f.write(topology(root))
+            f.write(topology(root).replace("settings:\n", "settings:\n  keys_file: keys.yaml\n", 1))
         self.processes = {}
 
     def start(self, name):

@@ -1,0 +1,106 @@
+import ArgumentParser
+import CECore
+import CENode
+import Foundation
+import ZeroMQ
+
+/// `ce-node keys generate|show`: a node's CURVE key pair. The secret key stays in the node's
+/// data folder; the public key goes into the topology (`public_key:` or `settings.keys_file`).
+struct Keys: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Make or show a node's CURVE key (the secret key stays in its data folder).",
+        subcommands: [Generate.self, Show.self])
+
+    struct Generate: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write a new secret key into the node's data folder (mode 0600) and print its public key as a keys-file line.")
+        @OptionGroup var selection: KeySelection
+        @Flag(help: "Replace an existing secret key (the topology must then list the new public key).")
+        var force = false
+        @Flag(help: "Also write the public key into the topology's settings.keys_file (made if missing).")
+        var addToKeysFile = false
+
+        func run() throws {
+            let (name, data) = try selection.resolve()
+            let pair: CurveKeyPair
+            do { pair = try NodeKeyFile.generate(dataDirectory: data, node: name, force: force) } catch {
+                throw ValidationError("\(error)")
+            }
+            FileHandle.standardError.write(Data("wrote the secret key of \(name) to \(NodeKeyFile.path(dataDirectory: data)) (mode 0600)\n".utf8))
+            if addToKeysFile {
+                let file = try selection.keysFile()
+                do { try KeysFile.set(node: name, publicKey: pair.publicKey, in: file) } catch {
+                    throw ValidationError("cannot update \(file): \(error.localizedDescription)")
+                }
+                FileHandle.standardError.write(Data("listed its public key in \(file)\n".utf8))
+            }
+            print(KeysFile.line(node: name, publicKey: pair.publicKey))
+        }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print the public key of the node's secret key, as a keys-file line.")
+        @OptionGroup var selection: KeySelection
+
+        func run() throws {
+            let (name, data) = try selection.resolve()
+            let pair: CurveKeyPair
+            do { pair = try NodeKeyFile.load(dataDirectory: data, node: name, topologyFile: selection.topology) } catch {
+                throw ValidationError("\(error)")
+            }
+            print(KeysFile.line(node: name, publicKey: pair.publicKey))
+        }
+    }
+}
+
+/// `--node NAME [--topology FILE] [--data DIR]`; the topology is read only for the data
+/// folder and the keys file, and may lack keys (they are being made).
+struct KeySelection: ParsableArguments {
+    @Option(name: .long, help: "The topology file ($CE_TOPOLOGY when set).")
+    var topology: String = ProcessInfo.processInfo.environment["CE_TOPOLOGY"] ?? "topology/demo.yaml"
+    @Option(name: .long, help: "The node's name (default: $CE_NODE).")
+    var node: String?
+    @Option(name: .long, help: "The node's data folder (default: the topology's).")
+    var data: String?
+
+    func resolve() throws -> (name: String, data: String) {
+        guard let name = node ?? ProcessInfo.processInfo.environment["CE_NODE"] else {
+            throw ValidationError("say which node: --node NAME")
+        }
+        if let data { return (name, data) }
+        let topology = try load()
+        guard let spec = topology.node(named: name) else {
+            throw ValidationError("no node \"\(name)\" in \(self.topology) (nodes: \(topology.nodes.map(\.name).joined(separator: ", ")))")
+        }
+        return (name, spec.data)
+    }
+
+    func load() throws -> Topology {
+        do { return try TopologyLoader.load(path: topology) } catch { throw ValidationError("\(error)") }
+    }
+
+    func keysFile() throws -> String {
+        guard let file = try load().settings.keysFile else {
+            throw ValidationError("\(topology) has no settings.keys_file: add one (a path relative to the topology), or put the printed key into the node's public_key:")
+        }
+        return file
+    }
+}
+
+/// The keys file: one `node: "public key"` line per node (YAML).
+enum KeysFile {
+    static func line(node: String, publicKey: String) -> String { "\(node): \"\(publicKey)\"" }
+
+    /// Sets a node's line, keeping the others (written beside, then renamed over).
+    static func set(node: String, publicKey: String, in file: String) throws {
+        let old = (try? String(contentsOfFile: file, encoding: .utf8)) ?? ""
+        var lines = old.split(separator: "\n", omittingEmptySubsequences: false).map(String.init).filter {
+            !$0.hasPrefix(node + ":") && !$0.hasPrefix("\"\(node)\":")
+        }
+        while lines.last == "" { lines.removeLast() }
+        lines.append(line(node: node, publicKey: publicKey))
+        let folder = (file as NSString).deletingLastPathComponent
+        if !folder.isEmpty { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
+        try (lines.joined(separator: "\n") + "\n").write(toFile: file, atomically: true, encoding: .utf8)
+    }
+}
