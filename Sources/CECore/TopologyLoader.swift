@@ -489,12 +489,14 @@ public enum TopologyLoader {
                 return
             }
             let names = topology.nodes.map(\.name)
+            let given = Dictionary(topology.nodes.map { ($0.name, $0.publicKey) }, uniquingKeysWith: { a, _ in a })
+            var found: [String: String] = [:]
             for (k, v) in entries {
                 guard let name = k.scalar?.string else {
                     fail("keys must be node names", k)
                     continue
                 }
-                guard let index = topology.nodes.firstIndex(where: { $0.name == name }) else {
+                guard names.contains(name) else {
                     fail("unknown node \"\(name)\" (nodes: \(names.joined(separator: ", ")))", k)
                     continue
                 }
@@ -506,11 +508,17 @@ public enum TopologyLoader {
                     fail("node \"\(name)\": public key: \(why)", v)
                     continue
                 }
-                if let given = topology.nodes[index].publicKey, given != key {
+                if let listed = given[name] ?? nil, listed != key {
                     fail("node \"\(name)\": public key differs from its public_key in the topology", v)
                     continue
                 }
-                topology.nodes[index].publicKey = key
+                found[name] = key
+            }
+            // Set after reading, all at once: the nodes are not changed while the file is read.
+            topology.nodes = topology.nodes.map { node in
+                var node = node
+                if let key = found[node.name] { node.publicKey = key }
+                return node
             }
         }
 
