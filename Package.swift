@@ -8,7 +8,8 @@ import PackageDescription
 //   CECoordinator  pure state machines: quality gates, conflicts, pool liveness (no I/O)
 //   CEStore   the durable event store (SQLite through GRDB)
 //   CENode    the node: publishing, subscribing, asking, the event folder, the control endpoint
-//   ce-node   thin executable over CENode
+//   CEObserve the node's HTTP side: Prometheus metrics, JSON status, the live dashboard (Hummingbird)
+//   ce-node   thin executable over CENode and CEObserve
 //   zmq-perf  the wrapper's benchmark (same modes as shared/bench/zmq_baseline.c)
 //   ce-bench  benchmarks of the store and the bus, printing figures
 let package = Package(
@@ -27,6 +28,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
     ],
     targets: [
         .systemLibrary(
@@ -58,12 +63,27 @@ let package = Package(
             dependencies: [
                 "ZeroMQ", "CECore", "CEStore", "CECoordinator",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ]
+        ),
+        .target(
+            name: "CEObserve",
+            dependencies: [
+                "CENode", "CECore", "CECoordinator",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            resources: [.copy("Dashboard")]
         ),
         .executableTarget(
             name: "ce-node",
             dependencies: [
-                "CENode",
+                "CENode", "CEObserve",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -74,13 +94,14 @@ let package = Package(
         ),
         .executableTarget(
             name: "ce-bench",
-            dependencies: ["CENode", "CECore", "CEStore", "CECoordinator"]
+            dependencies: ["CENode", "CECore", "CEStore", "CECoordinator", "CEObserve"]
         ),
         .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ"]),
         .testTarget(name: "CECoreTests", dependencies: ["CECore"]),
         .testTarget(name: "CEStoreTests", dependencies: ["CEStore"]),
         .testTarget(name: "CECoordinatorTests", dependencies: ["CECoordinator"]),
         .testTarget(name: "CENodeTests", dependencies: ["CENode", "CEStore", "ZeroMQ", "CECore"]),
+        .testTarget(name: "CEObserveTests", dependencies: ["CEObserve", "CENode", "CECore"]),
     ],
     swiftLanguageModes: [.v6]
 )

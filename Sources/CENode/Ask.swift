@@ -35,6 +35,8 @@ extension Node {
             requestID: UUID().uuidString.lowercased(), fromNode: spec.name, fromPool: spec.pool, pool: pool, question: question)
         let body = Message(request.json.serialized())
         state.withLock { $0.counters.asksSent += 1 }
+        let start = ContinuousClock.now
+        defer { NodeMetrics.record(metrics.askDuration, since: start) }
         for attempt in 0...retries {
             let socket = try context.socket(.req)
             try socket.set([.linger(milliseconds: 0), .maxMessageSize(Int64(topology.settings.maxMessageBytes))])
@@ -51,6 +53,7 @@ extension Node {
             return try answer(from: reply, pool: pool)
         }
         state.withLock { $0.counters.asksFailed += 1 }
+        metrics.askFailures.increment()
         throw AskError(
             kind: .timedOut,
             description: "pool \"\(pool)\" did not answer within \(timeout) after \(retries + 1) attempts (responders: \(responders.map(\.repEndpoint).joined(separator: ", ")))")
@@ -64,6 +67,7 @@ extension Node {
         }
         if object["status"]?.stringValue == "ok", let answer = object["answer"] { return answer }
         state.withLock { $0.counters.asksFailed += 1 }
+        metrics.askFailures.increment()
         let by = object["answered_by"]?.stringValue ?? pool
         throw AskError(kind: .refused, description: "\(by) could not answer: \(object["error"]?.stringValue ?? "no reason given")")
     }
@@ -79,7 +83,7 @@ extension Node {
         try await withThrowingTaskGroup(of: Void.self) { group in
             for try await message in router.messages {
                 guard message.count == 3, message[1].count == 0 else {
-                    reject("request with \(message.count) frames; expected a REQ envelope and one body frame")
+                    reject("request with \(message.count) frames; expected a REQ envelope and one body frame", .frames)
                     if message.count >= 2 {
                         try? await router.send(Message([message[0], Frame([]), Frame(Wire.errorReply(requestID: nil, answeredBy: spec.name, error: "expected exactly one body frame"))]))
                     }
@@ -95,7 +99,7 @@ extension Node {
                 do {
                     request = try Wire.Request(parsing: message[2].bytes)
                 } catch {
-                    reject("\(error)")
+                    reject("\(error)", .request)
                     try? await router.send(Message([peer, Frame([]), Frame(Wire.errorReply(requestID: nil, answeredBy: spec.name, error: "\(error)"))]))
                     continue
                 }
@@ -123,7 +127,7 @@ extension Node {
     func replayServeLoop(router: Socket) async throws {
         for try await message in router.messages {
             guard message.count == 3, message[1].count == 0 else {
-                reject("replay request with \(message.count) frames; expected a REQ envelope and one body frame")
+                reject("replay request with \(message.count) frames; expected a REQ envelope and one body frame", .frames)
                 continue
             }
             let reply: [Frame]
@@ -132,7 +136,7 @@ extension Node {
                 try Wire.checkVersion(object)
                 reply = replayReply(object)
             } catch {
-                reject("\(error)")
+                reject("\(error)", .request)
                 reply = [Frame(Wire.errorReply(requestID: nil, answeredBy: spec.name, error: "\(error)"))]
             }
             try? await router.send(Message([message[0], Frame([])] + reply))
@@ -151,6 +155,7 @@ extension Node {
                 // Kept so that a retry of this request gets the same answer, not a second one.
                 try store.recordAnswer(requestID: request.requestID, reply: answered)
                 state.withLock { $0.counters.questionsAnswered += 1 }
+                metrics.questionsAnswered.increment()
                 reply = answered
             } catch is CancellationError {
                 throw CancellationError()

@@ -181,18 +181,18 @@ extension Node {
                     continue
                 }
                 guard message.count == 2 || message.count == 3 else {
-                    reject("expected 2 or 3 frames (topic, envelope, marks), got \(message.count)")
+                    reject("expected 2 or 3 frames (topic, envelope, marks), got \(message.count)", .frames)
                     continue
                 }
                 let event: Event
                 do {
                     event = try EnvelopeCodec.decode(topic: message[0].bytes, body: message[1].bytes)
                 } catch {
-                    reject("\(error)")
+                    reject("\(error)", .envelope)
                     continue
                 }
                 if event.origin == spec.name {
-                    reject("event \(event.id) claims this node (\(spec.name)) as its origin")
+                    reject("event \(event.id) claims this node (\(spec.name)) as its origin", .ownOrigin)
                     continue
                 }
                 let marks = message.count == 3 ? Self.parseMarks(message[2].bytes) : nil
@@ -254,6 +254,8 @@ extension Node {
                 s.counters.duplicates += duplicates
                 s.counters.pendingDropped += dropped
             }
+            metrics.duplicates.increment(by: duplicates)
+            metrics.pendingDropped.increment(by: dropped)
             for (origin, seq, cursor) in regressions {
                 logger.error("""
                     \(origin) says its last sequence is \(seq), but this node holds its events up to \(cursor): \
@@ -304,6 +306,9 @@ extension Node {
             s.counters.received += records.count - duplicates
             s.counters.duplicates += duplicates
         }
+        metrics.duplicates.increment(by: duplicates)
+        metrics.delivered.increment(by: records.count - duplicates)
+        metrics.stored(zip(held, fresh).lazy.filter(\.1).map(\.0.event))
     }
 
     /// Starts the replay loop for an origin, or tells the running one to go round again.
@@ -347,6 +352,7 @@ extension Node {
             let reply: Replay.Reply
             do {
                 state.withLock { $0.counters.replayRequests += 1 }
+                metrics.replayRequestsMade.increment()
                 reply = try await fetchReplay(from: origin, request, timeout: .milliseconds(max(1000, topology.settings.askTimeoutMilliseconds)))
                 failures = 0
                 backoff = .milliseconds(100)
@@ -416,6 +422,7 @@ extension Node {
             track.cursor = cursor
         }
         state.withLock { $0.counters.replayedIn += reply.events.count }
+        metrics.replayedIn.increment(by: reply.events.count)
         try await storeAndHandOver(accepted, feed: feed)
         return intake.state.withLock { s in
             guard var track = s.tracks[origin] else { return false }
