@@ -69,11 +69,12 @@ public struct ObserveServer: Sendable {
         let app = Application(
             router: router,
             configuration: .init(address: .hostname(host, port: port), serverName: "ce-node", reuseAddress: true),
-            onServerRunning: { _ in
+            onServerRunning: { [logger, host, port] _ in
                 started.withLock { $0 = true }
+                logger.info("serving HTTP on \(host):\(port)")
                 ready()
             },
-            logger: Logger(label: "ce.http"))
+            logger: Self.quietLogger)
         let hubs = [feed?.hub, cluster?.hub].compactMap { $0 }
         do {
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -98,7 +99,7 @@ public struct ObserveServer: Sendable {
                 group.addTask {
                     // A comment line now and then: a client that went away is noticed by the write.
                     while !Task.isCancelled {
-                        try await Task.sleep(for: .seconds(10))
+                        try await Task.sleep(for: .seconds(2))
                         for hub in hubs { hub.publish(":\n\n") }
                     }
                 }
@@ -112,6 +113,14 @@ public struct ObserveServer: Sendable {
             throw NodeError("\(owner) cannot serve HTTP (ports.metrics) on \(host):\(port): \(reason)")
         }
     }
+
+    /// Hummingbird's own logger: it reports a cancelled shutdown as an error, and what it
+    /// would log otherwise (bind failures) this server throws with the node and port named.
+    static let quietLogger: Logger = {
+        var logger = Logger(label: "ce.http")
+        logger.logLevel = .critical
+        return logger
+    }()
 
     func addRoutes(_ router: Router<BasicRequestContext>) {
         if let registry, let node {
