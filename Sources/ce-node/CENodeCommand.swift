@@ -73,6 +73,8 @@ struct Run: AsyncParsableCommand {
     var catchUp: String = "beginning"
     @Flag(help: "Plain PUB/SUB: no sequence tracking, no replay (events missed while away stay missed); for measuring what the guarantees cost.")
     var noReplay = false
+    @Flag(help: "Record no metrics (swift-metrics' no-op handlers; /metrics answers 404); for measuring what they cost.")
+    var noMetrics = false
 
     func run() async throws {
         guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown log level \(logLevel)") }
@@ -84,7 +86,7 @@ struct Run: AsyncParsableCommand {
         guard let name = selection.nodeName else { throw ValidationError("say which node to run: --node NAME") }
         bootstrapLogging(level)
         // Metrics go to one registry for the process; /metrics renders it (ports.metrics).
-        let registry = Observability.bootstrap()
+        let registry = noMetrics ? nil : Observability.bootstrap()
         var options = try Node.Options(topology: try selection.load(), name: name, dataDirectory: selection.data, workspace: workspace)
         options.durability = durability
         options.catchUp = catchUp
