@@ -111,6 +111,8 @@ public struct ObserveServer: Sendable {
             let text = "\(error)"
             let reason = text.contains("Address already in use") ? "port \(port) is already in use" : text
             throw NodeError("\(owner) cannot serve HTTP (ports.metrics) on \(host):\(port): \(reason)")
+        } catch where Task.isCancelled {
+            // Stopped: a normal end, whatever the server's tasks threw on the way out.
         }
     }
 
@@ -150,7 +152,17 @@ public struct ObserveServer: Sendable {
             }
         }
         if let cluster {
-            router.get("/") { _, _ in Self.asset("index.html", "text/html; charset=utf-8") }
+            router.get("/") { _, _ -> Response in
+                // The page comes with the picture of now, so it shows the cluster before its
+                // stream connects (and a browser that only reads the page once sees it too).
+                guard let html = Self.assetData("index.html") else { return Self.asset("index.html", "text/html") }
+                let initial = cluster.snapshot().serializedString.replacingOccurrences(of: "</", with: "<\\/")
+                let page = String(decoding: html, as: UTF8.self)
+                    .replacingOccurrences(of: "<!--initial-->", with: "<script>window.ceInitial = \(initial);</script>")
+                return Response(
+                    status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
+                    body: .init(byteBuffer: ByteBuffer(string: page)))
+            }
             router.get("/dashboard.js") { _, _ in Self.asset("dashboard.js", "text/javascript; charset=utf-8") }
             router.get("/dashboard.css") { _, _ in Self.asset("dashboard.css", "text/css; charset=utf-8") }
             router.get("/cluster.json") { _, _ in Self.json(.ok, cluster.snapshot()) }
@@ -209,10 +221,12 @@ public struct ObserveServer: Sendable {
             })
     }
 
+    static func assetData(_ name: String) -> Data? {
+        Bundle.module.url(forResource: name, withExtension: nil, subdirectory: "Dashboard").flatMap { FileManager.default.contents(atPath: $0.path) }
+    }
+
     static func asset(_ name: String, _ type: String) -> Response {
-        guard let url = Bundle.module.url(forResource: name, withExtension: nil, subdirectory: "Dashboard"),
-            let data = FileManager.default.contents(atPath: url.path)
-        else {
+        guard let data = assetData(name) else {
             return Response(status: .notFound, body: .init(byteBuffer: ByteBuffer(string: "\(name) is missing from the build\n")))
         }
         return Response(status: .ok, headers: [.contentType: type, .cacheControl: "no-store"], body: .init(byteBuffer: ByteBuffer(bytes: data)))

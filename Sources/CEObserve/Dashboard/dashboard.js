@@ -5,11 +5,8 @@ const palette = ["#58a6ff", "#3fb950", "#d29922", "#bc8cff", "#ff7b72", "#39c5cf
 const colours = {};
 function colour(pool) {
   if (pool === "coordinator") return "#c9d1d9";
-  if (!(pool in colours)) {
-    let h = 0;
-    for (const ch of pool) h = (h * 31 + ch.charCodeAt(0)) >>> 0;
-    colours[pool] = palette[h % palette.length];
-  }
+  // In the topology's pool order (render() names them first), so each pool keeps its colour.
+  if (!(pool in colours)) colours[pool] = palette[Object.keys(colours).length % palette.length];
   return colours[pool];
 }
 const $ = (id) => document.getElementById(id);
@@ -159,6 +156,7 @@ function drawLanes() {
 
 function render(s) {
   snapshot = s;
+  for (const p of s.pools) colour(p.pool);
   $("cluster").textContent = s.cluster;
   renderNodes(s);
   renderGates(s);
@@ -175,5 +173,6 @@ function connect() {
   source.onopen = () => { $("connection").dataset.state = "live"; $("connection").textContent = "live"; };
   source.onerror = () => { $("connection").dataset.state = "lost"; $("connection").textContent = "reconnecting…"; };
 }
+if (window.ceInitial) render(window.ceInitial);
 connect();
 setInterval(drawLanes, 2000);
