@@ -155,16 +155,13 @@ public struct ObserveServer: Sendable {
             router.get("/") { _, _ -> Response in
                 // The page comes with the picture of now, so it shows the cluster before its
                 // stream connects (and a browser that only reads the page once sees it too).
-                guard let html = Self.assetData("index.html") else { return Self.asset("index.html", "text/html") }
                 let initial = cluster.snapshot().serializedString.replacingOccurrences(of: "</", with: "<\\/")
-                let page = String(decoding: html, as: UTF8.self)
+                let page = DashboardAssets.indexHTML
                     .replacingOccurrences(of: "<!--initial-->", with: "<script>window.ceInitial = \(initial);</script>")
-                return Response(
-                    status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
-                    body: .init(byteBuffer: ByteBuffer(string: page)))
+                return Self.asset(page, "text/html; charset=utf-8")
             }
-            router.get("/dashboard.js") { _, _ in Self.asset("dashboard.js", "text/javascript; charset=utf-8") }
-            router.get("/dashboard.css") { _, _ in Self.asset("dashboard.css", "text/css; charset=utf-8") }
+            router.get("/dashboard.js") { _, _ in Self.asset(DashboardAssets.javaScript, "text/javascript; charset=utf-8") }
+            router.get("/dashboard.css") { _, _ in Self.asset(DashboardAssets.css, "text/css; charset=utf-8") }
             router.get("/cluster.json") { _, _ in Self.json(.ok, cluster.snapshot()) }
             router.get("/cluster/stream") { _, _ -> Response in
                 let first = Hub.frame("snapshot", cluster.snapshot().serializedString)
@@ -221,14 +218,7 @@ public struct ObserveServer: Sendable {
             })
     }
 
-    static func assetData(_ name: String) -> Data? {
-        Bundle.module.url(forResource: name, withExtension: nil, subdirectory: "Dashboard").flatMap { FileManager.default.contents(atPath: $0.path) }
-    }
-
-    static func asset(_ name: String, _ type: String) -> Response {
-        guard let data = assetData(name) else {
-            return Response(status: .notFound, body: .init(byteBuffer: ByteBuffer(string: "\(name) is missing from the build\n")))
-        }
-        return Response(status: .ok, headers: [.contentType: type, .cacheControl: "no-store"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    static func asset(_ text: String, _ type: String) -> Response {
+        Response(status: .ok, headers: [.contentType: type, .cacheControl: "no-store"], body: .init(byteBuffer: ByteBuffer(string: text)))
     }
 }

@@ -1,3 +1,54 @@
+// The dashboard's page, script and style, embedded in the binary so that `ce-node` is one
+// file (a container image or a host needs nothing beside it). Plain HTML, JavaScript and CSS:
+// no build step, nothing fetched from elsewhere; edit them here.
+
+enum DashboardAssets {
+    /// The page; `<!--initial-->` is replaced by the picture of the moment.
+    static let indexHTML = #"""
+<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>coordination bus · dashboard</title>
+<link rel="stylesheet" href="/dashboard.css">
+</head>
+<body>
+<header>
+  <h1>coordination bus <span id="cluster"></span></h1>
+  <div id="connection" class="conn" data-state="connecting">connecting…</div>
+</header>
+<main>
+  <section id="nodes-section">
+    <h2>Pools and nodes</h2>
+    <div id="pools"></div>
+  </section>
+  <section id="timeline-section">
+    <h2>Timeline <small id="timeline-note">last 5 minutes · ◆ gate passed · ▲ conflict · ✓ resolved</small></h2>
+    <svg id="lanes" role="img" aria-label="events by pool over time"></svg>
+    <ol id="timeline"></ol>
+  </section>
+  <div class="two">
+    <section id="gates-section">
+      <h2>Quality gates</h2>
+      <table id="gates"><thead><tr><th>Gate</th><th>Round</th><th>Aligned</th><th>Missing</th><th>Waiting</th><th>State</th></tr></thead><tbody></tbody></table>
+    </section>
+    <section id="conflicts-section">
+      <h2>Open conflicts</h2>
+      <table id="conflicts"><thead><tr><th>Subject</th><th>Parties</th><th>Resolver</th><th>Level</th><th>Open</th><th>Decide as human</th></tr></thead><tbody></tbody></table>
+      <p id="resolve-result" role="status"></p>
+    </section>
+  </div>
+</main>
+<footer id="footer"></footer>
+<!--initial-->
+<script src="/dashboard.js"></script>
+</body>
+</html>
+"""#
+
+    /// The page's script: renders snapshots, appends events, resolves conflicts.
+    static let javaScript = #"""
 // The live dashboard: one server-sent-event stream (/cluster/stream) carries `snapshot`
 // (nodes, gates, conflicts; twice a second) and `ev` (each event once). No build step.
 "use strict";
@@ -176,3 +227,57 @@ function connect() {
 if (window.ceInitial) render(window.ceInitial);
 connect();
 setInterval(drawLanes, 2000);
+"""#
+
+    /// The page's style.
+    static let css = #"""
+:root { --bg: #0f1419; --panel: #171e26; --line: #2a3440; --text: #d8dee6; --dim: #8593a3; --up: #3fb950; --down: #f85149; --warn: #d29922; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 14px/1.4 system-ui, sans-serif; background: var(--bg); color: var(--text); }
+header { display: flex; justify-content: space-between; align-items: center; padding: 10px 18px; border-bottom: 1px solid var(--line); }
+h1 { font-size: 18px; margin: 0; font-weight: 600; }
+h1 span { color: var(--dim); font-weight: 400; }
+h2 { font-size: 15px; margin: 0 0 8px; font-weight: 600; }
+h2 small { color: var(--dim); font-weight: 400; margin-left: 8px; }
+main { padding: 12px 18px; }
+section { background: var(--panel); border: 1px solid var(--line); border-radius: 6px; padding: 12px; margin-bottom: 12px; }
+.two { display: grid; grid-template-columns: 1fr 1fr; gap: 12px; }
+.two section { margin-bottom: 0; }
+.conn { font-size: 12px; padding: 2px 8px; border-radius: 10px; background: var(--line); }
+.conn[data-state=live] { background: #12361c; color: var(--up); }
+.conn[data-state=lost] { background: #3d1417; color: var(--down); }
+#pools { display: flex; flex-wrap: wrap; gap: 10px; }
+.pool { border-left: 4px solid var(--c); padding-left: 8px; }
+.pool h3 { margin: 0 0 6px; font-size: 13px; color: var(--c); }
+.pool .members { display: flex; gap: 8px; flex-wrap: wrap; }
+.node { background: var(--bg); border: 1px solid var(--line); border-radius: 5px; padding: 6px 9px; min-width: 190px; font-size: 12px; }
+.node .name { font-weight: 600; font-size: 13px; }
+.node .badge { float: right; font-size: 11px; padding: 0 6px; border-radius: 8px; }
+.node[data-up=true] .badge { background: #12361c; color: var(--up); }
+.node[data-up=false] .badge { background: #3d1417; color: var(--down); }
+.node dl { display: grid; grid-template-columns: auto auto; gap: 0 10px; margin: 4px 0 0; }
+.node dt { color: var(--dim); }
+.node dd { margin: 0; text-align: right; font-variant-numeric: tabular-nums; }
+#lanes { width: 100%; height: 150px; display: block; background: var(--bg); border-radius: 4px; }
+#lanes text { fill: var(--dim); font-size: 11px; }
+#timeline { list-style: none; margin: 8px 0 0; padding: 0; max-height: 230px; overflow-y: auto; font-size: 12px; font-family: ui-monospace, monospace; }
+#timeline li { padding: 1px 0; border-bottom: 1px solid #1d252e; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+#timeline .chip { display: inline-block; width: 9px; height: 9px; border-radius: 2px; background: var(--c); margin-right: 6px; }
+#timeline .t { color: var(--dim); margin-right: 8px; }
+#timeline .type { font-weight: 600; margin: 0 6px; }
+#timeline li.gate { background: #1b2a1d; }
+#timeline li.conflict { background: #2f1d1f; }
+#timeline li.resolved { background: #1d2635; }
+table { width: 100%; border-collapse: collapse; font-size: 12px; }
+th { text-align: left; color: var(--dim); font-weight: 500; border-bottom: 1px solid var(--line); padding: 3px 4px; }
+td { padding: 4px; border-bottom: 1px solid #1d252e; vertical-align: top; }
+.missing-down { color: var(--down); }
+.state-ready { color: var(--up); }
+.state-waiting { color: var(--warn); }
+.state-held { color: var(--down); }
+td input { width: 140px; background: var(--bg); color: var(--text); border: 1px solid var(--line); border-radius: 3px; padding: 2px 4px; }
+td button { background: #1f6feb; color: white; border: 0; border-radius: 3px; padding: 3px 8px; cursor: pointer; }
+.empty { color: var(--dim); font-style: italic; }
+footer { color: var(--dim); font-size: 11px; padding: 0 18px 12px; }
+"""#
+}
