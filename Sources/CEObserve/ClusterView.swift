@@ -182,7 +182,7 @@ public final class ClusterView: Sendable {
             if s.timeline.count > Self.timelineLength { s.timeline.removeFirst(s.timeline.count - Self.timelineLength) }
             return true
         }
-        if fresh { hub.publish(Hub.frame("ev", event.serializedString)) }
+        if fresh && hub.clientCount > 0 { hub.publish(Hub.frame("ev", event.serializedString)) }
     }
 
     /// Feeds events stored by the local node.

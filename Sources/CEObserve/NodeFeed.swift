@@ -7,7 +7,7 @@ import Synchronization
 /// `/status.json`) and a live stream (`/events`), fed from the node's in-process listener.
 final class NodeFeed: Sendable {
     struct State {
-        var recent: [JSONValue] = []
+        var recent: [Event] = []
         /// How many events were taken since start; `recent.last` is number `taken`.
         var taken = 0
     }
@@ -25,24 +25,28 @@ final class NodeFeed: Sendable {
     /// Takes the node's events until cancelled; `onEvent` sees each one too.
     func run(onEvent: @Sendable (Event) -> Void) async {
         for await event in node.events(buffer: 10_000) {
-            let value = Self.summary(event, pool: node.topology.node(named: event.origin)?.pool)
             state.withLock { s in
                 s.taken += 1
-                s.recent.append(value)
-                if s.recent.count > Self.keep { s.recent.removeFirst(s.recent.count - Self.keep) }
+                s.recent.append(event)
+                if s.recent.count > 2 * Self.keep { s.recent.removeFirst(s.recent.count - Self.keep) }
             }
-            hub.publish(Hub.frame("stored", value.serializedString))
+            // Rendered only for someone: with no stream client an event costs an append.
+            if hub.clientCount > 0 {
+                hub.publish(Hub.frame("stored", Self.summary(event, pool: node.topology.node(named: event.origin)?.pool).serializedString))
+            }
             onEvent(event)
         }
     }
 
-    /// The events kept, after the `after`-th taken (0: all kept), and the count taken.
+    /// The events kept (the last 500 at least), after the `after`-th taken, and the count taken.
     func recent(after: Int) -> (events: [JSONValue], taken: Int) {
-        state.withLock { s in
-            let first = s.taken - s.recent.count
+        let (events, taken) = state.withLock { s -> ([Event], Int) in
+            let kept = s.recent.suffix(Self.keep)
+            let first = s.taken - kept.count
             let skip = max(0, after - first)
-            return (skip >= s.recent.count ? [] : Array(s.recent[skip...]), s.taken)
+            return (skip >= kept.count ? [] : Array(kept.dropFirst(skip)), s.taken)
         }
+        return (events.map { Self.summary($0, pool: node.topology.node(named: $0.origin)?.pool) }, taken)
     }
 
     /// An event as the dashboard shows it: everything but a long payload, which is cut.

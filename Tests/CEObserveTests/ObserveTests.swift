@@ -96,7 +96,7 @@ struct ObserveTests {
         }
     }
 
-    @Test func aClientThatNeverReadsDoesNotSlowTheNode() async throws {
+    @Test func aClientThatNeverReadsOnlyLosesItsOwnUpdates() async throws {
         try await withSoloNode { solo in
             let stalled = try Connection(port: solo.port)
             var small: Int32 = 4096
