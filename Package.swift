@@ -9,7 +9,8 @@ import PackageDescription
 //   CEStore   the durable event store (SQLite: GRDB reads, one C-API connection writes)
 //   CENode    the node: publishing, subscribing, asking, the event folder, the control endpoint
 //   CEMCP     the MCP server (tools over a running node's control endpoint), on the MCP Swift SDK
-//   ce-node   thin executable over CENode
+//   CEObserve the node's HTTP side: Prometheus metrics, JSON status, the live dashboard (Hummingbird)
+//   ce-node   thin executable over CENode, CEMCP and CEObserve
 //   zmq-perf  the wrapper's benchmark (same modes as shared/bench/zmq_baseline.c)
 //   ce-bench  benchmarks of the store and the bus, printing figures
 let package = Package(
@@ -30,6 +31,10 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/modelcontextprotocol/swift-sdk", exact: "0.12.1"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
     ],
     targets: [
         .systemLibrary(
@@ -65,6 +70,20 @@ let package = Package(
             dependencies: [
                 "ZeroMQ", "CECore", "CEStore", "CECoordinator",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+            ]
+        ),
+        .target(
+            name: "CEObserve",
+            dependencies: [
+                "CENode", "CECore", "CECoordinator",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
         .target(
@@ -78,7 +97,7 @@ let package = Package(
         .executableTarget(
             name: "ce-node",
             dependencies: [
-                "CENode", "CEMCP",
+                "CENode", "CEMCP", "CEObserve",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -89,7 +108,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "ce-bench",
-            dependencies: ["CENode", "CECore", "CEStore", "CECoordinator"]
+            dependencies: ["CENode", "CECore", "CEStore", "CECoordinator", "CEObserve"]
         ),
         .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ"]),
         .testTarget(name: "CECoreTests", dependencies: ["CECore"]),
@@ -97,6 +116,7 @@ let package = Package(
         .testTarget(name: "CECoordinatorTests", dependencies: ["CECoordinator"]),
         .testTarget(name: "CENodeTests", dependencies: ["CENode", "CEStore", "ZeroMQ", "CECore"]),
         .testTarget(name: "CEMCPTests", dependencies: ["CEMCP", "CENode", "CECore"]),
+        .testTarget(name: "CEObserveTests", dependencies: ["CEObserve", "CENode", "CECore"]),
     ],
     swiftLanguageModes: [.v6]
 )

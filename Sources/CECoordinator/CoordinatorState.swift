@@ -47,7 +47,8 @@ public struct CoordinatorState: Sendable {
         let conflictList: [JSONValue] = conflicts.open.values.sorted { $0.openedAt < $1.openedAt }.map { c in
             [
                 "conflict_id": .string(c.id), "subject": .string(c.subject), "parties": .array(c.parties.map(JSONValue.string)),
-                "resolver": .string(conflicts.resolvers[c.level]), "open_s": .number(now.timeIntervalSince(c.openedAt).rounded()),
+                "resolver": .string(conflicts.resolvers[c.level]), "level": .number(Double(c.level)),
+                "open_s": .number(now.timeIntervalSince(c.openedAt).rounded()),
                 "reports": .number(Double(c.reportedBy.count)),
             ]
         }

@@ -64,6 +64,9 @@ public struct NodeSpec: Sendable, Hashable {
     public var pubPort: Int
     public var repPort: Int
     public var replayPort: Int?
+    /// The HTTP port of `/metrics`, `/status.json` and `/events` (and the dashboard on the
+    /// coordinator); nil: no HTTP server.
+    public var metricsPort: Int? = nil
     /// The node's data folder (event store, control endpoint), relative to the working directory.
     public var data: String
     /// The workspace whose `.ce-events/` file-only agents use, if any.
@@ -81,6 +84,12 @@ public struct NodeSpec: Sendable, Hashable {
     public var bindPubEndpoint: String { "tcp://\(bindForURL):\(pubPort)" }
     public var bindRepEndpoint: String { "tcp://\(bindForURL):\(repPort)" }
     public var bindReplayEndpoint: String? { replayPort.map { "tcp://\(bindForURL):\($0)" } }
+    /// `http://host:port` of the node's HTTP server, if it has one.
+    public var metricsURL: String? { metricsPort.map { "http://\(hostForURL):\($0)" } }
+    /// The address the HTTP server binds (`*` is every IPv4 interface).
+    public var metricsBindHost: String {
+        bind == "*" ? "0.0.0.0" : (bind.hasPrefix("[") ? String(bind.dropFirst().dropLast()) : bind)
+    }
 }
 
 public struct PoolSpec: Sendable, Hashable {

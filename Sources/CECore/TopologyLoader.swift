@@ -21,7 +21,7 @@ import Yams
 ///         pool: planner              # required; a name, not "coordinator"
 ///         host: 127.0.0.1            # required; how peers reach it: IPv4, IPv6 or a DNS name
 ///         bind: 0.0.0.0              # optional; "*" or an IP; default host if an IP literal, else *
-///         ports: {pub: 7110, rep: 7111, replay: 7112}   # pub, rep required; replay optional; 1-65535
+///         ports: {pub: 7110, rep: 7111, replay: 7112, metrics: 7119}   # pub, rep required; replay, metrics optional; 1-65535
 ///         data: .ce-data/planner-1   # optional; default .ce-data/<name>, relative to the working directory
 ///         workspace: ws/planner      # optional event folder root
 ///         public_key: "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"   # the node's CURVE public key (40 Z85 characters)
@@ -368,12 +368,13 @@ public enum TopologyLoader {
             if let bind, bind != "*", !Self.isIPLiteral(bind) {
                 problem("\(path).bind", m["bind"], "bad address \"\(bind)\": expected * or an IP address")
             }
-            var pub: Int?, rep: Int?, replay: Int?
+            var pub: Int?, rep: Int?, replay: Int?, metrics: Int?
             if let p = m["ports"] {
-                if let ports = mapping(p, "\(path).ports", allowed: ["pub", "rep", "replay"]) {
+                if let ports = mapping(p, "\(path).ports", allowed: ["pub", "rep", "replay", "metrics"]) {
                     pub = int(ports, "pub", "\(path).ports", range: 1...65535, required: true)
                     rep = int(ports, "rep", "\(path).ports", range: 1...65535, required: true)
                     replay = int(ports, "replay", "\(path).ports", range: 1...65535)
+                    metrics = int(ports, "metrics", "\(path).ports", range: 1...65535)
                 }
             } else {
                 problem("\(path).ports", nil, "missing required key")
@@ -387,10 +388,12 @@ public enum TopologyLoader {
             }
             guard let name, let pool, let host, let pub, let rep else { return nil }
             nodeSources.append((path, m))
-            return NodeSpec(
+            var spec = NodeSpec(
                 name: name, pool: pool, host: host, bind: bind ?? (Self.isIPLiteral(host) ? host : "*"),
                 pubPort: pub, repPort: rep, replayPort: replay, data: data ?? ".ce-data/\(name)",
                 workspace: workspace, isCoordinator: coordinator, publicKey: publicKey)
+            spec.metricsPort = metrics
+            return spec
         }
 
         /// Problems across nodes: duplicate names, a port used twice on a host, a data folder
@@ -405,7 +408,7 @@ public enum TopologyLoader {
                     return nil
                 } ?? [:]
                 var used: [(String, Int)] = []
-                for role in ["pub", "rep", "replay"] {
+                for role in ["pub", "rep", "replay", "metrics"] {
                     if let s = ports[role]?.scalar, let port = Int(s.string) { used.append((role, port)) }
                 }
                 let name = m["name"]?.scalar?.string ?? ""

@@ -39,6 +39,8 @@ extension Node {
         state.withLock { $0.counters.asksSent += 1 }
         let first = Int(nextResponder.add(1, ordering: .relaxed).oldValue % UInt64(responders.count))
         var forgedReplies = 0
+        let start = ContinuousClock.now
+        defer { NodeMetrics.record(metrics.askDuration, since: start) }
         for attempt in 0...retries {
             let node = responders[(first + attempt) % responders.count]
             let socket = try context.socket(.req)
@@ -61,6 +63,7 @@ extension Node {
             return value
         }
         state.withLock { $0.counters.asksFailed += 1 }
+        metrics.askFailures.increment()
         if forgedReplies > 0 {
             throw AskError(
                 kind: .refused,
@@ -86,6 +89,7 @@ extension Node {
         }
         if object["status"]?.stringValue == "ok", let answer = object["answer"] { return answer }
         state.withLock { $0.counters.asksFailed += 1 }
+        metrics.askFailures.increment()
         let by = object["answered_by"]?.stringValue ?? pool
         throw AskError(kind: .refused, description: "\(by) could not answer: \(object["error"]?.stringValue ?? "no reason given")")
     }
@@ -101,7 +105,7 @@ extension Node {
         try await withThrowingTaskGroup(of: Void.self) { group in
             for try await message in router.messages {
                 guard message.count == 3, message[1].count == 0 else {
-                    reject("request with \(message.count) frames; expected a REQ envelope and one body frame")
+                    reject("request with \(message.count) frames; expected a REQ envelope and one body frame", .frames)
                     if message.count >= 2 {
                         try? await router.send(Message([message[0], Frame([]), Frame(Wire.errorReply(requestID: nil, answeredBy: spec.name, error: "expected exactly one body frame"))]))
                     }
@@ -122,7 +126,7 @@ extension Node {
                 do {
                     request = try Wire.Request(parsing: message[2].bytes)
                 } catch {
-                    reject("\(error)")
+                    reject("\(error)", .request)
                     try? await router.send(Message([peer, Frame([]), Frame(Wire.errorReply(requestID: nil, answeredBy: spec.name, error: "\(error)"))]))
                     continue
                 }
@@ -154,7 +158,7 @@ extension Node {
     func replayServeLoop(router: Socket) async throws {
         for try await message in router.messages {
             guard message.count == 3, message[1].count == 0 else {
-                reject("replay request with \(message.count) frames; expected a REQ envelope and one body frame")
+                reject("replay request with \(message.count) frames; expected a REQ envelope and one body frame", .frames)
                 continue
             }
             let reply: [Frame]
@@ -167,7 +171,7 @@ extension Node {
                     reply = replayReply(object)
                 }
             } catch {
-                reject("\(error)")
+                reject("\(error)", .request)
                 reply = [Frame(Wire.errorReply(requestID: nil, answeredBy: spec.name, error: "\(error)"))]
             }
             try? await router.send(Message([message[0], Frame([])] + reply))
@@ -186,6 +190,7 @@ extension Node {
                 // Kept so that a retry of this request gets the same answer, not a second one.
                 try await writer.recordAnswer(requestID: request.requestID, reply: answered)
                 state.withLock { $0.counters.questionsAnswered += 1 }
+                metrics.questionsAnswered.increment()
                 reply = answered
             } catch is CancellationError {
                 throw CancellationError()

@@ -11,7 +11,7 @@ extension Node {
         try await withThrowingTaskGroup(of: Void.self) { group in
             for try await message in control.messages {
                 guard message.count == 3, message[1].count == 0 else {
-                    reject("control request with \(message.count) frames")
+                    reject("control request with \(message.count) frames", .frames)
                     continue
                 }
                 let peer = message[0]

@@ -72,6 +72,9 @@ public final class CoordinatorService: Sendable {
         }
     }
 
+    /// Gates and conflicts now, as the `gates` control command answers them.
+    public func status(now: Date = Date()) -> JSONValue { state.withLock { $0.status(now: now) } }
+
     private func publish(_ emissions: [Emission]) async {
         for e in emissions {
             do {

@@ -89,6 +89,7 @@ final class EventFolder: Sendable {
             if attempt < Self.attempts { return .retry }
             failures.withLock { _ = $0.removeValue(forKey: name) }
             quarantine(name, reason: "\(error)")
+            node.metrics.folderFilesRejected.increment()
             node.logger.warning("event file \(name) rejected: \(error)")
             return .done
         }
@@ -101,8 +102,10 @@ final class EventFolder: Sendable {
                 file.type, payload: file.payload, stream: file.stream, correlationID: file.correlationID,
                 target: file.target, id: id)
             move(path, into: sent, name: name)
+            node.metrics.folderFilesPicked.increment()
         } catch {
             quarantine(name, reason: "\(error)")
+            node.metrics.folderFilesRejected.increment()
             node.logger.warning("event file \(name) could not be emitted: \(error)")
         }
         return .done

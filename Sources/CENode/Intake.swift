@@ -147,18 +147,18 @@ extension Node {
                     continue
                 }
                 guard message.count == 2 || message.count == 3 else {
-                    reject("expected 2 or 3 frames (topic, envelope, marks), got \(message.count)")
+                    reject("expected 2 or 3 frames (topic, envelope, marks), got \(message.count)", .frames)
                     continue
                 }
                 let event: Event
                 do {
                     event = try EnvelopeCodec.decode(topic: message[0].bytes, body: message[1].bytes)
                 } catch {
-                    reject("\(error)")
+                    reject("\(error)", .envelope)
                     continue
                 }
                 if event.origin == spec.name {
-                    reject("event \(event.id) claims this node (\(spec.name)) as its origin")
+                    reject("event \(event.id) claims this node (\(spec.name)) as its origin", .ownOrigin)
                     continue
                 }
                 if event.origin != peer {
@@ -174,6 +174,8 @@ extension Node {
                 s.counters.duplicates += live.duplicates
                 s.counters.pendingDropped += live.dropped
             }
+            metrics.duplicates.increment(by: live.duplicates)
+            metrics.pendingDropped.increment(by: live.dropped)
             let regressions = live.regressions
             let accepted = live.take
             let wanted = live.replayFrom
@@ -228,6 +230,9 @@ extension Node {
             s.counters.received += records.count - duplicates
             s.counters.duplicates += duplicates
         }
+        metrics.duplicates.increment(by: duplicates)
+        metrics.delivered.increment(by: records.count - duplicates)
+        metrics.stored(zip(held, fresh).lazy.filter(\.1).map(\.0.event))
     }
 
     /// Starts the replay loop for an origin, or tells the running one to go round again.
@@ -269,6 +274,7 @@ extension Node {
                     ahead = nil
                 } else {
                     state.withLock { $0.counters.replayRequests += 1 }
+                    metrics.replayRequestsMade.increment()
                     reply = try await fetchReplay(from: origin, request, timeout: timeout)
                 }
                 failures = 0
@@ -305,6 +311,7 @@ extension Node {
                     let next = Replay.Request(
                         origin: origin.name, after: reply.through, types: intake.types.map { $0.sorted() }, since: nil, fromNode: spec.name)
                     state.withLock { $0.counters.replayRequests += 1 }
+                    metrics.replayRequestsMade.increment()
                     async let prefetch = try? fetchReplay(from: origin, next, timeout: timeout)
                     more = try await intake.turn.run { try await self.takeReplayed(reply, from: origin.name, feed: feed) }
                     ahead = more ? await prefetch : nil
@@ -328,6 +335,7 @@ extension Node {
             events: reply.events.map { Intake.Held(event: $0.0, envelope: $0.1, marks: nil) })
         let accepted = intake.state.withLock { $0.takePage(page, from: origin) }
         state.withLock { $0.counters.replayedIn += reply.events.count }
+        metrics.replayedIn.increment(by: reply.events.count)
         try await storeAndHandOver(accepted, feed: feed)
         return intake.state.withLock { $0.pageStored(page, from: origin) }
     }

@@ -1,6 +1,7 @@
 import CECore
 import CECoordinator
 import CEStore
+import CoreMetrics
 import Foundation
 import Logging
 import Synchronization
@@ -29,6 +30,9 @@ public final class Node: Sendable {
         /// False: plain PUB/SUB without sequence tracking or replay (events missed while a
         /// peer is away stay missed). For measuring what the guarantees cost.
         public var replay = true
+        /// Where the node's metrics go (docs/METRICS.md); nil: the process's bootstrapped
+        /// metrics system (a no-op one unless the program bootstrapped it).
+        public var metricsFactory: (any MetricsFactory)?
         public var logger: Logger
 
         public init(topology: Topology, name: String, dataDirectory: String? = nil, workspace: String? = nil) throws(NodeError) {
@@ -66,6 +70,8 @@ public final class Node: Sendable {
     let security: NodeSecurity
     /// Which node of a pool the next `ask` tries first.
     let nextResponder = Atomic<UInt64>(0)
+    /// Counters and histograms, resolved once (NodeMetrics.swift).
+    public let metrics: NodeMetrics
 
     struct PendingEmit: Sendable {
         var type: EventType
@@ -167,6 +173,14 @@ public final class Node: Sendable {
         self.state = Mutex(State(lastSeq: try store.maxSeq(origin: spec.name), marks: try store.lastSeqByType(origin: spec.name)))
         self.eventFolder = try options.workspace.map { try EventFolder(workspace: $0) }
         self.intake = Intake(types: Self.subscribedTypes(pool: spec.pool, topology: options.topology))
+        let metrics = NodeMetrics(
+            node: spec.name, peers: options.topology.peers(of: spec.name).map(\.name),
+            factory: options.metricsFactory ?? MetricsSystem.factory)
+        self.metrics = metrics
+        writer.observeCommits { events, nanoseconds in
+            metrics.commitBatch.record(events)
+            metrics.commitDuration.recordNanoseconds(nanoseconds)
+        }
         if options.replay { try loadCursors() }
     }
 
@@ -408,7 +422,9 @@ public final class Node: Sendable {
         _ type: EventType, payload: JSONValue = .null, stream: String? = nil,
         correlationID: String? = nil, target: String? = nil, id: String? = nil
     ) async throws -> Event {
-        try await withCheckedThrowingContinuation { continuation in
+        let start = ContinuousClock.now
+        defer { NodeMetrics.record(metrics.emitDuration, since: start) }
+        return try await withCheckedThrowingContinuation { continuation in
             let pending = PendingEmit(
                 type: type, stream: stream ?? spec.pool, payload: payload,
                 correlationID: correlationID, target: target, id: id, complete: { continuation.resume(with: $0) })
@@ -422,6 +438,8 @@ public final class Node: Sendable {
     /// writer is idle); returns them as stamped. The first failure is thrown after all finish.
     public func emit(_ emissions: [Emission]) async throws -> [Event] {
         if emissions.isEmpty { return [] }
+        let start = ContinuousClock.now
+        defer { NodeMetrics.record(metrics.emitDuration, since: start) }
         final class Results: Sendable {
             let state: Mutex<(results: [Result<Event, any Error>?], left: Int)>
             init(_ count: Int) { state = Mutex((Array(repeating: nil, count: count), count)) }
@@ -504,6 +522,8 @@ public final class Node: Sendable {
                 for r in repeats { r.complete(.failure(error)) }
                 continue
             }
+            metrics.emitted.increment(by: events.count)
+            metrics.stored(events)
             var wire: [Message] = []
             var local: [Message] = []
             wire.reserveCapacity(events.count)
@@ -568,14 +588,15 @@ public final class Node: Sendable {
         }
     }
 
-    func reject(_ reason: String) {
+    func reject(_ reason: String, _ kind: RejectReason) {
         state.withLock { $0.counters.rejected += 1 }
+        metrics.rejected(kind)
         logger.warning("rejected a message: \(reason)")
     }
 
     func heard(heartbeat message: Message, from sender: String) -> (origin: String, seq: UInt64, marks: [String: UInt64]?)? {
         guard let body = try? JSONValue(parsing: message[1].bytes), let origin = body["origin"]?.stringValue else {
-            reject("malformed heartbeat")
+            reject("malformed heartbeat", .heartbeat)
             return nil
         }
         guard origin == sender else {
@@ -635,7 +656,10 @@ public final class Node: Sendable {
         for listener in listeners {
             if case .dropped = listener.yield(event) { drops += 1 }
         }
-        if drops > 0 { state.withLock { $0.counters.listenerDrops += drops } }
+        if drops > 0 {
+            state.withLock { $0.counters.listenerDrops += drops }
+            metrics.listenerDrops.increment(by: drops)
+        }
     }
 
     // MARK: Status

@@ -87,7 +87,7 @@ extension Node {
         do {
             request = try Replay.Request(object)
         } catch {
-            reject("\(error)")
+            reject("\(error)", .request)
             return [Frame(Wire.errorReply(requestID: nil, answeredBy: spec.name, error: "\(error)"))]
         }
         guard request.origin == spec.name else {
@@ -121,6 +121,8 @@ extension Node {
         }
         if frames.count == stored.count && stored.count == request.limit { through = stored.last!.seq }
         state.withLock { $0.counters.replayedOut += frames.count }
+        metrics.replayRequestsServed.increment()
+        metrics.replayedOut.increment(by: frames.count)
         let header: JSONValue = [
             "v": .number(Double(Wire.version)), "status": "ok", "origin": .string(spec.name),
             "last_seq": .number(Double(last)), "through": .number(Double(through)), "count": .number(Double(frames.count)),
@@ -172,7 +174,7 @@ extension Node {
 extension Node {
     func lastSeenReply(_ object: [String: JSONValue]) -> [UInt8] {
         guard object["kind"]?.stringValue == "last_seen", let origin = object["origin"]?.stringValue else {
-            reject("request of unknown kind \(object["kind"]?.serializedString ?? "null")")
+            reject("request of unknown kind \(object["kind"]?.serializedString ?? "null")", .request)
             return Wire.errorReply(requestID: nil, answeredBy: spec.name, error: "unknown request kind \(object["kind"]?.serializedString ?? "null") (replay, last_seen, or a question)")
         }
         let held = (try? store.maxSeq(origin: origin)) ?? 0

@@ -45,6 +45,12 @@ public final class EventWriter: Sendable {
     /// Events written and transactions committed so far.
     public var counts: (events: Int, transactions: Int) { core.state.withLock { ($0.eventsWritten, $0.transactions) } }
 
+    /// Calls `body` after every committed transaction with its event count and its duration in
+    /// nanoseconds (fsync included), on the writer thread: keep it short.
+    public func observeCommits(_ body: @escaping @Sendable (_ events: Int, _ nanoseconds: Int64) -> Void) {
+        core.observer.withLock { $0 = body }
+    }
+
     /// Writes what is queued, then stops; later appends fail. Returns without waiting.
     public func close() { core.close() }
 
@@ -69,6 +75,7 @@ extension EventWriter {
         let store: EventStore
         let state = Mutex(State())
         let wakeup = NSCondition()
+        let observer = Mutex<(@Sendable (Int, Int64) -> Void)?>(nil)
 
         struct Request {
             var events: [StoredEvent]
@@ -170,6 +177,7 @@ extension EventWriter {
         }
 
         func write(_ batch: [Request]) {
+            let start = ContinuousClock.now
             do {
                 var cursors: [String: UInt64] = [:]
                 for request in batch { cursors.merge(request.cursors) { max($0, $1) } }
@@ -191,6 +199,10 @@ extension EventWriter {
                 state.withLock { s in
                     s.transactions += 1
                     s.eventsWritten += results.reduce(0) { $0 + $1.filter { $0 }.count }
+                }
+                if let observer = observer.withLock({ $0 }) {
+                    let elapsed = ContinuousClock.now - start
+                    observer(batch.reduce(0) { $0 + $1.events.count }, elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
                 }
                 for (request, fresh) in zip(batch, results) { request.continuation.resume(returning: fresh) }
             } catch {

@@ -12,6 +12,7 @@
 //                                                  their data folders: emit at one -> stored at the other, p50/p99
 import CECore
 import CENode
+import CEObserve
 import CEStore
 import Foundation
 import Synchronization
@@ -22,7 +23,7 @@ func fail(_ text: String) -> Never {
     exit(2)
 }
 
-let usage = "usage: ce-bench store [--events N] [--batch B] [--tasks T] [--durability full|normal|both] [--checkpoints background|inline|both] [--random-ids] [--dir DIR] [--ceiling PATH_TO_sqlite_ceiling]\n       ce-bench gates [--pools N] [--rounds R] [--processes] [--heartbeat-ms MS]\n       ce-bench bus [--events N] [--rate EVENTS_PER_S] [--asks N] [--emitters N] [--batch B] [--normal] [--no-replay] [--no-curve]\n       ce-bench emit [--events N] [--batch B] [--emitters E] [--normal] [--no-curve]\n       ce-bench replay [--events N] [--stall N]\n       ce-bench link --from DATA_DIR --to DATA_DIR [--events N] [--rate EVENTS_PER_S] [--type EVENT_TYPE]"
+let usage = "usage: ce-bench store [--events N] [--batch B] [--tasks T] [--durability full|normal|both] [--checkpoints background|inline|both] [--random-ids] [--dir DIR] [--ceiling PATH_TO_sqlite_ceiling]\n       ce-bench gates [--pools N] [--rounds R] [--processes] [--heartbeat-ms MS]\n       ce-bench bus [--events N] [--rate EVENTS_PER_S] [--asks N] [--emitters N] [--batch B] [--normal] [--no-replay] [--no-curve] [--no-metrics]\n       ce-bench emit [--events N] [--batch B] [--emitters E] [--normal] [--no-curve]\n       ce-bench replay [--events N] [--stall N]\n       ce-bench link --from DATA_DIR --to DATA_DIR [--events N] [--rate EVENTS_PER_S] [--type EVENT_TYPE]"
 let arguments = Array(CommandLine.arguments.dropFirst(2))
 guard let command = CommandLine.arguments.dropFirst().first else { fail(usage) }
 
@@ -38,7 +39,7 @@ guard let command = CommandLine.arguments.dropFirst().first else { fail(usage) }
     guard i + 1 < arguments.count, let n = Int(arguments[i + 1]), n > 0 else { fail("\(name) needs a positive number\n\(usage)") }
     return n
 }
-for (i, a) in arguments.enumerated() where a.hasPrefix("--") && !["--events", "--rate", "--asks", "--emitters", "--normal", "--pools", "--rounds", "--batch", "--tasks", "--durability", "--dir", "--ceiling", "--processes", "--heartbeat-ms", "--no-replay", "--stall", "--from", "--to", "--type", "--checkpoints", "--random-ids", "--no-curve"].contains(a) {
+for (i, a) in arguments.enumerated() where a.hasPrefix("--") && !["--events", "--rate", "--asks", "--emitters", "--normal", "--pools", "--rounds", "--batch", "--tasks", "--durability", "--dir", "--ceiling", "--processes", "--heartbeat-ms", "--no-replay", "--stall", "--from", "--to", "--type", "--checkpoints", "--random-ids", "--no-curve", "--no-metrics"].contains(a) {
     fail("unknown flag \(a) (argument \(i + 1))\n\(usage)")
 }
 
@@ -255,6 +256,14 @@ try? FileManager.default.removeItem(atPath: temporaryRoot)
         originOptions.replay = false
         child.arguments! += ["--no-replay"]
         print("bus: plain PUB/SUB, no sequence tracking or replay")
+    }
+    // Metrics as `ce-node run` records them (a Prometheus registry behind swift-metrics), at
+    // the origin in this process and at the subscriber process; --no-metrics: no-op handlers.
+    if arguments.contains("--no-metrics") {
+        child.arguments! += ["--no-metrics"]
+        print("bus: no metrics")
+    } else {
+        _ = Observability.bootstrap()
     }
     let origin = try Node(options: originOptions)
     origin.answerQuestions { question in question.question }

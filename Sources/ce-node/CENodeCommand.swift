@@ -1,6 +1,7 @@
 import ArgumentParser
 import CECore
 import CENode
+import CEObserve
 import CEStore
 import Foundation
 import Logging
@@ -12,7 +13,7 @@ struct CENodeCommand: AsyncParsableCommand {
         commandName: "ce-node",
         abstract: "A node of the coordination bus: agent pools on separate hosts exchange events and questions.",
         subcommands: [Run.self, CoordinatorCommand.self, Emit.self, Tail.self, Ask.self, History.self, Status.self,
-                      Gates.self, Conflicts.self, Resolve.self, MCPCommand.self, Demo.self, Keys.self])
+                      Gates.self, Conflicts.self, Resolve.self, MCPCommand.self, Dashboard.self, Demo.self, Keys.self])
 }
 
 /// `--topology FILE --node NAME`, or `--data DIR` for commands that only need the data folder.
@@ -72,6 +73,8 @@ struct Run: AsyncParsableCommand {
     var catchUp: String = "beginning"
     @Flag(help: "Plain PUB/SUB: no sequence tracking, no replay (events missed while away stay missed); for measuring what the guarantees cost.")
     var noReplay = false
+    @Flag(help: "Record no metrics (swift-metrics' no-op handlers; /metrics answers 404); for measuring what they cost.")
+    var noMetrics = false
 
     func run() async throws {
         guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown log level \(logLevel)") }
@@ -82,6 +85,8 @@ struct Run: AsyncParsableCommand {
         do { catchUp = try CatchUp(parsing: self.catchUp) } catch { throw ValidationError("--catch-up: \(error)") }
         guard let name = selection.nodeName else { throw ValidationError("say which node to run: --node NAME") }
         bootstrapLogging(level)
+        // Metrics go to one registry for the process; /metrics renders it (ports.metrics).
+        let registry = noMetrics ? nil : Observability.bootstrap()
         var options = try Node.Options(topology: try selection.load(), name: name, dataDirectory: selection.data, workspace: workspace)
         options.durability = durability
         options.catchUp = catchUp
@@ -89,8 +94,30 @@ struct Run: AsyncParsableCommand {
         let node = try Node(options: options)
         // The coordinator node also runs the coordinator's state machines.
         let service = node.spec.isCoordinator ? CoordinatorService(node: node) : nil
+        let http = node.spec.metricsPort.map { port in
+            ObserveServer(
+                node: node, coordinator: service, registry: registry, host: node.spec.metricsBindHost, port: port,
+                dashboard: node.spec.isCoordinator)
+        }
         let task = Task {
             try await withThrowingTaskGroup(of: Void.self) { group in
+                if let http {
+                    // The HTTP port first: one that is taken stops the node before it starts.
+                    let (bound, ready) = AsyncStream<Bool>.makeStream()
+                    group.addTask {
+                        defer { ready.finish() }
+                        try await http.run {
+                            ready.yield(true)
+                            ready.finish()
+                        }
+                    }
+                    var up = false
+                    for await value in bound { up = value }
+                    if !up {
+                        try await group.next()  // the server's error
+                        return
+                    }
+                }
                 group.addTask { try await node.run() }
                 if let service { group.addTask { try await service.run() } }
                 try await group.next()
@@ -182,12 +209,14 @@ struct Ask: AsyncParsableCommand {
 }
 
 struct Status: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Show a running node's peers, subscriptions and counters.")
+    static let configuration = CommandConfiguration(abstract: "Show a running node's peers (up, lag, last heard), subscriptions and counters.")
     @OptionGroup var selection: NodeSelection
+    @Flag(help: "Print the status as JSON (for scripts).") var json = false
 
     func run() async throws {
         let reply = try await ControlClient(dataDirectory: try selection.dataDirectory()).call(["cmd": "status"], timeout: .seconds(5))
-        printJSON(reply["status"] ?? .null)
+        let status = reply["status"] ?? .null
+        if json { printJSON(status) } else { print(Tables.status(status), terminator: "") }
     }
 }
 
@@ -292,35 +321,63 @@ func coordinatorData(_ selection: NodeSelection) throws -> String {
 struct Gates: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Show the quality gates: who has aligned, who is missing (and whether it is down), for how long.")
     @OptionGroup var selection: NodeSelection
+    @Flag(help: "Print the gates as JSON (for scripts).") var json = false
 
     func run() async throws {
         let reply = try await ControlClient(dataDirectory: try coordinatorData(selection)).call(["cmd": "gates"], timeout: .seconds(5))
-        for gate in reply["coordinator"]?["gates"]?.arrayValue ?? [] {
-            let missing = (gate["missing"]?.arrayValue ?? []).map { m in
-                (m["pool"]?.stringValue ?? "?") + (m["up"]?.boolValue == false ? " (down)" : "")
-            }
-            let aligned = (gate["aligned"]?.arrayValue ?? []).compactMap(\.stringValue)
-            var line = "\(gate["gate"]?.stringValue ?? "?") round \(gate["round"]?.intValue ?? 0): aligned [\(aligned.joined(separator: ", "))]"
-            line += missing.isEmpty ? "" : ", missing [\(missing.joined(separator: ", "))]"
-            line += ", waiting \(gate["waiting_s"]?.intValue ?? 0) s"
-            if gate["blocked_by_conflict"]?.boolValue == true { line += ", held shut by an open conflict" }
-            print(line)
-        }
+        let gates = reply["coordinator"]?["gates"] ?? .array([])
+        if json { printJSON(gates) } else { print(Tables.gates(gates), terminator: "") }
     }
 }
 
 struct Conflicts: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Show the open conflicts and who is asked to resolve them.")
     @OptionGroup var selection: NodeSelection
+    @Flag(help: "Print the conflicts as JSON (for scripts).") var json = false
 
     func run() async throws {
         let reply = try await ControlClient(dataDirectory: try coordinatorData(selection)).call(["cmd": "gates"], timeout: .seconds(5))
-        let conflicts = reply["coordinator"]?["conflicts"]?.arrayValue ?? []
-        if conflicts.isEmpty { print("no open conflicts") }
-        for c in conflicts {
-            let parties = (c["parties"]?.arrayValue ?? []).compactMap(\.stringValue).joined(separator: ", ")
-            print("\(c["conflict_id"]?.stringValue ?? "?")  subject \(c["subject"]?.stringValue ?? "?")  parties [\(parties)]  resolver \(c["resolver"]?.stringValue ?? "?")  open \(c["open_s"]?.intValue ?? 0) s  reports \(c["reports"]?.intValue ?? 0)")
+        let conflicts = reply["coordinator"]?["conflicts"] ?? .array([])
+        if json { printJSON(conflicts) } else { print(Tables.conflicts(conflicts), terminator: "") }
+    }
+}
+
+struct Dashboard: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve the live dashboard of a cluster, fed by its nodes' HTTP ports (ports.metrics), from any host that reaches them.")
+    @Option(help: "The topology file ($CE_TOPOLOGY when set).")
+    var topology: String = ProcessInfo.processInfo.environment["CE_TOPOLOGY"] ?? "topology/demo.yaml"
+    @Option(help: ArgumentHelp("Where to serve the dashboard.", valueName: "host:port"))
+    var listen: String = "127.0.0.1:7199"
+    @Option(help: "Log level.") var logLevel: String = "notice"
+
+    func run() async throws {
+        guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown log level \(logLevel)") }
+        let loaded: Topology
+        do { loaded = try TopologyLoader.load(path: topology) } catch { throw ValidationError("\(error)") }
+        guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]), (1...65535).contains(port) else {
+            throw ValidationError("--listen must be HOST:PORT, like 127.0.0.1:7199, not \(listen)")
         }
+        var host = String(listen[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        let observed = loaded.nodes.filter { $0.metricsPort != nil }.map(\.name)
+        if observed.isEmpty {
+            throw ValidationError("no node of \(topology) has ports.metrics: the dashboard has nothing to read (see docs/METRICS.md)")
+        }
+        bootstrapLogging(level)
+        var logger = Logger(label: "ce.dashboard")
+        logger.logLevel = level
+        let view = ClusterView(topology: loaded, logger: logger)
+        let server = ObserveServer(dashboard: view, host: host, port: port, logger: logger)
+        let task = Task {
+            try await server.run {
+                print("dashboard of \(loaded.cluster) on http://\(listen)/ (reading \(observed.joined(separator: ", ")))")
+                fflush(nil)
+            }
+        }
+        let signals = SignalWatcher([SIGINT, SIGTERM]) { task.cancel() }
+        defer { signals.cancel() }
+        try await task.value
     }
 }
 

@@ -46,6 +46,7 @@ struct Demo: AsyncParsableCommand {
         try FileManager.default.createDirectory(atPath: root + "/logs", withIntermediateDirectories: true)
         try makeKeys(cluster)
         print("Starting \(cluster.nodes.count) nodes from \(topology) (logs in \(root)/logs)")
+        if let url = cluster.coordinator?.metricsURL { print("The dashboard, while they run: \(url)/") }
         let processes = try cluster.nodes.map { node in try NodeProcess.start(topology: topology, node: node.name, log: "\(root)/logs/\(node.name).log") }
         var failure: (any Error)?
         do {

@@ -49,8 +49,8 @@ struct TopologyTests {
             nodes:
               - { name: a, pool: p, host: 10.0.0.1, ports: { pub: 7000, rep: 7001 } }
               - { name: b, pool: q, host: builder.local, ports: { pub: 7000, rep: 7001 } }
-              - { name: c, pool: q, host: "::1", ports: { pub: 7002, rep: 7003, replay: 7004 } }
-              - { name: d, pool: q, host: "[fd00::5]", bind: "*", ports: { pub: 7005, rep: 7006 }, data: /var/ce/d, workspace: ws }
+              - { name: c, pool: q, host: "::1", ports: { pub: 7002, rep: 7003, replay: 7004, metrics: 7009 } }
+              - { name: d, pool: q, host: "[fd00::5]", bind: "*", ports: { pub: 7005, rep: 7006, metrics: 7008 }, data: /var/ce/d, workspace: ws }
             pools:
               p: {}
               q: { subscribe: [plan_ready, schema_v1] }
@@ -61,6 +61,10 @@ struct TopologyTests {
         #expect(c.pubEndpoint == "tcp://[::1]:7002" && c.replayEndpoint == "tcp://[::1]:7004" && c.bindReplayEndpoint == "tcp://[::1]:7004")
         #expect(d.pubEndpoint == "tcp://[fd00::5]:7005" && d.bindPubEndpoint == "tcp://*:7005" && d.data == "/var/ce/d" && d.workspace == "ws")
         #expect(t.peers(of: "a").map(\.name) == ["b", "c", "d"])
+        // The HTTP port is optional: absent, a node serves no HTTP.
+        #expect(a.metricsPort == nil && a.metricsURL == nil)
+        #expect(c.metricsURL == "http://[::1]:7009" && c.metricsBindHost == "::1")
+        #expect(d.metricsURL == "http://[fd00::5]:7008" && d.metricsBindHost == "0.0.0.0")
         #expect(t.coordinator == nil && t.cluster == "cluster" && t.file == "topology.yaml")
         #expect(t.settings.askRetries == 2 && t.settings.heartbeatMilliseconds == 1000 && t.settings.maxMessageBytes == 1_048_576)
         #expect(t.subscriptions(forPool: "p") == nil)  // no subscribe key: all types
@@ -93,6 +97,7 @@ struct TopologyTests {
               - { name: c, pool: q, host: 300.1.2.3, ports: { pub: 7010, rep: 7011 }, colour: red }
               - { name: d, pool: q, host: 127.0.0.1, ports: { pub: 7020, rep: 70000 } }
               - { name: e, pool: q, host: 127.0.0.1, ports: { pub: 7030, rep: 7031, replay: 7001 } }
+              - { name: f, pool: q, host: 127.0.0.1, ports: { pub: 7040, rep: 7041, metrics: 7030 } }
             gates:
               - { name: g, pools: [p, ghosts] }
             conflicts:
@@ -106,10 +111,11 @@ struct TopologyTests {
         expectProblem(found, #"nodes[2].host: bad address "300.1.2.3""#)
         expectProblem(found, #"nodes[2].colour: unknown key "colour" (allowed: name, pool, host, bind, ports, data, workspace, public_key) (line 5)"#)
         expectProblem(found, "nodes[3].ports.rep: 70000 is outside 1-65535 (line 6)")
-        expectProblem(found, #"gates[0].pools[1]: unknown pool "ghosts" (pools: p, q) (line 9)"#)
-        expectProblem(found, #"conflicts.resolvers[2]: unknown pool "nobody" (pools: p, q, or human) (line 11)"#)
-        expectProblem(found, "pools.p.subscribe[1]: event type 'Bad' may only contain a-z, 0-9 and _ (line 13)")
-        #expect(found.count == 9, "\(found.joined(separator: "\n"))")
+        expectProblem(found, #"gates[0].pools[1]: unknown pool "ghosts" (pools: p, q) (line 10)"#)
+        expectProblem(found, #"conflicts.resolvers[2]: unknown pool "nobody" (pools: p, q, or human) (line 12)"#)
+        expectProblem(found, "pools.p.subscribe[1]: event type 'Bad' may only contain a-z, 0-9 and _ (line 14)")
+        expectProblem(found, "nodes[5].ports.metrics: port 7030 on 127.0.0.1 is already used by nodes[4].ports.pub (line 8)")
+        #expect(found.count == 10, "\(found.joined(separator: "\n"))")
     }
 
     @Test func namesAddressesAndTypes() {
@@ -122,7 +128,7 @@ struct TopologyTests {
               - { name: "bad name", pool: p, host: 127.0.0.1, ports: { pub: 7000, rep: 7001 } }
               - { name: b, pool: coordinator, host: "-bad-.example", ports: [7002, 7003] }
               - { name: c, pool: "p/q", host: { ip: 1 }, ports: { pub: 7004 } }
-              - { name: d, pool: p, host: 127.0.0.1, ports: { pub: 0, rep: 7006, port: 1 } }
+              - { name: d, pool: p, host: 127.0.0.1, ports: { pub: 0, rep: 7006, port: 1, metrics: 99999 } }
               - "just text"
             pools:
               p: { subscribe: everything }
@@ -147,7 +153,8 @@ struct TopologyTests {
         expectProblem(found, "nodes[2].host: wrong type: expected text, got a mapping")
         expectProblem(found, "nodes[2].ports.rep: missing required key (line 8)")
         expectProblem(found, "nodes[3].ports.pub: 0 is outside 1-65535")
-        expectProblem(found, #"nodes[3].ports.port: unknown key "port" (allowed: pub, rep, replay)"#)
+        expectProblem(found, #"nodes[3].ports.port: unknown key "port" (allowed: pub, rep, replay, metrics)"#)
+        expectProblem(found, "nodes[3].ports.metrics: 99999 is outside 1-65535")
         expectProblem(found, "nodes[4]: wrong type: expected a mapping (key: value), got a value (line 10)")
         expectProblem(found, #"pools.p.subscribe: expected a list of event types or "all", got "everything""#)
         expectProblem(found, #"pools.ghosts: unknown pool "ghosts" (allowed: coordinator, p)"#)

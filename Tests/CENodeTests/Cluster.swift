@@ -26,6 +26,8 @@ final class Cluster: @unchecked Sendable {
         var workspace = false
         /// A host name instead of the harness's address (for peers that cannot be reached).
         var host: String? = nil
+        /// An HTTP port (`ports.metrics`) for /metrics, /status.json and the dashboard.
+        var metrics = false
     }
 
     /// Writes a topology for the nodes (free loopback ports); `launch` starts them.
@@ -48,11 +50,12 @@ final class Cluster: @unchecked Sendable {
             // Each host has its own ports in namespaces; on loopback each node needs its own.
             let (pub, rep) = hosts.mode == .namespaces ? (7000, 7001) : (try freePort(), try freePort())
             let host = node.host ?? hosts.address(of: node.name)
+            let metrics = node.metrics ? ", metrics: \(hosts.mode == .namespaces ? 7002 : try freePort())" : ""
             if node.pool == "coordinator" {
-                coordinator = "coordinator:\n  name: \(node.name)\n  host: \(host)\n  ports: { pub: \(pub), rep: \(rep) }\n  data: \(root)/\(node.name)\n" + key(node.name)
+                coordinator = "coordinator:\n  name: \(node.name)\n  host: \(host)\n  ports: { pub: \(pub), rep: \(rep)\(metrics) }\n  data: \(root)/\(node.name)\n" + key(node.name)
                 continue
             }
-            yaml += "  - name: \(node.name)\n    pool: \(node.pool)\n    host: \(host)\n    ports: { pub: \(pub), rep: \(rep) }\n    data: \(root)/\(node.name)\n"
+            yaml += "  - name: \(node.name)\n    pool: \(node.pool)\n    host: \(host)\n    ports: { pub: \(pub), rep: \(rep)\(metrics) }\n    data: \(root)/\(node.name)\n"
             yaml += key(node.name).replacingOccurrences(of: "  public_key", with: "    public_key")
             if node.workspace { yaml += "    workspace: \(root)/ws-\(node.name)\n" }
         }

@@ -36,8 +36,13 @@ struct CoordinatorTests {
             try await cluster.emit("planner-1", "sync_point_reached", ["gate": "architecture_approval"])
             try await cluster.emit("planner-1", "sync_point_reached", ["gate": "nonexistent"])
             try await eventually(10, "two rejections") { try coordinatorEvents(cluster, "gate_rejected").count == 2 }
-            let out = try cluster.run(["gates", "--data", cluster.data("coordinator")])
-            #expect(out.contains("architecture_approval round 2: aligned [planner], missing [builder, reviewer]"), "\(out)")
+            let gates = try JSONValue(parsing: try cluster.run(["gates", "--json", "--data", cluster.data("coordinator")]))
+            let gate = gates.arrayValue?.first { $0["gate"]?.stringValue == "architecture_approval" }
+            #expect(gate?["round"]?.intValue == 2 && gate?["aligned"] == ["planner"], "\(gates)")
+            #expect(gate?["missing"]?.arrayValue?.compactMap { $0["pool"]?.stringValue } == ["builder", "reviewer"], "\(gates)")
+            // The table a person reads.
+            let table = try cluster.run(["gates", "--data", cluster.data("coordinator")])
+            #expect(table.contains("│ architecture_approval │ 2 ") && table.contains("│ planner ") && table.contains("builder, reviewer"), "\(table)")
         }
     }
 
@@ -48,8 +53,11 @@ struct CoordinatorTests {
             try await eventually(10, "the gate times out") { !(try coordinatorEvents(cluster, "gate_timed_out")).isEmpty }
             let timedOut = try coordinatorEvents(cluster, "gate_timed_out").first { $0["payload"]?["gate"]?.stringValue == "quick" }
             #expect(timedOut?["payload"]?["missing"] == ["builder"])
-            let out = try cluster.run(["gates", "--data", cluster.data("coordinator")])
-            #expect(out.contains("missing [builder (down)]"), "\(out)")
+            let gates = try JSONValue(parsing: try cluster.run(["gates", "--json", "--data", cluster.data("coordinator")]))
+            let quick = gates.arrayValue?.first { $0["gate"]?.stringValue == "quick" }
+            #expect(quick?["missing"] == [["pool": "builder", "up": false]], "\(gates)")
+            let table = try cluster.run(["gates", "--data", cluster.data("coordinator")])
+            #expect(table.contains("builder (down)"), "\(table)")
         }
     }
 
@@ -68,8 +76,11 @@ struct CoordinatorTests {
             for node in ["planner-1", "builder-1", "reviewer-1"] {
                 try await cluster.emit(node, "sync_point_reached", ["gate": "architecture_approval"])
             }
-            let held = try cluster.run(["gates", "--data", cluster.data("coordinator")])
-            #expect(held.contains("held shut by an open conflict"), "\(held)")
+            let held = try JSONValue(parsing: try cluster.run(["gates", "--json", "--data", cluster.data("coordinator")]))
+            #expect(held.arrayValue?.first { $0["gate"]?.stringValue == "architecture_approval" }?["blocked_by_conflict"] == true, "\(held)")
+            #expect(try cluster.run(["gates", "--data", cluster.data("coordinator")]).contains("held by a conflict"))
+            let open = try JSONValue(parsing: try cluster.run(["conflicts", "--json", "--data", cluster.data("coordinator")]))
+            #expect(open[0]?["conflict_id"]?.stringValue == id && open[0]?["resolver"]?.stringValue == "human" && open[0]?["level"]?.intValue == 1, "\(open)")
             #expect(try cluster.run(["conflicts", "--data", cluster.data("coordinator")]).contains(id))
             _ = try cluster.run(["resolve", id, "--decision", "add integration tests", "--data", cluster.data("coordinator")])
             try await eventually(10, "the parties hear the decision and the gate opens") {

@@ -1,0 +1,127 @@
+import CECore
+import Foundation
+
+/// What `status`, `gates` and `conflicts` print for a person: a heading, aligned `key: value`
+/// lines and boxed tables, as the `nats` CLI does; `--json` prints the data instead.
+enum Tables {
+    /// A boxed table with a title row; cells are plain text.
+    static func table(_ title: String, _ header: [String], _ rows: [[String]]) -> String {
+        var widths = header.map(\.count)
+        for row in rows { for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) } }
+        let inner = widths.reduce(0, +) + 3 * widths.count - 1
+        let total = max(inner, title.count + 2)
+        if total > inner { widths[widths.count - 1] += total - inner }
+        func line(_ left: String, _ mid: String, _ right: String) -> String {
+            left + widths.map { String(repeating: "─", count: $0 + 2) }.joined(separator: mid) + right + "\n"
+        }
+        func row(_ cells: [String]) -> String {
+            "│" + cells.enumerated().map { " " + $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) + " " }.joined(separator: "│") + "│\n"
+        }
+        let pad = total - title.count
+        var out = "╭" + String(repeating: "─", count: total) + "╮\n"
+        out += "│" + String(repeating: " ", count: pad / 2) + title + String(repeating: " ", count: pad - pad / 2) + "│\n"
+        out += line("├", "┬", "┤") + row(header) + line("├", "┼", "┤")
+        for r in rows { out += row(r) }
+        out += line("╰", "┴", "╯")
+        return out
+    }
+
+    /// `key: value` lines, keys right-aligned, as `nats stream info` prints them.
+    static func fields(_ pairs: [(String, String)]) -> String {
+        let width = pairs.map(\.0.count).max() ?? 0
+        return pairs.map { String(repeating: " ", count: width - $0.0.count + 2) + $0.0 + ": " + $0.1 + "\n" }.joined()
+    }
+
+    static func number(_ value: JSONValue?) -> String {
+        guard let n = value?.doubleValue else { return "-" }
+        return n == n.rounded() && abs(n) < 1e15 ? String(Int(n)) : String(format: "%.1f", n)
+    }
+
+    static func ago(milliseconds: Double?) -> String {
+        guard let ms = milliseconds else { return "never" }
+        if ms < 1000 { return "\(Int(ms)) ms ago" }
+        if ms < 120_000 { return String(format: "%.1f s ago", ms / 1000) }
+        return "\(Int(ms / 60_000)) min ago"
+    }
+
+    static func duration(seconds: Double?) -> String {
+        guard let s = seconds else { return "-" }
+        if s < 120 { return "\(Int(s)) s" }
+        if s < 7200 { return "\(Int(s / 60)) min \(Int(s) % 60) s" }
+        return "\(Int(s / 3600)) h \(Int(s / 60) % 60) min"
+    }
+
+    static func status(_ status: JSONValue) -> String {
+        let name = status["node"]?.stringValue ?? "?"
+        var out = "Node \(name) (pool \(status["pool"]?.stringValue ?? "?")), last sequence \(number(status["last_seq"]))\n\n"
+        let subscriptions: String
+        if let list = status["subscriptions"]?.arrayValue {
+            subscriptions = list.compactMap(\.stringValue).joined(separator: ", ")
+        } else {
+            subscriptions = status["subscriptions"]?.stringValue ?? "?"
+        }
+        let peers = status["peers"]?.arrayValue ?? []
+        let up = peers.filter { $0["up"]?.boolValue == true }.count
+        out += fields([
+            ("Peers up", "\(up) of \(peers.count)"), ("Subscriptions", subscriptions),
+            ("Publishes", status["endpoints"]?["pub"]?.stringValue ?? "?"), ("Store", status["store"]?.stringValue ?? "?"),
+        ])
+        out += "\n"
+        let rows: [[String]] = peers.map { p in
+            let last = p["last_seq"]?.intValue, cursor = p["cursor"]?.intValue
+            let lag = (last != nil && cursor != nil) ? String(max(0, last! - cursor!)) : "-"
+            var state = p["up"]?.boolValue == true ? "up" : "DOWN"
+            if p["replaying"]?.boolValue == true { state += ", replaying" }
+            return [
+                p["name"]?.stringValue ?? "?", p["pool"]?.stringValue ?? "?", state,
+                ago(milliseconds: p["last_heard_ms"]?.doubleValue), number(p["last_seq"]), number(p["cursor"]), lag,
+                number(p["waiting"]),
+            ]
+        }
+        out += table("Peers of \(name)", ["Peer", "Pool", "State", "Last heard", "Last seq", "Cursor", "Lag", "Held"], rows)
+        let c = status["counters"]
+        out += "\nCounters:\n\n"
+        out += fields([
+            ("Emitted", number(c?["emitted"])), ("Received", number(c?["received"])),
+            ("Duplicates", number(c?["duplicates"])), ("Rejected", number(c?["rejected"])),
+            ("Replays", "\(number(c?["replays"])) (\(number(c?["replay_requests"])) requests, \(number(c?["replayed_in"])) events in, \(number(c?["replayed_out"])) served)"),
+            ("Held events dropped", number(c?["pending_dropped"])),
+            ("Asks", "\(number(c?["asks_sent"])) sent, \(number(c?["asks_failed"])) failed"),
+            ("Questions answered", "\(number(c?["questions_answered"])) (\(number(c?["repeated_questions"])) repeated)"),
+            ("Listener drops", number(c?["listener_drops"])),
+        ])
+        return out
+    }
+
+    static func gates(_ gates: JSONValue) -> String {
+        let list = gates.arrayValue ?? []
+        if list.isEmpty { return "No gates in this topology\n" }
+        let rows: [[String]] = list.map { g in
+            let aligned = (g["aligned"]?.arrayValue ?? []).compactMap(\.stringValue)
+            let missing = (g["missing"]?.arrayValue ?? []).map { m in
+                (m["pool"]?.stringValue ?? "?") + (m["up"]?.boolValue == false ? " (down)" : "")
+            }
+            var state = missing.isEmpty ? "ready" : "waiting"
+            if g["blocked_by_conflict"]?.boolValue == true { state = "held by a conflict" }
+            return [
+                g["gate"]?.stringValue ?? "?", number(g["round"]), aligned.isEmpty ? "-" : aligned.joined(separator: ", "),
+                missing.isEmpty ? "-" : missing.joined(separator: ", "), duration(seconds: g["waiting_s"]?.doubleValue), state,
+            ]
+        }
+        return table("Quality gates", ["Gate", "Round", "Aligned", "Missing", "Waiting", "State"], rows)
+    }
+
+    static func conflicts(_ conflicts: JSONValue) -> String {
+        let list = conflicts.arrayValue ?? []
+        if list.isEmpty { return "No open conflicts\n" }
+        let rows: [[String]] = list.map { c in
+            [
+                c["conflict_id"]?.stringValue ?? "?", c["subject"]?.stringValue ?? "?",
+                (c["parties"]?.arrayValue ?? []).compactMap(\.stringValue).joined(separator: ", "),
+                c["resolver"]?.stringValue ?? "?", number(c["level"]), duration(seconds: c["open_s"]?.doubleValue), number(c["reports"]),
+            ]
+        }
+        return table("Open conflicts", ["ID", "Subject", "Parties", "Resolver", "Level", "Open", "Reports"], rows)
+            + "\nResolve one as a person with: ce-node resolve ID --decision TEXT\n"
+    }
+}

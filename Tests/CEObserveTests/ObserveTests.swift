@@ -1,0 +1,146 @@
+import CECore
+import CENode
+@testable import CEObserve
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite("the node's HTTP side", .serialized)
+struct ObserveTests {
+    @Test func countersMoveAfterEmits() async throws {
+        try await withSoloNode { solo in
+            let before = try httpGet(solo.port, "/metrics")
+            #expect(before.status == 200)
+            #expect(sample(before.body, "ce_events_emitted_total") == 0, "\(before.body)")
+            for i in 0..<5 { _ = try await solo.node.emit(.planReady, payload: ["n": .number(Double(i))]) }
+            _ = try await solo.node.emit([Node.Emission(.buildReady), Node.Emission(.buildReady)])
+            let after = try httpGet(solo.port, "/metrics").body
+            #expect(sample(after, "ce_events_emitted_total") == 7, "\(after)")
+            #expect(sample(after, #"ce_events_stored_total{origin="solo"}"#) == 7, "\(after)")
+            #expect(sample(after, "ce_emit_duration_seconds_count") == 6, "one per emit call")
+            #expect((sample(after, "ce_store_commit_duration_seconds_count") ?? 0) >= 2)
+            #expect((sample(after, "ce_store_commit_batch_events_sum") ?? 0) >= 7)
+            #expect(sample(after, "ce_node_last_seq") == 7)
+            #expect(after.contains("# TYPE ce_emit_duration_seconds histogram"))
+            // The JSON status and the recent events beside it.
+            let status = try JSONValue(parsing: Array(try httpGet(solo.port, "/status.json?after=0").body.utf8))
+            #expect(status["node"]?["counters"]?["emitted"]?.intValue == 7)
+            #expect(status["recent"]?.arrayValue?.count == 7)
+            #expect(status["recent"]?[0]?["type"]?.stringValue == "plan_ready")
+            let later = try JSONValue(parsing: Array(try httpGet(solo.port, "/status.json?after=5").body.utf8))
+            #expect(later["recent"]?.arrayValue?.map { $0["seq"]?.intValue } == [6, 7])
+        }
+    }
+
+    @Test func aTakenPortIsAClearErrorNamingTheNodeAndThePort() async throws {
+        let root = NSTemporaryDirectory() + "ce-observe-" + UUID().uuidString.prefix(8)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var port = 0
+        for _ in 0..<50 {
+            port = try freePort()
+            if bindLoopback(fd, port) { break }
+        }
+        #expect(listen(fd, 4) == 0)
+        let topology = try TopologyLoader.parse(yaml: """
+            version: 1
+            nodes:
+              - { name: busy-node, pool: p, host: 127.0.0.1, ports: { pub: \(try freePort()), rep: \(try freePort()), metrics: \(port) }, data: \(root)/n }
+            """)
+        let node = try Node(options: try Node.Options(topology: topology, name: "busy-node"))
+        let server = ObserveServer(node: node, coordinator: nil, registry: nil, host: "127.0.0.1", port: port, dashboard: false)
+        do {
+            try await server.run()
+            Issue.record("the server ran on a taken port")
+        } catch {
+            let text = "\(error)"
+            #expect(text.contains("busy-node") && text.contains("port \(port) is already in use"), "\(text)")
+        }
+    }
+
+    @Test func aMalformedRequestIsAnsweredWithAnError() async throws {
+        try await withSoloNode { solo in
+            let garbage = try httpRequest(solo.port, "NOT HTTP AT ALL\r\n\r\n")
+            #expect(garbage.status == 400)
+            let badHeader = try httpRequest(solo.port, "GET /metrics HTTP/1.1\r\nHost 127.0.0.1\r\n\r\n")
+            #expect(badHeader.status == 400)
+            #expect(try httpGet(solo.port, "/nothing-here").status == 404)
+            // The server still answers after them.
+            #expect(try httpGet(solo.port, "/metrics").status == 200)
+        }
+    }
+
+    @Test func aHundredStreamClientsEachGetTheEvent() async throws {
+        try await withSoloNode { solo in
+            var clients: [Connection] = []
+            for _ in 0..<100 {
+                let c = try Connection(port: solo.port)
+                try c.send("GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                clients.append(c)
+            }
+            try await eventually(10, "100 stream clients connected") {
+                sample(try httpGet(solo.port, "/metrics").body, #"ce_http_stream_clients{stream="events"}"#) == 100
+            }
+            let event = try await solo.node.emit(.planReady, payload: ["for": "everyone"])
+            var got = 0
+            for c in clients where c.receive(until: { $0.contains(event.id) }).contains(event.id) { got += 1 }
+            #expect(got == 100)
+            clients.removeAll()
+            // A client that left is noticed when the next update (or keep-alive) is written to it.
+            try await eventually(15, "the clients that left are gone") {
+                sample(try httpGet(solo.port, "/metrics").body, #"ce_http_stream_clients{stream="events"}"#) == 0
+            }
+        }
+    }
+
+    @Test func aClientThatNeverReadsOnlyLosesItsOwnUpdates() async throws {
+        try await withSoloNode { solo in
+            let stalled = try Connection(port: solo.port)
+            var small: Int32 = 4096
+            setsockopt(stalled.fd, SOL_SOCKET, SO_RCVBUF, &small, socklen_t(MemoryLayout<Int32>.size))
+            try stalled.send("GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            try await eventually(10, "the stalled client is connected") {
+                sample(try httpGet(solo.port, "/metrics").body, #"ce_http_stream_clients{stream="events"}"#) == 1
+            }
+            // 20 MB of events towards a client that reads nothing: emits go on, its updates drop.
+            let payload = JSONValue.string(String(repeating: "x", count: 10_000))
+            let start = ContinuousClock.now
+            for _ in 0..<4 {
+                _ = try await solo.node.emit(Array(repeating: Node.Emission(.buildReady, payload: payload), count: 500))
+            }
+            let elapsed = ContinuousClock.now - start
+            #expect(solo.node.counters.emitted == 2000)
+            try await eventually(20, "updates for the stalled client are dropped and counted") {
+                (sample(try httpGet(solo.port, "/metrics").body, #"ce_http_stream_dropped{stream="events"}"#) ?? 0) > 0
+            }
+            print("2000 events of 10 KB emitted in \(elapsed) with a stalled stream client")
+        }
+    }
+
+    @Test func hubBuffersAreBoundedAndDropsCounted() async throws {
+        let hub = Hub(buffer: 4, maxClients: 2)
+        let a = try #require(hub.subscribe())
+        let b = try #require(hub.subscribe())
+        #expect(hub.subscribe() == nil, "a third client is refused")
+        for i in 0..<10 { hub.publish("\(i)") }
+        #expect(hub.droppedCount == 12, "each client keeps its newest 4 of 10")
+        hub.close()
+        var kept: [String] = []
+        for await frame in a { kept.append(frame) }
+        #expect(kept == ["6", "7", "8", "9"])
+        _ = b
+        #expect(hub.subscribe() == nil, "a closed hub takes no clients")
+    }
+
+    @Test func urlsAreParsed() throws {
+        let v4 = try HTTPClient.parse("http://10.0.0.1:7103/status.json?after=3")
+        #expect(v4.host == "10.0.0.1" && v4.port == 7103 && v4.path == "/status.json?after=3")
+        let v6 = try HTTPClient.parse("http://[::1]:7103")
+        #expect(v6.host == "::1" && v6.port == 7103 && v6.path == "/")
+        #expect(throws: NodeError.self) { try HTTPClient.parse("https://x:1/") }
+        #expect(throws: NodeError.self) { try HTTPClient.parse("http://x:99999/") }
+    }
+}
