@@ -47,6 +47,7 @@ struct ObserveTests {
         #expect(listen(fd, 4) == 0)
         let topology = try TopologyLoader.parse(yaml: """
             version: 1
+            settings: { security: none }
             nodes:
               - { name: busy-node, pool: p, host: 127.0.0.1, ports: { pub: \(try freePort()), rep: \(try freePort()), metrics: \(port) }, data: \(root)/n }
             """)

@@ -24,7 +24,7 @@ func withSoloNode(_ body: (SoloNode) async throws -> Void) async throws {
     let port = try freePort()
     let yaml = """
         version: 1
-        settings: { heartbeat_ms: 200 }
+        settings: { heartbeat_ms: 200, security: none }  # one node alone: no peer to authenticate
         nodes:
           - { name: solo, pool: p, host: 127.0.0.1, ports: { pub: \(try freePort()), rep: \(try freePort()), metrics: \(port) }, data: \(root)/solo }
         """
