@@ -22,10 +22,15 @@ struct DiskFullTests {
     @Test func emitFailsClearlyWhenTheDiskIsFullAndRecoversWhenRoomReturns() async throws {
         let cluster = try Cluster([.init(name: "planner-1", pool: "planner")], pools: "", settings: "heartbeat_ms: 200")
         let data = cluster.data("planner-1")
+        // The harness made the node's CURVE key in its data folder: keep it across the mount.
+        let key = FileManager.default.contents(atPath: data + "/curve.key")
         guard Self.mountTmpfs(data, megabytes: 4) else {
             print("SKIPPED: cannot mount a tmpfs here (\(String(cString: strerror(errno)))); the full-disk test needs root")
             await cluster.tearDown()
             return
+        }
+        if let key {
+            #expect(FileManager.default.createFile(atPath: data + "/curve.key", contents: key, attributes: [.posixPermissions: 0o600]))
         }
         func tearDown() async {
             cluster.kill("planner-1")

@@ -150,7 +150,7 @@ class Cluster:
         while True:
             ok = True
             for name in names:
-                status = json.loads(self.cli("status", "--node", name).stdout)
+                status = json.loads(self.cli("status", "--json", "--node", name).stdout)
                 ok = ok and all(p["up"] for p in status["peers"] if p["name"] in names)
             if ok:
                 return
