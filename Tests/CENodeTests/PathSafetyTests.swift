@@ -18,16 +18,20 @@ struct PathSafetyTests {
             let depth = requests.split(separator: "/").count - cluster.root.split(separator: "/").count
             let climbing = String(repeating: "../", count: depth) + URL(fileURLWithPath: target).lastPathComponent
             let hostile = [climbing, "../../x", "/tmp/abs", ".hidden", "a/b", "", String(repeating: "r", count: 129), "ok\u{0}nul"]
-            for requestID in hostile {
+            /// A question with this request id, as builder-1 sends it; the reply.
+            func ask(_ requestID: String) async throws -> JSONValue {
                 let req = try context.socket(.req)
+                defer { req.close() }
                 try req.set(.linger(milliseconds: 0))
                 try cluster.dial(req, as: "builder-1", to: "planner-1")
                 try req.connect(cluster.topology.node(named: "planner-1")!.repEndpoint)
                 let body: JSONValue = ["v": 1, "request_id": .string(requestID), "from_node": "builder-1", "from_pool": "builder",
                                        "pool": "planner", "question": "where?"]
                 try await req.send(Message(body.serialized()))
-                let reply = try JSONValue(parsing: try await req.receive(timeout: .seconds(10))[0].bytes)
-                req.close()
+                return try JSONValue(parsing: try await req.receive(timeout: .seconds(10))[0].bytes)
+            }
+            for requestID in hostile {
+                let reply = try await ask(requestID)
                 #expect(reply["status"]?.stringValue == "error", "request_id \(requestID.debugDescription) was taken")
                 #expect(reply["error"]?.stringValue?.contains("request_id") == true, "\(reply)")
             }
@@ -36,14 +40,7 @@ struct PathSafetyTests {
             #expect(try FileManager.default.contentsOfDirectory(atPath: requests).isEmpty)
             // The node still answers a well-formed question.
             let agent = Task { try await cluster.answerNextQuestion(of: "planner-1", with: "here") }
-            let req = try context.socket(.req)
-            try req.set(.linger(milliseconds: 0))
-            try cluster.dial(req, as: "builder-1", to: "planner-1")
-            try req.connect(cluster.topology.node(named: "planner-1")!.repEndpoint)
-            let body: JSONValue = ["v": 1, "request_id": "r-ok.1", "from_node": "builder-1", "from_pool": "builder", "pool": "planner", "question": "where?"]
-            try await req.send(Message(body.serialized()))
-            let reply = try JSONValue(parsing: try await req.receive(timeout: .seconds(10))[0].bytes)
-            req.close()
+            let reply = try await ask("r-ok.1")
             _ = try await agent.value
             #expect(reply["answer"]?.stringValue == "here")
             await context.shutdown()
