@@ -159,6 +159,15 @@ struct EnvelopeFields {
         return date
     }
 
+    /// The origin's store epoch; absent (or empty) for events of stores older than epochs.
+    func epoch() throws(EnvelopeError) -> String {
+        guard let text = try optionalString("epoch"), !text.isEmpty else { return "" }
+        guard Epoch.isValid(text) else {
+            throw EnvelopeError(.badName, field: "epoch", "field \"epoch\" must be 1-64 bytes of letters, digits and dashes (got \"\(text.prefix(80))\")")
+        }
+        return text
+    }
+
     func seq() throws(EnvelopeError) -> UInt64 {
         try checkSeq(try required("seq"))
     }
@@ -182,10 +191,10 @@ struct EnvelopeFields {
 
 /// The wire envelope of an event: a JSON object (frame 2 of an event message).
 ///
-///     {"v":1,"id":"…","origin":"planner-1","seq":12,"stream":"planner","event_type":"plan_ready",
+///     {"v":1,"id":"…","origin":"planner-1","epoch":"019abc…","seq":12,"stream":"planner","event_type":"plan_ready",
 ///      "timestamp":"2026-11-25T03:40:14.123Z","payload":{…},"correlation_id":"…","target":"builder"}
 ///
-/// `correlation_id` and `target` are left out when absent. Unknown keys are ignored; a `v`
+/// `epoch`, `correlation_id` and `target` are left out when absent. Unknown keys are ignored; a `v`
 /// other than 1 is refused. docs/PROTOCOL.md describes every field.
 public enum EnvelopeCodec {
     /// The envelope version this code writes and reads.
@@ -201,6 +210,11 @@ public enum EnvelopeCodec {
         JSONValue.writeString(event.id, to: &out)
         out.append(ascii: #","origin":"#)
         JSONValue.writeString(event.origin, to: &out)
+        if !event.epoch.isEmpty {
+            out.append(ascii: #","epoch":""#)
+            out.append(contentsOf: event.epoch.utf8)  // [A-Za-z0-9-]: nothing to escape
+            out.append(0x22)
+        }
         out.append(ascii: #","seq":"#)
         JSONValue.writeInteger(Int64(clamping: event.seq), to: &out)
         out.append(ascii: #","stream":"#)
@@ -245,6 +259,7 @@ public enum EnvelopeCodec {
         return Event(
             id: try fields.id("id"),
             origin: try fields.name("origin"),
+            epoch: try fields.epoch(),
             seq: try fields.seq(),
             stream: try fields.name("stream"),
             type: try fields.eventType(),

@@ -10,7 +10,12 @@ public struct Event: Sendable, Hashable {
     public var id: String
     /// The node that emitted the event.
     public var origin: String
-    /// Per-origin sequence number, from 1.
+    /// The origin's store the event was numbered in: made when that store was created, so a
+    /// store that replaces a lost one numbers from 1 again without colliding with the old
+    /// one's events. Empty for events of stores made before epochs existed. Epochs of one
+    /// origin order by when their stores were made (the text sorts that way).
+    public var epoch: String
+    /// Per-origin sequence number within the epoch, from 1.
     public var seq: UInt64
     /// The emitting pool.
     public var stream: String
@@ -28,6 +33,7 @@ public struct Event: Sendable, Hashable {
     public init(
         id: String,
         origin: String,
+        epoch: String = "",
         seq: UInt64,
         stream: String,
         type: EventType,
@@ -38,6 +44,7 @@ public struct Event: Sendable, Hashable {
     ) {
         self.id = id
         self.origin = origin
+        self.epoch = epoch
         self.seq = seq
         self.stream = stream
         self.type = type
@@ -45,6 +52,37 @@ public struct Event: Sendable, Hashable {
         self.payload = payload
         self.correlationID = correlationID
         self.target = target
+    }
+}
+
+/// One numbered line of an origin's events: the origin and the epoch of its store. Order and
+/// "stored once" hold per line (sequence 1, 2, 3, ... with no holes at the origin).
+public struct Line: Sendable, Hashable, Comparable, CustomStringConvertible {
+    public var origin: String
+    public var epoch: String
+
+    public init(_ origin: String, _ epoch: String) {
+        self.origin = origin
+        self.epoch = epoch
+    }
+
+    public static func < (a: Line, b: Line) -> Bool { (a.origin, a.epoch) < (b.origin, b.epoch) }
+
+    public var description: String { epoch.isEmpty ? origin : "\(origin)@\(epoch)" }
+}
+
+extension Event {
+    /// The line this event is numbered in.
+    public var line: Line { Line(origin, epoch) }
+}
+
+/// What an epoch id may hold: 1-64 bytes of [A-Za-z0-9-] (a UUID, as made).
+public enum Epoch {
+    public static func make() -> String { EventID.make() }
+
+    public static func isValid(_ text: String) -> Bool {
+        guard !text.isEmpty, text.utf8.count <= 64 else { return false }
+        return text.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x2D }
     }
 }
 

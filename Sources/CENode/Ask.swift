@@ -117,7 +117,7 @@ extension Node {
                     if let refusal = senderRefusal(object["from_node"]?.stringValue, of: message, what: "\(kind) request") {
                         reply = [Frame(refusal)]
                     } else {
-                        reply = kind == "replay" ? replayReply(object) : [Frame(lastSeenReply(object))]
+                        reply = kind == "replay" ? replayReply(object) : [Frame(linesReply(object))]
                     }
                     try? await router.send(Message([peer, Frame([])] + reply))
                     continue

@@ -21,23 +21,37 @@ public final class CoordinatorService: Sendable {
     /// Serves until cancelled; run it beside `node.run()`.
     public func run() async throws {
         let live = node.events()
+        // A new store is refilled from the pools first (a coordinator whose disk was lost):
+        // its decisions come back with the pools' copies, so none is published twice.
+        let refilling = node.intake.refill.withLock { $0.wanted }
+        if refilling { node.logger.notice("coordinator waits for the refill from the pools before it decides") }
+        let started = ContinuousClock.now
+        await node.waitForRefill()
         // Rebuild from the store: replay every stored event with its own time as the clock.
         // Gates have been open since the first stored event (or since now, on a fresh store).
-        let firstTime = try node.storedEvents(afterRowID: 0, limit: 1).first?.event.timestamp ?? Date()
-        var rebuilt = CoordinatorState(topology: node.topology, now: firstTime)
-        var decided: [Emission] = []
-        var published = Set<String>()
-        var seen = Set<String>()
+        // A refilled store holds the events origin by origin: they go in by their time.
+        var stored: [Event] = []
         var after: Int64 = 0
         while true {
             let page = try node.storedEvents(afterRowID: after, limit: 5000)
             if page.isEmpty { break }
-            for (rowID, event) in page {
-                after = rowID
-                seen.insert(event.id)
-                if event.origin == node.spec.name { published.insert(Self.key(event.type, event.payload, event.correlationID)) }
-                decided += rebuilt.handle(event, now: event.timestamp)
-            }
+            after = page.last!.rowID
+            stored += page.map(\.event)
+        }
+        if refilling { stored.sort { $0.timestamp < $1.timestamp } }
+        var rebuilt = CoordinatorState(topology: node.topology, now: stored.first?.timestamp ?? Date())
+        var decided: [Emission] = []
+        var published = Set<String>()
+        var seen = Set<String>()
+        for event in stored {
+            seen.insert(event.id)
+            if event.origin == node.spec.name { published.insert(Self.key(event.type, event.payload, event.correlationID)) }
+            decided += rebuilt.handle(event, now: event.timestamp)
+        }
+        stored = []
+        if refilling {
+            let d = ContinuousClock.now - started
+            node.logger.notice("coordinator rebuilt from the pools' copies in \(d): \(rebuilt.gates.specs.count) gates, \(rebuilt.conflicts.open.count) open conflicts")
         }
         state.withLock { $0 = rebuilt }
         let missed = decided.filter { !published.contains(Self.key($0.type, $0.payload, $0.correlationID)) }

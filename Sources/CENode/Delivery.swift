@@ -1,9 +1,12 @@
 import CECore
 import Foundation
 
-/// The subscriber's delivery decisions as a value: per origin, a cursor (every event of a
-/// subscribed type with a sequence up to it is stored here), live events held behind a gap,
-/// and whether a replay is under way. It does no I/O and keeps no clock: the node feeds it
+/// The subscriber's delivery decisions as a value: per line (an origin's events in one epoch
+/// of its store), a cursor (every event of a subscribed type with a sequence up to it is
+/// stored here), live events held behind a gap, and whether a replay is under way. Per
+/// origin, the epoch its live events are numbered in: an event or heartbeat of a newer epoch
+/// (the origin's store was replaced) starts a new line from sequence 1 and retires the old
+/// one, whose missing tail only peers that hold it can bring. It does no I/O and keeps no clock: the node feeds it
 /// what arrives (live batches with heartbeats, replay pages) and carries out what it returns
 /// (events to store in this order, origins to replay from, cursors to save). Its tests drive
 /// every ordering of arrivals, losses and replays without processes.
@@ -18,6 +21,7 @@ struct Delivery: Sendable {
     /// What an origin said in a heartbeat: its last sequence, and per type the last sequence.
     struct Beat: Sendable {
         var origin: String
+        var epoch: String = ""
         var seq: UInt64
         var marks: [String: UInt64]?
     }
@@ -42,6 +46,11 @@ struct Delivery: Sendable {
         var again = false
         /// The origin was heard with a sequence below the cursor (said once).
         var regressed = false
+        /// The origin numbers its events in a newer epoch now: nothing more comes live.
+        var retired = false
+        /// The line of this node's own events from an earlier store (refilled from peers):
+        /// every type, not only the subscribed ones.
+        var own = false
     }
 
     /// What to do after a live batch.
@@ -51,10 +60,14 @@ struct Delivery: Sendable {
         var duplicates = 0
         /// Dropped because too much waits behind a gap already; a replay brings them.
         var dropped = 0
-        /// Origins to replay from (a gap, a silent tail).
-        var replayFrom: Set<String> = []
-        /// Origins heard below what this node holds: (origin, heard, cursor).
-        var regressions: [(origin: String, seq: UInt64, cursor: UInt64)] = []
+        /// Lines to replay (a gap, a silent tail, a retired line).
+        var replayFrom: Set<Line> = []
+        /// Lines heard below what this node holds: (line, heard, cursor).
+        var regressions: [(line: Line, seq: UInt64, cursor: UInt64)] = []
+        /// Origins heard in a newer epoch than before: (old line, new line).
+        var newEpochs: [(old: Line, new: Line)] = []
+        /// Events and heartbeats of an epoch older than the origin's current one (ignored).
+        var stale = 0
     }
 
     /// What a track decides by: the subscribed types and how much may wait behind a gap.
@@ -77,9 +90,14 @@ struct Delivery: Sendable {
     }
 
     let rules: Rules
-    var tracks: [String: Track] = [:]
+    var tracks: [Line: Track] = [:]
+    /// Per origin followed: the epoch its live events are numbered in, as far as heard.
+    var current: [String: String] = [:]
+    /// Per origin followed but never heard and held nothing from: the track its first line
+    /// starts with (the catch-up point).
+    var unheard: [String: Track] = [:]
     /// Cursors moved without storing an event (a heartbeat showed nothing was missed).
-    var unsaved: [String: UInt64] = [:]
+    var unsaved: [Line: UInt64] = [:]
 
     init(types: Set<String>?, maxPending: Int = 10_000, maxPendingBytes: Int = 16 << 20) {
         rules = Rules(types: types, maxPending: maxPending, maxPendingBytes: maxPendingBytes)
@@ -95,70 +113,125 @@ struct Delivery: Sendable {
     mutating func receive(_ events: [Held], beats: [Beat] = []) -> Live {
         var live = Live()
         for held in events {
-            let origin = held.event.origin
-            // Changed in place: a copy of the track would copy its pending events per event.
-            guard tracks[origin] != nil else {
-                live.take.append(held)  // an origin outside the topology: no sequence to follow
+            guard let line = liveLine(held.event.origin, held.event.epoch, &live) else {
+                if isFollowed(held.event.origin) { live.stale += 1 } else { live.take.append(held) }  // outside the topology: no sequence to follow
                 continue
             }
-            switch tracks[origin]!.take(held, rules) {
+            // Changed in place: a copy of the track would copy its pending events per event.
+            switch tracks[line]!.take(held, rules) {
             case .accept: live.take.append(held)
             case .duplicate: live.duplicates += 1
-            case .hold: live.replayFrom.insert(origin)
+            case .hold: live.replayFrom.insert(line)
             case .drop:
                 live.dropped += 1
-                live.replayFrom.insert(origin)
+                live.replayFrom.insert(line)
             }
         }
         for beat in beats {
-            guard var track = tracks[beat.origin] else { continue }
-            defer { tracks[beat.origin] = track }
+            guard let line = liveLine(beat.origin, beat.epoch, &live) else {
+                if isFollowed(beat.origin) { live.stale += 1 }
+                continue
+            }
+            var track = tracks[line]!
+            defer { tracks[line] = track }
             guard let cursor = track.cursor else {
                 track.cursor = beat.seq  // catch-up "now": from the origin's next event
-                unsaved[beat.origin] = beat.seq
+                unsaved[line] = beat.seq
                 continue
             }
             if beat.seq < cursor && !track.regressed {
                 track.regressed = true
-                live.regressions.append((beat.origin, beat.seq, cursor))
+                live.regressions.append((line, beat.seq, cursor))
             }
             guard beat.seq > cursor, track.pending.isEmpty, !track.replaying else { continue }
             if let marks = beat.marks, !marks.contains(where: { $0.value > cursor && subscribes($0.key) }) {
                 // Everything after the cursor is of types this node does not take.
                 track.cursor = beat.seq
-                unsaved[beat.origin] = beat.seq
+                unsaved[line] = beat.seq
             } else {
-                live.replayFrom.insert(beat.origin)
+                live.replayFrom.insert(line)
             }
         }
         return live
+    }
+
+    func isFollowed(_ origin: String) -> Bool { current[origin] != nil || unheard[origin] != nil }
+
+    /// The line a live event or heartbeat of `origin` in `epoch` belongs to: the current one,
+    /// a new one (the first contact, or a newer epoch: the old line is retired and its
+    /// tail wanted from peers), or nil (an origin not followed, or an older epoch).
+    mutating func liveLine(_ origin: String, _ epoch: String, _ live: inout Live) -> Line? {
+        let line = Line(origin, epoch)
+        if let now = current[origin] {
+            if epoch == now { return line }
+            if epoch < now { return nil }
+            let old = Line(origin, now)
+            tracks[old]?.retired = true
+            if tracks[old]?.replaying == false { live.replayFrom.insert(old) }
+            if tracks[line] == nil { tracks[line] = Track(cursor: 0) }  // a new store numbers from 1
+            current[origin] = epoch
+            live.newEpochs.append((old, line))
+            return line
+        }
+        guard let first = unheard.removeValue(forKey: origin) else { return nil }
+        tracks[line] = first
+        current[origin] = epoch
+        return line
+    }
+
+    /// Lines peers hold that this node has no track for (a refill, or a line missed while
+    /// away): each starts at 0 and is to be replayed. A line newer than the origin's current
+    /// one becomes current (the old one is retired). Returns the lines added.
+    mutating func adopt(_ lines: [Line], own: String) -> [Line] {
+        var added: [Line] = []
+        for line in lines.sorted() where tracks[line] == nil {
+            var track = Track(cursor: 0)
+            if line.origin == own {
+                track.own = true
+                track.retired = true
+            } else if let now = current[line.origin] {
+                if line.epoch > now {
+                    tracks[Line(line.origin, now)]?.retired = true
+                    current[line.origin] = line.epoch
+                } else {
+                    track.retired = true
+                }
+            } else if unheard.removeValue(forKey: line.origin) != nil {
+                current[line.origin] = line.epoch
+            } else {
+                continue  // an origin this node does not follow
+            }
+            tracks[line] = track
+            added.append(line)
+        }
+        return added
     }
 
     // MARK: Replay
 
     /// Marks a replay from `origin` as wanted; true when none runs yet (start one), false when
     /// one runs (it goes round again before it ends).
-    mutating func startReplay(of origin: String) -> Bool {
-        guard tracks[origin] != nil else { return false }
-        if tracks[origin]!.replaying {
-            tracks[origin]!.again = true
+    mutating func startReplay(of line: Line) -> Bool {
+        guard tracks[line] != nil else { return false }
+        if tracks[line]!.replaying {
+            tracks[line]!.again = true
             return false
         }
-        tracks[origin]!.replaying = true
+        tracks[line]!.replaying = true
         return true
     }
 
     /// Where the next replay request for `origin` starts: after its cursor (and since a time,
     /// on the first page of a catch-up from a time).
-    func replayPoint(of origin: String) -> (after: UInt64, since: Date?) {
-        (tracks[origin]?.cursor ?? 0, tracks[origin]?.since)
+    func replayPoint(of line: Line) -> (after: UInt64, since: Date?) {
+        (tracks[line]?.cursor ?? 0, tracks[line]?.since)
     }
 
     /// A replay page from `origin`: the events to store, in order (those it covers that are
     /// new here, then held live events that no longer wait behind a gap).
-    mutating func takePage(_ page: Page, from origin: String) -> [Held] {
-        guard var track = tracks[origin] else { return [] }
-        defer { tracks[origin] = track }
+    mutating func takePage(_ page: Page, from line: Line) -> [Held] {
+        guard var track = tracks[line] else { return [] }
+        defer { tracks[line] = track }
         var take: [Held] = []
         var cursor = track.cursor ?? 0
         for held in page.events where held.event.seq > cursor && held.event.seq <= page.through {
@@ -185,9 +258,9 @@ struct Delivery: Sendable {
 
     /// After a page was stored: true when another page is needed (the origin has more, a
     /// live event was dropped meanwhile, or live events still wait); false ends the replay.
-    mutating func pageStored(_ page: Page, from origin: String) -> Bool {
-        guard var track = tracks[origin] else { return false }
-        defer { tracks[origin] = track }
+    mutating func pageStored(_ page: Page, from line: Line) -> Bool {
+        guard var track = tracks[line] else { return false }
+        defer { tracks[line] = track }
         let more = page.through < page.lastSeq || track.again || !track.pending.isEmpty
         track.again = false
         if !more { track.replaying = false }
@@ -196,9 +269,9 @@ struct Delivery: Sendable {
 
     /// Gives up on replay from an origin that never answers one: its waiting events, in
     /// sequence order, to be stored as they are.
-    mutating func giveUp(on origin: String) -> [Held] {
-        guard var track = tracks[origin] else { return [] }
-        defer { tracks[origin] = track }
+    mutating func giveUp(on line: Line) -> [Held] {
+        guard var track = tracks[line] else { return [] }
+        defer { tracks[line] = track }
         let cursor = track.cursor ?? 0
         let take = track.pending.sorted { $0.event.seq < $1.event.seq }.filter { $0.event.seq > cursor }
         track.cursor = max(cursor, take.last?.event.seq ?? cursor)
@@ -213,14 +286,14 @@ struct Delivery: Sendable {
 
     /// The cursors to write with events being stored: those of the origins they come from,
     /// and, with them or when `force` (a few seconds passed), the cursors heartbeats moved.
-    mutating func cursorsToSave(for stored: [Held], force: Bool) -> [String: UInt64] {
-        var origins = Set(stored.map(\.event.origin))
+    mutating func cursorsToSave(for stored: [Held], force: Bool) -> [Line: UInt64] {
+        var lines = Set(stored.map(\.event.line))
         if !stored.isEmpty || force {
-            origins.formUnion(unsaved.keys)
+            lines.formUnion(unsaved.keys)
             unsaved.removeAll()
         }
-        var cursors: [String: UInt64] = [:]
-        for origin in origins { if let cursor = tracks[origin]?.cursor { cursors[origin] = cursor } }
+        var cursors: [Line: UInt64] = [:]
+        for line in lines { if let cursor = tracks[line]?.cursor { cursors[line] = cursor } }
         return cursors
     }
 }

@@ -59,8 +59,25 @@ final class Intake: Sendable {
     let turn = AsyncLock()
     /// The types this node subscribes to; nil: all.
     let types: Set<String>?
-    /// Origins to replay from, for the node's replay loop.
-    let replayRequests = BatchQueue<String>()
+    /// Lines to replay, for the node's replay loop.
+    let replayRequests = BatchQueue<Line>()
+    /// What peers said they hold, per line: peer -> through (from the survey).
+    let holders = Mutex<[Line: [String: UInt64]]>([:])
+    /// Refilling a new store from peers: progress for `status` and the log.
+    let refill = Mutex(Refill())
+
+    struct Refill: Sendable {
+        /// False: this store was not new (or refill is off): nothing to refill.
+        var wanted = false
+        var started = ContinuousClock.now
+        /// Peers that answered a survey since the start.
+        var answered: Set<String> = []
+        /// Lines found at peers and taken on.
+        var lines: Set<Line> = []
+        /// Events stored by replay since the start.
+        var events = 0
+        var done = false
+    }
 
     init(types: [EventType]?) {
         self.types = types.map { Set($0.map(\.rawValue)) }
@@ -109,28 +126,41 @@ final class AsyncLock: Sendable {
 }
 
 extension Node {
-    /// Cursors from the store; origins it has none for start at the catch-up point.
+    /// Cursors from the store, per line; an origin's newest epoch held is its current one.
+    /// Origins it holds nothing from start at the catch-up point.
     func loadCursors() throws {
-        let saved = try store.cursors()
-        let stored = try store.origins()
-        var tracks: [String: Delivery.Track] = [:]
-        for peer in topology.peers(of: spec.name) {
-            var track = Delivery.Track()
-            if let cursor = saved[peer.name] ?? stored[peer.name] {
-                track.cursor = cursor
-            } else {
-                switch options.catchUp {
-                case .beginning: track.cursor = 0
-                case .now: track.cursor = nil
-                case .sequence(let seq): track.cursor = seq
-                case .time(let date):
-                    track.cursor = 0
-                    track.since = date
-                }
-            }
-            tracks[peer.name] = track
+        var held = try store.lines()
+        for (line, cursor) in try store.cursors() { held[line] = cursor }  // saved cursors first
+        var delivery = intake.state.withLock { $0 }
+        delivery.tracks = [:]
+        delivery.current = [:]
+        delivery.unheard = [:]
+        for (line, cursor) in held {
+            let own = line.origin == spec.name
+            if own && line.epoch == store.epoch { continue }  // this node's own line: it numbers it
+            guard own || topology.node(named: line.origin).map({ $0.name != spec.name }) == true else { continue }
+            var track = Delivery.Track(cursor: cursor)
+            track.own = own
+            track.retired = own
+            delivery.tracks[line] = track
+            if !own, line.epoch >= delivery.current[line.origin] ?? line.epoch { delivery.current[line.origin] = line.epoch }
         }
-        intake.state.withLock { $0.tracks = tracks }
+        for (line, _) in delivery.tracks where !line.origin.isEmpty && line.origin != spec.name && delivery.current[line.origin] != line.epoch {
+            delivery.tracks[line]!.retired = true
+        }
+        for peer in topology.peers(of: spec.name) where delivery.current[peer.name] == nil {
+            var track = Delivery.Track()
+            switch options.catchUp {
+            case .beginning: track.cursor = 0
+            case .now: track.cursor = nil
+            case .sequence(let seq): track.cursor = seq
+            case .time(let date):
+                track.cursor = 0
+                track.since = date
+            }
+            delivery.unheard[peer.name] = track
+        }
+        intake.state.withLock { $0 = delivery }
     }
 
     /// A batch from the SUB socket of one peer: heartbeats, then events in the order they
@@ -142,7 +172,7 @@ extension Node {
             for message in batch {
                 if message.count == 2, message[0].bytes.starts(with: Array("_hb/".utf8)) {
                     if let beat = heard(heartbeat: message, from: peer) {
-                        heartbeats.append(Delivery.Beat(origin: beat.origin, seq: beat.seq, marks: beat.marks))
+                        heartbeats.append(Delivery.Beat(origin: beat.origin, epoch: beat.epoch, seq: beat.seq, marks: beat.marks))
                     }
                     continue
                 }
@@ -176,18 +206,19 @@ extension Node {
             }
             metrics.duplicates.increment(by: live.duplicates)
             metrics.pendingDropped.increment(by: live.dropped)
-            let regressions = live.regressions
-            let accepted = live.take
-            let wanted = live.replayFrom
-            for (origin, seq, cursor) in regressions {
+            for (line, seq, cursor) in live.regressions {
                 logger.error("""
-                    \(origin) says its last sequence is \(seq), but this node holds its events up to \(cursor): \
-                    its store was replaced while no peer could tell it where it was; its events \(seq + 1)...\(cursor) \
+                    \(line.origin) says its last sequence in epoch \(line.epoch) is \(seq), but this node holds its events \
+                    up to \(cursor): its store went back to an older copy of the same epoch; its events \(seq + 1)...\(cursor) \
                     will be refused here as already held
                     """)
             }
-            try await storeAndHandOver(accepted, feed: feed)
-            for origin in wanted { startReplay(of: origin, feed: feed) }
+            for (old, new) in live.newEpochs {
+                logger.notice("\(new.origin) numbers its events in a new epoch \(new.epoch) (its store was replaced): taking them from sequence 1; its epoch \(old.epoch.isEmpty ? "(none)" : old.epoch) is kept, held here up to \(intake.state.withLock { $0.tracks[old]?.cursor ?? 0 })")
+            }
+            if live.stale > 0 { metrics.duplicates.increment(by: live.stale) }
+            try await storeAndHandOver(live.take, feed: feed)
+            for line in live.replayFrom { startReplay(of: line) }
         }
     }
 
@@ -235,114 +266,172 @@ extension Node {
         metrics.stored(zip(held, fresh).lazy.filter(\.1).map(\.0.event))
     }
 
-    /// Starts the replay loop for an origin, or tells the running one to go round again.
-    func startReplay(of origin: String, feed: Socket) {
-        let start = intake.state.withLock { $0.startReplay(of: origin) }
+    /// Starts the replay loop for a line, or tells the running one to go round again.
+    func startReplay(of line: Line) {
+        let start = intake.state.withLock { $0.startReplay(of: line) }
         if start { state.withLock { $0.counters.replays += 1 } }
-        if start { intake.replayRequests.put(origin) }
+        if start { intake.replayRequests.put(line) }
     }
 
-    /// Runs a replay loop per origin that needs one, as child tasks: they end with the node.
+    /// Runs a replay loop per line that needs one, as child tasks: they end with the node.
     func replaySupervisor(feed: Socket) async {
         await withTaskGroup(of: Void.self) { group in
-            while let origins = await intake.replayRequests.take() {
-                for origin in origins {
-                    guard let peer = topology.node(named: origin) else { continue }
-                    group.addTask { await self.replayLoop(peer, feed: feed) }
-                }
+            while let lines = await intake.replayRequests.take() {
+                for line in lines { group.addTask { await self.replayLoop(line, feed: feed) } }
             }
             group.cancelAll()
         }
     }
 
-    /// Fetches pages from the origin until this node has everything up to the origin's last
-    /// sequence and no live event waits behind a gap. Retries while the origin is away.
-    func replayLoop(_ origin: NodeSpec, feed: Socket) async {
+    /// Whether an origin's heartbeats arrive (heard within three intervals).
+    func isUp(_ name: String) -> Bool {
+        guard let heard = peerHeartbeats[name] else { return false }
+        return Date().timeIntervalSince(heard) < Double(topology.settings.heartbeatMilliseconds) * 3 / 1000
+    }
+
+    /// The peers that can relay a line's events to this node: they follow its origin and
+    /// subscribe to every type this node asks for (all types, for this node's own line).
+    /// Those known to hold the most come first.
+    func relays(for line: Line, types: Set<String>?) -> [NodeSpec] {
+        let holders = intake.holders.withLock { $0[line] ?? [:] }
+        let candidates = topology.peers(of: spec.name).filter { peer in
+            guard peer.name != line.origin else { return false }
+            guard let theirs = Self.subscribedTypes(pool: peer.pool, topology: topology).map({ Set($0.map(\.rawValue)) }) else { return true }
+            guard let types else { return false }
+            return types.isSubset(of: theirs)
+        }
+        return candidates.sorted { (holders[$0.name] ?? 0, $1.name) > (holders[$1.name] ?? 0, $0.name) }
+    }
+
+    /// Fetches pages until this node has everything the sources hold and no live event waits
+    /// behind a gap. The origin serves its current line; while it is down (or the line is an
+    /// older epoch, or this node's own), peers that hold the line relay it. A current line
+    /// whose sources all fail is retried while the origin is away; an older line ends once
+    /// every peer reachable was asked.
+    func replayLoop(_ line: Line, feed: Socket) async {
         var backoff = Duration.milliseconds(100)
         var failures = 0
         let timeout = Duration.milliseconds(max(1000, topology.settings.askTimeoutMilliseconds))
+        let types = intake.state.withLock { $0.tracks[line]?.own == true } ? nil : intake.types.map { $0.sorted() }
         /// The next page, asked for while the one before was being stored.
-        var ahead: Replay.Reply?
+        var ahead: (reply: Replay.Reply, source: NodeSpec)?
         while !Task.isCancelled {
-            let (after, since) = intake.state.withLock { $0.replayPoint(of: origin.name) }
-            let request = Replay.Request(
-                origin: origin.name, after: after, types: intake.types.map { $0.sorted() }, since: since, fromNode: spec.name)
-            let reply: Replay.Reply
-            do {
-                if let prefetched = ahead {
-                    reply = prefetched
-                    ahead = nil
-                } else {
+            let (after, since, retired) = intake.state.withLock { d in
+                let point = d.replayPoint(of: line)
+                return (point.after, point.since, d.tracks[line]?.retired ?? true)
+            }
+            let request = Replay.Request(line: line, after: after, types: types, since: since, fromNode: spec.name)
+            var sources: [NodeSpec] = []
+            if !retired, let origin = topology.node(named: line.origin) { sources.append(origin) }
+            let relays = relays(for: line, types: types.map(Set.init))
+            // While the origin is down, ask those that hold its events first.
+            if !retired && !isUp(line.origin) { sources = relays + sources } else { sources += relays }
+            var got: (reply: Replay.Reply, source: NodeSpec)?
+            var reasons: [String] = []
+            if let prefetched = ahead {
+                got = prefetched
+                ahead = nil
+            } else {
+                for source in sources {
                     state.withLock { $0.counters.replayRequests += 1 }
                     metrics.replayRequestsMade.increment()
-                    reply = try await fetchReplay(from: origin, request, timeout: timeout)
+                    do {
+                        let reply = try await fetchReplay(from: source, request, timeout: timeout)
+                        // A relay that holds nothing past this node's cursor: try the next one.
+                        if source.name != line.origin && reply.through <= after && reply.events.isEmpty {
+                            reasons.append("\(source.name) holds nothing after \(after)")
+                            continue
+                        }
+                        got = (reply, source)
+                        break
+                    } catch {
+                        if Task.isCancelled { return }
+                        reasons.append("\(source.name): \(error)")
+                    }
                 }
-                failures = 0
-                backoff = .milliseconds(100)
-            } catch {
-                if Task.isCancelled { return }
+            }
+            guard let (reply, source) = got else {
                 failures += 1
+                if retired || topology.node(named: line.origin) == nil {
+                    // An older epoch: no origin to wait for. What is held behind a gap is taken as it is.
+                    let taken = (try? await intake.turn.run { try await self.takeWithoutReplay(line, feed: feed) }) ?? 0
+                    if taken > 0 {
+                        logger.notice("replay of \(line) ended with no peer holding more (\(reasons.joined(separator: "; "))): took \(taken) waiting events as they came")
+                    }
+                    return
+                }
                 if failures == 1 || failures % 20 == 0 {
-                    logger.notice("replay from \(origin.name) failed (\(failures) times so far), retrying: \(error)")
+                    logger.notice("replay of \(line) failed (\(failures) times so far), retrying: \(reasons.joined(separator: "; "))")
                 }
                 // An origin that is alive (its heartbeats arrive) but never answers a replay
                 // (a publisher of another make, a replay port that is wrong): take its events
                 // as they come rather than hold them forever.
-                let interval = Double(topology.settings.heartbeatMilliseconds) / 1000
-                if failures >= 5, let heard = peerHeartbeats[origin.name], Date().timeIntervalSince(heard) < interval * 3 {
+                if failures >= 5 && isUp(line.origin) {
                     do {
-                        let taken = try await intake.turn.run { try await self.takeWithoutReplay(from: origin.name, feed: feed) }
-                        logger.warning("\(origin.name) is alive but answers no replay (\(error)): took \(taken) waiting events as they came; events it published in gaps before them may be missing here")
+                        let taken = try await intake.turn.run { try await self.takeWithoutReplay(line, feed: feed) }
+                        logger.warning("\(line.origin) is alive but answers no replay (\(reasons.joined(separator: "; "))): took \(taken) waiting events as they came; events it published in gaps before them may be missing here")
                         return
                     } catch {
-                        logger.error("storing \(origin.name)'s waiting events failed: \(error)")
+                        logger.error("storing \(line.origin)'s waiting events failed: \(error)")
                     }
                 }
                 try? await Task.sleep(for: backoff)
                 backoff = min(backoff * 2, .seconds(2))
                 continue
             }
+            failures = 0
+            backoff = .milliseconds(100)
             let more: Bool
             do {
                 if reply.through < reply.lastSeq {
                     // Pipelined: the page after this one travels while this one is stored. It
                     // starts at this page's end; whatever the store step moves the cursor past
                     // is filtered out when it is taken.
-                    let next = Replay.Request(
-                        origin: origin.name, after: reply.through, types: intake.types.map { $0.sorted() }, since: nil, fromNode: spec.name)
+                    let next = Replay.Request(line: line, after: reply.through, types: types, since: nil, fromNode: spec.name)
                     state.withLock { $0.counters.replayRequests += 1 }
                     metrics.replayRequestsMade.increment()
-                    async let prefetch = try? fetchReplay(from: origin, next, timeout: timeout)
-                    more = try await intake.turn.run { try await self.takeReplayed(reply, from: origin.name, feed: feed) }
-                    ahead = more ? await prefetch : nil
+                    async let prefetch = try? fetchReplay(from: source, next, timeout: timeout)
+                    more = try await intake.turn.run { try await self.takeReplayed(reply, line, feed: feed) }
+                    ahead = more ? await prefetch.map { ($0, source) } : nil
                 } else {
-                    more = try await intake.turn.run { try await self.takeReplayed(reply, from: origin.name, feed: feed) }
+                    more = try await intake.turn.run { try await self.takeReplayed(reply, line, feed: feed) }
                 }
             } catch {
                 if Task.isCancelled { return }
-                logger.error("storing replayed events of \(origin.name) failed, retrying: \(error)")
+                logger.error("storing replayed events of \(line) failed, retrying: \(error)")
                 try? await Task.sleep(for: backoff)
                 continue
             }
-            if !more { return }
+            if !more {
+                // A relay may hold less than another: an older line goes round the peers again
+                // (those with nothing past the cursor are passed over) until none has more.
+                guard retired else { return }
+                let again = intake.state.withLock { d -> Bool in
+                    guard d.tracks[line] != nil else { return false }
+                    d.tracks[line]!.replaying = true
+                    return true
+                }
+                if !again { return }
+            }
         }
     }
 
     /// Stores a replay page and whatever live events it unblocks; true if another page is needed.
-    private func takeReplayed(_ reply: Replay.Reply, from origin: String, feed: Socket) async throws -> Bool {
+    private func takeReplayed(_ reply: Replay.Reply, _ line: Line, feed: Socket) async throws -> Bool {
         let page = Delivery.Page(
             lastSeq: reply.lastSeq, through: reply.through,
             events: reply.events.map { Intake.Held(event: $0.0, envelope: $0.1, marks: nil) })
-        let accepted = intake.state.withLock { $0.takePage(page, from: origin) }
+        let accepted = intake.state.withLock { $0.takePage(page, from: line) }
         state.withLock { $0.counters.replayedIn += reply.events.count }
         metrics.replayedIn.increment(by: reply.events.count)
         try await storeAndHandOver(accepted, feed: feed)
-        return intake.state.withLock { $0.pageStored(page, from: origin) }
+        intake.refill.withLock { r in if r.wanted && !r.done { r.events += accepted.count } }
+        return intake.state.withLock { $0.pageStored(page, from: line) }
     }
 
-    /// Gives up on replay from an origin: its waiting events are stored in sequence order.
-    private func takeWithoutReplay(from origin: String, feed: Socket) async throws -> Int {
-        let accepted = intake.state.withLock { $0.giveUp(on: origin) }
+    /// Gives up on replay of a line: its waiting events are stored in sequence order.
+    private func takeWithoutReplay(_ line: Line, feed: Socket) async throws -> Int {
+        let accepted = intake.state.withLock { $0.giveUp(on: line) }
         try await storeAndHandOver(accepted, feed: feed)
         return accepted.count
     }

@@ -30,6 +30,11 @@ public final class Node: Sendable {
         /// False: plain PUB/SUB without sequence tracking or replay (events missed while a
         /// peer is away stay missed). For measuring what the guarantees cost.
         public var replay = true
+        /// A store that fails its integrity check is moved aside (kept, named with the time)
+        /// and a new one is made; a new store is refilled from the peers (every event of the
+        /// subscribed types from every origin, and this node's own earlier events). False:
+        /// a damaged store stops the start, as for an operator who wants to inspect it first.
+        public var refill = true
         /// Where the node's metrics go (docs/METRICS.md); nil: the process's bootstrapped
         /// metrics system (a no-op one unless the program bootstrapped it).
         public var metricsFactory: (any MetricsFactory)?
@@ -72,6 +77,8 @@ public final class Node: Sendable {
     let nextResponder = Atomic<UInt64>(0)
     /// Counters and histograms, resolved once (NodeMetrics.swift).
     public let metrics: NodeMetrics
+    /// Who waits for the refill of a new store to end (the coordinator, before it rebuilds).
+    let refillWaiters = Mutex<(done: Bool, list: [CheckedContinuation<Void, Never>])>((false, []))
 
     struct PendingEmit: Sendable {
         var type: EventType
@@ -106,6 +113,7 @@ public final class Node: Sendable {
     struct Peer: Sendable {
         var pool: String
         var lastSeen: Date
+        var epoch: String
         var lastSeq: UInt64
     }
 
@@ -161,7 +169,7 @@ public final class Node: Sendable {
         self.options = options
         self.logger = options.logger
         self.security = try NodeSecurity(topology: options.topology, node: spec, dataDirectory: options.dataDirectory)
-        self.store = try EventStore(directory: options.dataDirectory, durability: options.durability)
+        self.store = try Self.openStore(options, spec: spec)
         // The store and the control socket live here: the node's user alone may enter.
         guard chmod(options.dataDirectory, 0o700) == 0 else {
             throw NodeError("cannot make the data folder \(options.dataDirectory) private (chmod 0700): \(String(cString: strerror(errno)))")
@@ -170,7 +178,9 @@ public final class Node: Sendable {
         var settings = Context.Settings()
         settings.linger = 1000
         self.context = try Context(settings)
-        self.state = Mutex(State(lastSeq: try store.maxSeq(origin: spec.name), marks: try store.lastSeqByType(origin: spec.name)))
+        self.state = Mutex(State(
+            lastSeq: try store.maxSeq(origin: spec.name, epoch: store.epoch),
+            marks: try store.lastSeqByType(origin: spec.name, epoch: store.epoch)))
         self.eventFolder = try options.workspace.map { try EventFolder(workspace: $0) }
         self.intake = Intake(types: Self.subscribedTypes(pool: spec.pool, topology: options.topology))
         let metrics = NodeMetrics(
@@ -181,7 +191,60 @@ public final class Node: Sendable {
             metrics.commitBatch.record(events)
             metrics.commitDuration.recordNanoseconds(nanoseconds)
         }
-        if options.replay { try loadCursors() }
+        if options.replay {
+            try loadCursors()
+            let wanted = store.isNew && options.refill && options.catchUp == .beginning && !topology.peers(of: spec.name).isEmpty
+            intake.refill.withLock { $0.wanted = wanted }
+            if wanted { logger.notice("the store \(store.path) is new (epoch \(store.epoch)): refilling it from the peers") }
+        }
+        if !intake.refill.withLock({ $0.wanted }) { refillFinished() }
+    }
+
+    /// Opens the store; one that fails its integrity check is moved aside (never deleted)
+    /// and a new one made in its place, unless `refill` is off.
+    static func openStore(_ options: Options, spec: NodeSpec) throws -> EventStore {
+        do {
+            return try EventStore(directory: options.dataDirectory, durability: options.durability)
+        } catch let error as StoreError where error.damaged {
+            guard options.refill else {
+                throw NodeError("\(error)\n(--no-refill: the store is left as it is for inspection; move it aside, or start without --no-refill to have it moved aside and refilled from the peers)")
+            }
+            let stamp = Timestamp.format(Date()).replacingOccurrences(of: ":", with: "")
+            let path = options.dataDirectory + "/events.sqlite"
+            let aside = path + ".damaged-" + stamp
+            for suffix in ["", "-wal", "-shm"] where FileManager.default.fileExists(atPath: path + suffix) {
+                do {
+                    try FileManager.default.moveItem(atPath: path + suffix, toPath: aside + suffix)
+                } catch {
+                    throw NodeError("\(error)\nand moving it aside to \(aside + suffix) failed: \(error)")
+                }
+            }
+            var logger = options.logger
+            logger[metadataKey: "ce.node"] = .string(spec.name)
+            logger.error("the store failed to open (\(error.message)): moved it aside to \(aside) and starting a new one, to be refilled from the peers")
+            return try EventStore(directory: options.dataDirectory, durability: options.durability)
+        }
+    }
+
+    /// Calls the waiters of ``waitForRefill()`` (once).
+    func refillFinished() {
+        let waiters = refillWaiters.withLock { w -> [CheckedContinuation<Void, Never>] in
+            defer { w.done = true; w.list = [] }
+            return w.done ? [] : w.list
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Returns once a new store's refill from the peers is done (at once when there is none).
+    public func waitForRefill() async {
+        await withCheckedContinuation { continuation in
+            let now = refillWaiters.withLock { w -> Bool in
+                if w.done { return true }
+                w.list.append(continuation)
+                return false
+            }
+            if now { continuation.resume() }
+        }
     }
 
     private func folderLoop() async throws {
@@ -260,6 +323,7 @@ public final class Node: Sendable {
                 group.addTask { try await self.heartbeatLoop(pub: sockets.pub); return "heartbeat" }
                 group.addTask { try await self.folderLoop(); return "event folder" }
                 group.addTask { await self.replaySupervisor(feed: sockets.feed); return "replay requests" }
+                if options.replay { group.addTask { try await self.surveyLoop(); return "survey" } }
                 // Loops end by cancellation (the node stops) or by an error (it stops with it);
                 // one that returns on its own is a fault worth a log line, not a reason to stop.
                 do {
@@ -410,7 +474,9 @@ public final class Node: Sendable {
     /// coordinator decides, which concerns every pool.
     public static func subscribedTypes(pool: String, topology: Topology) -> [EventType]? {
         guard let types = topology.subscriptions(forPool: pool) else { return nil }
-        let coordinatorTypes: [EventType] = [.gatePassed, .gateTimedOut, .gateRejected, .resolutionNeeded, .conflictClosed]
+        // Every decision of the coordinator goes to every node: pools act on them, and a
+        // coordinator that loses its store is rebuilt from any pool's copies.
+        let coordinatorTypes: [EventType] = [.gatePassed, .gateTimedOut, .gateRejected, .resolutionNeeded, .conflictClosed, .poolUp, .poolDown]
         return types + coordinatorTypes.filter { !types.contains($0) }
     }
 
@@ -467,8 +533,6 @@ public final class Node: Sendable {
     /// Takes every emit queued so far, stamps and stores them in one transaction, publishes
     /// them in sequence order, then answers the callers.
     private func emitLoop(pub: Socket, feed: Socket) async throws {
-        // Before numbering the first event of a store that has none of ours (emits queue meanwhile).
-        await recoverSequence(timeout: .milliseconds(1500))
         while let batch = await emits.take() {
             var events: [Event] = []
             var records: [StoredEvent] = []
@@ -503,7 +567,7 @@ public final class Node: Sendable {
                     batchIDs[id] = events.count
                 }
                 let event = Event(
-                    id: pending.id ?? EventID.make(now: now), origin: spec.name, seq: first, stream: pending.stream,
+                    id: pending.id ?? EventID.make(now: now), origin: spec.name, epoch: store.epoch, seq: first, stream: pending.stream,
                     type: pending.type, timestamp: now, payload: pending.payload,
                     correlationID: pending.correlationID, target: pending.target)
                 first += 1
@@ -594,7 +658,7 @@ public final class Node: Sendable {
         logger.warning("rejected a message: \(reason)")
     }
 
-    func heard(heartbeat message: Message, from sender: String) -> (origin: String, seq: UInt64, marks: [String: UInt64]?)? {
+    func heard(heartbeat message: Message, from sender: String) -> (origin: String, epoch: String, seq: UInt64, marks: [String: UInt64]?)? {
         guard let body = try? JSONValue(parsing: message[1].bytes), let origin = body["origin"]?.stringValue else {
             reject("malformed heartbeat", .heartbeat)
             return nil
@@ -603,12 +667,17 @@ public final class Node: Sendable {
             forged("heartbeat", claimed: origin, sender: sender)
             return nil
         }
+        let epoch = body["epoch"]?.stringValue ?? ""
+        guard epoch.isEmpty || Epoch.isValid(epoch) else {
+            reject("heartbeat with a malformed epoch", .heartbeat)
+            return nil
+        }
         let peer = Peer(
-            pool: body["pool"]?.stringValue ?? "?", lastSeen: Date(),
+            pool: body["pool"]?.stringValue ?? "?", lastSeen: Date(), epoch: epoch,
             lastSeq: UInt64(max(0, body["seq"]?.intValue ?? 0)))
         state.withLock { $0.peers[origin] = peer }
         let marks = body["marks"].flatMap(Self.marks(from:))
-        return (origin, peer.lastSeq, marks)
+        return (origin, epoch, peer.lastSeq, marks)
     }
 
     private func heartbeatLoop(pub: Socket) async throws {
@@ -623,7 +692,7 @@ public final class Node: Sendable {
             try await publishing.run {
                 let (seq, marks) = state.withLock { ($0.lastSeq, $0.marks) }
                 let body: JSONValue = [
-                    "origin": .string(spec.name), "pool": .string(spec.pool), "seq": .number(Double(seq)),
+                    "origin": .string(spec.name), "pool": .string(spec.pool), "epoch": .string(store.epoch), "seq": .number(Double(seq)),
                     "marks": Self.marksValue(marks),
                     "timestamp": .string(Timestamp.format(Date())),
                 ]
@@ -686,7 +755,7 @@ public final class Node: Sendable {
     /// The node's state as JSON: peers, subscriptions, counters, endpoints.
     public func status() -> JSONValue {
         let (counters, peers, lastSeq) = state.withLock { ($0.counters, $0.peers, $0.lastSeq) }
-        let tracks = intake.state.withLock { $0.tracks }
+        let delivery = intake.state.withLock { $0 }
         let now = Date()
         let staleAfter = Double(topology.settings.heartbeatMilliseconds) * 3 / 1000
         let peerList: [JSONValue] = topology.peers(of: spec.name).map { node in
@@ -696,21 +765,39 @@ public final class Node: Sendable {
                 let age = now.timeIntervalSince(heard.lastSeen)
                 object["last_heard_ms"] = .number((age * 1000).rounded())
                 object["last_seq"] = .number(Double(heard.lastSeq))
+                object["epoch"] = .string(heard.epoch)
                 object["up"] = .bool(age < staleAfter)
             } else {
                 object["up"] = false
             }
-            if let track = tracks[node.name] {
+            if let epoch = delivery.current[node.name], let track = delivery.tracks[Line(node.name, epoch)] {
                 object["cursor"] = track.cursor.map { .number(Double($0)) } ?? .null
                 object["waiting"] = .number(Double(track.pending.count))
                 object["replaying"] = .bool(track.replaying)
             }
             return .object(object)
         }
+        // Every line held here (an origin's events in one epoch), and how far the peers that
+        // answered the last survey hold it.
+        let holders = intake.holders.withLock { $0 }
+        var lineList: [JSONValue] = [["origin": .string(spec.name), "epoch": .string(store.epoch), "through": .number(Double(lastSeq)), "current": true]]
+        for (line, track) in delivery.tracks.sorted(by: { $0.key < $1.key }) {
+            var object: [String: JSONValue] = [
+                "origin": .string(line.origin), "epoch": .string(line.epoch), "through": track.cursor.map { .number(Double($0)) } ?? .null,
+                "current": .bool(delivery.current[line.origin] == line.epoch), "replaying": .bool(track.replaying),
+            ]
+            if let byPeer = holders[line] { object["held_by"] = .object(byPeer.mapValues { .number(Double($0)) }) }
+            lineList.append(.object(object))
+        }
+        let r = intake.refill.withLock { $0 }
+        let refillStatus: JSONValue = r.wanted ? [
+            "done": .bool(r.done), "events": .number(Double(r.events)), "lines": .number(Double(r.lines.count)),
+            "peers_answered": .number(Double(r.answered.count)),
+        ] : .null
         let subscriptions: JSONValue = topology.subscriptions(forPool: spec.pool).map { .array($0.map { .string($0.rawValue) }) } ?? "all"
         return [
-            "node": .string(spec.name), "pool": .string(spec.pool), "last_seq": .number(Double(lastSeq)),
-            "subscriptions": subscriptions, "peers": .array(peerList),
+            "node": .string(spec.name), "pool": .string(spec.pool), "epoch": .string(store.epoch), "last_seq": .number(Double(lastSeq)),
+            "subscriptions": subscriptions, "peers": .array(peerList), "lines": .array(lineList), "refill": refillStatus,
             "counters": [
                 "emitted": .number(Double(counters.emitted)), "received": .number(Double(counters.received)),
                 "duplicates": .number(Double(counters.duplicates)), "rejected": .number(Double(counters.rejected)),

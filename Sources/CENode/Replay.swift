@@ -3,15 +3,19 @@ import CEStore
 import Foundation
 import ZeroMQ
 
-/// Replay: a subscriber that missed events (a gap in an origin's sequence, a silent tail, a
-/// restart, a late start) asks the origin for them. The origin answers from its store.
+/// Replay: a subscriber that missed events of a line (an origin's events in one epoch: a gap,
+/// a silent tail, a restart, a late start, a refill) asks the origin for them, or, while the
+/// origin is down or the epoch is an older one, a peer that holds them (a relay). Each
+/// answers from its store.
 ///
-/// Request (one frame, JSON): `{"v":1, "kind":"replay", "origin":O, "after":SEQ,
-/// "types":[...] or absent for all, "since":TIMESTAMP (optional), "limit":N, "from_node":X}`.
-/// Reply: a JSON header frame `{"v":1, "status":"ok", "origin":O, "last_seq":L,
-/// "through":T, "count":K}` then K envelope frames, in sequence order. Every event of the
-/// requested types with `after < seq <= through` is in the reply; `through == last_seq`
-/// means the subscriber has caught up with the origin as of the reply.
+/// Request (one frame, JSON): `{"v":1, "kind":"replay", "origin":O, "epoch":E, "after":SEQ,
+/// "types":[...] or absent for all, "since":TIMESTAMP (optional), "limit":N, "from_node":X}`
+/// (no `epoch`: the origin's current one). Reply: a JSON header frame `{"v":1, "status":"ok",
+/// "origin":O, "epoch":E, "answered_by":P, "last_seq":L, "through":T, "count":K}` then K
+/// envelope frames, in sequence order. Every event of the requested types with
+/// `after < seq <= through` is in the reply; `last_seq` is the last sequence the answerer
+/// holds the line through (the origin: its last sequence), so `through == last_seq` means
+/// the subscriber holds what the answerer holds.
 enum Replay {
     /// The most events one reply carries; a subscriber further behind asks again.
     static let pageEvents = 1000
@@ -20,6 +24,8 @@ enum Replay {
 
     struct Request: Sendable {
         var origin: String
+        /// nil: the origin's current epoch (a request from a node older than epochs).
+        var epoch: String?
         var after: UInt64
         var types: [String]?
         var since: Date?
@@ -31,13 +37,15 @@ enum Replay {
                 "v": .number(Double(Wire.version)), "kind": "replay", "origin": .string(origin),
                 "after": .number(Double(after)), "limit": .number(Double(limit)), "from_node": .string(fromNode),
             ]
+            if let epoch { object["epoch"] = .string(epoch) }
             if let types { object["types"] = .array(types.map(JSONValue.string)) }
             if let since { object["since"] = .string(Timestamp.format(since)) }
             return .object(object)
         }
 
-        init(origin: String, after: UInt64, types: [String]?, since: Date?, limit: Int = Replay.pageEvents, fromNode: String) {
-            self.origin = origin
+        init(line: Line, after: UInt64, types: [String]?, since: Date?, limit: Int = Replay.pageEvents, fromNode: String) {
+            self.origin = line.origin
+            self.epoch = line.epoch
             self.after = after
             self.types = types
             self.since = since
@@ -47,6 +55,12 @@ enum Replay {
 
         init(_ object: [String: JSONValue]) throws(WireError) {
             origin = try Wire.string(object, "origin", what: "replay request")
+            if let value = object["epoch"] {
+                guard case .string(let text) = value, text.isEmpty || Epoch.isValid(text) else {
+                    throw WireError("replay request field \"epoch\" must be an epoch id (letters, digits and dashes, at most 64)")
+                }
+                epoch = text
+            }
             guard case .number(let after)? = object["after"], after >= 0, after < 9e15, after == after.rounded() else {
                 throw WireError("replay request field \"after\" must be a sequence number (a whole number >= 0)")
             }
@@ -81,7 +95,9 @@ enum Replay {
 }
 
 extension Node {
-    /// Answers a replay request from this node's store: only this node's own events.
+    /// Answers a replay request from this node's store: this node's own current line, or, as
+    /// a relay, a line it holds through its cursor (every event of the types it subscribes
+    /// to up to the cursor is stored here), when it subscribes to every type asked for.
     func replayReply(_ object: [String: JSONValue]) -> [Frame] {
         let request: Replay.Request
         do {
@@ -90,13 +106,29 @@ extension Node {
             reject("\(error)", .request)
             return [Frame(Wire.errorReply(requestID: nil, answeredBy: spec.name, error: "\(error)"))]
         }
-        guard request.origin == spec.name else {
-            return [Frame(Wire.errorReply(requestID: nil, answeredBy: spec.name, error: "\(spec.name) replays its own events only, not \(request.origin)'s"))]
+        let refuse = { (why: String) in [Frame(Wire.errorReply(requestID: nil, answeredBy: self.spec.name, error: why))] }
+        let epoch = request.epoch ?? (request.origin == spec.name ? store.epoch : "")
+        let line = Line(request.origin, epoch)
+        let last: UInt64
+        if line == Line(spec.name, store.epoch) {
+            // Everything up to the last sequence is stored: the emit loop moves it after the write.
+            last = state.withLock { $0.lastSeq }
+        } else {
+            guard let cursor = intake.state.withLock({ $0.tracks[line]?.cursor }) else {
+                return refuse("\(spec.name) holds no events of \(line)\(request.origin == spec.name ? " (its store's epoch is \(store.epoch))" : "")")
+            }
+            let own = intake.state.withLock { $0.tracks[line]?.own == true }
+            if !own, let mine = intake.types {
+                guard let asked = request.types, Set(asked).isSubset(of: mine) else {
+                    let missing = request.types.map { Set($0).subtracting(mine).sorted().joined(separator: ", ") } ?? "every type"
+                    return refuse("\(spec.name) does not subscribe to \(missing), so it cannot relay all of \(line)'s events asked for")
+                }
+            }
+            last = cursor
         }
-        // Everything up to the last sequence is stored: the emit loop moves it after the write.
-        let last = state.withLock { $0.lastSeq }
         var query = EventQuery()
-        query.origin = spec.name
+        query.origin = line.origin
+        query.epoch = line.epoch
         query.afterSeq = request.after
         query.throughSeq = last
         query.types = request.types
@@ -106,7 +138,7 @@ extension Node {
         let stored: [StoredEvent]
         do { stored = try store.events(query) } catch {
             logger.error("replay for \(request.fromNode) failed: \(error)")
-            return [Frame(Wire.errorReply(requestID: nil, answeredBy: spec.name, error: "\(error)"))]
+            return refuse("\(error)")
         }
         var frames: [Frame] = []
         var bytes = 0
@@ -124,41 +156,52 @@ extension Node {
         metrics.replayRequestsServed.increment()
         metrics.replayedOut.increment(by: frames.count)
         let header: JSONValue = [
-            "v": .number(Double(Wire.version)), "status": "ok", "origin": .string(spec.name),
+            "v": .number(Double(Wire.version)), "status": "ok", "origin": .string(line.origin), "epoch": .string(line.epoch),
+            "answered_by": .string(spec.name),
             "last_seq": .number(Double(last)), "through": .number(Double(through)), "count": .number(Double(frames.count)),
         ]
         return [Frame(header.serialized())] + frames
     }
 
-    /// Asks `origin` for its events after `after`; waits up to `timeout` for the reply.
-    func fetchReplay(from origin: NodeSpec, _ request: Replay.Request, timeout: Duration) async throws -> Replay.Reply {
+    /// Asks `source` (the origin, or a relay) for a line's events after `request.after`;
+    /// waits up to `timeout` for the reply.
+    func fetchReplay(from source: NodeSpec, _ request: Replay.Request, timeout: Duration) async throws -> Replay.Reply {
         let socket = try context.socket(.req)
         try socket.set([.linger(milliseconds: 0), .maxMessageSize(Int64(topology.settings.maxMessageBytes))])
-        try security.dial(socket, to: origin)
-        try socket.connect(origin.replayEndpoint ?? origin.repEndpoint)
+        try security.dial(socket, to: source)
+        try socket.connect(source.replayEndpoint ?? source.repEndpoint)
         defer { socket.close() }
         try await socket.send(Message(request.json.serialized()))
         let reply = try await socket.receive(timeout: timeout)
         let header = try Wire.object(reply[0].bytes, what: "replay reply")
         guard header["status"]?.stringValue == "ok" else {
-            throw NodeError("\(origin.name) refused a replay: \(header["error"]?.stringValue ?? "no reason given")")
+            throw NodeError("\(source.name) refused a replay: \(header["error"]?.stringValue ?? "no reason given")")
         }
         guard let last = header["last_seq"]?.intValue, let through = header["through"]?.intValue, last >= 0, through >= 0 else {
-            throw NodeError("replay reply from \(origin.name) lacks last_seq/through")
+            throw NodeError("replay reply from \(source.name) lacks last_seq/through")
         }
-        // The socket dialled the origin alone (by its key): a page that claims another origin is forged.
-        let claimed = header["origin"]?.stringValue
-        guard claimed == origin.name else {
-            forged("replay page", claimed: claimed ?? "(no origin)", sender: origin.name)
-            throw NodeError("replay reply from \(origin.name) claims to come from \(claimed ?? "no origin")")
+        // The socket dialled one node (by its key): a reply that says another answered is
+        // forged. The origin's own events come from it; a relay is trusted to pass them on
+        // as they are (CURVE proves who relayed them, not who wrote them).
+        let answeredBy = header["answered_by"]?.stringValue ?? header["origin"]?.stringValue
+        guard answeredBy == source.name else {
+            forged("replay page", claimed: answeredBy ?? "(no answered_by)", sender: source.name)
+            throw NodeError("replay reply from \(source.name) claims to come from \(answeredBy ?? "nobody")")
+        }
+        let origin = header["origin"]?.stringValue
+        let epoch = header["epoch"]?.stringValue ?? ""
+        guard origin == request.origin, request.epoch == nil || epoch == request.epoch else {
+            throw NodeError("replay reply from \(source.name) is for \(origin ?? "no origin")@\(epoch), not \(request.origin)@\(request.epoch ?? "")")
         }
         var events: [(Event, [UInt8])] = []
         for frame in reply.dropFirst() {
             let bytes = frame.bytes
             let event = try EnvelopeCodec.decode(bytes)
-            guard event.origin == origin.name else {
-                forged("replayed event \(event.id) (seq \(event.seq))", claimed: event.origin, sender: origin.name)
-                throw NodeError("replay reply from \(origin.name) holds an event of \(event.origin)")
+            guard event.origin == request.origin, event.epoch == epoch else {
+                if source.name == request.origin {
+                    forged("replayed event \(event.id) (seq \(event.seq))", claimed: event.origin, sender: source.name)
+                }
+                throw NodeError("replay reply from \(source.name) holds an event of \(event.line), not of \(request.origin)@\(epoch)")
             }
             events.append((event, bytes))
         }
@@ -166,87 +209,130 @@ extension Node {
     }
 }
 
-// Sequence recovery: a node whose store holds none of its own events (a new node, or one
-// whose store was lost) asks its peers for the highest sequence of its events they hold, and
-// continues after it, so no sequence number is ever given to two different events.
-// Request: `{"v":1, "kind":"last_seen", "origin":O, "from_node":N}`; reply
-// `{"v":1, "status":"ok", "seq":S, "answered_by":P}`, taken only when P is the node asked.
+// The survey: every node asks its peers which lines they hold and how far, at start and
+// every few seconds while an origin it follows is down or its store is being refilled.
+// Lines it does not know yet are taken on (a refill, an epoch missed while away), and lines
+// a peer holds further than this node are replayed (from that peer, while the origin is down).
+// Request: `{"v":1, "kind":"lines", "from_node":N}`; reply `{"v":1, "status":"ok",
+// "answered_by":P, "lines":[{"origin":O, "epoch":E, "through":S}, ...]}`, taken only when P
+// is the node asked. `through` is the answerer's cursor (its last sequence, for its own line).
 extension Node {
-    func lastSeenReply(_ object: [String: JSONValue]) -> [UInt8] {
-        guard object["kind"]?.stringValue == "last_seen", let origin = object["origin"]?.stringValue else {
+    func linesReply(_ object: [String: JSONValue]) -> [UInt8] {
+        guard object["kind"]?.stringValue == "lines" else {
             reject("request of unknown kind \(object["kind"]?.serializedString ?? "null")", .request)
-            return Wire.errorReply(requestID: nil, answeredBy: spec.name, error: "unknown request kind \(object["kind"]?.serializedString ?? "null") (replay, last_seen, or a question)")
+            return Wire.errorReply(requestID: nil, answeredBy: spec.name, error: "unknown request kind \(object["kind"]?.serializedString ?? "null") (replay, lines, or a question)")
         }
-        let held = (try? store.maxSeq(origin: origin)) ?? 0
-        let cursor = intake.state.withLock { $0.tracks[origin]?.cursor } ?? 0
+        var lines: [JSONValue] = [["origin": .string(spec.name), "epoch": .string(store.epoch), "through": .number(Double(state.withLock { $0.lastSeq }))]]
+        for (line, track) in intake.state.withLock({ $0.tracks }) {
+            lines.append(["origin": .string(line.origin), "epoch": .string(line.epoch), "through": .number(Double(track.cursor ?? 0))])
+        }
         return JSONValue.object([
-            "v": .number(Double(Wire.version)), "status": "ok", "seq": .number(Double(max(held, cursor ?? 0))),
-            "answered_by": .string(spec.name),
+            "v": .number(Double(Wire.version)), "status": "ok", "answered_by": .string(spec.name), "lines": .array(lines),
         ]).serialized()
     }
 
-    /// Asks every peer at once. Done when every peer has answered, or once three heartbeat
-    /// intervals have passed (every live peer has been heard by then) and every peer heard
-    /// alive has answered, or after `timeout`: a peer that is down cannot answer.
-    func recoverSequence(timeout: Duration) async {
-        let peers = topology.peers(of: spec.name)
-        guard state.withLock({ $0.lastSeq }) == 0, !peers.isEmpty else { return }
-        let request = Message(JSONValue.object([
-            "v": .number(Double(Wire.version)), "kind": "last_seen", "origin": .string(spec.name), "from_node": .string(spec.name),
-        ]).serialized())
-        let started = ContinuousClock.now
-        let interval = Double(topology.settings.heartbeatMilliseconds) / 1000
-        let highest = await withTaskGroup(of: (String, UInt64)?.self) { group in
-            for peer in peers {
-                group.addTask {
-                    guard let socket = try? self.context.socket(.req) else { return nil }
-                    defer { socket.close() }
-                    do {
-                        try socket.set(.linger(milliseconds: 0))
-                        try self.security.dial(socket, to: peer)
-                        try socket.connect(peer.repEndpoint)
-                        try await socket.send(request)
-                        let reply = try JSONValue(parsing: try await socket.receive(timeout: timeout)[0].bytes)
-                        let claimed = reply["answered_by"]?.stringValue
-                        guard claimed == peer.name else {
-                            self.forged("last_seen reply", claimed: claimed ?? "(no answered_by)", sender: peer.name)
-                            return nil
-                        }
-                        return (peer.name, UInt64(max(0, reply["seq"]?.intValue ?? 0)))
-                    } catch {
-                        return nil
-                    }
-                }
-            }
-            // A ticker, so the conditions are checked while answers are awaited.
-            group.addTask {
-                try? await Task.sleep(for: .milliseconds(50))
+    /// Asks one peer which lines it holds; nil when it does not answer in time.
+    func askLines(_ peer: NodeSpec, timeout: Duration) async -> [Line: UInt64]? {
+        guard let socket = try? context.socket(.req) else { return nil }
+        defer { socket.close() }
+        do {
+            try socket.set([.linger(milliseconds: 0), .maxMessageSize(Int64(topology.settings.maxMessageBytes))])
+            try security.dial(socket, to: peer)
+            try socket.connect(peer.repEndpoint)
+            try await socket.send(Message(JSONValue.object([
+                "v": .number(Double(Wire.version)), "kind": "lines", "from_node": .string(spec.name),
+            ]).serialized()))
+            let reply = try JSONValue(parsing: try await socket.receive(timeout: timeout)[0].bytes)
+            let claimed = reply["answered_by"]?.stringValue
+            guard claimed == peer.name else {
+                forged("lines reply", claimed: claimed ?? "(no answered_by)", sender: peer.name)
                 return nil
             }
-            var answered: [String: UInt64] = [:]
-            while let result = await group.next() {
-                if let (name, seq) = result { answered[name] = seq }
-                if answered.count == peers.count { break }
-                if ContinuousClock.now - started >= timeout { break }
-                if ContinuousClock.now - started >= .seconds(interval * 3) {
-                    let alive = peerHeartbeats.filter { Date().timeIntervalSince($0.value) < interval * 3 }.keys
-                    if alive.allSatisfy({ answered[$0] != nil }) { break }
-                }
-                if result == nil {
-                    group.addTask {
-                        try? await Task.sleep(for: .milliseconds(50))
-                        return nil
-                    }
-                }
+            var lines: [Line: UInt64] = [:]
+            for item in reply["lines"]?.arrayValue ?? [] {
+                guard let origin = item["origin"]?.stringValue, let epoch = item["epoch"]?.stringValue,
+                      epoch.isEmpty || Epoch.isValid(epoch), let through = item["through"]?.intValue, through >= 0 else { continue }
+                lines[Line(origin, epoch)] = UInt64(through)
             }
-            group.cancelAll()
-            return answered.values.max() ?? 0
+            return lines
+        } catch {
+            return nil
         }
-        guard highest > 0 else { return }
-        state.withLock { s in s.lastSeq = max(s.lastSeq, highest) }
-        logger.warning("""
-            this node's store holds none of its own events, but peers hold them up to sequence \(highest): \
-            continuing from \(highest + 1) so no sequence is reused (was the store \(store.path) replaced?)
-            """)
+    }
+
+    /// Surveys the peers now and then (see above) and acts on what they hold.
+    func surveyLoop() async throws {
+        let interval = Duration.milliseconds(max(1000, topology.settings.heartbeatMilliseconds * 10))
+        let timeout = Duration.milliseconds(max(1000, topology.settings.askTimeoutMilliseconds))
+        let peers = topology.peers(of: spec.name)
+        var first = true
+        while true {
+            let refilling = intake.refill.withLock { $0.wanted && !$0.done }
+            // The first round waits a little, so peers' heartbeats show who is up.
+            try await Task.sleep(for: first ? .milliseconds(min(1000, topology.settings.heartbeatMilliseconds * 2)) : interval)
+            let anyDown = peers.contains { !isUp($0.name) }
+            if first || refilling || anyDown {
+                await survey(peers, timeout: timeout)
+            }
+            first = false
+            checkRefill(peers)
+        }
+    }
+
+    func survey(_ peers: [NodeSpec], timeout: Duration) async {
+        let answers = await withTaskGroup(of: (String, [Line: UInt64]?).self) { group in
+            for peer in peers { group.addTask { (peer.name, await self.askLines(peer, timeout: timeout)) } }
+            var all: [String: [Line: UInt64]] = [:]
+            for await (name, lines) in group { if let lines { all[name] = lines } }
+            return all
+        }
+        var holders: [Line: [String: UInt64]] = [:]
+        for (peer, lines) in answers { for (line, through) in lines { holders[line, default: [:]][peer] = through } }
+        intake.holders.withLock { $0 = holders }
+        let refill = intake.refill.withLock { r -> Bool in
+            r.answered.formUnion(answers.keys)
+            return r.wanted && !r.done
+        }
+        // New lines are taken on when refilling a new store (every line, this node's own
+        // earlier ones too), or when an origin is in a newer epoch than this node knows.
+        let known = intake.state.withLock { d in d.current }
+        let candidates = holders.keys.filter { line in
+            if line.origin == spec.name { return refill && line.epoch != store.epoch }
+            guard topology.node(named: line.origin) != nil else { return false }
+            if refill { return true }
+            return known[line.origin].map { line.epoch > $0 } ?? false
+        }
+        let added = intake.state.withLock { $0.adopt(candidates, own: spec.name) }
+        if !added.isEmpty {
+            intake.refill.withLock { r in if r.wanted && !r.done { r.lines.formUnion(added) } }
+            logger.notice("peers hold \(added.count) lines this node had none of: \(added.map(\.description).sorted().joined(separator: ", "))")
+        }
+        // Lines a peer holds further than this node: replay them.
+        let cursors = intake.state.withLock { d in d.tracks.compactMapValues { $0.replaying ? nil : $0.cursor } }
+        for (line, byPeer) in holders {
+            guard let cursor = cursors[line], let best = byPeer.values.max(), best > cursor else { continue }
+            startReplay(of: line)
+        }
+    }
+
+    /// Ends the refill once every peer answered a survey (or ten seconds passed) and no line
+    /// found is still being replayed.
+    func checkRefill(_ peers: [NodeSpec]) {
+        let (open, answered, started) = intake.refill.withLock { ($0.wanted && !$0.done, $0.answered, $0.started) }
+        guard open else { return }
+        let heard = answered.count == peers.count || ContinuousClock.now - started > .seconds(10)
+        let busy = intake.state.withLock { d in d.tracks.values.contains { $0.replaying } }
+        guard heard, !busy else {
+            let r = intake.refill.withLock { $0 }
+            logger.info("refilling from peers: \(r.events) events of \(r.lines.count) lines so far, \(r.answered.count) of \(peers.count) peers answered")
+            return
+        }
+        let r = intake.refill.withLock { r in
+            r.done = true
+            return r
+        }
+        let seconds = Double((ContinuousClock.now - r.started).components.seconds)
+        logger.notice("refill done: \(r.events) events of \(r.lines.count) lines from \(r.answered.count) of \(peers.count) peers in about \(Int(seconds)) s")
+        refillFinished()
     }
 }

@@ -8,6 +8,7 @@ public struct StoredEvent: Sendable, Hashable {
     public var rowID: Int64 = 0
     public var id: String
     public var origin: String
+    public var epoch: String
     public var seq: UInt64
     public var stream: String
     public var eventType: String
@@ -20,6 +21,7 @@ public struct StoredEvent: Sendable, Hashable {
     public init(event: Event, envelope: [UInt8], receivedAt: Date = Date()) {
         id = event.id
         origin = event.origin
+        epoch = event.epoch
         seq = event.seq
         stream = event.stream
         eventType = event.type.rawValue
@@ -34,6 +36,7 @@ public struct StoredEvent: Sendable, Hashable {
         rowID = row["rowid"]
         id = row["id"]
         origin = row["origin"]
+        epoch = row["epoch"]
         seq = UInt64(row["seq"] as Int64)
         stream = row["stream"]
         eventType = row["event_type"]
@@ -57,6 +60,8 @@ public struct EventQuery: Sendable, Hashable {
     public var type: String?
     public var stream: String?
     public var origin: String?
+    /// Only events of this epoch (use with `origin`).
+    public var epoch: String?
     public var id: String?
     /// Events stamped at or after this time (to the millisecond).
     public var since: Date?
@@ -81,6 +86,9 @@ public struct StoreError: Error, CustomStringConvertible, Sendable {
     public var operation: String
     public var path: String
     public var message: String
+    /// The file is damaged (it fails the integrity check, or SQLite finds it malformed or not
+    /// a database): nothing in it can be trusted.
+    public var damaged = false
     public var description: String { "event store \(path): \(operation) failed: \(message)" }
 }
 
@@ -113,6 +121,11 @@ public final class EventStore: Sendable {
 
     public let path: String
     public let durability: Durability
+    /// This store's epoch: made when the store was created, stamped on every event its node
+    /// emits (empty for a store made before epochs existed, which keeps numbering as before).
+    public let epoch: String
+    /// True when this open created the store (there was no file, or an empty one).
+    public let isNew: Bool
     let pool: DatabasePool
     let writing: Mutex<WritingConnection>
     let checkpointer: Checkpointer?
@@ -144,9 +157,12 @@ public final class EventStore: Sendable {
             pool = try DatabasePool(path: path, configuration: config)
             let check = try pool.read { db in try String.fetchAll(db, sql: "PRAGMA quick_check(5)") }
             guard check == ["ok"] else {
-                throw StoreError(operation: "integrity check", path: path, message: check.joined(separator: "; "))
+                throw StoreError(operation: "integrity check", path: path, message: check.joined(separator: "; "), damaged: true)
             }
             let version = try pool.read { db in try Int.fetchOne(db, sql: "PRAGMA user_version") ?? 0 }
+            let tables = try pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM sqlite_master") ?? 0 }
+            let created = version == 0 && tables == 0
+            isNew = created
             guard version <= Self.schemaVersion else {
                 throw StoreError(operation: "open", path: path,
                                  message: "schema version \(version) is newer than this program's \(Self.schemaVersion); use a newer ce-node")
@@ -155,8 +171,14 @@ public final class EventStore: Sendable {
             if version != Self.schemaVersion {
                 try pool.write { db in try db.execute(sql: "PRAGMA user_version = \(Self.schemaVersion)") }
             }
+            // A new store starts a new epoch; one made before epochs keeps numbering in "".
+            let made = created ? Epoch.make() : ""
+            try pool.write { db in try db.execute(sql: "INSERT OR IGNORE INTO meta(key, value) VALUES ('epoch', ?)", arguments: [made]) }
+            epoch = try pool.read { db in try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'epoch'") } ?? made
         } catch let error as StoreError {
             throw error
+        } catch let error as DatabaseError where [.SQLITE_CORRUPT, .SQLITE_NOTADB].contains(error.resultCode) {
+            throw StoreError(operation: "integrity check", path: path, message: "\(error)", damaged: true)
         } catch {
             throw StoreError(operation: "open", path: path, message: "\(error) (is this an event store? a damaged one is not used; move it aside to start afresh)")
         }
@@ -201,7 +223,7 @@ public final class EventStore: Sendable {
     public var backgroundCheckpoints: Int { checkpointer?.checkpoints ?? 0 }
 
     /// The schema version, kept in `PRAGMA user_version`; a store with a larger one is refused.
-    public static let schemaVersion = 1
+    public static let schemaVersion = 2
 
     static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()
@@ -219,6 +241,28 @@ public final class EventStore: Sendable {
                 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
                 """)
         }
+        // Epochs: an origin's events are numbered per epoch (its store), so (origin, epoch,
+        // seq) is unique and cursors are kept per epoch. Events stored before get epoch "".
+        migrator.registerMigration("v2 epochs") { db in
+            try db.execute(sql: """
+                CREATE TABLE event2(
+                    rowid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, origin TEXT NOT NULL, epoch TEXT NOT NULL DEFAULT '',
+                    seq INTEGER NOT NULL, stream TEXT NOT NULL, event_type TEXT NOT NULL, ts_ms INTEGER NOT NULL,
+                    received_ms INTEGER NOT NULL, correlation_id TEXT, target TEXT, envelope BLOB NOT NULL,
+                    UNIQUE(origin, epoch, seq));
+                INSERT INTO event2(rowid, id, origin, epoch, seq, stream, event_type, ts_ms, received_ms, correlation_id, target, envelope)
+                    SELECT rowid, id, origin, '', seq, stream, event_type, ts_ms, received_ms, correlation_id, target, envelope FROM event;
+                DROP TABLE event;
+                ALTER TABLE event2 RENAME TO event;
+                CREATE INDEX event_by_type ON event(event_type, rowid);
+                CREATE INDEX event_by_stream ON event(stream, rowid);
+                CREATE INDEX event_by_time ON event(ts_ms);
+                CREATE TABLE cursor2(origin TEXT NOT NULL, epoch TEXT NOT NULL DEFAULT '', seq INTEGER NOT NULL, PRIMARY KEY(origin, epoch));
+                INSERT INTO cursor2(origin, epoch, seq) SELECT origin, '', seq FROM cursor;
+                DROP TABLE cursor;
+                ALTER TABLE cursor2 RENAME TO cursor;
+                """)
+        }
         return migrator
     }
 
@@ -229,41 +273,43 @@ public final class EventStore: Sendable {
     /// Appends events in one transaction; returns for each whether it was new (a duplicate
     /// id or origin/sequence is skipped, not stored twice). Cursors only move forward.
     @discardableResult
-    public func append(_ events: [StoredEvent], advancing cursors: [String: UInt64] = [:]) throws -> [Bool] {
+    public func append(_ events: [StoredEvent], advancing cursors: [Line: UInt64] = [:]) throws -> [Bool] {
         try write { connection in
             try connection.transaction("append") { try Self.insert(events, cursors: cursors, connection) }
         }
     }
 
     static let insertSQL = """
-        INSERT OR IGNORE INTO event(id, origin, seq, stream, event_type, ts_ms, received_ms, correlation_id, target, envelope)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        INSERT OR IGNORE INTO event(id, origin, epoch, seq, stream, event_type, ts_ms, received_ms, correlation_id, target, envelope)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         """
-    static let cursorSQL = "INSERT INTO cursor(origin, seq) VALUES (?, ?) ON CONFLICT(origin) DO UPDATE SET seq = max(seq, excluded.seq)"
+    static let cursorSQL = "INSERT INTO cursor(origin, epoch, seq) VALUES (?, ?, ?) ON CONFLICT(origin, epoch) DO UPDATE SET seq = max(seq, excluded.seq)"
 
     /// Inserts inside the caller's transaction, binding each row straight to the prepared statement.
-    static func insert(_ events: [StoredEvent], cursors: [String: UInt64], _ connection: Connection) throws -> [Bool] {
+    static func insert(_ events: [StoredEvent], cursors: [Line: UInt64], _ connection: Connection) throws -> [Bool] {
         let statement = try connection.statement(insertSQL)
         var fresh: [Bool] = []
         fresh.reserveCapacity(events.count)
         for e in events {
             connection.bind(statement, 1, e.id)
             connection.bind(statement, 2, e.origin)
-            connection.bind(statement, 3, Int64(e.seq))
-            connection.bind(statement, 4, e.stream)
-            connection.bind(statement, 5, e.eventType)
-            connection.bind(statement, 6, e.timestampMillis)
-            connection.bind(statement, 7, e.receivedMillis)
-            connection.bind(statement, 8, e.correlationID)
-            connection.bind(statement, 9, e.target)
-            connection.bind(statement, 10, blob: e.envelope)
+            connection.bind(statement, 3, e.epoch)
+            connection.bind(statement, 4, Int64(e.seq))
+            connection.bind(statement, 5, e.stream)
+            connection.bind(statement, 6, e.eventType)
+            connection.bind(statement, 7, e.timestampMillis)
+            connection.bind(statement, 8, e.receivedMillis)
+            connection.bind(statement, 9, e.correlationID)
+            connection.bind(statement, 10, e.target)
+            connection.bind(statement, 11, blob: e.envelope)
             fresh.append(try connection.run(statement, "append") > 0)
         }
         if !cursors.isEmpty {
             let cursor = try connection.statement(cursorSQL)
-            for (origin, seq) in cursors {
-                connection.bind(cursor, 1, origin)
-                connection.bind(cursor, 2, Int64(seq))
+            for (line, seq) in cursors {
+                connection.bind(cursor, 1, line.origin)
+                connection.bind(cursor, 2, line.epoch)
+                connection.bind(cursor, 3, Int64(seq))
                 try connection.run(cursor, "advance cursor")
             }
         }
@@ -290,6 +336,7 @@ public final class EventStore: Sendable {
         if let v = q.type { clauses.append("event_type = ?"); arguments.append(v) }
         if let v = q.stream { clauses.append("stream = ?"); arguments.append(v) }
         if let v = q.origin { clauses.append("origin = ?"); arguments.append(v) }
+        if let v = q.epoch { clauses.append("epoch = ?"); arguments.append(v) }
         if let v = q.id { clauses.append("id = ?"); arguments.append(v) }
         if let v = q.since { clauses.append("ts_ms >= ?"); arguments.append(StoredEvent.millis(v)) }
         if let v = q.until { clauses.append("ts_ms <= ?"); arguments.append(StoredEvent.millis(v)) }
@@ -341,51 +388,69 @@ public final class EventStore: Sendable {
         try write { connection in try connection.execute("PRAGMA \(name) = \(value)", "set pragma") }
     }
 
-    /// The largest sequence stored for an origin (0 when none): an origin continues from it.
-    public func maxSeq(origin: String) throws -> UInt64 {
+    /// The largest sequence stored for an origin in an epoch (0 when none): an origin continues from it.
+    public func maxSeq(origin: String, epoch: String = "") throws -> UInt64 {
         do {
             return try pool.read { db in
-                UInt64(try Int64.fetchOne(db, sql: "SELECT max(seq) FROM event WHERE origin = ?", arguments: [origin]) ?? 0)
+                UInt64(try Int64.fetchOne(db, sql: "SELECT max(seq) FROM event WHERE origin = ? AND epoch = ?", arguments: [origin, epoch]) ?? 0)
             }
         } catch { throw fail("maxSeq", error) }
     }
 
-    /// The largest sequence stored per origin.
-    public func origins() throws -> [String: UInt64] {
+    /// The largest sequence stored per line (origin and epoch).
+    public func lines() throws -> [Line: UInt64] {
         do {
             return try pool.read { db in
-                var result: [String: UInt64] = [:]
-                for row in try Row.fetchAll(db, sql: "SELECT origin, max(seq) AS seq FROM event GROUP BY origin") {
-                    result[row["origin"]] = UInt64(row["seq"] as Int64)
+                var result: [Line: UInt64] = [:]
+                for row in try Row.fetchAll(db, sql: "SELECT origin, epoch, max(seq) AS seq FROM event GROUP BY origin, epoch") {
+                    result[Line(row["origin"], row["epoch"])] = UInt64(row["seq"] as Int64)
                 }
                 return result
             }
-        } catch { throw fail("origins", error) }
+        } catch { throw fail("lines", error) }
     }
 
-    public func cursor(origin: String) throws -> UInt64 {
+    /// Events stored per line.
+    public func lineCounts() throws -> [Line: Int] {
         do {
-            return try pool.read { db in UInt64(try Int64.fetchOne(db, sql: "SELECT seq FROM cursor WHERE origin = ?", arguments: [origin]) ?? 0) }
+            return try pool.read { db in
+                var result: [Line: Int] = [:]
+                for row in try Row.fetchAll(db, sql: "SELECT origin, epoch, count(*) AS n FROM event GROUP BY origin, epoch") {
+                    result[Line(row["origin"], row["epoch"])] = row["n"]
+                }
+                return result
+            }
+        } catch { throw fail("lineCounts", error) }
+    }
+
+    public func cursor(_ line: Line) throws -> UInt64 {
+        do {
+            return try pool.read { db in
+                UInt64(try Int64.fetchOne(db, sql: "SELECT seq FROM cursor WHERE origin = ? AND epoch = ?", arguments: [line.origin, line.epoch]) ?? 0)
+            }
         } catch { throw fail("cursor", error) }
     }
 
-    /// Every cursor: name -> value.
-    public func cursors() throws -> [String: UInt64] {
+    /// Every cursor, per line.
+    public func cursors() throws -> [Line: UInt64] {
         do {
             return try pool.read { db in
-                var result: [String: UInt64] = [:]
-                for row in try Row.fetchAll(db, sql: "SELECT origin, seq FROM cursor") { result[row["origin"]] = UInt64(row["seq"] as Int64) }
+                var result: [Line: UInt64] = [:]
+                for row in try Row.fetchAll(db, sql: "SELECT origin, epoch, seq FROM cursor") {
+                    result[Line(row["origin"], row["epoch"])] = UInt64(row["seq"] as Int64)
+                }
                 return result
             }
         } catch { throw fail("cursors", error) }
     }
 
-    /// The largest sequence stored per event type, for one origin.
-    public func lastSeqByType(origin: String) throws -> [String: UInt64] {
+    /// The largest sequence stored per event type, for one origin in one epoch.
+    public func lastSeqByType(origin: String, epoch: String = "") throws -> [String: UInt64] {
         do {
             return try pool.read { db in
                 var result: [String: UInt64] = [:]
-                for row in try Row.fetchAll(db, sql: "SELECT event_type, max(seq) AS seq FROM event WHERE origin = ? GROUP BY event_type", arguments: [origin]) {
+                let sql = "SELECT event_type, max(seq) AS seq FROM event WHERE origin = ? AND epoch = ? GROUP BY event_type"
+                for row in try Row.fetchAll(db, sql: sql, arguments: [origin, epoch]) {
                     result[row["event_type"]] = UInt64(row["seq"] as Int64)
                 }
                 return result
@@ -393,7 +458,7 @@ public final class EventStore: Sendable {
         } catch { throw fail("lastSeqByType", error) }
     }
 
-    public func setCursors(_ cursors: [String: UInt64]) throws {
+    public func setCursors(_ cursors: [Line: UInt64]) throws {
         _ = try append([], advancing: cursors)
     }
 

@@ -1,3 +1,4 @@
+import CECore
 import Foundation
 import GRDB
 import Synchronization
@@ -28,7 +29,7 @@ public final class EventWriter: Sendable {
 
     /// Appends events (durably, once this returns) and advances cursors in the same
     /// transaction; returns for each event whether it was new.
-    public func append(_ events: [StoredEvent], advancing cursors: [String: UInt64] = [:]) async throws -> [Bool] {
+    public func append(_ events: [StoredEvent], advancing cursors: [Line: UInt64] = [:]) async throws -> [Bool] {
         try await core.append(events, advancing: cursors, answers: [])
     }
 
@@ -79,7 +80,7 @@ extension EventWriter {
 
         struct Request {
             var events: [StoredEvent]
-            var cursors: [String: UInt64]
+            var cursors: [Line: UInt64]
             var answers: [(requestID: String, reply: [UInt8])]
             var continuation: CheckedContinuation<[Bool], any Error>
         }
@@ -101,7 +102,7 @@ extension EventWriter {
         /// Whether the writer thread has stopped.
         var stopped: Bool { state.withLock { $0.stopped } }
 
-        func append(_ events: [StoredEvent], advancing cursors: [String: UInt64], answers: [(requestID: String, reply: [UInt8])]) async throws -> [Bool] {
+        func append(_ events: [StoredEvent], advancing cursors: [Line: UInt64], answers: [(requestID: String, reply: [UInt8])]) async throws -> [Bool] {
             try await withCheckedThrowingContinuation { continuation in
                 let accepted = state.withLock { s -> Bool in
                     if s.closed { return false }
@@ -179,7 +180,7 @@ extension EventWriter {
         func write(_ batch: [Request]) {
             let start = ContinuousClock.now
             do {
-                var cursors: [String: UInt64] = [:]
+                var cursors: [Line: UInt64] = [:]
                 for request in batch { cursors.merge(request.cursors) { max($0, $1) } }
                 let events = batch.count == 1 ? batch[0].events : batch.flatMap(\.events)
                 let answers = batch.flatMap(\.answers)

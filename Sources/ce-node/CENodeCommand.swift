@@ -75,6 +75,8 @@ struct Run: AsyncParsableCommand {
     var noReplay = false
     @Flag(help: "Record no metrics (swift-metrics' no-op handlers; /metrics answers 404); for measuring what they cost.")
     var noMetrics = false
+    @Flag(help: "Refuse to start on a damaged store (leave it for inspection) and do not refill a new store from the peers.")
+    var noRefill = false
 
     func run() async throws {
         guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown log level \(logLevel)") }
@@ -91,6 +93,7 @@ struct Run: AsyncParsableCommand {
         options.durability = durability
         options.catchUp = catchUp
         options.replay = !noReplay
+        options.refill = !noRefill
         let node = try Node(options: options)
         // The coordinator node also runs the coordinator's state machines.
         let service = node.spec.isCoordinator ? CoordinatorService(node: node) : nil

@@ -45,7 +45,8 @@ struct DeliveryTests {
         init(subscribed: Set<String>, maxPending: Int = 10_000) {
             self.subscribed = subscribed
             delivery = Delivery(types: subscribed, maxPending: maxPending)
-            delivery.tracks["o"] = Delivery.Track(cursor: 0)
+            delivery.tracks[DeliveryTests.line] = Delivery.Track(cursor: 0)
+            delivery.current["o"] = ""
         }
 
         mutating func apply(_ live: Delivery.Live) {
@@ -55,12 +56,13 @@ struct DeliveryTests {
 
         mutating func pageStep(_ origin: Origin, limit: Int) {
             guard replaying else { return }
-            let page = origin.page(after: delivery.replayPoint(of: "o").after, subscribed: subscribed, limit: limit)
-            stored += delivery.takePage(page, from: "o").map(\.event.seq)
-            if !delivery.pageStored(page, from: "o") { replaying = false }
+            let page = origin.page(after: delivery.replayPoint(of: DeliveryTests.line).after, subscribed: subscribed, limit: limit)
+            stored += delivery.takePage(page, from: DeliveryTests.line).map(\.event.seq)
+            if !delivery.pageStored(page, from: DeliveryTests.line) { replaying = false }
         }
     }
 
+    static let line = Line("o", "")
     static let types = ["plan_ready", "note", "schema_v1", "note", "plan_ready", "note", "plan_ready"]
     static let subscribed: Set<String> = ["plan_ready", "schema_v1"]
 
@@ -87,8 +89,8 @@ struct DeliveryTests {
                 }
                 #expect(!subscriber.replaying, "mask \(mask): replay did not end")
                 #expect(subscriber.stored == expected, "mask \(mask), \(pagesBetween) pages between: stored \(subscriber.stored)")
-                #expect(subscriber.delivery.tracks["o"]?.cursor == UInt64(origin.log.count), "mask \(mask)")
-                #expect(subscriber.delivery.tracks["o"]?.pending.isEmpty == true)
+                #expect(subscriber.delivery.tracks[DeliveryTests.line]?.cursor == UInt64(origin.log.count), "mask \(mask)")
+                #expect(subscriber.delivery.tracks[DeliveryTests.line]?.pending.isEmpty == true)
                 cases += 1
             }
         }
@@ -104,7 +106,7 @@ struct DeliveryTests {
         let live = subscriber.delivery.receive(Array(wire.dropFirst()))  // the first is lost
         #expect(live.take.isEmpty)
         #expect(live.dropped == wire.count - 2, "one waits, the others are dropped")
-        #expect(live.replayFrom == ["o"])
+        #expect(live.replayFrom == [Self.line])
         subscriber.apply(live)
         var steps = 0
         while subscriber.replaying && steps < 50 {
@@ -123,8 +125,8 @@ struct DeliveryTests {
         let live = subscriber.delivery.receive(wire, beats: [origin.beat])
         #expect(live.take.map(\.event.seq) == wire.map(\.event.seq))
         #expect(live.replayFrom.isEmpty)
-        #expect(subscriber.delivery.tracks["o"]?.cursor == UInt64(origin.log.count))
-        #expect(subscriber.delivery.cursorsToSave(for: [], force: true) == ["o": UInt64(origin.log.count)])
+        #expect(subscriber.delivery.tracks[DeliveryTests.line]?.cursor == UInt64(origin.log.count))
+        #expect(subscriber.delivery.cursorsToSave(for: [], force: true) == [Self.line: UInt64(origin.log.count)])
     }
 
     /// Duplicates (a replayed event arriving live again) are counted, not taken; an origin
@@ -145,12 +147,52 @@ struct DeliveryTests {
     @Test func catchUpNowStartsAtTheFirstContact() {
         let origin = Origin(types: ["plan_ready", "plan_ready", "plan_ready"])
         var delivery = Delivery(types: nil)
-        delivery.tracks["o"] = Delivery.Track(cursor: nil)
+        delivery.unheard["o"] = Delivery.Track(cursor: nil)
         let live = delivery.receive(Array(origin.log.dropFirst(1)))
         #expect(live.take.map(\.event.seq) == [2, 3], "starts at the first event heard")
         var fresh = Delivery(types: nil)
-        fresh.tracks["o"] = Delivery.Track(cursor: nil)
+        fresh.unheard["o"] = Delivery.Track(cursor: nil)
         _ = fresh.receive([], beats: [origin.beat])
-        #expect(fresh.tracks["o"]?.cursor == 3, "a heartbeat first: from the origin's next event")
+        #expect(fresh.tracks[DeliveryTests.line]?.cursor == 3, "a heartbeat first: from the origin's next event")
+    }
+
+    /// An origin whose store was replaced numbers from 1 in a new epoch: its new events are
+    /// taken from sequence 1, the old line is kept (retired, its tail wanted from peers), and
+    /// an event of the old epoch arriving late is not taken as new.
+    @Test func aNewEpochStartsAtOneAndKeepsTheOldLine() {
+        let old = Origin(types: ["plan_ready", "plan_ready", "plan_ready"])
+        var subscriber = Subscriber(subscribed: ["plan_ready"])
+        subscriber.apply(subscriber.delivery.receive(Array(old.log.prefix(2))))
+        let fresh = Event(id: "n-1", origin: "o", epoch: "e2", seq: 1, stream: "s", type: .planReady,
+                          timestamp: Date(timeIntervalSince1970: 1_800_000_100), payload: .null)
+        let live = subscriber.delivery.receive([Delivery.Held(event: fresh, envelope: [1], marks: [:])])
+        #expect(live.take.map(\.event.id) == ["n-1"], "sequence 1 of the new epoch is taken, not refused as held")
+        #expect(live.newEpochs.count == 1 && live.newEpochs[0].old == Self.line && live.newEpochs[0].new == Line("o", "e2"))
+        #expect(live.replayFrom == [Self.line], "the old line's tail is wanted from peers")
+        #expect(subscriber.delivery.tracks[Self.line]?.retired == true)
+        #expect(subscriber.delivery.tracks[Self.line]?.cursor == 2, "the old line keeps what it holds")
+        #expect(subscriber.delivery.current["o"] == "e2")
+        let late = subscriber.delivery.receive([old.log[2]], beats: [old.beat])
+        #expect(late.take.isEmpty && late.stale == 2, "the old epoch's event and heartbeat are not live any more")
+        // A heartbeat of the new epoch past what is held asks for replay of the new line.
+        let beat = subscriber.delivery.receive([], beats: [Delivery.Beat(origin: "o", epoch: "e2", seq: 3, marks: ["plan_ready": 3])])
+        #expect(beat.replayFrom == [Line("o", "e2")])
+        #expect(subscriber.delivery.cursorsToSave(for: live.take, force: false) == [Line("o", "e2"): 1])
+    }
+
+    /// A refill takes on every line peers hold: the newest epoch of an origin becomes its
+    /// current one, older ones and this node's own earlier lines are retired (replayed from
+    /// relays only); origins not followed are left out.
+    @Test func adoptedLinesOfARefill() {
+        var delivery = Delivery(types: nil)
+        delivery.unheard["o"] = Delivery.Track(cursor: 0)
+        let added = delivery.adopt([Line("o", "e1"), Line("o", "e2"), Line("me", "e0"), Line("stranger", "x")], own: "me")
+        #expect(Set(added) == [Line("o", "e1"), Line("o", "e2"), Line("me", "e0")])
+        #expect(delivery.current["o"] == "e2")
+        #expect(delivery.tracks[Line("o", "e1")]?.retired == true)
+        #expect(delivery.tracks[Line("o", "e2")]?.retired == false)
+        #expect(delivery.tracks[Line("me", "e0")]?.own == true)
+        #expect(delivery.tracks[Line("stranger", "x")] == nil)
+        #expect(delivery.adopt([Line("o", "e2")], own: "me").isEmpty, "a line is taken on once")
     }
 }

@@ -231,10 +231,15 @@ struct NodeTests {
         }
     }
 
-    @Test func aNodeWhoseStoreWasWipedContinuesAfterTheSequenceItsPeersHold() async throws {
+    /// A node whose volume is lost starts a new store in a new epoch: it numbers from 1 again
+    /// without colliding with its old events (its peers keep both lines), and it gets its
+    /// own earlier events back from a peer that holds them.
+    @Test func aNodeWhoseStoreWasWipedStartsANewEpochAndGetsItsHistoryBack() async throws {
         try await withCluster([.init(name: "planner-1", pool: "planner"), .init(name: "builder-1", pool: "builder")]) { cluster in
-            for i in 1...3 { try await cluster.emit("planner-1", "plan_ready", ["n": .number(Double(i))]) }
+            var old: [String] = []
+            for i in 1...3 { old.append(try await cluster.emit("planner-1", "plan_ready", ["n": .number(Double(i))])["id"]!.stringValue!) }
             try await eventually(10, "builder has the three") { try cluster.history("builder-1").count == 3 }
+            let oldEpoch = try await cluster.status("planner-1")["epoch"]!.stringValue!
             cluster.kill("planner-1")
             try FileManager.default.removeItem(atPath: cluster.data("planner-1"))  // the volume is gone
             try cluster.restoreKey("planner-1")  // its identity comes back from a backup
@@ -242,9 +247,18 @@ struct NodeTests {
             try await cluster.waitUntilUp("planner-1")
             // Emitted right away: no waiting for the builder to reconnect; replay covers it.
             let event = try await cluster.emit("planner-1", "plan_ready", ["n": 4])
-            #expect(event["seq"]?.intValue == 4)
+            let newEpoch = try await cluster.status("planner-1")["epoch"]!.stringValue!
+            #expect(event["seq"]?.intValue == 1 && newEpoch != oldEpoch && newEpoch > oldEpoch)
             try await eventually(10, "builder stores the new event beside the old ones") { try cluster.history("builder-1").count == 4 }
-            #expect(cluster.log("planner-1").contains("peers hold them up to sequence 3"))
+            let lines = try cluster.storedEvents("builder-1", origin: "planner-1").map { "\($0.epoch == oldEpoch ? "old" : "new")-\($0.seq)" }
+            #expect(lines == ["old-1", "old-2", "old-3", "new-1"])
+            try await eventually(15, "planner-1 has its own earlier events back") {
+                Set(try cluster.storedEvents("planner-1", origin: "planner-1").map(\.id)).isSuperset(of: old)
+            }
+            try await eventually(15, "its refill is done") { try await cluster.status("planner-1")["refill"]?["done"]?.boolValue == true }
+            let held = try await cluster.status("builder-1")["lines"]!.arrayValue!.filter { $0["origin"]?.stringValue == "planner-1" }
+            #expect(held.map { $0["epoch"]!.stringValue! }.sorted() == [oldEpoch, newEpoch], "status shows both lines")
+            #expect(held.first { $0["epoch"]?.stringValue == newEpoch }?["current"]?.boolValue == true)
         }
     }
 

@@ -44,7 +44,7 @@ struct StoreTests {
         #expect(try store.events(q).map(\.id) == ["p-3"])
         #expect(try store.event(id: "p-2")?.decoded().seq == 2)
         #expect(try store.maxSeq(origin: "p") == 3)
-        #expect(try store.origins() == ["p": 3, "b": 1])
+        #expect(try store.lines() == [Line("p", ""): 3, Line("b", ""): 1])
     }
 
     @Test func timeBoundsIncludeAnEventStampedExactlyOnThem() throws {
@@ -67,16 +67,16 @@ struct StoreTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         do {
             let store = try EventStore(directory: dir)
-            try store.append((1...50).map { event("p", $0) }, advancing: ["x": 9])
+            try store.append((1...50).map { event("p", $0) }, advancing: [Line("x", ""): 9])
             try store.recordAnswer(requestID: "r1", reply: Array("yes".utf8))
             try store.setMeta("k", "v")
         }
         let store = try EventStore(directory: dir)
         #expect(try store.count() == 50)
         #expect(try store.maxSeq(origin: "p") == 50)
-        #expect(try store.cursor(origin: "x") == 9)
-        try store.setCursors(["x": 3])  // cursors never move back
-        #expect(try store.cursor(origin: "x") == 9)
+        #expect(try store.cursor(Line("x", "")) == 9)
+        try store.setCursors([Line("x", ""): 3])  // cursors never move back
+        #expect(try store.cursor(Line("x", "")) == 9)
         #expect(try store.answer(for: "r1") == Array("yes".utf8))
         #expect(try store.answer(for: "r2") == nil)
         #expect(try store.meta("k") == "v")
@@ -259,7 +259,7 @@ struct StoreTests {
         #expect(writer.counts.transactions == 1)
         #expect(writer.counts.events == 3)
         #expect(try store.count() == 5)
-        #expect(try store.origins() == ["p": 2, "q": 3])
+        #expect(try store.lines() == [Line("p", ""): 2, Line("q", ""): 3])
     }
 
     @Test func aNewStoreIsTunedAndVersioned() throws {
@@ -345,4 +345,78 @@ struct StoreTests {
 
 extension EventType {
     static let schemaV1Custom = try! EventType(validating: "schema_v1")
+}
+
+extension StoreTests {
+    /// Each store has an epoch, made when it is created and kept across opens; an origin's
+    /// events of two epochs are two lines, both numbered from 1.
+    @Test func aNewStoreMakesAnEpochAndKeepsIt() throws {
+        let dir = temporary()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let first = try EventStore(directory: dir)
+        #expect(first.isNew && Epoch.isValid(first.epoch))
+        let epoch = first.epoch
+        let e = Event(id: "a", origin: "p", epoch: epoch, seq: 1, stream: "s", type: .planReady, timestamp: Date(), payload: .null)
+        let f = Event(id: "b", origin: "p", epoch: "other", seq: 1, stream: "s", type: .planReady, timestamp: Date(), payload: .null)
+        #expect(try first.append([StoredEvent(event: e, envelope: EnvelopeCodec.encode(e)), StoredEvent(event: f, envelope: EnvelopeCodec.encode(f))]) == [true, true])
+        let again = try EventStore(directory: dir)
+        #expect(!again.isNew && again.epoch == epoch)
+        #expect(try again.lines() == [Line("p", epoch): 1, Line("p", "other"): 1])
+        #expect(try again.maxSeq(origin: "p", epoch: epoch) == 1)
+        #expect(try again.event(id: "a")?.decoded().epoch == epoch, "the epoch travels in the envelope")
+    }
+
+    /// A store written by a version without epochs: its events keep their numbers in the
+    /// epoch "", its cursors are kept, and its node goes on numbering where it was.
+    @Test func aStoreMadeBeforeEpochsIsMigratedAsItWas() throws {
+        let dir = temporary()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: dir + "/events.sqlite", contents: nil)  // an empty file is an empty database
+        let old = try Connection(path: dir + "/events.sqlite")
+        try old.execute("""
+            PRAGMA journal_mode=WAL;
+            CREATE TABLE grdb_migrations(identifier TEXT NOT NULL PRIMARY KEY);
+            INSERT INTO grdb_migrations VALUES ('v1');
+            CREATE TABLE event(
+                rowid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, origin TEXT NOT NULL, seq INTEGER NOT NULL,
+                stream TEXT NOT NULL, event_type TEXT NOT NULL, ts_ms INTEGER NOT NULL, received_ms INTEGER NOT NULL,
+                correlation_id TEXT, target TEXT, envelope BLOB NOT NULL, UNIQUE(origin, seq));
+            CREATE TABLE cursor(origin TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+            CREATE TABLE answered(request_id TEXT PRIMARY KEY, reply BLOB NOT NULL, answered_ms INTEGER NOT NULL);
+            CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            INSERT INTO event(id, origin, seq, stream, event_type, ts_ms, received_ms, envelope)
+                VALUES ('me-1', 'me', 1, 's', 'plan_ready', 0, 0, x'7b7d'), ('me-2', 'me', 2, 's', 'plan_ready', 0, 0, x'7b7d');
+            INSERT INTO cursor VALUES ('q', 7);
+            PRAGMA user_version = 1;
+            """, "make a store of schema 1")
+        old.close()
+        let store = try EventStore(directory: dir)
+        #expect(!store.isNew && store.epoch == "")
+        #expect(try store.lines() == [Line("me", ""): 2])
+        #expect(try store.cursor(Line("q", "")) == 7)
+        #expect(try store.pragma("user_version") == "\(EventStore.schemaVersion)")
+    }
+
+    /// A file that is not an intact store is reported as damaged (so a node can move it
+    /// aside); one from a newer version is not damaged, only refused.
+    @Test func aDamagedStoreIsReportedAsDamaged() throws {
+        let dir = temporary()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try Data(repeating: 0x5A, count: 64 * 1024).write(to: URL(fileURLWithPath: dir + "/events.sqlite"))
+        #expect {
+            _ = try EventStore(directory: dir)
+        } throws: { error in
+            (error as? StoreError)?.damaged == true
+        }
+        let newer = temporary()
+        defer { try? FileManager.default.removeItem(atPath: newer) }
+        try EventStore(directory: newer).setPragma("user_version", "\(EventStore.schemaVersion + 1)")
+        #expect {
+            _ = try EventStore(directory: newer)
+        } throws: { error in
+            (error as? StoreError)?.damaged == false
+        }
+    }
 }
