@@ -117,7 +117,7 @@ extension Node {
                     if let refusal = senderRefusal(object["from_node"]?.stringValue, of: message, what: "\(kind) request") {
                         reply = [Frame(refusal)]
                     } else {
-                        reply = kind == "replay" ? replayReply(object) : [Frame(linesReply(object))]
+                        reply = kind == "replay" ? await replayReply(object) : [Frame(linesReply(object))]
                     }
                     try? await router.send(Message([peer, Frame([])] + reply))
                     continue
@@ -168,7 +168,7 @@ extension Node {
                 if let refusal = senderRefusal(object["from_node"]?.stringValue, of: message, what: "replay request") {
                     reply = [Frame(refusal)]
                 } else {
-                    reply = replayReply(object)
+                    reply = await replayReply(object)
                 }
             } catch {
                 reject("\(error)", .request)

@@ -68,6 +68,16 @@ struct Delivery: Sendable {
         var newEpochs: [(old: Line, new: Line)] = []
         /// Events and heartbeats of an epoch older than the origin's current one (ignored).
         var stale = 0
+
+        mutating func merge(_ other: Live) {
+            take += other.take
+            duplicates += other.duplicates
+            dropped += other.dropped
+            replayFrom.formUnion(other.replayFrom)
+            regressions += other.regressions
+            newEpochs += other.newEpochs
+            stale += other.stale
+        }
     }
 
     /// What a track decides by: the subscribed types and how much may wait behind a gap.

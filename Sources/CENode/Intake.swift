@@ -167,12 +167,14 @@ extension Node {
     /// came. Only the peer's own events and heartbeats are taken (its SUB dials it alone).
     func takeLive(_ batch: [Message], from peer: String, feed: Socket) async throws {
         try await intake.turn.run {
+            // In the order they came: a heartbeat speaks of the events sent before it.
             var arrivals: [Intake.Held] = []
-            var heartbeats: [Delivery.Beat] = []
+            var segments: [(events: [Intake.Held], beat: Delivery.Beat?)] = []
             for message in batch {
                 if message.count == 2, message[0].bytes.starts(with: Array("_hb/".utf8)) {
                     if let beat = heard(heartbeat: message, from: peer) {
-                        heartbeats.append(Delivery.Beat(origin: beat.origin, epoch: beat.epoch, seq: beat.seq, marks: beat.marks))
+                        segments.append((arrivals, Delivery.Beat(origin: beat.origin, epoch: beat.epoch, seq: beat.seq, marks: beat.marks)))
+                        arrivals = []
                     }
                     continue
                 }
@@ -198,8 +200,13 @@ extension Node {
                 let marks = message.count == 3 ? Self.parseMarks(message[2].bytes) : nil
                 arrivals.append(Intake.Held(event: event, envelope: message[1].bytes, marks: marks))
             }
-            // One pass under the lock for the whole batch: events first, then heartbeats.
-            let live = intake.state.withLock { $0.receive(arrivals, beats: heartbeats) }
+            if !arrivals.isEmpty { segments.append((arrivals, nil)) }
+            // One pass under the lock for the whole batch.
+            let live = intake.state.withLock { delivery in
+                var live = Delivery.Live()
+                for (events, beat) in segments { live.merge(delivery.receive(events, beats: beat.map { [$0] } ?? [])) }
+                return live
+            }
             state.withLock { s in
                 s.counters.duplicates += live.duplicates
                 s.counters.pendingDropped += live.dropped

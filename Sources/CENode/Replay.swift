@@ -98,7 +98,7 @@ extension Node {
     /// Answers a replay request from this node's store: this node's own current line, or, as
     /// a relay, a line it holds through its cursor (every event of the types it subscribes
     /// to up to the cursor is stored here), when it subscribes to every type asked for.
-    func replayReply(_ object: [String: JSONValue]) -> [Frame] {
+    func replayReply(_ object: [String: JSONValue]) async -> [Frame] {
         let request: Replay.Request
         do {
             request = try Replay.Request(object)
@@ -109,10 +109,9 @@ extension Node {
         let refuse = { (why: String) in [Frame(Wire.errorReply(requestID: nil, answeredBy: self.spec.name, error: why))] }
         let epoch = request.epoch ?? (request.origin == spec.name ? store.epoch : "")
         let line = Line(request.origin, epoch)
-        let last: UInt64
         if line == Line(spec.name, store.epoch) {
             // Everything up to the last sequence is stored: the emit loop moves it after the write.
-            last = state.withLock { $0.lastSeq }
+            return page(of: line, request, through: state.withLock { $0.lastSeq })
         } else {
             guard let cursor = intake.state.withLock({ $0.tracks[line]?.cursor }) else {
                 return refuse("\(spec.name) holds no events of \(line)\(request.origin == spec.name ? " (its store's epoch is \(store.epoch))" : "")")
@@ -124,8 +123,16 @@ extension Node {
                     return refuse("\(spec.name) does not subscribe to \(missing), so it cannot relay all of \(line)'s events asked for")
                 }
             }
-            last = cursor
+            // A cursor moves before its events are written: read it and the events while no
+            // intake step is between the two (one holds the turn from its decision to its write).
+            return (try? await intake.turn.run {
+                page(of: line, request, through: intake.state.withLock { $0.tracks[line]?.cursor } ?? cursor)
+            }) ?? refuse("\(spec.name) is stopping")
         }
+    }
+
+    /// A replay page of `line` from this node's store: events after `request.after`, through `last` at most.
+    private func page(of line: Line, _ request: Replay.Request, through last: UInt64) -> [Frame] {
         var query = EventQuery()
         query.origin = line.origin
         query.epoch = line.epoch
@@ -138,7 +145,7 @@ extension Node {
         let stored: [StoredEvent]
         do { stored = try store.events(query) } catch {
             logger.error("replay for \(request.fromNode) failed: \(error)")
-            return refuse("\(error)")
+            return [Frame(Wire.errorReply(requestID: nil, answeredBy: spec.name, error: "\(error)"))]
         }
         var frames: [Frame] = []
         var bytes = 0

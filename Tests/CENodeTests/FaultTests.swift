@@ -207,7 +207,11 @@ struct FaultTests {
                 let types = Node.subscribedTypes(pool: cluster.topology.node(named: name)!.pool, topology: cluster.topology)
                 let expected = sent.filter { types?.contains($0.type) ?? true }.map(\.id)
                 let held = try cluster.storedEvents(name, origin: origin)
-                #expect(Set(held.map(\.id)) == Set(expected), "\(name) holds \(held.count) of \(origin)'s events, expected \(expected.count)")
+                let heldIDs = Set(held.map(\.id))
+                let expectedIDs = Set(expected)
+                let missing = sent.filter { expectedIDs.contains($0.id) && !heldIDs.contains($0.id) }.map { "\($0.type.rawValue)#\($0.seq)" }
+                let extra = held.filter { !expectedIDs.contains($0.id) }.map { "\($0.type.rawValue)#\($0.seq)" }
+                #expect(missing.isEmpty && extra.isEmpty, "\(name) holds \(held.count) of \(origin)'s events, expected \(expected.count): missing \(missing.prefix(10)), extra \(extra.prefix(10))")
                 #expect(held.count == Set(held.map(\.id)).count)
                 let seqs = held.map(\.seq)
                 #expect(seqs == seqs.sorted() && Set(seqs).count == seqs.count, "\(name) stored \(origin)'s events out of order")
