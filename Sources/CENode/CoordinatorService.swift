@@ -23,6 +23,13 @@ public final class CoordinatorService: Sendable {
         let live = node.events()
         // A new store is refilled from the pools first (a coordinator whose disk was lost):
         // its decisions come back with the pools' copies, so none is published twice.
+        let ready = Atomic<Bool>(false)
+        node.addControlCommand("gates") { [self] _ in
+            guard ready.load(ordering: .acquiring) else {
+                return ["ok": false, "error": "the coordinator is rebuilding its state (refilling its store from the pools first); ask again shortly"]
+            }
+            return ["ok": true, "coordinator": self.state.withLock { $0.status(now: Date()) }]
+        }
         let refilling = node.intake.refill.withLock { $0.wanted }
         if refilling { node.logger.notice("coordinator waits for the refill from the pools before it decides") }
         let started = ContinuousClock.now
@@ -58,10 +65,8 @@ public final class CoordinatorService: Sendable {
         if !seen.isEmpty {
             node.logger.notice("coordinator state rebuilt from \(seen.count) stored events; publishing \(missed.count) decisions not yet published")
         }
+        ready.store(true, ordering: .releasing)
         await publish(missed)
-        node.addControlCommand("gates") { [self] _ in
-            ["ok": true, "coordinator": self.state.withLock { $0.status(now: Date()) }]
-        }
         let replayed = seen
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {

@@ -254,10 +254,12 @@ extension Node {
                 continue
             }
             let event = held[index].event
+            // This node's own earlier events, refilled from peers: handed over when emitted.
+            if event.origin == spec.name { continue }
             local.append(Message([Frame(Topic.bytes(type: event.type, stream: event.stream)), Frame(held[index].envelope)]))
         }
         try? await feed.send(batch: local)
-        for (index, isNew) in fresh.enumerated() where isNew {
+        for (index, isNew) in fresh.enumerated() where isNew && held[index].event.origin != spec.name {
             broadcast(held[index].event)
             eventFolder?.deliver(held[index].event)
         }

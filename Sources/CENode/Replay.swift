@@ -300,13 +300,15 @@ extension Node {
             r.answered.formUnion(answers.keys)
             return r.wanted && !r.done
         }
-        // New lines are taken on when refilling a new store (every line, this node's own
-        // earlier ones too), or when an origin is in a newer epoch than this node knows.
+        // Lines this node has none of are taken on: every one (this node's own earlier ones
+        // too, its audit trail) when it keeps history from the beginning, as a refill does;
+        // otherwise only an origin's newer epoch.
         let known = intake.state.withLock { d in d.current }
+        let everything = refill || options.catchUp == .beginning
         let candidates = holders.keys.filter { line in
-            if line.origin == spec.name { return refill && line.epoch != store.epoch }
+            if line.origin == spec.name { return everything && line.epoch != store.epoch }
             guard topology.node(named: line.origin) != nil else { return false }
-            if refill { return true }
+            if everything { return true }
             return known[line.origin].map { line.epoch > $0 } ?? false
         }
         let added = intake.state.withLock { $0.adopt(candidates, own: spec.name) }
@@ -322,12 +324,15 @@ extension Node {
         }
     }
 
-    /// Ends the refill once every peer answered a survey (or ten seconds passed) and no line
-    /// found is still being replayed.
+    /// Ends the refill once the peers answered a survey (see below) and no line found is
+    /// still being replayed.
     func checkRefill(_ peers: [NodeSpec]) {
         let (open, answered, started) = intake.refill.withLock { ($0.wanted && !$0.done, $0.answered, $0.started) }
         guard open else { return }
-        let heard = answered.count == peers.count || ContinuousClock.now - started > .seconds(10)
+        // Every peer answered; or some did and the others stay silent; or none for a minute
+        // (lines found later are still taken on: the survey goes on while a peer is down).
+        let waited = ContinuousClock.now - started
+        let heard = answered.count == peers.count || (!answered.isEmpty && waited > .seconds(10)) || waited > .seconds(60)
         let busy = intake.state.withLock { d in d.tracks.values.contains { $0.replaying } }
         guard heard, !busy else {
             let r = intake.refill.withLock { $0 }

@@ -49,7 +49,7 @@ struct FaultTests {
     static let settings = "heartbeat_ms: 200\n  ask_timeout_ms: 1000\n  ask_retries: 1"
 
     /// Runs a scenario on the five hosts with every pool streaming, then takes the census.
-    func scenario(_ name: String, extraNodes: [Cluster.NodeDef] = [], start: [String]? = nil,
+    func scenario(_ name: String, extraNodes: [Cluster.NodeDef] = [], start: [String]? = nil, down: Set<String> = [],
                   _ body: (Cluster, Streams) async throws -> Void) async throws {
         try await withCluster(Self.nodes + extraNodes, pools: Self.pools, settings: Self.settings,
                               start: start ?? Self.nodes.map(\.name), namespaces: true) { cluster in
@@ -58,7 +58,7 @@ struct FaultTests {
             do {
                 try await body(cluster, streams)
                 await streams.stopEmitting()
-                try await census(cluster, streams: streams)
+                try await census(cluster, streams: streams, down: down)
             } catch {
                 await streams.finish()
                 throw error
@@ -185,15 +185,203 @@ struct FaultTests {
         }
     }
 
-    /// Waits until every node's cursor for every origin reaches that origin's last sequence,
-    /// then checks every store against every origin's.
-    func census(_ cluster: Cluster, streams: Streams) async throws {
+    // MARK: Lost and damaged stores
+
+    /// The node's store, damaged while it is stopped: its WAL folded in first (opening and
+    /// closing the store checkpoints it), so the damage lands on the events themselves.
+    func damage(_ cluster: Cluster, _ name: String, _ how: (FileHandle, UInt64) throws -> Void) throws {
+        _ = try cluster.storedCount(name, origin: name)
+        let path = cluster.data(name) + "/events.sqlite"
+        let size = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.uint64Value ?? 0
+        #expect(size > 64 * 1024, "the store is big enough to damage in its middle (\(size) bytes)")
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try how(handle, size)
+        try handle.close()
+    }
+
+    /// Waits until the node is back with a new store refilled, the damaged file kept beside it.
+    func expectRefilledAfterDamage(_ cluster: Cluster, _ name: String) async throws {
+        try await eventually(60, "\(name) finishes its refill") {
+            try await cluster.status(name)["refill"]?["done"]?.boolValue == true
+        }
+        let kept = try FileManager.default.contentsOfDirectory(atPath: cluster.data(name)).filter { $0.hasPrefix("events.sqlite.damaged-") }
+        #expect(kept.contains { !$0.hasSuffix("-wal") && !$0.hasSuffix("-shm") }, "the damaged store is kept on disk: \(kept)")
+        #expect(cluster.log(name).contains("moved it aside"))
+    }
+
+    /// Waits until every running node other than `origin` holds `origin`'s line through its last sequence.
+    func waitUntilEveryoneHolds(_ cluster: Cluster, _ origin: String, except: Set<String> = []) async throws {
+        try await eventually(30, "every node holds \(origin)'s events") {
+            let last = try await cluster.status(origin)["last_seq"]?.intValue
+            for name in cluster.processes.keys where name != origin && !except.contains(name) {
+                let peers = try await cluster.status(name)["peers"]?.arrayValue ?? []
+                if peers.first(where: { $0["name"]?.stringValue == origin })?["cursor"]?.intValue != last { return false }
+            }
+            return true
+        }
+    }
+
+    /// (a) A subscriber's store overwritten in its middle while it is stopped: it is moved
+    /// aside, a new store is refilled from the peers (the node's own events too).
+    @Test func aStoreOverwrittenInTheMiddleIsMovedAsideAndRefilled() async throws {
+        try await scenario("store overwritten") { cluster, streams in
+            try await streams.waitForEvents(300)
+            cluster.kill("builder-1")
+            streams.forget("builder-1")
+            try damage(cluster, "builder-1") { handle, size in
+                try handle.seek(toOffset: size / 2)
+                handle.write(Data(repeating: 0xA5, count: 32 * 1024))
+            }
+            try cluster.start("builder-1")
+            try await cluster.waitUntilUp("builder-1")
+            try await streams.waitForMoreEvents(100)
+            try await expectRefilledAfterDamage(cluster, "builder-1")
+        }
+    }
+
+    /// (b) A store truncated to half while its node is stopped.
+    @Test func aTruncatedStoreIsMovedAsideAndRefilled() async throws {
+        try await scenario("store truncated") { cluster, streams in
+            try await streams.waitForEvents(300)
+            cluster.kill("builder-2")
+            streams.forget("builder-2")
+            try damage(cluster, "builder-2") { handle, size in try handle.truncate(atOffset: size / 2) }
+            try cluster.start("builder-2")
+            try await cluster.waitUntilUp("builder-2")
+            try await streams.waitForMoreEvents(100)
+            try await expectRefilledAfterDamage(cluster, "builder-2")
+        }
+    }
+
+    /// (c) An origin's store deleted while every peer is cut off from it; it starts again
+    /// still cut off and emits (a new epoch, from sequence 1), then the cut heals: every peer
+    /// holds both lines, and the origin gets its earlier events back.
+    @Test func anOriginWipedWhileCutOffEmitsInANewEpoch() async throws {
+        try await scenario("origin wiped while cut off") { cluster, streams in
+            try await streams.waitForEvents(200)
+            // What it acknowledged before the cut reaches its peers (a store lost with events
+            // only it held loses them: that is what copies on other hosts are for).
+            try await streams.pause("planner-1")
+            try await waitUntilEveryoneHolds(cluster, "planner-1")
+            let oldEpoch = try await cluster.status("planner-1")["epoch"]!.stringValue!
+            if cluster.hosts.mode == .namespaces { try cluster.hosts.cut("planner-1") }
+            cluster.kill("planner-1")
+            streams.forget("planner-1")
+            try FileManager.default.removeItem(atPath: cluster.data("planner-1"))
+            try cluster.restoreKey("planner-1")
+            try cluster.start("planner-1")
+            try await cluster.waitUntilUp("planner-1")
+            streams.resume("planner-1")
+            try await streams.waitForMoreEvents(150)
+            let status = try await cluster.status("planner-1")
+            #expect(status["epoch"]?.stringValue != oldEpoch)
+            if cluster.hosts.mode == .namespaces { try cluster.hosts.heal("planner-1") }
+            try await streams.waitForMoreEvents(100)
+            try await eventually(60, "planner-1 has its earlier events back") {
+                try cluster.storedEvents("planner-1", origin: "planner-1").contains { $0.epoch == oldEpoch }
+            }
+        }
+    }
+
+    /// (d) An origin killed for good while a subscriber that missed its last events is cut
+    /// off: once healed, the subscriber catches up from the peers that hold them.
+    @Test func aSubscriberCatchesUpOnAnOriginThatIsGoneFromItsPeers() async throws {
+        try await scenario("origin gone for good", down: ["planner-1"]) { cluster, streams in
+            try await streams.waitForEvents(100)
+            if cluster.hosts.mode == .namespaces {
+                try cluster.hosts.cut("builder-2")
+            } else {
+                kill(cluster.processes["builder-2"]!.processIdentifier, SIGSTOP)
+            }
+            try await streams.waitForMoreEvents(150)  // builder-2 misses these
+            try await streams.pause("planner-1")
+            try await waitUntilEveryoneHolds(cluster, "planner-1", except: ["builder-2"])
+            cluster.kill("planner-1")  // for good: its host is gone
+            if cluster.hosts.mode == .namespaces {
+                try cluster.hosts.heal("builder-2")
+            } else {
+                kill(cluster.processes["builder-2"]!.processIdentifier, SIGCONT)
+            }
+            try await streams.waitForMoreEvents(50)
+            let target = try cluster.storedEvents("planner-1", origin: "planner-1").filter { ["plan_ready", "schema_v1"].contains($0.type.rawValue) }.count
+            try await eventually(60, "builder-2 holds every planner-1 event it subscribes to") {
+                try cluster.storedCount("builder-2", origin: "planner-1") >= target
+            }
+        }
+    }
+
+    /// (e) The coordinator's disk lost mid-gate and mid-conflict, and it is started on another
+    /// host: it refills from the pools and rebuilds its gates and conflicts from their copies;
+    /// the gate passes once, the conflict escalates and closes, and no decision is published twice.
+    @Test func theCoordinatorRebuildsFromThePoolsOnANewHost() async throws {
+        try await scenario("coordinator rebuilt on a new host") { cluster, streams in
+            try await streams.waitForEvents(50)
+            try await cluster.emit("planner-1", "sync_point_reached", ["gate": "release"])
+            try await cluster.emit("builder-1", "sync_point_reached", ["gate": "release"])
+            try await cluster.emit("reviewer-1", "conflict_detected", ["subject": "api", "parties": ["builder"], "description": "no tests"])
+            try await eventually(10, "the conflict is opened and every pool holds the decision") {
+                try ["planner-1", "builder-1", "builder-2", "reviewer-1"].allSatisfy { try cluster.storedEvents($0, type: "resolution_needed").count == 1 }
+            }
+            try await waitUntilEveryoneHolds(cluster, "coordinator")
+            cluster.kill("coordinator")
+            streams.forget("coordinator")
+            try FileManager.default.removeItem(atPath: cluster.data("coordinator"))  // the disk is gone
+            try cluster.hosts.replace("coordinator")  // another machine takes its address
+            try cluster.restoreKey("coordinator")
+            try cluster.start("coordinator")
+            try await cluster.waitUntilUp("coordinator")
+            try await eventually(60, "the coordinator rebuilds from the pools") { cluster.log("coordinator").contains("rebuilt from the pools' copies") }
+            var gates: JSONValue = .null
+            try await eventually(30, "the coordinator answers gates") {
+                gates = (try? await cluster.control("coordinator", ["cmd": "gates"])) ?? .null  // an error while it rebuilds
+                return gates["ok"]?.boolValue == true
+            }
+            let release = gates["coordinator"]?["gates"]?.arrayValue?.first { $0["gate"]?.stringValue == "release" }
+            #expect(release?["aligned"]?.arrayValue?.compactMap(\.stringValue).sorted() == ["builder", "planner"], "the gate's reports came back")
+            try await cluster.emit("reviewer-1", "sync_point_reached", ["gate": "release"])
+            try await eventually(20, "every pool hears the gate pass") {
+                try ["planner-1", "builder-1", "builder-2", "reviewer-1"].allSatisfy { try cluster.storedEvents($0, type: "gate_passed").count == 1 }
+            }
+            var conflictID: String?
+            try await eventually(20, "the conflict escalates to the human") {
+                let asks = try cluster.storedEvents("reviewer-1", type: "resolution_needed")
+                conflictID = asks.first { $0.payload["resolver"]?.stringValue == "human" }?.payload["conflict_id"]?.stringValue
+                return conflictID != nil
+            }
+            _ = try cluster.run(["resolve", conflictID!, "--decision", "add the tests", "--topology", cluster.topologyPath])
+            try await eventually(20, "the parties hear the conflict closed") {
+                try cluster.storedEvents("builder-1", type: "conflict_closed").count == 1
+            }
+            // No decision went out twice: one level-0 ask, one escalation, one pass.
+            let asks = try cluster.storedEvents("reviewer-1", type: "resolution_needed").map { $0.payload["level"]?.intValue ?? -1 }
+            #expect(asks.sorted() == [0, 1], "resolution_needed levels published: \(asks)")
+            #expect(try cluster.storedEvents("reviewer-1", type: "gate_passed").count == 1)
+        }
+    }
+
+    /// Waits until every node's cursor for every origin reaches that origin's last sequence
+    /// (read from its store when it is down for good) and every refill and replay has ended,
+    /// then checks every store against every origin's: each running node holds exactly the
+    /// events of its subscribed types of every line, none twice, in sequence order per line.
+    func census(_ cluster: Cluster, streams: Streams, down: Set<String> = []) async throws {
         let names = cluster.processes.keys.sorted()
-        try await eventually(Self.soak ? 300 : 60, "every node catches up with every origin") {
+        let running = names.filter { !down.contains($0) }
+        try await eventually(Self.soak ? 300 : 90, "every node catches up with every origin") {
             var last: [String: Int] = [:]
-            for name in names { last[name] = try await cluster.status(name)["last_seq"]?.intValue ?? -1 }
-            for name in names {
-                for peer in try await cluster.status(name)["peers"]?.arrayValue ?? [] {
+            var statuses: [String: JSONValue] = [:]
+            for name in running {
+                statuses[name] = try await cluster.status(name)
+                last[name] = statuses[name]!["last_seq"]?.intValue ?? -1
+            }
+            for name in down {
+                let store = try EventStore(directory: cluster.data(name), durability: .normal)
+                last[name] = Int(try store.maxSeq(origin: name, epoch: store.epoch))
+            }
+            for name in running {
+                let status = statuses[name]!
+                if let refill = status["refill"], refill != .null, refill["done"]?.boolValue != true { return false }
+                if (status["lines"]?.arrayValue ?? []).contains(where: { $0["replaying"]?.boolValue == true }) { return false }
+                for peer in status["peers"]?.arrayValue ?? [] {
                     guard let origin = peer["name"]?.stringValue, let target = last[origin] else { continue }
                     if peer["cursor"]?.intValue != target { return false }
                 }
@@ -203,7 +391,7 @@ struct FaultTests {
         var checked = 0
         for origin in names {
             let sent = try cluster.storedEvents(origin, origin: origin)
-            for name in names where name != origin {
+            for name in running where name != origin {
                 let types = Node.subscribedTypes(pool: cluster.topology.node(named: name)!.pool, topology: cluster.topology)
                 let expected = sent.filter { types?.contains($0.type) ?? true }.map(\.id)
                 let held = try cluster.storedEvents(name, origin: origin)
@@ -212,9 +400,11 @@ struct FaultTests {
                 let missing = sent.filter { expectedIDs.contains($0.id) && !heldIDs.contains($0.id) }.map { "\($0.type.rawValue)#\($0.seq)" }
                 let extra = held.filter { !expectedIDs.contains($0.id) }.map { "\($0.type.rawValue)#\($0.seq)" }
                 #expect(missing.isEmpty && extra.isEmpty, "\(name) holds \(held.count) of \(origin)'s events, expected \(expected.count): missing \(missing.prefix(10)), extra \(extra.prefix(10))")
-                #expect(held.count == Set(held.map(\.id)).count)
-                let seqs = held.map(\.seq)
-                #expect(seqs == seqs.sorted() && Set(seqs).count == seqs.count, "\(name) stored \(origin)'s events out of order")
+                #expect(held.count == heldIDs.count)
+                for (epoch, events) in Dictionary(grouping: held, by: \.epoch) {
+                    let seqs = events.map(\.seq)
+                    #expect(seqs == seqs.sorted() && Set(seqs).count == seqs.count, "\(name) stored \(origin)@\(epoch)'s events out of order")
+                }
                 checked += held.count
             }
         }
@@ -227,7 +417,7 @@ struct FaultTests {
         }
         let doubled = streams.handedOverTwice()
         #expect(doubled.isEmpty, "handed over twice: \(doubled.prefix(5))")
-        print("census: \(checked) events checked across \(names.count) stores; \(streams.acknowledged().values.map(\.count).reduce(0, +)) acknowledged emits")
+        print("census: \(checked) events checked across \(running.count) stores; \(streams.acknowledged().values.map(\.count).reduce(0, +)) acknowledged emits")
     }
 }
 
@@ -261,6 +451,9 @@ final class Streams: Sendable {
         let acked = Mutex<[String: [String: UInt64]]>([:])
         let fed = Mutex<[String: [String: Int]]>([:])
         let stopping = Atomic<Bool>(false)
+        /// Emitters that skip their rounds for now, and those in the middle of one.
+        let paused = Mutex<Set<String>>([])
+        let busy = Mutex<Set<String>>([])
     }
     let context: Context
     let record = Record()
@@ -293,6 +486,16 @@ final class Streams: Sendable {
                 var round = 0
                 var socket: Socket?
                 while !record.stopping.load(ordering: .relaxed) && !Task.isCancelled {
+                    let skip = record.paused.withLock { paused in
+                        record.busy.withLock { busy in
+                            if paused.contains(name) { busy.remove(name) } else { busy.insert(name) }
+                        }
+                        return paused.contains(name)
+                    }
+                    if skip {
+                        try? await Task.sleep(for: .milliseconds(25))
+                        continue
+                    }
                     round += 1
                     let batch: [JSONValue] = (0..<2).map { i in
                         ["event_type": .string(kinds[(round * 2 + i) % kinds.count]), "payload": ["round": .number(Double(round))]]
@@ -335,6 +538,18 @@ final class Streams: Sendable {
     }
 
     func acknowledged() -> [String: [String: UInt64]] { record.acked.withLock { $0 } }
+
+    /// Stops one node's emitter after the round it is in (waits until that round ended).
+    func pause(_ name: String) async throws {
+        record.paused.withLock { _ = $0.insert(name) }
+        try await eventually(10, "\(name)'s emitter pauses") { !self.record.busy.withLock { $0.contains(name) } }
+    }
+
+    func resume(_ name: String) { record.paused.withLock { _ = $0.remove(name) } }
+
+    /// A node whose store is replaced hands its history over again (it cannot know what its
+    /// agents had): "never twice" is counted per store from here on.
+    func forget(_ name: String) { record.fed.withLock { $0[name] = [:] } }
 
     func handedOverTwice() -> [String] {
         record.fed.withLock { $0.flatMap { node, ids in ids.filter { $0.value > 1 }.map { "\(node): \($0.key)" } } }

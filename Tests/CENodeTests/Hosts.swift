@@ -37,17 +37,7 @@ final class Hosts: Sendable {
             try Self.ip(["netns", "add", prefix + "sw"])
             try Self.ip(["-n", prefix + "sw", "link", "add", "br0", "type", "bridge"])
             try Self.ip(["-n", prefix + "sw", "link", "set", "br0", "up"])
-            for i in index.values.sorted() {
-                let ns = prefix + "h\(i)"
-                try Self.ip(["netns", "add", ns])
-                try Self.ip(["link", "add", "\(prefix)s\(i)", "type", "veth", "peer", "name", "\(prefix)n\(i)"])
-                try Self.ip(["link", "set", "\(prefix)s\(i)", "netns", prefix + "sw"])
-                try Self.ip(["link", "set", "\(prefix)n\(i)", "netns", ns])
-                try Self.ip(["-n", prefix + "sw", "link", "set", "\(prefix)s\(i)", "master", "br0", "up"])
-                try Self.ip(["-n", ns, "link", "set", "lo", "up"])
-                try Self.ip(["-n", ns, "addr", "add", "\(subnet).\(10 + i)/24", "dev", "\(prefix)n\(i)"])
-                try Self.ip(["-n", ns, "link", "set", "\(prefix)n\(i)", "up"])
-            }
+            for i in index.values.sorted() { try Self.addHost(i, prefix: prefix, subnet: subnet) }
         } catch {
             failure = "\(error)"
         }
@@ -59,6 +49,29 @@ final class Hosts: Sendable {
             mode = .namespaces
             reason = ""
         }
+    }
+
+    /// One host: a namespace with a veth link into the switch's bridge and its address.
+    private static func addHost(_ i: Int, prefix: String, subnet: String) throws {
+        let ns = prefix + "h\(i)"
+        try ip(["netns", "add", ns])
+        try ip(["link", "add", "\(prefix)s\(i)", "type", "veth", "peer", "name", "\(prefix)n\(i)"])
+        try ip(["link", "set", "\(prefix)s\(i)", "netns", prefix + "sw"])
+        try ip(["link", "set", "\(prefix)n\(i)", "netns", ns])
+        try ip(["-n", prefix + "sw", "link", "set", "\(prefix)s\(i)", "master", "br0", "up"])
+        try ip(["-n", ns, "link", "set", "lo", "up"])
+        try ip(["-n", ns, "addr", "add", "\(subnet).\(10 + i)/24", "dev", "\(prefix)n\(i)"])
+        try ip(["-n", ns, "link", "set", "\(prefix)n\(i)", "up"])
+    }
+
+    /// Replaces the node's host with a new one at the same address (the old machine is
+    /// gone and another takes its name): its namespace and link are deleted and made anew.
+    /// Stop the node first. On loopback there is nothing to replace.
+    func replace(_ node: String) throws {
+        guard mode == .namespaces else { return }
+        let i = index[node]!
+        try Self.ip(["netns", "del", prefix + "h\(i)"])
+        try Self.addHost(i, prefix: prefix, subnet: subnet)
     }
 
     func address(of node: String) -> String { mode == .namespaces ? "\(subnet).\(10 + index[node]!)" : "127.0.0.1" }
