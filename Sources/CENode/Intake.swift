@@ -337,6 +337,9 @@ extension Node {
             if !retired && !isUp(line.origin) { sources = relays + sources } else { sources += relays }
             var got: (reply: Replay.Reply, source: NodeSpec)?
             var reasons: [String] = []
+            /// Sources that could not be asked (down, refused, timed out), as opposed to those
+            /// that answered with nothing more.
+            var unreachable = 0
             if let prefetched = ahead {
                 got = prefetched
                 ahead = nil
@@ -356,16 +359,20 @@ extension Node {
                     } catch {
                         if Task.isCancelled { return }
                         reasons.append("\(source.name): \(error)")
+                        unreachable += 1
                     }
                 }
             }
             guard let (reply, source) = got else {
                 failures += 1
-                if retired || topology.node(named: line.origin) == nil {
-                    // An older epoch: no origin to wait for. What is held behind a gap is taken as it is.
+                // An older epoch (or this node's own): no origin to wait for. It ends once every
+                // peer answered with nothing more, or after a minute of peers failing to answer
+                // (the survey starts it again when one shows it holds more); what is held
+                // behind a gap is then taken as it is.
+                if retired || topology.node(named: line.origin) == nil, unreachable == 0 || failures >= 30 {
                     let taken = (try? await intake.turn.run { try await self.takeWithoutReplay(line, feed: feed) }) ?? 0
-                    if taken > 0 {
-                        logger.notice("replay of \(line) ended with no peer holding more (\(reasons.joined(separator: "; "))): took \(taken) waiting events as they came")
+                    if taken > 0 || unreachable > 0 {
+                        logger.notice("replay of \(line) ended (\(reasons.isEmpty ? "no peer can relay it" : reasons.joined(separator: "; ")))\(taken > 0 ? ": took \(taken) waiting events as they came" : "")")
                     }
                     return
                 }

@@ -278,7 +278,12 @@ extension Node {
             // The first round waits a little, so peers' heartbeats show who is up.
             try await Task.sleep(for: first ? .milliseconds(min(1000, topology.settings.heartbeatMilliseconds * 2)) : interval)
             let anyDown = peers.contains { !isUp($0.name) }
-            if first || refilling || anyDown {
+            // And while a line is short of what a peer said it holds (a replay gave up early).
+            let short = intake.state.withLock { d in d.tracks.values.contains { !$0.replaying && $0.retired } }
+                && intake.holders.withLock { $0 }.contains { line, byPeer in
+                    (byPeer.values.max() ?? 0) > (intake.state.withLock { $0.tracks[line]?.cursor } ?? UInt64.max)
+                }
+            if first || refilling || anyDown || short {
                 await survey(peers, timeout: timeout)
             }
             first = false

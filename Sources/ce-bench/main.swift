@@ -7,6 +7,10 @@
 //                                                  throughput, latency at R events/s, ask round trip
 //   ce-bench replay [--events N] [--stall N]     catch-up rate of a subscriber N events behind; origin memory
 //                                                  while a subscriber is stalled (SIGSTOP) and N events pass
+//   ce-bench refill [--events N] [--gates G]    a node restarting with its store lost, in a cluster holding N
+//                                                  events: refill rate and time until its store matches the census;
+//                                                  a coordinator whose disk is lost rebuilding G open gates and G
+//                                                  open conflicts from the pools
 //   ce-bench link --from DATA --to DATA [--events N] [--rate R] [--type T]
 //                                                 two running nodes (any hosts, e.g. containers) reached through
 //                                                  their data folders: emit at one -> stored at the other, p50/p99
@@ -23,7 +27,7 @@ func fail(_ text: String) -> Never {
     exit(2)
 }
 
-let usage = "usage: ce-bench store [--events N] [--batch B] [--tasks T] [--durability full|normal|both] [--checkpoints background|inline|both] [--random-ids] [--dir DIR] [--ceiling PATH_TO_sqlite_ceiling]\n       ce-bench gates [--pools N] [--rounds R] [--processes] [--heartbeat-ms MS]\n       ce-bench bus [--events N] [--rate EVENTS_PER_S] [--asks N] [--emitters N] [--batch B] [--normal] [--no-replay] [--no-curve] [--no-metrics]\n       ce-bench emit [--events N] [--batch B] [--emitters E] [--normal] [--no-curve]\n       ce-bench replay [--events N] [--stall N]\n       ce-bench link --from DATA_DIR --to DATA_DIR [--events N] [--rate EVENTS_PER_S] [--type EVENT_TYPE]"
+let usage = "usage: ce-bench store [--events N] [--batch B] [--tasks T] [--durability full|normal|both] [--checkpoints background|inline|both] [--random-ids] [--dir DIR] [--ceiling PATH_TO_sqlite_ceiling]\n       ce-bench gates [--pools N] [--rounds R] [--processes] [--heartbeat-ms MS]\n       ce-bench bus [--events N] [--rate EVENTS_PER_S] [--asks N] [--emitters N] [--batch B] [--normal] [--no-replay] [--no-curve] [--no-metrics]\n       ce-bench emit [--events N] [--batch B] [--emitters E] [--normal] [--no-curve]\n       ce-bench replay [--events N] [--stall N]\n       ce-bench refill [--events N] [--gates G]\n       ce-bench link --from DATA_DIR --to DATA_DIR [--events N] [--rate EVENTS_PER_S] [--type EVENT_TYPE]"
 let arguments = Array(CommandLine.arguments.dropFirst(2))
 guard let command = CommandLine.arguments.dropFirst().first else { fail(usage) }
 
@@ -39,7 +43,7 @@ guard let command = CommandLine.arguments.dropFirst().first else { fail(usage) }
     guard i + 1 < arguments.count, let n = Int(arguments[i + 1]), n > 0 else { fail("\(name) needs a positive number\n\(usage)") }
     return n
 }
-for (i, a) in arguments.enumerated() where a.hasPrefix("--") && !["--events", "--rate", "--asks", "--emitters", "--normal", "--pools", "--rounds", "--batch", "--tasks", "--durability", "--dir", "--ceiling", "--processes", "--heartbeat-ms", "--no-replay", "--stall", "--from", "--to", "--type", "--checkpoints", "--random-ids", "--no-curve", "--no-metrics"].contains(a) {
+for (i, a) in arguments.enumerated() where a.hasPrefix("--") && !["--events", "--gates", "--rate", "--asks", "--emitters", "--normal", "--pools", "--rounds", "--batch", "--tasks", "--durability", "--dir", "--ceiling", "--processes", "--heartbeat-ms", "--no-replay", "--stall", "--from", "--to", "--type", "--checkpoints", "--random-ids", "--no-curve", "--no-metrics"].contains(a) {
     fail("unknown flag \(a) (argument \(i + 1))\n\(usage)")
 }
 
@@ -87,6 +91,7 @@ case "gates": try await gateBenchmark()
 case "replay": try await replayBenchmark()
 case "link": try await linkBenchmark()
 case "emit": try await emitBenchmark()
+case "refill": try await refillBenchmark()
 default: fail("unknown benchmark \(command)\n\(usage)")
 }
 try? FileManager.default.removeItem(atPath: temporaryRoot)
@@ -713,4 +718,165 @@ func residentKiB(_ pid: Int32? = nil) -> Int {
                  percentile(acks, 0.5), percentile(acks, 0.99)))
     reader.cancel()
     await context.shutdown()
+}
+
+/// A node whose store is lost, restarted in a cluster that holds `--events` events of another
+/// origin and some of its own: the time from its start until its store holds every line as
+/// the others do (by `status`, then checked event by event after it stopped). Then a
+/// coordinator whose disk is lost with `--gates` gates half reported and as many conflicts
+/// open: the time from its start until `gates` answers with all of them back.
+@MainActor func refillBenchmark() async throws {
+    let count = option("--events", default: 500_000)
+    let gates = option("--gates", default: 100)
+    let own = max(1, count / 50)
+    try FileManager.default.createDirectory(atPath: temporaryRoot, withIntermediateDirectories: true)
+    var gateList = ""
+    for g in 1...gates { gateList += "  - { name: g\(g), pools: [planner, builder] }\n" }
+    let yaml = """
+        version: 1
+        settings: { heartbeat_ms: 200\(securitySetting()) }
+        nodes:
+          - { name: planner-1, pool: planner, host: 127.0.0.1, ports: { pub: \(port()), rep: \(port()) }, data: \(temporaryRoot)/planner-1\(try key("planner-1")) }
+          - { name: builder-1, pool: builder, host: 127.0.0.1, ports: { pub: \(port()), rep: \(port()) }, data: \(temporaryRoot)/builder-1\(try key("builder-1")) }
+        coordinator: { name: coordinator, host: 127.0.0.1, ports: { pub: \(port()), rep: \(port()) }, data: \(temporaryRoot)/coordinator\(try key("coordinator")) }
+        gates:
+        \(gateList)conflicts: { resolvers: [planner, human], escalate_after_s: 3600 }
+
+        """
+    let path = temporaryRoot + "/topology.yaml"
+    try yaml.write(toFile: path, atomically: true, encoding: .utf8)
+    let topology = try TopologyLoader.load(path: path)
+    let planner = try Node(options: try Node.Options(topology: topology, name: "planner-1"))
+    let plannerTask = Task { try await planner.run() }
+    defer { plannerTask.cancel() }
+    var processes: [String: Process] = [:]
+    func start(_ name: String) throws {
+        let child = Process()
+        child.executableURL = ceNodeBinary
+        child.arguments = ["run", "--topology", path, "--node", name, "--log-level", "notice"]
+        let log = FileHandle(forWritingAtPath: temporaryRoot + "/\(name).log") ?? {
+            FileManager.default.createFile(atPath: temporaryRoot + "/\(name).log", contents: nil)
+            return FileHandle(forWritingAtPath: temporaryRoot + "/\(name).log")!
+        }()
+        log.seekToEndOfFile()
+        child.standardError = log
+        child.standardOutput = log
+        try child.run()
+        processes[name] = child
+    }
+    func stop(_ name: String) {
+        guard let child = processes[name], child.isRunning else { return }
+        kill(child.processIdentifier, SIGKILL)
+        child.waitUntilExit()
+    }
+    defer { for name in processes.keys { stop(name) } }
+    /// Deletes the store (a lost disk), keeping the node's key (its identity, restored from a backup).
+    func wipe(_ name: String) throws {
+        let dir = topology.node(named: name)!.data
+        for file in try FileManager.default.contentsOfDirectory(atPath: dir) where file.hasPrefix("events.sqlite") {
+            try FileManager.default.removeItem(atPath: dir + "/" + file)
+        }
+    }
+    func status(_ name: String) async -> JSONValue? {
+        try? await ControlClient(dataDirectory: topology.node(named: name)!.data).call(["cmd": "status"], timeout: .seconds(5))["status"]
+    }
+    func waitUntil(_ what: String, _ seconds: Double = 900, _ condition: () async -> Bool) async throws {
+        let deadline = ContinuousClock.now + .seconds(seconds)
+        while !(await condition()) {
+            guard ContinuousClock.now < deadline else { fail("refill: timed out waiting for \(what)") }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+    /// Every line `name` holds as far as every other node holds it (origin: its last sequence).
+    func matches(_ name: String) async -> Bool {
+        guard let mine = await status(name), mine["refill"]?["done"]?.boolValue != false else { return false }
+        var held: [String: Int] = [:]
+        for line in mine["lines"]?.arrayValue ?? [] { held["\(line["origin"]?.stringValue ?? "")@\(line["epoch"]?.stringValue ?? "")"] = line["through"]?.intValue }
+        for other in ["planner-1", "builder-1", "coordinator"] where other != name {
+            guard let theirs = await status(other) else { return false }
+            for line in theirs["lines"]?.arrayValue ?? [] {
+                let key = "\(line["origin"]?.stringValue ?? "")@\(line["epoch"]?.stringValue ?? "")"
+                if line["origin"]?.stringValue == name && line["current"]?.boolValue == true && line["epoch"]?.stringValue == mine["epoch"]?.stringValue { continue }
+                if (held[key] ?? -1) < (line["through"]?.intValue ?? 0) { return false }
+            }
+        }
+        return true
+    }
+
+    try start("builder-1")
+    try start("coordinator")
+    var started = ContinuousClock.now
+    var left = count
+    while left > 0 {
+        let k = min(1000, left)
+        _ = try await planner.emit((0..<k).map { _ in Node.Emission(.planReady, payload: payload) })
+        left -= k
+    }
+    let builderClient = ControlClient(dataDirectory: topology.node(named: "builder-1")!.data)
+    try await waitUntil("builder-1 to answer") { await status("builder-1") != nil }
+    left = own
+    while left > 0 {
+        let k = min(1000, left)
+        let batch: [JSONValue] = (0..<k).map { _ in ["event_type": "build_ready", "payload": payload] }
+        _ = try await builderClient.call(["cmd": "emit", "events": .array(batch)], timeout: .seconds(60))
+        left -= k
+    }
+    try await waitUntil("the cluster to hold every event everywhere") { await matches("builder-1") }
+    print(String(format: "refill: the cluster holds %d events of planner-1 and %d of builder-1 (256 B payloads), set up in %.1f s", count, own, seconds(since: started)))
+
+    stop("builder-1")
+    try wipe("builder-1")
+    try start("builder-1")
+    started = ContinuousClock.now
+    try await waitUntil("builder-1's refill") { await matches("builder-1") }
+    let took = seconds(since: started)
+    let refilled = (await status("builder-1"))?["refill"]?["events"]?.intValue ?? -1
+    print(String(format: "refill: builder-1 restarted with its store lost: %d events refilled (planner-1's and its own) in %.1f s from its start: %.0f events/s, its store matching the census", refilled, took, Double(refilled) / took))
+    stop("builder-1")
+    // The census, event by event: builder-1's store holds every id the others hold.
+    let ids = { (name: String, origin: String) throws -> Set<String> in
+        var q = EventQuery()
+        q.origin = origin
+        q.limit = Int.max
+        return Set(try EventStore(directory: topology.node(named: name)!.data, durability: .normal).events(q).map(\.id))
+    }
+    let plannerHeld = try ids("builder-1", "planner-1") == ids("coordinator", "planner-1")
+    let ownHeld = try ids("builder-1", "builder-1").isSuperset(of: ids("coordinator", "builder-1"))
+    print("refill: census after the stop: planner-1's events \(plannerHeld ? "all present, none extra" : "DIFFER"); builder-1's own \(ownHeld ? "all back" : "MISSING")")
+    try start("builder-1")
+    try await waitUntil("builder-1 to answer") { await status("builder-1") != nil }
+
+    // The coordinator: every gate half reported, as many conflicts open.
+    for g in 1...gates { _ = try await planner.emit(.syncPointReached, payload: ["gate": .string("g\(g)")]) }
+    for c in 1...gates {
+        _ = try await planner.emit(.conflictDetected, payload: ["subject": .string("s\(c)"), "parties": ["builder"], "description": "bench"])
+    }
+    let coordinatorClient = ControlClient(dataDirectory: topology.node(named: "coordinator")!.data)
+    func rebuilt() async -> Bool {
+        guard let reply = try? await coordinatorClient.call(["cmd": "gates"], timeout: .seconds(5)) else { return false }
+        let open = reply["coordinator"]?["conflicts"]?.arrayValue?.count ?? 0
+        let aligned = reply["coordinator"]?["gates"]?.arrayValue?.filter { ($0["aligned"]?.arrayValue?.count ?? 0) == 1 }.count ?? 0
+        return open == gates && aligned == gates
+    }
+    try await waitUntil("the coordinator to open every gate and conflict") { await rebuilt() }
+    try await waitUntil("the pools to hold every decision") { await matches("coordinator") }
+    stop("coordinator")
+    let dir = topology.node(named: "coordinator")!.data
+    for file in try FileManager.default.contentsOfDirectory(atPath: dir) where file != "curve.key" {
+        try FileManager.default.removeItem(atPath: dir + "/" + file)
+    }
+    try start("coordinator")
+    started = ContinuousClock.now
+    try await waitUntil("the coordinator to rebuild") { await rebuilt() }
+    let rebuildTook = seconds(since: started)
+    var asks = EventQuery()
+    asks.type = "resolution_needed"
+    asks.limit = Int.max
+    // Give a decision published twice the time to arrive before counting.
+    try await waitUntil("a heartbeat round", 5) { await matches("coordinator") }
+    let decisions = try EventStore(directory: topology.node(named: "planner-1")!.data, durability: .normal).count(asks)
+    print(String(format: "refill: coordinator with its disk lost rebuilt %d half-reported gates and %d open conflicts from the pools in %.2f s from its start (resolution_needed at planner-1: %d, one per conflict)",
+                 gates, gates, rebuildTook, decisions))
+    plannerTask.cancel()
+    _ = await plannerTask.result
 }
