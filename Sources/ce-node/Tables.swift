@@ -62,10 +62,16 @@ enum Tables {
         }
         let peers = status["peers"]?.arrayValue ?? []
         let up = peers.filter { $0["up"]?.boolValue == true }.count
-        out += fields([
+        var lines = [
             ("Peers up", "\(up) of \(peers.count)"), ("Subscriptions", subscriptions),
             ("Publishes", status["endpoints"]?["pub"]?.stringValue ?? "?"), ("Store", status["store"]?.stringValue ?? "?"),
-        ])
+            ("Epoch", status["epoch"]?.stringValue.map { $0.isEmpty ? "(none: a store made before epochs)" : $0 } ?? "?"),
+        ]
+        if let refill = status["refill"], refill != .null {
+            let state = refill["done"]?.boolValue == true ? "done" : "under way"
+            lines.append(("Refill", "\(state): \(number(refill["events"])) events of \(number(refill["lines"])) lines, \(number(refill["peers_answered"])) peers answered"))
+        }
+        out += fields(lines)
         out += "\n"
         let rows: [[String]] = peers.map { p in
             let last = p["last_seq"]?.intValue, cursor = p["cursor"]?.intValue
@@ -79,6 +85,16 @@ enum Tables {
             ]
         }
         out += table("Peers of \(name)", ["Peer", "Pool", "State", "Last heard", "Last seq", "Cursor", "Lag", "Held"], rows)
+        // Every line held here (an origin's events in one epoch), and how far peers hold it.
+        let held: [[String]] = (status["lines"]?.arrayValue ?? []).map { l in
+            let epoch = l["epoch"]?.stringValue ?? ""
+            let holders = (l["held_by"]?.objectValue ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key) \(number($0.value))" }
+            var state = l["current"]?.boolValue == true ? "current" : "older"
+            if l["replaying"]?.boolValue == true { state += ", replaying" }
+            return [l["origin"]?.stringValue ?? "?", epoch.isEmpty ? "-" : String(epoch.suffix(12)), number(l["through"]), state,
+                    holders.isEmpty ? "-" : holders.joined(separator: ", ")]
+        }
+        out += "\n" + table("Lines held by \(name)", ["Origin", "Epoch (end)", "Through", "State", "Held by peers"], held)
         let c = status["counters"]
         out += "\nCounters:\n\n"
         out += fields([

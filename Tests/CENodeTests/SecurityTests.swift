@@ -108,7 +108,8 @@ struct SecurityTests {
     @Test func aForgedAnswerOrReplayPageFromAListedNodeIsRejected() async throws {
         try await withCluster(
             [.init(name: "builder-1", pool: "builder"), .init(name: "mallory", pool: "planner")],
-            settings: "heartbeat_ms: 200\n  ask_timeout_ms: 1000\n  ask_retries: 0", start: ["builder-1"]) { cluster in
+            // A timeout long enough for a loaded machine: the ask must fail as forged, not as late.
+            settings: "heartbeat_ms: 200\n  ask_timeout_ms: 4000\n  ask_retries: 0", start: ["builder-1"]) { cluster in
             let context = try cluster.rawContext()
             defer { Task { await context.shutdown() } }
             let mallory = cluster.topology.node(named: "mallory")!
