@@ -48,9 +48,11 @@ final class Reactor: @unchecked Sendable {
         thread.start()
     }
 
-    deinit {
-        close(wakeFD)
-    }
+    /// The eventfd is closed by the thread once it has finished (the thread's closure keeps
+    /// the reactor alive until then, so `deinit` would come too late: one descriptor per
+    /// context would leak); `wakeFDOpen` keeps a late `wake()` from writing to a number that
+    /// may have been given to another file meanwhile.
+    private let wakeFDOpen = Mutex<Bool>(true)
 
     var isReactorThread: Bool { Thread.current === thread }
 
@@ -88,7 +90,7 @@ final class Reactor: @unchecked Sendable {
     func wake() {
         if wakePending.exchange(true, ordering: .acquiringAndReleasing) { return }
         var one: UInt64 = 1
-        _ = write(wakeFD, &one, 8)
+        wakeFDOpen.withLock { open in if open { _ = write(wakeFD, &one, 8) } }
     }
 
     func register(_ core: SocketCore) {
@@ -183,6 +185,10 @@ final class Reactor: @unchecked Sendable {
             return taken
         }
         for command in late { command(self) }
+        wakeFDOpen.withLock { open in
+            close(wakeFD)
+            open = false
+        }
         finishedCondition.lock()
         finished.withLock { $0 = true }
         finishedCondition.broadcast()

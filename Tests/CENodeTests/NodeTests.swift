@@ -312,6 +312,43 @@ struct NodeTests {
         }
     }
 
+    /// A damaged store: moved aside and replaced by a new one by default; with `--no-refill`
+    /// the node refuses to start, names the file, and leaves it as it was.
+    @Test func aDamagedStoreIsMovedAsideOrWithNoRefillLeftAlone() async throws {
+        try await withCluster([.init(name: "planner-1", pool: "planner"), .init(name: "builder-1", pool: "builder")]) { cluster in
+            try await cluster.emit("planner-1", "plan_ready", ["n": 1])
+            try await eventually(10, "builder has it") { try cluster.history("builder-1").count == 1 }
+            try await cluster.stop("builder-1")
+            let path = cluster.data("builder-1") + "/events.sqlite"
+            let garbage = Data(repeating: 0x5A, count: 64 * 1024)
+            try garbage.write(to: URL(fileURLWithPath: path))
+            let refused = try runCENode(["run", "--topology", cluster.topologyPath, "--node", "builder-1", "--no-refill"])
+            #expect(refused.status != 0)
+            #expect(refused.output.contains(path) && refused.output.contains("--no-refill"), "\(refused.output)")
+            #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == garbage, "left as it was")
+            try cluster.start("builder-1")
+            try await cluster.waitUntilUp("builder-1")
+            let aside = try FileManager.default.contentsOfDirectory(atPath: cluster.data("builder-1")).filter { $0.hasPrefix("events.sqlite.damaged-") }
+            #expect(aside.count == 1)
+            #expect(try Data(contentsOf: URL(fileURLWithPath: cluster.data("builder-1") + "/" + aside[0])) == garbage, "kept, not deleted")
+            try await eventually(15, "the new store is refilled") { try cluster.history("builder-1").count == 1 }
+        }
+    }
+
+    /// A control client per call (the CLI, the demo, benchmarks polling status) leaves no
+    /// file descriptor behind: a process that calls thousands of times keeps running.
+    @Test func controlCallsLeaveNoDescriptorBehind() async throws {
+        try await withCluster([.init(name: "planner-1", pool: "planner")]) { cluster in
+            let client = ControlClient(dataDirectory: cluster.data("planner-1"))
+            func descriptors() throws -> Int { try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count }
+            for _ in 0..<20 { _ = try await client.call(["cmd": "status"]) }
+            let before = try descriptors()
+            for _ in 0..<300 { _ = try await client.call(["cmd": "status"]) }
+            let after = try descriptors()
+            #expect(after - before < 20, "\(after - before) descriptors more after 300 calls (\(before) -> \(after))")
+        }
+    }
+
     @Test func cliRefusesBadFlagsWithClearErrors() throws {
         let dir = NSTemporaryDirectory() + "ce-cli-" + UUID().uuidString.prefix(8)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
