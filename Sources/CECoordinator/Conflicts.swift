@@ -35,8 +35,20 @@ public struct Conflicts: Sendable {
         switch event.type {
         case .conflictDetected: return detected(event, now: now)
         case .conflictResolved: return resolved(event)
+        case .resolutionNeeded: return asked(event, now: now)
         default: return []
         }
+    }
+
+    /// A `resolution_needed` already published (read back when the state is rebuilt): the
+    /// conflict is at that level since then, so it is not escalated to it a second time.
+    private mutating func asked(_ event: Event, now: Date) -> [Emission] {
+        guard let id = event.payload["conflict_id"]?.stringValue ?? event.correlationID, var conflict = open[id],
+              let level = event.payload["level"]?.intValue, level >= conflict.level, level < resolvers.count else { return [] }
+        conflict.level = level
+        conflict.askedAt = now
+        open[id] = conflict
+        return []
     }
 
     private mutating func detected(_ event: Event, now: Date) -> [Emission] {

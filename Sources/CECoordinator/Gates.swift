@@ -42,6 +42,12 @@ public struct Gates: Sendable {
         var out: [Emission] = []
         if event.type == .syncPointReached {
             out += report(event, now: now)
+        } else if event.type == .gateTimedOut {
+            // Said already (read back when the state is rebuilt): not said again this round.
+            if let gate = event.payload["gate"]?.stringValue, let round = event.payload["round"]?.intValue,
+               rounds[gate]?.number == round {
+                rounds[gate]!.timedOut = true
+            }
         } else {
             for spec in specs where spec.requireEvents.contains(event.type) {
                 rounds[spec.name]?.seen.insert(event.type)

@@ -20,9 +20,9 @@ public final class CoordinatorService: Sendable {
 
     /// Serves until cancelled; run it beside `node.run()`.
     public func run() async throws {
-        let live = node.events()
-        // A new store is refilled from the pools first (a coordinator whose disk was lost):
-        // its decisions come back with the pools' copies, so none is published twice.
+        // What is stored is read from the store by rowid, in store order, so nothing is
+        // missed however long the rebuild takes; the signal only says when to look.
+        let stored = node.storedSignal()
         let ready = Atomic<Bool>(false)
         node.addControlCommand("gates") { [self] _ in
             guard ready.load(ordering: .acquiring) else {
@@ -30,49 +30,59 @@ public final class CoordinatorService: Sendable {
             }
             return ["ok": true, "coordinator": self.state.withLock { $0.status(now: Date()) }]
         }
+        // A new store is refilled from the pools first (a coordinator whose disk was lost):
+        // its decisions come back with the pools' copies, so none is published twice.
         let refilling = node.intake.refill.withLock { $0.wanted }
         if refilling { node.logger.notice("coordinator waits for the refill from the pools before it decides") }
         let started = ContinuousClock.now
         await node.waitForRefill()
-        // Rebuild from the store: replay every stored event with its own time as the clock.
-        // Gates have been open since the first stored event (or since now, on a fresh store).
-        // A refilled store holds the events origin by origin: they go in by their time.
-        var stored: [Event] = []
+        // Rebuild from the store: every event the state machines act on, with its own time as
+        // the clock. Gates have been open since the first of them (or since now, on a fresh
+        // store). A refilled store holds the events origin by origin: they go in by their time.
+        let types = Self.types(node.topology)
+        var events: [Event] = []
         var after: Int64 = 0
         while true {
-            let page = try node.storedEvents(afterRowID: after, limit: 5000)
+            let page = try node.storedEvents(afterRowID: after, limit: 5000, types: types)
             if page.isEmpty { break }
             after = page.last!.rowID
-            stored += page.map(\.event)
+            events += page.map(\.event)
         }
-        if refilling { stored.sort { $0.timestamp < $1.timestamp } }
-        var rebuilt = CoordinatorState(topology: node.topology, now: stored.first?.timestamp ?? Date())
+        if refilling { events.sort { $0.timestamp < $1.timestamp } }
+        var rebuilt = CoordinatorState(topology: node.topology, now: events.first?.timestamp ?? Date())
         var decided: [Emission] = []
         var published = Set<String>()
-        var seen = Set<String>()
-        for event in stored {
-            seen.insert(event.id)
+        for event in events {
             if event.origin == node.spec.name { published.insert(Self.key(event.type, event.payload, event.correlationID)) }
             decided += rebuilt.handle(event, now: event.timestamp)
         }
-        stored = []
+        let count = events.count
+        events = []
+        state.withLock { $0 = rebuilt }
+        ready.store(true, ordering: .releasing)
+        let missed = decided.filter { !published.contains(Self.key($0.type, $0.payload, $0.correlationID)) }
         if refilling {
             let d = ContinuousClock.now - started
             node.logger.notice("coordinator rebuilt from the pools' copies in \(d): \(rebuilt.gates.specs.count) gates, \(rebuilt.conflicts.open.count) open conflicts")
         }
-        state.withLock { $0 = rebuilt }
-        let missed = decided.filter { !published.contains(Self.key($0.type, $0.payload, $0.correlationID)) }
-        if !seen.isEmpty {
-            node.logger.notice("coordinator state rebuilt from \(seen.count) stored events; publishing \(missed.count) decisions not yet published")
+        if count > 0 {
+            node.logger.notice("coordinator state rebuilt from \(count) stored events; publishing \(missed.count) decisions not yet published")
         }
-        ready.store(true, ordering: .releasing)
         await publish(missed)
-        let replayed = seen
+        let cursor = after
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-                for await event in live where !replayed.contains(event.id) {
-                    let out = self.state.withLock { $0.handle(event, now: Date()) }
-                    await self.publish(out)
+                var after = cursor
+                for await _ in stored {
+                    while true {
+                        let page = try self.node.storedEvents(afterRowID: after, limit: 5000, types: types)
+                        if page.isEmpty { break }
+                        for (rowID, event) in page {
+                            after = rowID
+                            let out = self.state.withLock { $0.handle(event, now: Date()) }
+                            await self.publish(out)
+                        }
+                    }
                 }
             }
             group.addTask {
@@ -89,6 +99,17 @@ public final class CoordinatorService: Sendable {
             try await group.next()
             group.cancelAll()
         }
+    }
+
+    /// The event types the state machines act on (and the coordinator's own decisions, to
+    /// know which were published): the rest of the store is never read.
+    static func types(_ topology: Topology) -> [String] {
+        var types: Set<EventType> = [
+            .syncPointReached, .conflictDetected, .conflictResolved,
+            .gatePassed, .gateTimedOut, .gateRejected, .resolutionNeeded, .conflictClosed,
+        ]
+        for gate in topology.gates { types.formUnion(gate.requireEvents) }
+        return types.map(\.rawValue).sorted()
     }
 
     /// Gates and conflicts now, as the `gates` control command answers them.

@@ -125,6 +125,9 @@ public final class Node: Sendable {
         var counters = Counters()
         var peers: [String: Peer] = [:]
         var listeners: [UInt64: AsyncStream<Event>.Continuation] = [:]
+        /// Told (without the events) that something was stored: readers that take what is
+        /// new from the store themselves.
+        var signals: [UInt64: AsyncStream<Void>.Continuation] = [:]
         var nextListener: UInt64 = 0
         var questionHandler: (@Sendable (Question) async throws -> JSONValue)?
         var inFlight: [String: [Frame]] = [:]
@@ -360,11 +363,15 @@ public final class Node: Sendable {
         emits.finish()
         writer.close()
         // Finish outside the lock: finishing runs the stream's onTermination, which locks too.
-        let listeners = state.withLock { s in
-            defer { s.listeners.removeAll() }
-            return Array(s.listeners.values)
+        let (listeners, signals) = state.withLock { s in
+            defer {
+                s.listeners.removeAll()
+                s.signals.removeAll()
+            }
+            return (Array(s.listeners.values), Array(s.signals.values))
         }
         for listener in listeners { listener.finish() }
+        for signal in signals { signal.finish() }
         await context.shutdown()
         // The ipc socket files say "a node runs here": remove them with the node.
         for endpoint in [controlEndpoint, feedEndpoint] { try? FileManager.default.removeItem(atPath: String(endpoint.dropFirst(6))) }
@@ -719,8 +726,24 @@ public final class Node: Sendable {
         return stream
     }
 
+    /// A signal after events were stored (at most one waits; none is lost for a reader that
+    /// reads the store by rowid after each).
+    public func storedSignal() -> AsyncStream<Void> {
+        let (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let id = state.withLock { s -> UInt64 in
+            s.nextListener += 1
+            s.signals[s.nextListener] = continuation
+            return s.nextListener
+        }
+        continuation.onTermination = { [weak self] _ in
+            self?.state.withLock { _ = $0.signals.removeValue(forKey: id) }
+        }
+        return stream
+    }
+
     func broadcast(_ event: Event) {
-        let listeners = state.withLock { Array($0.listeners.values) }
+        let (listeners, signals) = state.withLock { (Array($0.listeners.values), Array($0.signals.values)) }
+        for signal in signals { signal.yield(()) }
         var drops = 0
         for listener in listeners {
             if case .dropped = listener.yield(event) { drops += 1 }
@@ -744,10 +767,11 @@ public final class Node: Sendable {
     }
 
     /// The events in this node's store, in the order stored.
-    public func storedEvents(afterRowID: Int64, limit: Int) throws -> [(rowID: Int64, event: Event)] {
+    public func storedEvents(afterRowID: Int64, limit: Int, types: [String]? = nil) throws -> [(rowID: Int64, event: Event)] {
         var query = EventQuery()
         query.afterRowID = afterRowID
         query.limit = limit
+        query.types = types
         return try store.events(query).compactMap { stored in (try? stored.decoded()).map { (stored.rowID, $0) } }
     }
     public var lastSequence: UInt64 { state.withLock { $0.lastSeq } }

@@ -329,15 +329,17 @@ extension Node {
         }
     }
 
-    /// Ends the refill once the peers answered a survey (see below) and no line found is
-    /// still being replayed.
+    /// Ends the refill once the peers that are up answered a survey (see below) and no line
+    /// found is still being replayed.
     func checkRefill(_ peers: [NodeSpec]) {
         let (open, answered, started) = intake.refill.withLock { ($0.wanted && !$0.done, $0.answered, $0.started) }
         guard open else { return }
-        // Every peer answered; or some did and the others stay silent; or none for a minute
-        // (lines found later are still taken on: the survey goes on while a peer is down).
+        // Every peer that is up (its heartbeats arrive) answered, and at least one did; or a
+        // minute passed (lines found later are still taken on: the survey goes on while a
+        // peer is down).
         let waited = ContinuousClock.now - started
-        let heard = answered.count == peers.count || (!answered.isEmpty && waited > .seconds(10)) || waited > .seconds(60)
+        let up = peers.filter { isUp($0.name) }.map(\.name)
+        let heard = (!answered.isEmpty && up.allSatisfy(answered.contains)) || waited > .seconds(60)
         let busy = intake.state.withLock { d in d.tracks.values.contains { $0.replaying } }
         guard heard, !busy else {
             let r = intake.refill.withLock { $0 }

@@ -81,6 +81,7 @@ var portsGiven = Set<Int>()
         if portsGiven.insert(p).inserted { return p }
     }
 }
+setlinebuf(stdout)  // figures reach a file or pipe as they are printed
 let temporaryRoot = NSTemporaryDirectory() + "ce-bench-" + UUID().uuidString.prefix(8)
 defer { try? FileManager.default.removeItem(atPath: temporaryRoot) }
 

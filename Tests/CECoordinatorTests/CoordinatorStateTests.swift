@@ -167,4 +167,24 @@ struct CoordinatorStateTests {
         #expect(rebuilt.tick(now: t0 + 40).contains { $0.type == .resolutionNeeded && $0.target == "human" })
         #expect(emitted.map(\.type) == [.resolutionNeeded])
     }
+
+    /// A rebuilt state reads the coordinator's own escalations back: the conflict is at that
+    /// level since then, and the next tick does not escalate to it again.
+    @Test mutating func escalationsReadBackAreNotMadeAgain() {
+        let detected = event("reviewer-1", .conflictDetected, ["subject": "api", "parties": ["builder"]], at: 1)
+        var live = CoordinatorState(topology: topology, now: t0)
+        _ = live.handle(detected, now: detected.timestamp)
+        let escalations = live.tick(now: t0 + 40)
+        #expect(escalations.map(\.target) == ["human"])
+        var rebuilt = CoordinatorState(topology: topology, now: t0)
+        _ = rebuilt.handle(detected, now: detected.timestamp)
+        let published = Event(id: "esc", origin: "coordinator", seq: 9, stream: "coordinator", type: .resolutionNeeded,
+                              timestamp: t0 + 40, payload: escalations[0].payload, correlationID: escalations[0].correlationID)
+        _ = rebuilt.handle(published, now: published.timestamp)
+        #expect(rebuilt.conflicts.open == live.conflicts.open)
+        #expect(!rebuilt.tick(now: t0 + 100).contains { $0.type == .resolutionNeeded }, "escalated once, not again")
+        var forgetful = CoordinatorState(topology: topology, now: t0)
+        _ = forgetful.handle(detected, now: detected.timestamp)
+        #expect(forgetful.tick(now: t0 + 100).contains { $0.type == .resolutionNeeded }, "without the escalation read back, it is escalated (the test can fail)")
+    }
 }

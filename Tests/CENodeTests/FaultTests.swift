@@ -227,7 +227,7 @@ struct FaultTests {
         try await scenario("store overwritten") { cluster, streams in
             try await streams.waitForEvents(300)
             cluster.kill("builder-1")
-            streams.forget("builder-1")
+            try await streams.forget("builder-1")
             try damage(cluster, "builder-1") { handle, size in
                 try handle.seek(toOffset: size / 2)
                 handle.write(Data(repeating: 0xA5, count: 32 * 1024))
@@ -244,7 +244,7 @@ struct FaultTests {
         try await scenario("store truncated") { cluster, streams in
             try await streams.waitForEvents(300)
             cluster.kill("builder-2")
-            streams.forget("builder-2")
+            try await streams.forget("builder-2")
             try damage(cluster, "builder-2") { handle, size in try handle.truncate(atOffset: size / 2) }
             try cluster.start("builder-2")
             try await cluster.waitUntilUp("builder-2")
@@ -266,7 +266,7 @@ struct FaultTests {
             let oldEpoch = try await cluster.status("planner-1")["epoch"]!.stringValue!
             if cluster.hosts.mode == .namespaces { try cluster.hosts.cut("planner-1") }
             cluster.kill("planner-1")
-            streams.forget("planner-1")
+            try await streams.forget("planner-1")
             try FileManager.default.removeItem(atPath: cluster.data("planner-1"))
             try cluster.restoreKey("planner-1")
             try cluster.start("planner-1")
@@ -324,7 +324,7 @@ struct FaultTests {
             }
             try await waitUntilEveryoneHolds(cluster, "coordinator")
             cluster.kill("coordinator")
-            streams.forget("coordinator")
+            try await streams.forget("coordinator")
             try FileManager.default.removeItem(atPath: cluster.data("coordinator"))  // the disk is gone
             try cluster.hosts.replace("coordinator")  // another machine takes its address
             try cluster.restoreKey("coordinator")
@@ -458,27 +458,35 @@ final class Streams: Sendable {
     let context: Context
     let record = Record()
     let emitters: [Task<Void, Never>]
-    let watchers: [Task<Void, Never>]
+    /// One feed watcher per node (a task reading a SUB on its feed).
+    let watchers = Mutex<[String: Task<Void, Never>]>([:])
+    let cluster: Cluster
+
+    static func watch(_ name: String, cluster: Cluster, context: Context, record: Record) throws -> Task<Void, Never> {
+        let feed = try context.socket(.sub)
+        try feed.set(.subscribe([]))
+        try feed.connect("ipc://" + cluster.data(name) + "/feed.sock")
+        return Task {
+            do {
+                for try await message in feed.messages {
+                    guard message.count == 2, let event = try? EnvelopeCodec.decode(message[1].bytes), event.origin != name else { continue }
+                    record.fed.withLock { $0[name, default: [:]][event.id, default: 0] += 1 }
+                }
+            } catch {}
+            feed.close()
+        }
+    }
 
     init(cluster: Cluster, types: [String: [String]]) throws {
         let context = try Context()
         self.context = context
+        self.cluster = cluster
         let record = self.record
-        var watchers: [Task<Void, Never>] = []
         for name in cluster.topology.nodes.map(\.name) {
-            let feed = try context.socket(.sub)
-            try feed.set(.subscribe([]))
-            try feed.connect("ipc://" + cluster.data(name) + "/feed.sock")
-            watchers.append(Task {
-                do {
-                    for try await message in feed.messages {
-                        guard message.count == 2, let event = try? EnvelopeCodec.decode(message[1].bytes), event.origin != name else { continue }
-                        record.fed.withLock { $0[name, default: [:]][event.id, default: 0] += 1 }
-                    }
-                } catch {}
-            })
+            let watcher = try Self.watch(name, cluster: cluster, context: context, record: record)
+            watchers.withLock { $0[name] = watcher }
         }
-        self.watchers = watchers
+
         var emitters: [Task<Void, Never>] = []
         for (name, kinds) in types {
             let endpoint = "ipc://" + cluster.data(name) + "/control.sock"
@@ -549,7 +557,15 @@ final class Streams: Sendable {
 
     /// A node whose store is replaced hands its history over again (it cannot know what its
     /// agents had): "never twice" is counted per store from here on.
-    func forget(_ name: String) { record.fed.withLock { $0[name] = [:] } }
+    /// The node's watcher is replaced (what its old one had queued is dropped with it).
+    func forget(_ name: String) async throws {
+        let old = watchers.withLock { $0.removeValue(forKey: name) }
+        old?.cancel()
+        await old?.value
+        record.fed.withLock { $0[name] = [:] }
+        let fresh = try Self.watch(name, cluster: cluster, context: context, record: record)
+        watchers.withLock { $0[name] = fresh }
+    }
 
     func handedOverTwice() -> [String] {
         record.fed.withLock { $0.flatMap { node, ids in ids.filter { $0.value > 1 }.map { "\(node): \($0.key)" } } }
@@ -562,7 +578,7 @@ final class Streams: Sendable {
 
     func finish() async {
         await stopEmitting()
-        for task in watchers { task.cancel() }
+        for task in watchers.withLock({ Array($0.values) }) { task.cancel() }
         await context.shutdown()
     }
 }
