@@ -298,6 +298,15 @@ extension Node {
         return Date().timeIntervalSince(heard) < Double(topology.settings.heartbeatMilliseconds) * 3 / 1000
     }
 
+    /// Whether a peer is known to be down: silent for three heartbeat intervals, or never
+    /// heard although this node has run that long (right after a start, peers are not down
+    /// merely because none was heard yet).
+    func looksDown(_ name: String) -> Bool {
+        if isUp(name) { return false }
+        if peerHeartbeats[name] != nil { return true }
+        return ContinuousClock.now - startedAt >= .milliseconds(topology.settings.heartbeatMilliseconds * 3)
+    }
+
     /// The peers that can relay a line's events to this node: they follow its origin and
     /// subscribe to every type this node asks for (all types, for this node's own line).
     /// Those known to hold the most come first.
@@ -320,7 +329,9 @@ extension Node {
     func replayLoop(_ line: Line, feed: Socket) async {
         var backoff = Duration.milliseconds(100)
         var failures = 0
-        let timeout = Duration.milliseconds(max(1000, topology.settings.askTimeoutMilliseconds))
+        // A page is up to 4 MiB, served by a node that may be busy catching up itself: a
+        // short timeout would drop replies mid-way and ask again for the same page.
+        let timeout = Duration.milliseconds(max(5000, topology.settings.askTimeoutMilliseconds))
         let types = intake.state.withLock { $0.tracks[line]?.own == true } ? nil : intake.types.map { $0.sorted() }
         /// The next page, asked for while the one before was being stored.
         var ahead: (reply: Replay.Reply, source: NodeSpec)?
@@ -334,7 +345,7 @@ extension Node {
             if !retired, let origin = topology.node(named: line.origin) { sources.append(origin) }
             let relays = relays(for: line, types: types.map(Set.init))
             // While the origin is down, ask those that hold its events first.
-            if !retired && !isUp(line.origin) { sources = relays + sources } else { sources += relays }
+            if !retired && looksDown(line.origin) { sources = relays + sources } else { sources += relays }
             var got: (reply: Replay.Reply, source: NodeSpec)?
             var reasons: [String] = []
             /// Sources that could not be asked (down, refused, timed out), as opposed to those

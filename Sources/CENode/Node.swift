@@ -77,6 +77,8 @@ public final class Node: Sendable {
     let nextResponder = Atomic<UInt64>(0)
     /// Counters and histograms, resolved once (NodeMetrics.swift).
     public let metrics: NodeMetrics
+    /// When this node was made (peers are not taken for down before a few heartbeats passed).
+    let startedAt = ContinuousClock.now
     /// Who waits for the refill of a new store to end (the coordinator, before it rebuilds).
     let refillWaiters = Mutex<(done: Bool, list: [CheckedContinuation<Void, Never>])>((false, []))
 

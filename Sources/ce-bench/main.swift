@@ -804,8 +804,7 @@ func residentKiB(_ pid: Int32? = nil) -> Int {
         return true
     }
 
-    try start("builder-1")
-    try start("coordinator")
+    // The history first, then the other nodes, which take it by replay.
     var started = ContinuousClock.now
     var left = count
     while left > 0 {
@@ -813,6 +812,8 @@ func residentKiB(_ pid: Int32? = nil) -> Int {
         _ = try await planner.emit((0..<k).map { _ in Node.Emission(.planReady, payload: payload) })
         left -= k
     }
+    try start("builder-1")
+    try start("coordinator")
     let builderClient = ControlClient(dataDirectory: topology.node(named: "builder-1")!.data)
     try await waitUntil("builder-1 to answer") { await status("builder-1") != nil }
     left = own
