@@ -81,7 +81,6 @@ var portsGiven = Set<Int>()
         if portsGiven.insert(p).inserted { return p }
     }
 }
-setlinebuf(stdout)  // figures reach a file or pipe as they are printed
 let temporaryRoot = NSTemporaryDirectory() + "ce-bench-" + UUID().uuidString.prefix(8)
 defer { try? FileManager.default.removeItem(atPath: temporaryRoot) }
 
@@ -727,6 +726,8 @@ func residentKiB(_ pid: Int32? = nil) -> Int {
 /// coordinator whose disk is lost with `--gates` gates half reported and as many conflicts
 /// open: the time from its start until `gates` answers with all of them back.
 @MainActor func refillBenchmark() async throws {
+    /// Written at once (not held in stdout's buffer), so a figure is kept if a later step fails.
+    func say(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
     let count = option("--events", default: 500_000)
     let gates = option("--gates", default: 100)
     let own = max(1, count / 50)
@@ -824,7 +825,7 @@ func residentKiB(_ pid: Int32? = nil) -> Int {
         left -= k
     }
     try await waitUntil("the cluster to hold every event everywhere") { await matches("builder-1") }
-    print(String(format: "refill: the cluster holds %d events of planner-1 and %d of builder-1 (256 B payloads), set up in %.1f s", count, own, seconds(since: started)))
+    say(String(format: "refill: the cluster holds %d events of planner-1 and %d of builder-1 (256 B payloads), set up in %.1f s", count, own, seconds(since: started)))
 
     stop("builder-1")
     try wipe("builder-1")
@@ -833,7 +834,7 @@ func residentKiB(_ pid: Int32? = nil) -> Int {
     try await waitUntil("builder-1's refill") { await matches("builder-1") }
     let took = seconds(since: started)
     let refilled = (await status("builder-1"))?["refill"]?["events"]?.intValue ?? -1
-    print(String(format: "refill: builder-1 restarted with its store lost: %d events refilled (planner-1's and its own) in %.1f s from its start: %.0f events/s, its store matching the census", refilled, took, Double(refilled) / took))
+    say(String(format: "refill: builder-1 restarted with its store lost: %d events refilled (planner-1's and its own) in %.1f s from its start: %.0f events/s, its store matching the census", refilled, took, Double(refilled) / took))
     stop("builder-1")
     // The census, event by event: builder-1's store holds every id the others hold.
     let ids = { (name: String, origin: String) throws -> Set<String> in
@@ -844,7 +845,7 @@ func residentKiB(_ pid: Int32? = nil) -> Int {
     }
     let plannerHeld = try ids("builder-1", "planner-1") == ids("coordinator", "planner-1")
     let ownHeld = try ids("builder-1", "builder-1").isSuperset(of: ids("coordinator", "builder-1"))
-    print("refill: census after the stop: planner-1's events \(plannerHeld ? "all present, none extra" : "DIFFER"); builder-1's own \(ownHeld ? "all back" : "MISSING")")
+    say("refill: census after the stop: planner-1's events \(plannerHeld ? "all present, none extra" : "DIFFER"); builder-1's own \(ownHeld ? "all back" : "MISSING")")
     try start("builder-1")
     try await waitUntil("builder-1 to answer") { await status("builder-1") != nil }
 
@@ -877,7 +878,7 @@ func residentKiB(_ pid: Int32? = nil) -> Int {
     // Give a decision published twice the time to arrive before counting.
     try await waitUntil("a heartbeat round", 5) { await matches("coordinator") }
     let decisions = try EventStore(directory: topology.node(named: "planner-1")!.data, durability: .normal).count(asks)
-    print(String(format: "refill: coordinator with its disk lost rebuilt %d half-reported gates and %d open conflicts from the pools in %.2f s from its start (resolution_needed at planner-1: %d, one per conflict)",
+    say(String(format: "refill: coordinator with its disk lost rebuilt %d half-reported gates and %d open conflicts from the pools in %.2f s from its start (resolution_needed at planner-1: %d, one per conflict)",
                  gates, gates, rebuildTook, decisions))
     plannerTask.cancel()
     _ = await plannerTask.result
