@@ -102,7 +102,7 @@ extension Node {
     /// Serves the pool's REP endpoint with a ROUTER, so several questions are answered at
     /// once. REQ clients see plain REQ/REP: [routing id, empty delimiter, body].
     func answerLoop(router: Socket) async throws {
-        try await withThrowingTaskGroup(of: Void.self) { group in
+        try await withThrowingDiscardingTaskGroup { group in
             for try await message in router.messages {
                 guard message.count == 3, message[1].count == 0 else {
                     reject("request with \(message.count) frames; expected a REQ envelope and one body frame", .frames)
@@ -113,13 +113,18 @@ extension Node {
                 }
                 let peer = message[0]
                 if let object = try? Wire.object(message[2].bytes, what: "request"), let kind = object["kind"]?.stringValue {
-                    let reply: [Frame]
                     if let refusal = senderRefusal(object["from_node"]?.stringValue, of: message, what: "\(kind) request") {
-                        reply = [Frame(refusal)]
+                        try? await router.send(Message([peer, Frame([]), Frame(refusal)]))
+                    } else if kind == "replay" {
+                        // A relay page waits for the intake's turn: answered beside the loop,
+                        // which goes on reading (questions are never held behind a replay).
+                        group.addTask {
+                            let reply = await self.replayReply(object)
+                            try? await router.send(Message([peer, Frame([])] + reply))
+                        }
                     } else {
-                        reply = kind == "replay" ? await replayReply(object) : [Frame(linesReply(object))]
+                        try? await router.send(Message([peer, Frame([]), Frame(linesReply(object))]))
                     }
-                    try? await router.send(Message([peer, Frame([])] + reply))
                     continue
                 }
                 let request: Wire.Request
@@ -149,32 +154,38 @@ extension Node {
                     return true
                 }
                 guard first else { continue }
-                group.addTask { try await self.answer(request, router: router) }
+                group.addTask { try? await self.answer(request, router: router) }  // its failures are its own: the loop goes on
             }
         }
     }
 
     /// Serves the node's own replay endpoint (when the topology gives it a port).
     func replayServeLoop(router: Socket) async throws {
-        for try await message in router.messages {
-            guard message.count == 3, message[1].count == 0 else {
-                reject("replay request with \(message.count) frames; expected a REQ envelope and one body frame", .frames)
-                continue
-            }
-            let reply: [Frame]
-            do {
-                let object = try Wire.object(message[2].bytes, what: "replay request")
-                try Wire.checkVersion(object)
-                if let refusal = senderRefusal(object["from_node"]?.stringValue, of: message, what: "replay request") {
-                    reply = [Frame(refusal)]
-                } else {
-                    reply = await replayReply(object)
+        try await withThrowingDiscardingTaskGroup { group in
+            for try await message in router.messages {
+                guard message.count == 3, message[1].count == 0 else {
+                    reject("replay request with \(message.count) frames; expected a REQ envelope and one body frame", .frames)
+                    continue
                 }
-            } catch {
-                reject("\(error)", .request)
-                reply = [Frame(Wire.errorReply(requestID: nil, answeredBy: spec.name, error: "\(error)"))]
+                let object: [String: JSONValue]
+                do {
+                    object = try Wire.object(message[2].bytes, what: "replay request")
+                    try Wire.checkVersion(object)
+                } catch {
+                    reject("\(error)", .request)
+                    try? await router.send(Message([message[0], Frame([]), Frame(Wire.errorReply(requestID: nil, answeredBy: spec.name, error: "\(error)"))]))
+                    continue
+                }
+                if let refusal = senderRefusal(object["from_node"]?.stringValue, of: message, what: "replay request") {
+                    try? await router.send(Message([message[0], Frame([]), Frame(refusal)]))
+                    continue
+                }
+                // Answered beside the loop (a relay page waits for the intake's turn).
+                group.addTask {
+                    let reply = await self.replayReply(object)
+                    try? await router.send(Message([message[0], Frame([])] + reply))
+                }
             }
-            try? await router.send(Message([message[0], Frame([])] + reply))
         }
     }
 
