@@ -69,21 +69,26 @@ public final class CoordinatorService: Sendable {
             node.logger.notice("coordinator state rebuilt from \(count) stored events; publishing \(missed.count) decisions not yet published")
         }
         await publish(missed)
-        let cursor = after
+        /// Handles what was stored after `after`, in store order; returns the last rowid read.
+        @Sendable func drain(after start: Int64) async throws -> Int64 {
+            var after = start
+            while true {
+                let page = try node.storedEvents(afterRowID: after, limit: 5000, types: types)
+                if page.isEmpty { return after }
+                for (rowID, event) in page {
+                    after = rowID
+                    let out = state.withLock { $0.handle(event, now: Date()) }
+                    await publish(out)
+                }
+            }
+        }
+        // What arrived during the rebuild goes in before the first tick (a deadline that passed
+        // meanwhile must not find a report that is already stored missing).
+        let cursor = try await drain(after: after)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 var after = cursor
-                for await _ in stored {
-                    while true {
-                        let page = try self.node.storedEvents(afterRowID: after, limit: 5000, types: types)
-                        if page.isEmpty { break }
-                        for (rowID, event) in page {
-                            after = rowID
-                            let out = self.state.withLock { $0.handle(event, now: Date()) }
-                            await self.publish(out)
-                        }
-                    }
-                }
+                for await _ in stored { after = try await drain(after: after) }
             }
             group.addTask {
                 while true {

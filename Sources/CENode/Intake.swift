@@ -329,9 +329,13 @@ extension Node {
     func replayLoop(_ line: Line, feed: Socket) async {
         var backoff = Duration.milliseconds(100)
         var failures = 0
-        // A page is up to 4 MiB, served by a node that may be busy catching up itself: a
-        // short timeout would drop replies mid-way and ask again for the same page.
-        let timeout = Duration.milliseconds(max(5000, topology.settings.askTimeoutMilliseconds))
+        // Until a source answered, the ask timeout (a source that never answers is found out
+        // soon); once pages flow, a page (up to 4 MiB, from a node that may be busy catching
+        // up itself) gets longer, so a slow reply is not dropped and asked for again.
+        let firstTimeout = Duration.milliseconds(max(1000, topology.settings.askTimeoutMilliseconds))
+        let pageTimeout = Duration.milliseconds(max(5000, topology.settings.askTimeoutMilliseconds))
+        var answered = false
+        var timeout: Duration { answered ? pageTimeout : firstTimeout }
         let types = intake.state.withLock { $0.tracks[line]?.own == true } ? nil : intake.types.map { $0.sorted() }
         /// The next page, asked for while the one before was being stored.
         var ahead: (reply: Replay.Reply, source: NodeSpec)?
@@ -408,6 +412,7 @@ extension Node {
             }
             failures = 0
             backoff = .milliseconds(100)
+            answered = true
             let more: Bool
             do {
                 if reply.through < reply.lastSeq {
@@ -417,7 +422,8 @@ extension Node {
                     let next = Replay.Request(line: line, after: reply.through, types: types, since: nil, fromNode: spec.name)
                     state.withLock { $0.counters.replayRequests += 1 }
                     metrics.replayRequestsMade.increment()
-                    async let prefetch = try? fetchReplay(from: source, next, timeout: timeout)
+                    let wait = timeout
+                    async let prefetch = try? fetchReplay(from: source, next, timeout: wait)
                     more = try await intake.turn.run { try await self.takeReplayed(reply, line, feed: feed) }
                     ahead = more ? await prefetch.map { ($0, source) } : nil
                 } else {

@@ -130,21 +130,29 @@ struct FaultTests {
             try await streams.waitForMoreEvents(100)  // pools keep working while it is down
             try cluster.start("coordinator")
             try await cluster.waitUntilUp("coordinator")
-            try await cluster.emit("reviewer-1", "sync_point_reached", ["gate": "release"])
-            try await eventually(20, "every pool hears the gate pass") {
-                try ["planner-1", "builder-1", "builder-2", "reviewer-1"].allSatisfy { try cluster.storedEvents($0, type: "gate_passed").count == 1 }
-            }
-            // Still open after the restart: it escalates to the human; a decision closes it.
-            var conflictID: String?
-            try await eventually(20, "the conflict escalates to the human") {
-                let asks = try cluster.storedEvents("coordinator", type: "resolution_needed")
-                conflictID = asks.first { $0.payload["resolver"]?.stringValue == "human" }?.payload["conflict_id"]?.stringValue
-                return conflictID != nil
-            }
-            _ = try cluster.run(["resolve", conflictID!, "--decision", "add the tests", "--topology", cluster.topologyPath])
-            try await eventually(20, "the parties hear the conflict closed") {
-                try cluster.storedEvents("builder-1", type: "conflict_closed").count == 1
-            }
+            // Still open after the restart: the gate passes, the conflict escalates to the human
+            // and a decision closes it.
+            try await passTheGateAndCloseTheConflict(cluster, asksSeenAt: "coordinator")
+        }
+    }
+
+    /// The last pool reports to the `release` gate, which every pool hears pass once; the open
+    /// conflict escalates to the human (its asks read at `asksSeenAt`) and `ce-node resolve`
+    /// closes it for the parties.
+    func passTheGateAndCloseTheConflict(_ cluster: Cluster, asksSeenAt node: String) async throws {
+        try await cluster.emit("reviewer-1", "sync_point_reached", ["gate": "release"])
+        try await eventually(20, "every pool hears the gate pass") {
+            try ["planner-1", "builder-1", "builder-2", "reviewer-1"].allSatisfy { try cluster.storedEvents($0, type: "gate_passed").count == 1 }
+        }
+        var conflictID: String?
+        try await eventually(20, "the conflict escalates to the human") {
+            let asks = try cluster.storedEvents(node, type: "resolution_needed")
+            conflictID = asks.first { $0.payload["resolver"]?.stringValue == "human" }?.payload["conflict_id"]?.stringValue
+            return conflictID != nil
+        }
+        _ = try cluster.run(["resolve", conflictID!, "--decision", "add the tests", "--topology", cluster.topologyPath])
+        try await eventually(20, "the parties hear the conflict closed") {
+            try cluster.storedEvents("builder-1", type: "conflict_closed").count == 1
         }
     }
 
@@ -338,20 +346,7 @@ struct FaultTests {
             }
             let release = gates["coordinator"]?["gates"]?.arrayValue?.first { $0["gate"]?.stringValue == "release" }
             #expect(release?["aligned"]?.arrayValue?.compactMap(\.stringValue).sorted() == ["builder", "planner"], "the gate's reports came back")
-            try await cluster.emit("reviewer-1", "sync_point_reached", ["gate": "release"])
-            try await eventually(20, "every pool hears the gate pass") {
-                try ["planner-1", "builder-1", "builder-2", "reviewer-1"].allSatisfy { try cluster.storedEvents($0, type: "gate_passed").count == 1 }
-            }
-            var conflictID: String?
-            try await eventually(20, "the conflict escalates to the human") {
-                let asks = try cluster.storedEvents("reviewer-1", type: "resolution_needed")
-                conflictID = asks.first { $0.payload["resolver"]?.stringValue == "human" }?.payload["conflict_id"]?.stringValue
-                return conflictID != nil
-            }
-            _ = try cluster.run(["resolve", conflictID!, "--decision", "add the tests", "--topology", cluster.topologyPath])
-            try await eventually(20, "the parties hear the conflict closed") {
-                try cluster.storedEvents("builder-1", type: "conflict_closed").count == 1
-            }
+            try await passTheGateAndCloseTheConflict(cluster, asksSeenAt: "reviewer-1")
             // No decision went out twice: one level-0 ask, one escalation, one pass.
             let asks = try cluster.storedEvents("reviewer-1", type: "resolution_needed").map { $0.payload["level"]?.intValue ?? -1 }
             #expect(asks.sorted() == [0, 1], "resolution_needed levels published: \(asks)")

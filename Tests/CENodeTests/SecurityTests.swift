@@ -130,8 +130,9 @@ struct SecurityTests {
                     let request = try JSONValue(parsing: message[2].bytes)
                     let name = honest.load(ordering: .relaxed) ? "mallory" : "planner-1"
                     var reply: [Frame]
-                    if request["kind"]?.stringValue == "last_seen" {
-                        reply = [Frame(JSONValue.object(["v": 1, "status": "ok", "seq": 0, "answered_by": "mallory"]).serialized())]
+                    if request["kind"]?.stringValue == "lines" {
+                        // The survey: answered as itself (only answers and replay pages are forged here).
+                        reply = [Frame(JSONValue.object(["v": 1, "status": "ok", "answered_by": "mallory", "lines": []]).serialized())]
                     } else if request["kind"]?.stringValue == "replay" {
                         let event = Event(id: "replayed-\(name)", origin: name, seq: 1, stream: "planner", type: .planReady, timestamp: Date(), payload: .null)
                         let header: JSONValue = ["v": 1, "status": "ok", "origin": .string(name), "last_seq": 1, "through": 1, "count": 1]
