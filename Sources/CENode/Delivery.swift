@@ -189,6 +189,16 @@ struct Delivery: Sendable {
         return line
     }
 
+    /// Lines a peer holds further than this node and no replay is fetching: `holders` is, per
+    /// line, how far each peer holds it (the survey).
+    func behind(_ holders: [Line: [String: UInt64]]) -> [Line] {
+        holders.compactMap { line, byPeer in
+            guard let track = tracks[line], !track.replaying, let cursor = track.cursor,
+                  let best = byPeer.values.max(), best > cursor else { return nil }
+            return line
+        }
+    }
+
     /// Lines peers hold that this node has no track for (a refill, or a line missed while
     /// away): each starts at 0 and is to be replayed. A line newer than the origin's current
     /// one becomes current (the old one is retired). Returns the lines added.

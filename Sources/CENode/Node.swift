@@ -717,29 +717,28 @@ public final class Node: Sendable {
     /// A listener that falls more than `buffer` events behind loses the oldest (counted).
     public func events(buffer: Int = 100_000) -> AsyncStream<Event> {
         let (stream, continuation) = AsyncStream<Event>.makeStream(bufferingPolicy: .bufferingOldest(buffer))
+        register(continuation, in: \.listeners)
+        return stream
+    }
+
+    /// Keeps `continuation` in `list` until its stream ends.
+    private func register<T: Sendable>(_ continuation: AsyncStream<T>.Continuation,
+                                       in list: WritableKeyPath<State, [UInt64: AsyncStream<T>.Continuation]> & Sendable) {
         let id = state.withLock { s -> UInt64 in
             s.nextListener += 1
-            s.listeners[s.nextListener] = continuation
+            s[keyPath: list][s.nextListener] = continuation
             return s.nextListener
         }
         continuation.onTermination = { [weak self] _ in
-            self?.state.withLock { _ = $0.listeners.removeValue(forKey: id) }
+            self?.state.withLock { _ = $0[keyPath: list].removeValue(forKey: id) }
         }
-        return stream
     }
 
     /// A signal after events were stored (at most one waits; none is lost for a reader that
     /// reads the store by rowid after each).
     public func storedSignal() -> AsyncStream<Void> {
         let (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
-        let id = state.withLock { s -> UInt64 in
-            s.nextListener += 1
-            s.signals[s.nextListener] = continuation
-            return s.nextListener
-        }
-        continuation.onTermination = { [weak self] _ in
-            self?.state.withLock { _ = $0.signals.removeValue(forKey: id) }
-        }
+        register(continuation, in: \.signals)
         return stream
     }
 

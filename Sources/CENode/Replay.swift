@@ -279,10 +279,8 @@ extension Node {
             try await Task.sleep(for: first ? .milliseconds(min(1000, topology.settings.heartbeatMilliseconds * 2)) : interval)
             let anyDown = peers.contains { !isUp($0.name) }
             // And while a line is short of what a peer said it holds (a replay gave up early).
-            let short = intake.state.withLock { d in d.tracks.values.contains { !$0.replaying && $0.retired } }
-                && intake.holders.withLock { $0 }.contains { line, byPeer in
-                    (byPeer.values.max() ?? 0) > (intake.state.withLock { $0.tracks[line]?.cursor } ?? UInt64.max)
-                }
+            let holders = intake.holders.withLock { $0 }
+            let short = intake.state.withLock { d in d.behind(holders).contains { d.tracks[$0]?.retired == true } }
             if first || refilling || anyDown || short {
                 await survey(peers, timeout: timeout)
             }
@@ -322,11 +320,7 @@ extension Node {
             logger.notice("peers hold \(added.count) lines this node had none of: \(added.map(\.description).sorted().joined(separator: ", "))")
         }
         // Lines a peer holds further than this node: replay them.
-        let cursors = intake.state.withLock { d in d.tracks.compactMapValues { $0.replaying ? nil : $0.cursor } }
-        for (line, byPeer) in holders {
-            guard let cursor = cursors[line], let best = byPeer.values.max(), best > cursor else { continue }
-            startReplay(of: line)
-        }
+        for line in intake.state.withLock({ $0.behind(holders) }) { startReplay(of: line) }
     }
 
     /// Ends the refill once the peers that are up answered a survey (see below) and no line

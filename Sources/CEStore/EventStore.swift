@@ -410,19 +410,6 @@ public final class EventStore: Sendable {
         } catch { throw fail("lines", error) }
     }
 
-    /// Events stored per line.
-    public func lineCounts() throws -> [Line: Int] {
-        do {
-            return try pool.read { db in
-                var result: [Line: Int] = [:]
-                for row in try Row.fetchAll(db, sql: "SELECT origin, epoch, count(*) AS n FROM event GROUP BY origin, epoch") {
-                    result[Line(row["origin"], row["epoch"])] = row["n"]
-                }
-                return result
-            }
-        } catch { throw fail("lineCounts", error) }
-    }
-
     public func cursor(_ line: Line) throws -> UInt64 {
         do {
             return try pool.read { db in

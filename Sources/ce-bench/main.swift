@@ -875,8 +875,8 @@ func residentKiB(_ pid: Int32? = nil) -> Int {
     var asks = EventQuery()
     asks.type = "resolution_needed"
     asks.limit = Int.max
-    // Give a decision published twice the time to arrive before counting.
-    try await waitUntil("a heartbeat round", 5) { await matches("coordinator") }
+    // Counted once the pools hold every line the rebuilt coordinator holds (its decisions included).
+    try await waitUntil("the pools to hold the coordinator's decisions", 5) { await matches("coordinator") }
     let decisions = try EventStore(directory: topology.node(named: "planner-1")!.data, durability: .normal).count(asks)
     say(String(format: "refill: coordinator with its disk lost rebuilt %d half-reported gates and %d open conflicts from the pools in %.2f s from its start (resolution_needed at planner-1: %d, one per conflict)",
                  gates, gates, rebuildTook, decisions))
