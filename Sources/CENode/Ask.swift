@@ -1,5 +1,6 @@
 import CECore
 import Foundation
+import Synchronization
 import ZeroMQ
 
 /// A question addressed to this node's pool.
@@ -8,6 +9,26 @@ public struct Question: Sendable {
     public let fromNode: String
     public let fromPool: String
     public let question: JSONValue
+}
+
+/// REQ sockets that got their reply, kept per responder for the next question (at most
+/// `limit` each: more are open only while that many questions to one node are in flight).
+final class AskSockets: Sendable {
+    private let idle = Mutex<[String: [Socket]]>([:])
+    let limit = 8
+
+    func take(for node: String) -> Socket? {
+        idle.withLock { $0[node]?.popLast() }
+    }
+
+    func giveBack(_ socket: Socket, to node: String) {
+        let kept = idle.withLock { idle -> Bool in
+            guard idle[node, default: []].count < limit else { return false }
+            idle[node, default: []].append(socket)
+            return true
+        }
+        if !kept { socket.close() }
+    }
 }
 
 /// Why an `ask` got no answer.
@@ -21,10 +42,12 @@ extension Node {
     /// Asks a pool a question over REQ/REP and returns the answer.
     ///
     /// Each attempt goes to one node of the pool (the first attempt of successive asks to
-    /// successive nodes), on a socket that dials that node alone (with CURVE, by its key), so
-    /// the answer is known to come from it. A reply that does not come within `timeout` is
-    /// given up on: the socket is closed and a fresh one retries, at the pool's next node,
-    /// with the same request id (Lazy Pirate), so a responder answers a retried question once.
+    /// successive nodes), on a REQ socket that dials that node alone (with CURVE, by its key),
+    /// so the answer is known to come from it. Sockets that got their reply are kept per
+    /// node and used again, so a question pays no connection or handshake once one is open.
+    /// A reply that does not come within `timeout` is given up on: that socket is closed and
+    /// a fresh one retries, at the pool's next node, with the same request id (Lazy Pirate),
+    /// so a responder answers a retried question once.
     /// After `retries` retries the error names the pool and the wait.
     public func ask(pool: String, question: JSONValue, timeout: Duration? = nil, retries: Int? = nil) async throws -> JSONValue {
         let responders = topology.nodes(inPool: pool)
@@ -43,19 +66,21 @@ extension Node {
         defer { NodeMetrics.record(metrics.askDuration, since: start) }
         for attempt in 0...retries {
             let node = responders[(first + attempt) % responders.count]
-            let socket = try context.socket(.req)
-            try socket.set([.linger(milliseconds: 0), .maxMessageSize(Int64(topology.settings.maxMessageBytes))])
-            try security.dial(socket, to: node)
-            try socket.connect(node.repEndpoint)
-            defer { socket.close() }
-            try await socket.send(body)
+            let socket = try askSocket(to: node)
             let reply: Message
             do {
+                try await socket.send(body)
                 reply = try await socket.receive(timeout: timeout)
             } catch let error as ZMQError where error.code == .again {
+                socket.close()
                 logger.notice("no reply from \(node.name) of pool \(pool) within \(timeout) (attempt \(attempt + 1) of \(retries + 1))")
                 continue
+            } catch {
+                socket.close()
+                throw error
             }
+            // A REQ socket that got its reply is ready for the next question.
+            askSockets.giveBack(socket, to: node.name)
             guard let value = try answer(from: reply, pool: pool, node: node.name) else {
                 forgedReplies += 1
                 continue
@@ -72,6 +97,21 @@ extension Node {
         throw AskError(
             kind: .timedOut,
             description: "pool \"\(pool)\" did not answer within \(timeout) after \(retries + 1) attempts (responders: \(responders.map(\.repEndpoint).joined(separator: ", ")))")
+    }
+
+    /// A connected REQ socket to `node`: one kept from an earlier question, or a new one.
+    private func askSocket(to node: NodeSpec) throws -> Socket {
+        if let kept = askSockets.take(for: node.name) { return kept }
+        let socket = try context.socket(.req)
+        do {
+            try socket.set([.linger(milliseconds: 0), .maxMessageSize(Int64(topology.settings.maxMessageBytes))])
+            try security.dial(socket, to: node)
+            try socket.connect(node.repEndpoint)
+        } catch {
+            socket.close()
+            throw error
+        }
+        return socket
     }
 
     /// The answer in a reply from `node`; nil (try the next node) when the reply claims to

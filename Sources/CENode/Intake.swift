@@ -72,7 +72,7 @@ final class Intake: Sendable {
         var started = ContinuousClock.now
         /// Peers that answered a survey since the start.
         var answered: Set<String> = []
-        /// Lines found at peers and taken on.
+        /// Lines replayed (found at peers, or known and behind) since the start.
         var lines: Set<Line> = []
         /// Events stored by replay since the start.
         var events = 0
@@ -278,8 +278,10 @@ extension Node {
     /// Starts the replay loop for a line, or tells the running one to go round again.
     func startReplay(of line: Line) {
         let start = intake.state.withLock { $0.startReplay(of: line) }
-        if start { state.withLock { $0.counters.replays += 1 } }
-        if start { intake.replayRequests.put(line) }
+        guard start else { return }
+        state.withLock { $0.counters.replays += 1 }
+        intake.refill.withLock { r in if r.wanted && !r.done { r.lines.insert(line) } }
+        intake.replayRequests.put(line)
     }
 
     /// Runs a replay loop per line that needs one, as child tasks: they end with the node.

@@ -75,6 +75,7 @@ public final class Node: Sendable {
     let security: NodeSecurity
     /// Which node of a pool the next `ask` tries first.
     let nextResponder = Atomic<UInt64>(0)
+    let askSockets = AskSockets()
     /// Counters and histograms, resolved once (NodeMetrics.swift).
     public let metrics: NodeMetrics
     /// When this node was made (peers are not taken for down before a few heartbeats passed).

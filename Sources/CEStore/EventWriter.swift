@@ -49,7 +49,7 @@ public final class EventWriter: Sendable {
     /// Calls `body` after every committed transaction with its event count and its duration in
     /// nanoseconds (fsync included), on the writer thread: keep it short.
     public func observeCommits(_ body: @escaping @Sendable (_ events: Int, _ nanoseconds: Int64) -> Void) {
-        core.observer.withLock { $0 = body }
+        core.observer.withLock { $0 = Core.CommitObserver(body: body) }
     }
 
     /// Writes what is queued, then stops; later appends fail. Returns without waiting.
@@ -76,7 +76,15 @@ extension EventWriter {
         let store: EventStore
         let state = Mutex(State())
         let wakeup = NSCondition()
-        let observer = Mutex<(@Sendable (Int, Int64) -> Void)?>(nil)
+        let observer = Mutex<CommitObserver?>(nil)
+
+        /// The closure inside a struct: a bare closure kept in a `Mutex` and read with
+        /// `withLock { $0 }` is written back wrapped in two more reabstraction thunks on every
+        /// read, so each commit called it through a longer chain (time and stack growing with
+        /// the number of commits, until the writer thread's stack ran out).
+        struct CommitObserver: Sendable {
+            let body: @Sendable (_ events: Int, _ nanoseconds: Int64) -> Void
+        }
 
         struct Request {
             var events: [StoredEvent]
@@ -203,7 +211,7 @@ extension EventWriter {
                 }
                 if let observer = observer.withLock({ $0 }) {
                     let elapsed = ContinuousClock.now - start
-                    observer(batch.reduce(0) { $0 + $1.events.count }, elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
+                    observer.body(batch.reduce(0) { $0 + $1.events.count }, elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
                 }
                 for (request, fresh) in zip(batch, results) { request.continuation.resume(returning: fresh) }
             } catch {

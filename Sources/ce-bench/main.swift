@@ -364,6 +364,8 @@ try? FileManager.default.removeItem(atPath: temporaryRoot)
     let asker = try Node(options: try Node.Options(topology: topology, name: "asker"))
     let askerTask = Task { try await asker.run() }
     defer { askerTask.cancel() }
+    // A new node takes the history from its peers first: asks are timed after that.
+    await asker.waitForRefill()
     _ = try await asker.ask(pool: "planner", question: "warm up")
     var rtts: [Double] = []
     for i in 0..<asks {

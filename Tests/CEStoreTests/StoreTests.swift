@@ -1,6 +1,7 @@
 import CECore
 @testable import CEStore
 import Foundation
+import Synchronization
 import Testing
 
 @Suite("The durable event store")
@@ -179,6 +180,27 @@ struct StoreTests {
         #expect(writer.counts.transactions == 1)
         #expect(writer.counts.events == 200)
         #expect(try store.count() == 200)
+    }
+
+    /// The commit observer is called at the same stack depth on every commit (it was once
+    /// called through a chain of thunks that grew by two per commit).
+    @Test func theCommitObserverIsCalledAtTheSameDepthEveryTime() async throws {
+        let dir = temporary()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = try EventStore(directory: dir, durability: .normal)
+        let writer = store.writer()
+        defer { writer.close() }
+        let depths = Mutex<[Int]>([])
+        writer.observeCommits { _, _ in
+            var local = 0
+            let address = withUnsafeMutablePointer(to: &local) { Int(bitPattern: $0) }
+            depths.withLock { $0.append(address) }
+        }
+        for i in 1...400 { _ = try await writer.append(event("o", UInt64(i))) }
+        let seen = depths.withLock { $0 }
+        #expect(seen.count == 400)
+        // 400 commits through a growing chain would sit tens of KiB deeper than the first.
+        #expect(abs(seen.last! - seen.first!) < 1024, "stack moved \(seen.first! - seen.last!) bytes over 400 commits")
     }
 
     @Test func aTransactionTakesAtMostMaxBatchEvents() async throws {
