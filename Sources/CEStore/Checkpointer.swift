@@ -6,12 +6,21 @@ import Synchronization
 /// its threshold: the long tail of commit latency).
 ///
 /// The writing connection's WAL hook reports the WAL's size after each commit; past
-/// ``threshold`` pages this thread runs a PASSIVE checkpoint (it never blocks the writer or
+/// `threshold` pages this thread runs a PASSIVE checkpoint (it never blocks the writer or
 /// readers). A WAL that still grows past ``truncateAfter`` pages (readers holding old
 /// snapshots the whole time) gets a TRUNCATE checkpoint, which waits for them.
+///
+/// A PASSIVE checkpoint beside a writer that keeps committing never copies the last frames
+/// (they are newer than its start), and SQLite starts the WAL over from its beginning only
+/// once every frame is copied: the WAL grew by every commit, to gigabytes, each commit
+/// appending to a longer file. So after each checkpoint this thread says so
+/// (``takeRemainder()``), and the writer copies the rest between two transactions, on its own
+/// connection (no frame can arrive meanwhile): its next transaction writes the WAL from the
+/// start again, over the same file.
 final class Checkpointer: Sendable {
     /// WAL pages (16 KiB each) after which a checkpoint runs: 16 MiB.
-    static let threshold = 1000
+    static let defaultThreshold = 1000
+    let threshold: Int
     /// WAL pages after which the checkpoint waits for readers and truncates the WAL: 1 GiB.
     static let truncateAfter = 65_536
 
@@ -20,6 +29,8 @@ final class Checkpointer: Sendable {
         var requested = false
         var closed = false
         var checkpoints = 0
+        /// A checkpoint ran: the writer copies what was committed meanwhile.
+        var remainder = false
         var failure: String?
     }
 
@@ -27,8 +38,9 @@ final class Checkpointer: Sendable {
     let state = Mutex(State())
     let wakeup = NSCondition()
 
-    init(path: String) {
+    init(path: String, threshold: Int = Checkpointer.defaultThreshold) {
         self.path = path
+        self.threshold = threshold
         let thread = Thread { [self] in run() }
         thread.name = "ce-store-checkpoint"
         thread.start()
@@ -38,7 +50,7 @@ final class Checkpointer: Sendable {
     func walGrew(pages: Int) {
         let wake = state.withLock { s -> Bool in
             s.walPages = pages
-            guard pages >= Self.threshold, !s.requested else { return false }
+            guard pages >= threshold, !s.requested else { return false }
             s.requested = true
             return true
         }
@@ -52,6 +64,14 @@ final class Checkpointer: Sendable {
 
     /// Checkpoints run so far.
     var checkpoints: Int { state.withLock { $0.checkpoints } }
+
+    /// True once after each checkpoint (the writer's cue to copy the rest).
+    func takeRemainder() -> Bool {
+        state.withLock { s in
+            defer { s.remainder = false }
+            return s.remainder
+        }
+    }
 
     private func signal() {
         wakeup.lock()
@@ -75,9 +95,12 @@ final class Checkpointer: Sendable {
                 if connection == nil { connection = try Connection(path: path) }
                 let truncate = state.withLock { $0.walPages } >= Self.truncateAfter
                 _ = try connection!.checkpoint(truncate: truncate)
+                // Even a checkpoint that copied every frame it saw misses those committed
+                // while it ran (it cannot tell): the writer always finishes after it.
                 state.withLock { s in
                     s.checkpoints += 1
                     s.requested = false
+                    s.remainder = true
                 }
             } catch {
                 // Not fatal: the WAL keeps every commit; the next commit asks again.

@@ -136,7 +136,16 @@ public final class EventStore: Sendable {
         let connection: Connection
     }
 
-    public init(directory: String, durability: Durability = .full, checkpoints: Checkpoints = .background) throws {
+    /// WAL bytes kept when the WAL starts over (a WAL grown past this by a burst, or by
+    /// readers holding it, is cut back then).
+    static let walSizeLimit = 64 << 20
+
+    public convenience init(directory: String, durability: Durability = .full, checkpoints: Checkpoints = .background) throws {
+        try self.init(directory: directory, durability: durability, checkpoints: checkpoints, walPagesBeforeCheckpoint: Checkpointer.defaultThreshold)
+    }
+
+    /// `walPagesBeforeCheckpoint`: for tests, a smaller WAL before a background checkpoint.
+    init(directory: String, durability: Durability = .full, checkpoints: Checkpoints = .background, walPagesBeforeCheckpoint: Int) throws {
         self.durability = durability
         let path = directory + "/events.sqlite"
         self.path = path
@@ -185,7 +194,7 @@ public final class EventStore: Sendable {
         // The writing connection: its pragmas are set here and read back, not assumed.
         let connection = try Connection(path: path)
         let synchronous = durability == .full ? "2" : "1"
-        try connection.execute("PRAGMA synchronous=\(durability == .full ? "FULL" : "NORMAL"); PRAGMA cache_size=-65536", "set pragmas")
+        try connection.execute("PRAGMA synchronous=\(durability == .full ? "FULL" : "NORMAL"); PRAGMA cache_size=-65536; PRAGMA journal_size_limit=\(Self.walSizeLimit)", "set pragmas")
         let journal = try connection.pragma("journal_mode")
         let effective = try connection.pragma("synchronous")
         guard journal == "wal", effective == synchronous else {
@@ -194,7 +203,7 @@ public final class EventStore: Sendable {
         }
         switch checkpoints {
         case .background:
-            let checkpointer = Checkpointer(path: path)
+            let checkpointer = Checkpointer(path: path, threshold: walPagesBeforeCheckpoint)
             connection.onCommit(checkpointer)
             self.checkpointer = checkpointer
         case .inline:
@@ -217,6 +226,16 @@ public final class EventStore: Sendable {
     /// Runs `body` with the writing connection, one caller at a time.
     func write<T>(_ body: (Connection) throws -> T) rethrows -> T {
         try writing.withLock { try body($0.connection) }
+    }
+
+    /// Between two transactions: copies what the background checkpoint left in the WAL (see
+    /// ``Checkpointer``), so that the next transaction starts the WAL over. Returns whether
+    /// it ran. Not fatal when it fails: the next checkpoint tries again.
+    @discardableResult
+    func finishCheckpoint() -> Bool {
+        guard checkpointer?.takeRemainder() == true else { return false }
+        write { connection in _ = try? connection.checkpoint(truncate: false) }
+        return true
     }
 
     /// Checkpoints run off the commit path so far.
@@ -274,9 +293,11 @@ public final class EventStore: Sendable {
     /// id or origin/sequence is skipped, not stored twice). Cursors only move forward.
     @discardableResult
     public func append(_ events: [StoredEvent], advancing cursors: [Line: UInt64] = [:]) throws -> [Bool] {
-        try write { connection in
+        let fresh = try write { connection in
             try connection.transaction("append") { try Self.insert(events, cursors: cursors, connection) }
         }
+        finishCheckpoint()
+        return fresh
     }
 
     static let insertSQL = """

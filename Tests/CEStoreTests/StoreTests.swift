@@ -337,6 +337,30 @@ struct StoreTests {
         #expect(try store.maxSeq(origin: "c") == seq)
     }
 
+    /// Under commits that never pause the WAL still starts over from its beginning after
+    /// checkpoints, so its file stays near the checkpoint threshold (it once grew by every
+    /// commit: a PASSIVE checkpoint beside a busy writer never copies the newest frames).
+    @Test func theWALStartsOverUnderContinuousCommits() async throws {
+        let dir = temporary()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // A checkpoint every 100 pages (1.6 MiB); 1500 commits write about 6000 pages (94 MiB).
+        let store = try EventStore(directory: dir, durability: .normal, walPagesBeforeCheckpoint: 100)
+        let writer = store.writer()
+        var largest: UInt64 = 0
+        for i in 1...1500 {
+            _ = try await writer.append(event("w", UInt64(i)))
+            if i % 50 == 0 {
+                let size = (try? FileManager.default.attributesOfItem(atPath: store.path + "-wal")[.size] as? UInt64) ?? 0
+                largest = max(largest, size)
+            }
+        }
+        await writer.shutdown()
+        #expect(store.backgroundCheckpoints > 0)
+        #expect(largest < 16 << 20, "the WAL reached \(largest) bytes")
+        #expect(try store.count() == 1500)
+        #expect(try store.maxSeq(origin: "w") == 1500)
+    }
+
     @Test func aStoreFromANewerVersionIsRefused() throws {
         let dir = temporary()
         defer { try? FileManager.default.removeItem(atPath: dir) }
