@@ -260,15 +260,24 @@ struct JSONParser {
         index += 1
         let start = index
         // Fast path: no escapes.
+        var high: UInt8 = 0
         while index < bytes.count {
             let b = bytes[index]
             if b == 0x22 {
-                let s = String(validating: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
-                guard let s else { throw JSONError(offset: start, reason: "string is not valid UTF-8") }
+                let text = UnsafeBufferPointer(rebasing: bytes[start..<index])
                 index += 1
+                // ASCII needs no UTF-8 validation: copied as it is (most keys and values).
+                if high < 0x80 {
+                    return String(unsafeUninitializedCapacity: text.count) { target in
+                        _ = target.initialize(fromContentsOf: text)
+                        return text.count
+                    }
+                }
+                guard let s = String(validating: text, as: UTF8.self) else { throw JSONError(offset: start, reason: "string is not valid UTF-8") }
                 return s
             }
             if b == 0x5C || b < 0x20 { break }
+            high |= b
             index += 1
         }
         var out = Array(bytes[start..<index])

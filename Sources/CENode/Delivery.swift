@@ -281,7 +281,9 @@ struct Delivery: Sendable {
     mutating func pageStored(_ page: Page, from line: Line) -> Bool {
         guard var track = tracks[line] else { return false }
         defer { tracks[line] = track }
-        let more = page.through < page.lastSeq || track.again || !track.pending.isEmpty
+        // The origin had more when it answered, unless live events took the cursor there since.
+        let ahead = page.through < page.lastSeq && (track.cursor ?? 0) < page.lastSeq
+        let more = ahead || track.again || !track.pending.isEmpty
         track.again = false
         if !more { track.replaying = false }
         return more
@@ -327,7 +329,9 @@ extension Delivery.Track {
         if cursor == nil { cursor = held.event.seq - 1 }  // catch-up "now": start here
         let current = cursor!
         if held.event.seq <= current { return .duplicate }
-        if pending.isEmpty && !replaying && rules.nothingMissed(before: held.event.seq, marks: held.marks, cursor: current) {
+        // Next in line: taken, even while a replay runs (its pages skip what the cursor
+        // passed), so a subscriber that catches up does not hold and drop the live stream.
+        if pending.isEmpty && rules.nothingMissed(before: held.event.seq, marks: held.marks, cursor: current) {
             cursor = held.event.seq
             return .accept
         }

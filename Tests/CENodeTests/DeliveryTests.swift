@@ -66,6 +66,31 @@ struct DeliveryTests {
     static let types = ["plan_ready", "note", "schema_v1", "note", "plan_ready", "note", "plan_ready"]
     static let subscribed: Set<String> = ["plan_ready", "schema_v1"]
 
+    /// A subscriber catching up by replay takes live events that come next in line instead of
+    /// holding them (it once held, then dropped, the whole live stream of a busy origin while
+    /// its first pages came), and its replay ends once live events took it to the origin's end.
+    @Test func aReplayingTrackTakesTheLiveStreamInLine() {
+        let all = ["plan_ready", "plan_ready", "plan_ready", "plan_ready", "plan_ready", "plan_ready", "plan_ready", "plan_ready"]
+        let origin = Origin(types: all)
+        var subscriber = Subscriber(subscribed: ["plan_ready"])
+        let started = subscriber.delivery.startReplay(of: Self.line)
+        #expect(started)
+        let page = origin.page(after: 0, subscribed: ["plan_ready"], limit: 3)
+        subscriber.stored += subscriber.delivery.takePage(page, from: Self.line).map(\.event.seq)
+        let live = subscriber.delivery.receive(Array(origin.log[3...]))
+        #expect(live.take.map(\.event.seq) == [4, 5, 6, 7, 8])
+        #expect(live.dropped == 0 && live.replayFrom.isEmpty)
+        subscriber.apply(live)
+        #expect(subscriber.delivery.tracks[Self.line]?.pending.isEmpty == true)
+        let more = subscriber.delivery.pageStored(page, from: Self.line)
+        #expect(!more, "the replay goes on although live events reached the origin's end")
+        #expect(subscriber.stored == Array(1...8))
+        // A gap behind the cursor still holds what follows it, replay or not.
+        let later = Origin(types: all + ["plan_ready", "plan_ready"])
+        let held = subscriber.delivery.receive([later.log[9]])
+        #expect(held.take.isEmpty && held.replayFrom == [Self.line])
+    }
+
     /// Every subset of the subscribed live events lost on the wire, replay pages of 1 or 2
     /// events, live events arriving between pages at every point.
     @Test(arguments: [1, 2])
