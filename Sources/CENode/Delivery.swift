@@ -142,7 +142,9 @@ struct Delivery: Sendable {
                 if isFollowed(beat.origin) { live.stale += 1 }
                 continue
             }
-            var track = tracks[line]!
+            // Taken out and put back: a copy left in the dictionary would make the first
+            // change to `pending` copy every event held.
+            var track = tracks.removeValue(forKey: line)!
             defer { tracks[line] = track }
             guard let cursor = track.cursor else {
                 track.cursor = beat.seq  // catch-up "now": from the origin's next event
@@ -250,7 +252,7 @@ struct Delivery: Sendable {
     /// A replay page from `origin`: the events to store, in order (those it covers that are
     /// new here, then held live events that no longer wait behind a gap).
     mutating func takePage(_ page: Page, from line: Line) -> [Held] {
-        guard var track = tracks[line] else { return [] }
+        guard var track = tracks.removeValue(forKey: line) else { return [] }  // unshared: see receive
         defer { tracks[line] = track }
         var take: [Held] = []
         var cursor = track.cursor ?? 0
@@ -279,7 +281,7 @@ struct Delivery: Sendable {
     /// After a page was stored: true when another page is needed (the origin has more, a
     /// live event was dropped meanwhile, or live events still wait); false ends the replay.
     mutating func pageStored(_ page: Page, from line: Line) -> Bool {
-        guard var track = tracks[line] else { return false }
+        guard var track = tracks.removeValue(forKey: line) else { return false }
         defer { tracks[line] = track }
         // The origin had more when it answered, unless live events took the cursor there since.
         let ahead = page.through < page.lastSeq && (track.cursor ?? 0) < page.lastSeq
@@ -292,7 +294,7 @@ struct Delivery: Sendable {
     /// Gives up on replay from an origin that never answers one: its waiting events, in
     /// sequence order, to be stored as they are.
     mutating func giveUp(on line: Line) -> [Held] {
-        guard var track = tracks[line] else { return [] }
+        guard var track = tracks.removeValue(forKey: line) else { return [] }
         defer { tracks[line] = track }
         let cursor = track.cursor ?? 0
         let take = track.pending.sorted { $0.event.seq < $1.event.seq }.filter { $0.event.seq > cursor }
