@@ -76,6 +76,9 @@ final class Intake: Sendable {
         var lines: Set<Line> = []
         /// Events stored by replay since the start.
         var events = 0
+        /// How far each line is to be held: what the peers held at the first survey every
+        /// peer that is up answered (fixed then, so live traffic does not move the goal).
+        var targets: [Line: UInt64]?
         var done = false
     }
 

@@ -321,23 +321,37 @@ extension Node {
         }
         // Lines a peer holds further than this node: replay them.
         for line in intake.state.withLock({ $0.behind(holders) }) { startReplay(of: line) }
+        // The refill's goal: the first survey that every peer that is up answered.
+        let up = peers.filter { isUp($0.name) }.map(\.name)
+        if refill, !answers.isEmpty, up.allSatisfy(answers.keys.contains) {
+            let followed = intake.state.withLock { d in Set(d.tracks.keys) }
+            intake.refill.withLock { r in
+                guard r.targets == nil else { return }
+                r.targets = holders.filter { followed.contains($0.key) }.mapValues { $0.values.max() ?? 0 }
+            }
+        }
     }
 
-    /// Ends the refill once the peers that are up answered a survey (see below) and no line
-    /// found is still being replayed.
+    /// Ends the refill once every line is held as far as the peers held it when all those
+    /// that are up first answered a survey (see above).
     func checkRefill(_ peers: [NodeSpec]) {
-        let (open, answered, started) = intake.refill.withLock { ($0.wanted && !$0.done, $0.answered, $0.started) }
+        let (open, started, targets) = intake.refill.withLock { ($0.wanted && !$0.done, $0.started, $0.targets) }
         guard open else { return }
-        // Every peer that is up (its heartbeats arrive) answered, and at least one did; or a
-        // minute passed (lines found later are still taken on: the survey goes on while a
-        // peer is down).
+        // Lines short of their goal; a retired line (an older epoch, or this node's own) whose
+        // replay ended holds what its peers could relay. Or a minute passed (lines found later
+        // are still taken on: the survey goes on while a peer is down). Lines of origins that
+        // go on emitting are not chased: only what was held at the goal's survey counts.
+        let short = intake.state.withLock { d in
+            (targets ?? [:]).compactMap { line, target -> String? in
+                guard let track = d.tracks[line], (track.cursor ?? 0) < target, !(track.retired && !track.replaying) else { return nil }
+                return "\(line) (\(track.cursor ?? 0) of \(target))"
+            }.sorted()
+        }
         let waited = ContinuousClock.now - started
-        let up = peers.filter { isUp($0.name) }.map(\.name)
-        let heard = (!answered.isEmpty && up.allSatisfy(answered.contains)) || waited > .seconds(60)
-        let busy = intake.state.withLock { d in d.tracks.values.contains { $0.replaying } }
-        guard heard, !busy else {
+        guard (targets != nil && short.isEmpty) || waited > .seconds(60) else {
             let r = intake.refill.withLock { $0 }
-            logger.info("refilling from peers: \(r.events) events of \(r.lines.count) lines so far, \(r.answered.count) of \(peers.count) peers answered")
+            let still = targets == nil ? "; waiting for every peer that is up to answer the survey" : "; short: \(short.joined(separator: ", "))"
+            logger.info("refilling from peers: \(r.events) events of \(r.lines.count) lines so far, \(r.answered.count) of \(peers.count) peers answered\(still)")
             return
         }
         let r = intake.refill.withLock { r in

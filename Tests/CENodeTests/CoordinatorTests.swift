@@ -12,7 +12,7 @@ struct CoordinatorTests {
     static let config = """
         gates:
           - { name: architecture_approval, pools: [planner, builder, reviewer], subject: architecture }
-          - { name: quick, pools: [planner, builder], deadline_s: 3 }
+          - { name: quick, pools: [planner, builder], deadline_s: 8 }
         conflicts: { resolvers: [planner, human], escalate_after_s: 1 }
 
         """
@@ -50,7 +50,9 @@ struct CoordinatorTests {
         try await withCluster(Self.nodes, pools: Self.config, start: ["coordinator", "planner-1", "builder-1"]) { cluster in
             cluster.kill("builder-1")
             try await cluster.emit("planner-1", "sync_point_reached", ["gate": "quick"])
-            try await eventually(10, "the gate times out") { !(try coordinatorEvents(cluster, "gate_timed_out")).isEmpty }
+            // The deadline runs from the coordinator's start: long enough for the planner's
+            // report to arrive first on a loaded machine.
+            try await eventually(20, "the gate times out") { !(try coordinatorEvents(cluster, "gate_timed_out")).isEmpty }
             let timedOut = try coordinatorEvents(cluster, "gate_timed_out").first { $0["payload"]?["gate"]?.stringValue == "quick" }
             #expect(timedOut?["payload"]?["missing"] == ["builder"])
             let gates = try JSONValue(parsing: try cluster.run(["gates", "--json", "--data", cluster.data("coordinator")]))

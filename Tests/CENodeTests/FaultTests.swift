@@ -209,8 +209,13 @@ struct FaultTests {
 
     /// Waits until the node is back with a new store refilled, the damaged file kept beside it.
     func expectRefilledAfterDamage(_ cluster: Cluster, _ name: String) async throws {
-        try await eventually(60, "\(name) finishes its refill") {
-            try await cluster.status(name)["refill"]?["done"]?.boolValue == true
+        do {
+            try await eventually(60, "\(name) finishes its refill") {
+                try await cluster.status(name)["refill"]?["done"]?.boolValue == true
+            }
+        } catch {
+            Issue.record("\(error); the end of \(name)'s log:\n\(cluster.log(name).split(separator: "\n").suffix(30).joined(separator: "\n"))")
+            throw error
         }
         let kept = try FileManager.default.contentsOfDirectory(atPath: cluster.data(name)).filter { $0.hasPrefix("events.sqlite.damaged-") }
         #expect(kept.contains { !$0.hasSuffix("-wal") && !$0.hasSuffix("-shm") }, "the damaged store is kept on disk: \(kept)")
