@@ -172,6 +172,47 @@ struct SecurityTests {
         }
     }
 
+    /// Questions to one responder go over the socket the first one opened: one connection and
+    /// one CURVE handshake, not one per question (each connection has its own routing id at the
+    /// responder's ROUTER).
+    @Test func asksToOneResponderShareOneConnection() async throws {
+        try await withCluster(
+            [.init(name: "builder-1", pool: "builder"), .init(name: "planner-1", pool: "planner")],
+            settings: "heartbeat_ms: 200\n  ask_timeout_ms: 4000\n  ask_retries: 0", start: ["builder-1"]) { cluster in
+            let context = try cluster.rawContext()
+            defer { Task { await context.shutdown() } }
+            let planner = cluster.topology.node(named: "planner-1")!
+            let router = try context.socket(.router)
+            try cluster.serve(router, as: "planner-1")
+            try router.bind(planner.bindRepEndpoint)
+            let connections = Mutex<[[UInt8]]>([])
+            let responder = Task {
+                for try await message in router.messages {
+                    let request = try JSONValue(parsing: message[2].bytes)
+                    var body: [String: JSONValue] = ["v": 1, "status": "ok", "answered_by": "planner-1"]
+                    if request["kind"]?.stringValue == "lines" {
+                        body["lines"] = []
+                    } else if request["kind"] == nil {
+                        connections.withLock { $0.append(message[0].bytes) }
+                        body["request_id"] = request["request_id"] ?? .null
+                        body["answer"] = request["question"] ?? .null
+                    } else {
+                        body = ["v": 1, "status": "error", "answered_by": "planner-1", "error": "not served here"]
+                    }
+                    try await router.send(Message([message[0], Frame([]), Frame(JSONValue.object(body).serialized())]))
+                }
+            }
+            defer { responder.cancel() }
+            for i in 0..<10 {
+                let answer = try await cluster.control("builder-1", ["cmd": "ask", "pool": "planner", "question": .number(Double(i))])
+                #expect(answer["answer"]?.intValue == i, "\(answer)")
+            }
+            let seen = connections.withLock { $0 }
+            #expect(seen.count == 10)
+            #expect(Set(seen).count == 1, "10 questions came over \(Set(seen).count) connections")
+        }
+    }
+
     @Test func aNodeRefusesToStartWithoutItsOwnPrivateMatchingKey() async throws {
         let cluster = try Cluster([.init(name: "builder-1", pool: "builder"), .init(name: "planner-1", pool: "planner")], pools: "", settings: "heartbeat_ms: 200")
         do {
