@@ -7,12 +7,12 @@ import Glibc
 
 /// The thread that owns a context's async sockets.
 ///
-/// It blocks in `zmq_poll` over the sockets that have work (a waiting receiver, queued
-/// sends) plus an eventfd, and runs commands queued from any thread. Other threads queue a
+/// It blocks in `poll` over the notification descriptors of the sockets that have work (a
+/// waiting receiver, queued sends) plus an eventfd, and runs commands queued from any thread. Other threads queue a
 /// command or touch a socket's queues, then `wake()` it: the eventfd is written at most once
 /// per poll, however many threads call `wake()`.
 final class Reactor: @unchecked Sendable {
-    // @unchecked Sendable: `registered`, `pollItems`, `pollOwners`, `scratch` and `stopping`
+    // @unchecked Sendable: `registered`, `pollFDs`, `scratch` and `stopping`
     // are touched only by the reactor thread; `commands` is behind a Mutex and `wakePending`
     // is atomic; `context` and `wakeFD` are immutable after init.
     let context: UnsafeMutableRawPointer
@@ -22,8 +22,7 @@ final class Reactor: @unchecked Sendable {
     private let finished = Mutex<Bool>(false)
     private let finishedCondition = NSCondition()
     private var registered: [ObjectIdentifier: SocketCore] = [:]
-    private var pollItems: [zmq_pollitem_t] = []
-    private var pollOwners: [SocketCore] = []
+    private var pollFDs: [pollfd] = []
     private var stopping = false
     private var thread: Thread!
     /// Every socket of the context that is still open, async or not (any thread).
@@ -125,40 +124,33 @@ final class Reactor: @unchecked Sendable {
             for command in batch { command(self) }
             if stopping { break }
 
-            pollItems.removeAll(keepingCapacity: true)
-            pollOwners.removeAll(keepingCapacity: true)
-            pollItems.append(zmq_pollitem_t(socket: nil, fd: wakeFD, events: Int16(ZMQ_POLLIN), revents: 0))
+            // Each socket's state is read under its lock (ZMQ_EVENTS), never by `zmq_poll`: a
+            // task may send on a socket itself while this thread waits (see `Socket.send`).
+            // What is ready is served now; the rest is waited for on the sockets' notification
+            // descriptors, which signal a change (any libzmq call may take the signal, so the
+            // state is read again on every round, and a task that sends wakes this thread when
+            // its call left messages waiting).
+            pollFDs.removeAll(keepingCapacity: true)
+            pollFDs.append(pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0))
             var retrySoon = false
+            var served = false
             for core in registered.values {
                 let (events, retry) = core.prepareForPoll()
                 retrySoon = retrySoon || retry
-                if events != 0 {
-                    pollItems.append(zmq_pollitem_t(socket: core.handle, fd: 0, events: events, revents: 0))
-                    pollOwners.append(core)
-                }
+                guard events != 0 else { continue }
+                let (ready, fd) = core.readyEvents(events)
+                if ready & Int16(ZMQ_POLLOUT) != 0 { core.flush() }
+                if ready & Int16(ZMQ_POLLIN) != 0 { core.drain() }
+                if ready != 0 { served = true } else if fd >= 0 { pollFDs.append(pollfd(fd: fd, events: Int16(POLLIN), revents: 0)) }
             }
-            // Work queued while we flushed or drained: look again before sleeping.
-            let timeout: Int = wakePending.load(ordering: .acquiring) ? 0 : (retrySoon ? 1 : -1)
-            let rc = zmq_poll(&pollItems, Int32(pollItems.count), timeout)
-            if rc < 0 {
-                let code = zmq_errno()
-                if code == EINTR { continue }
-                // ETERM cannot happen while we own the context; anything else is a bug in the
-                // poll set (a closed socket): drop nothing, re-scan.
-                continue
-            }
-            if pollItems[0].revents & Int16(ZMQ_POLLIN) != 0 {
+            // Work queued or served meanwhile: look again before sleeping.
+            let timeout: Int32 = wakePending.load(ordering: .acquiring) || served ? 0 : (retrySoon ? 1 : -1)
+            let rc = poll(&pollFDs, nfds_t(pollFDs.count), timeout)
+            if rc < 0 { continue }  // EINTR: look again
+            if pollFDs[0].revents & Int16(POLLIN) != 0 {
                 var value: UInt64 = 0
                 _ = read(wakeFD, &value, 8)
                 wakePending.store(false, ordering: .releasing)
-            }
-            if rc == 0 { continue }
-            for index in 1..<pollItems.count {
-                let revents = pollItems[index].revents
-                if revents == 0 { continue }
-                let core = pollOwners[index - 1]
-                if revents & Int16(ZMQ_POLLOUT) != 0 { core.flush() }
-                if revents & Int16(ZMQ_POLLIN) != 0 { core.drain() }
             }
         }
         shutdownAll()

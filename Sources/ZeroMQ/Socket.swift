@@ -217,8 +217,12 @@ public final class Socket: Sendable {
         let core = self.core
         var failure: ZMQError?
         var wake = false
+        let type = self.type
         let handled = core.handleLock.withLockIfAvailable { _ -> Int in
             guard !messages.isEmpty, core.state.withLock({ $0.mode == .async && $0.outbox.isEmpty }), let handle = core.handle else { return 0 }
+            // REQ and REP keep their lockstep one message at a time (the queued path checks it).
+            guard type != .req && type != .rep else { return 0 }
+            defer { core.noteDirectSend(handle: handle) }
             for (index, message) in messages.enumerated() {
                 var item = SocketCore.Outgoing(message: message)
                 switch core.sendNow(&item, handle: handle) {
@@ -243,13 +247,25 @@ public final class Socket: Sendable {
         return handled
     }
 
-    /// PUB and PUSH: when nothing is queued and the reactor is not sending, the calling task
-    /// sends itself (no thread hand-off). Returns false when the message must take the queue.
+    /// When nothing is queued and the reactor is not using the socket, the calling task sends
+    /// itself (no thread hand-off). Returns false when the message must take the queue.
     private func sendDirectly(_ message: Message) throws -> Bool {
         enum Direct { case sent, queued(wake: Bool), failed(ZMQError), unavailable }
         let core = self.core
+        let type = self.type
         let outcome = core.handleLock.withLockIfAvailable { _ -> Direct in
-            guard core.state.withLock({ $0.mode == .async && $0.outbox.isEmpty }), let handle = core.handle else { return .unavailable }
+            let ready = core.state.withLock { s -> Result<Bool, ZMQError> in
+                guard s.mode == .async && s.outbox.isEmpty else { return .success(false) }
+                if let error = s.lockstepError(type) { return .failure(error) }
+                return .success(true)
+            }
+            switch ready {
+            case .failure(let error): return .failed(error)
+            case .success(false): return .unavailable
+            case .success(true): break
+            }
+            guard let handle = core.handle else { return .unavailable }
+            defer { core.noteDirectSend(handle: handle) }
             var item = SocketCore.Outgoing(message: message)
             switch core.sendNow(&item, handle: handle) {
             case .sent: return .sent

@@ -266,18 +266,51 @@ final class SocketCore: @unchecked Sendable {
         return completions
     }
 
-    /// Whether a task may send on the socket itself (see `Socket.send`): only send-only types,
-    /// which the reactor polls only while their queue is non-empty (PUSH) or never (PUB).
-    var allowsDirectSend: Bool { type == .pub || type == .push }
+    /// Whether a task may send on the socket itself when nothing is queued (see `Socket.send`):
+    /// every libzmq call on an async socket, the reactor's included, is made under
+    /// `handleLock`, and the reactor waits on the notification descriptor, not in `zmq_poll`.
+    var allowsDirectSend: Bool { inlineHandler == nil && [.pub, .push, .dealer, .router, .req, .rep, .pair].contains(type) }
+
+    /// The socket's notification descriptor (ZMQ_FD, read once). Reactor thread only.
+    private var notifyFD: Int32 = -1
+
+    /// Which of `interest` the socket is ready for now (ZMQ_EVENTS), and its notification
+    /// descriptor to wait on otherwise. Reactor thread only.
+    func readyEvents(_ interest: Int16) -> (ready: Int16, fd: Int32) {
+        handleLock.withLock { _ in
+            guard let handle else { return (0, -1) }
+            if notifyFD < 0 {
+                var fd: Int32 = -1
+                var size = MemoryLayout<Int32>.size
+                if zmq_getsockopt(handle, ZMQ_FD, &fd, &size) == 0 { notifyFD = fd }
+            }
+            var events: Int32 = 0
+            var size = MemoryLayout<Int32>.size
+            guard zmq_getsockopt(handle, ZMQ_EVENTS, &events, &size) == 0 else { return (0, notifyFD) }
+            return (Int16(truncatingIfNeeded: events) & interest, notifyFD)
+        }
+    }
+
+    /// After a task's own send: the call may have taken the descriptor's signal of messages
+    /// that arrived meanwhile, so the reactor is woken when some wait to be read. Called
+    /// under `handleLock`.
+    func noteDirectSend(handle: UnsafeMutableRawPointer) {
+        guard state.withLock({ $0.receiving }) || inlineHandler != nil else { return }
+        var events: Int32 = 0
+        var size = MemoryLayout<Int32>.size
+        if zmq_getsockopt(handle, ZMQ_EVENTS, &events, &size) == 0, events & ZMQ_POLLIN != 0 { reactor.wake() }
+    }
 
     /// Reads waiting messages without blocking and hands them to receivers. Reactor thread only.
     func drain() {
-        guard let handle else { return }
         if let inlineHandler {
             // Request-reply served on this thread (REP): receive one, answer it, repeat.
-            while case .message(let request) = receiveNow(handle: handle) {
-                var reply = Outgoing(message: inlineHandler(request))
-                _ = sendNow(&reply, handle: handle)
+            handleLock.withLock { _ in
+                guard let handle else { return }
+                while case .message(let request) = receiveNow(handle: handle) {
+                    var reply = Outgoing(message: inlineHandler(request))
+                    _ = sendNow(&reply, handle: handle)
+                }
             }
             return
         }
@@ -285,13 +318,16 @@ final class SocketCore: @unchecked Sendable {
         guard room > 0 else { return }
         var batch: [Message] = []
         batch.reserveCapacity(min(room, 256))
-        loop: while batch.count < room {
-            switch receiveNow(handle: handle) {
-            case .message(let m): batch.append(m)
-            case .again: break loop
-            case .failed(let error):
-                state.withLock { $0.lastSendError = error }
-                break loop
+        handleLock.withLock { _ in
+            guard let handle else { return }
+            loop: while batch.count < room {
+                switch receiveNow(handle: handle) {
+                case .message(let m): batch.append(m)
+                case .again: break loop
+                case .failed(let error):
+                    state.withLock { $0.lastSendError = error }
+                    break loop
+                }
             }
         }
         if batch.isEmpty { return }
