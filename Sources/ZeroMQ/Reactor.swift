@@ -85,7 +85,7 @@ final class Reactor: @unchecked Sendable {
         return try box.wait().get()
     }
 
-    /// Wakes the reactor from `zmq_poll`; cheap when a wake is already pending.
+    /// Wakes the reactor from its `poll`; cheap when a wake is already pending.
     func wake() {
         if wakePending.exchange(true, ordering: .acquiringAndReleasing) { return }
         var one: UInt64 = 1

@@ -199,10 +199,10 @@ public final class Socket: Sendable {
         }
     }
 
-    /// Sends several messages, in order. PUB and PUSH: the calling task sends them itself
-    /// while libzmq takes them, under one lock for the whole batch (no thread hand-off, no
-    /// suspension); once libzmq is full the rest take the queue as single sends do. Other
-    /// socket types send them one after another.
+    /// Sends several messages, in order. The calling task sends them itself while libzmq
+    /// takes them, under one lock for the whole batch (no thread hand-off, no suspension);
+    /// once libzmq is full the rest take the queue as single sends do. REQ and REP (one
+    /// message per turn) send them one after another.
     public func send(batch messages: [Message]) async throws {
         var next = 0
         if core.allowsDirectSend { next = try sendDirectly(batch: messages) }
