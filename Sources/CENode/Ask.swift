@@ -46,8 +46,8 @@ extension Node {
     /// so the answer is known to come from it. Sockets that got their reply are kept per
     /// node and used again, so a question pays no connection or handshake once one is open.
     /// A reply that does not come within `timeout` is given up on: that socket is closed and
-    /// a fresh one retries, at the pool's next node, with the same request id (Lazy Pirate),
-    /// so a responder answers a retried question once.
+    /// the pool's next node is asked, on another socket, with the same request id (Lazy
+    /// Pirate), so a responder answers a retried question once.
     /// After `retries` retries the error names the pool and the wait.
     public func ask(pool: String, question: JSONValue, timeout: Duration? = nil, retries: Int? = nil) async throws -> JSONValue {
         let responders = topology.nodes(inPool: pool)

@@ -248,24 +248,14 @@ extension Node {
         let received = Date()
         let records = held.map { StoredEvent(event: $0.event, envelope: $0.envelope, receivedAt: received) }
         let fresh = try await writer.append(records, advancing: cursors)
-        var duplicates = 0
-        var local: [Message] = []
-        local.reserveCapacity(held.count)
-        for (index, isNew) in fresh.enumerated() {
-            guard isNew else {
-                duplicates += 1
-                continue
-            }
-            let event = held[index].event
-            // This node's own earlier events, refilled from peers: handed over when emitted.
-            if event.origin == spec.name { continue }
-            local.append(Message([Frame(Topic.bytes(type: event.type, stream: event.stream)), Frame(held[index].envelope)]))
-        }
-        try? await feed.send(batch: local)
-        for (index, isNew) in fresh.enumerated() where isNew && held[index].event.origin != spec.name {
-            broadcast(held[index].event)
-            eventFolder?.deliver(held[index].event)
-        }
+        let duplicates = fresh.lazy.filter { !$0 }.count
+        // New events, except this node's own earlier ones refilled from peers (handed over
+        // when they were emitted).
+        let handed = zip(held, fresh).compactMap { held, isNew in isNew && held.event.origin != spec.name ? held : nil }
+        try? await feed.send(batch: handed.map { Message([Frame(Topic.bytes(type: $0.event.type, stream: $0.event.stream)), Frame($0.envelope)]) })
+        let events = handed.map(\.event)
+        broadcast(events)
+        for event in events { eventFolder?.deliver(event) }
         if eventFolder != nil, fresh.contains(true), let mark = try? store.lastRowID() {
             state.withLock { $0.inboxMark = mark }
         }

@@ -618,7 +618,7 @@ public final class Node: Sendable {
                 try? await pub.send(batch: wire)
             }
             try? await feed.send(batch: local)
-            for event in events { broadcast(event) }
+            broadcast(events)
             for (event, c) in zip(events, waiting) { c(.success(event)) }
             for r in repeats { r.complete(.success(events[r.index])) }
         }
@@ -743,12 +743,16 @@ public final class Node: Sendable {
         return stream
     }
 
-    func broadcast(_ event: Event) {
+    /// Hands a stored batch to the listeners, and one signal for the batch.
+    func broadcast(_ events: [Event]) {
+        guard !events.isEmpty else { return }
         let (listeners, signals) = state.withLock { (Array($0.listeners.values), Array($0.signals.values)) }
         for signal in signals { signal.yield(()) }
         var drops = 0
         for listener in listeners {
-            if case .dropped = listener.yield(event) { drops += 1 }
+            for event in events {
+                if case .dropped = listener.yield(event) { drops += 1 }
+            }
         }
         if drops > 0 {
             state.withLock { $0.counters.listenerDrops += drops }

@@ -316,7 +316,6 @@ extension Node {
         }
         let added = intake.state.withLock { $0.adopt(candidates, own: spec.name) }
         if !added.isEmpty {
-            intake.refill.withLock { r in if r.wanted && !r.done { r.lines.formUnion(added) } }
             logger.notice("peers hold \(added.count) lines this node had none of: \(added.map(\.description).sorted().joined(separator: ", "))")
         }
         // Lines a peer holds further than this node: replay them.

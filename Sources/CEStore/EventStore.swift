@@ -233,13 +233,11 @@ public final class EventStore: Sendable {
     }
 
     /// Between two transactions: copies what the background checkpoint left in the WAL (see
-    /// ``Checkpointer``), so that the next transaction starts the WAL over. Returns whether
-    /// it ran. Not fatal when it fails: the next checkpoint tries again.
-    @discardableResult
-    func finishCheckpoint() -> Bool {
-        guard checkpointer?.takeRemainder() == true else { return false }
+    /// ``Checkpointer``), so that the next transaction starts the WAL over. Not fatal when it
+    /// fails: the next checkpoint tries again.
+    func finishCheckpoint() {
+        guard checkpointer?.takeRemainder() == true else { return }
         write { connection in _ = try? connection.checkpoint(truncate: false) }
-        return true
     }
 
     /// Checkpoints run off the commit path so far.

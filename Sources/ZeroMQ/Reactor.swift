@@ -8,9 +8,9 @@ import Glibc
 /// The thread that owns a context's async sockets.
 ///
 /// It blocks in `poll` over the notification descriptors of the sockets that have work (a
-/// waiting receiver, queued sends) plus an eventfd, and runs commands queued from any thread. Other threads queue a
-/// command or touch a socket's queues, then `wake()` it: the eventfd is written at most once
-/// per poll, however many threads call `wake()`.
+/// waiting receiver, queued sends) plus an eventfd, and runs commands queued from any
+/// thread. Other threads queue a command or touch a socket's queues, then `wake()` it: the
+/// eventfd is written at most once per poll, however many threads call `wake()`.
 final class Reactor: @unchecked Sendable {
     // @unchecked Sendable: `registered`, `pollFDs`, `scratch` and `stopping`
     // are touched only by the reactor thread; `commands` is behind a Mutex and `wakePending`

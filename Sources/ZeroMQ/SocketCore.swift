@@ -269,7 +269,13 @@ final class SocketCore: @unchecked Sendable {
     /// Whether a task may send on the socket itself when nothing is queued (see `Socket.send`):
     /// every libzmq call on an async socket, the reactor's included, is made under
     /// `handleLock`, and the reactor waits on the notification descriptor, not in `zmq_poll`.
-    var allowsDirectSend: Bool { inlineHandler == nil && [.pub, .push, .dealer, .router, .req, .rep, .pair].contains(type) }
+    var allowsDirectSend: Bool {
+        guard inlineHandler == nil else { return false }
+        switch type {
+        case .pub, .push, .dealer, .router, .req, .rep, .pair: return true
+        default: return false
+        }
+    }
 
     /// The socket's notification descriptor (ZMQ_FD, read once). Reactor thread only.
     private var notifyFD: Int32 = -1
@@ -295,7 +301,7 @@ final class SocketCore: @unchecked Sendable {
     /// that arrived meanwhile, so the reactor is woken when some wait to be read. Called
     /// under `handleLock`.
     func noteDirectSend(handle: UnsafeMutableRawPointer) {
-        guard state.withLock({ $0.receiving }) || inlineHandler != nil else { return }
+        guard state.withLock({ $0.receiving }) else { return }
         var events: Int32 = 0
         var size = MemoryLayout<Int32>.size
         if zmq_getsockopt(handle, ZMQ_EVENTS, &events, &size) == 0, events & ZMQ_POLLIN != 0 { reactor.wake() }
