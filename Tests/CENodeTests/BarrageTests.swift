@@ -110,7 +110,7 @@ struct BarrageTests {
             }
             #expect(cluster.processes["planner-1"]!.isRunning)
             #expect(try await cluster.status("planner-1")["counters"]?["rejected"]?.intValue ?? 0 > 0)
-            let stored = try cluster.history("planner-1")
+            let stored = try await cluster.history("planner-1")
             #expect(stored.isEmpty, "stored from the barrage: \(stored.prefix(3)) (seed \(seed))")
             let genuine = try await cluster.emit("planner-1", "plan_ready", ["after": "barrage"])
             #expect(genuine["seq"]?.intValue == 1)

@@ -166,14 +166,14 @@ final class Cluster: @unchecked Sendable {
     }
 
     /// Events stored at a node (its audit trail), read through `ce-node history`.
-    func history(_ name: String, type: String? = nil) throws -> [JSONValue] {
+    func history(_ name: String, type: String? = nil) async throws -> [JSONValue] {
         var args = ["history", "--data", data(name), "--limit", "100000"]
         if let type { args += ["--type", type] }
-        let out = try run(args)
+        let out = try await run(args)
         return out.split(separator: "\n").compactMap { try? JSONValue(parsing: String($0)) }
     }
 
-    func run(_ arguments: [String]) throws -> String { try runCENode(arguments).output }
+    func run(_ arguments: [String]) async throws -> String { try await runCENode(arguments).output }
 
     /// Plays the agent of a pool with a workspace: waits for the next question file, then
     /// (once `before` holds) writes `answer` as the reply, write-then-rename. Returns the question.
@@ -217,9 +217,19 @@ final class Cluster: @unchecked Sendable {
     }
 }
 
-/// Runs the built `ce-node` with arguments; returns its exit status and its output.
-func runCENode(_ arguments: [String]) throws -> (status: Int32, output: String) {
-    try runProcess(Cluster.binary, arguments)
+/// Runs the built `ce-node` with arguments, waiting on a thread of its own; returns its exit
+/// status and its output.
+func runCENode(_ arguments: [String]) async throws -> (status: Int32, output: String) {
+    try await offThePool { try runProcess(Cluster.binary, arguments) }
+}
+
+/// Runs blocking code (a child process to its end, a socket read) on a thread of its own.
+/// The tests share the cooperative threads (two on a two-core machine), and a test blocked
+/// on one holds up every other test's deadlines.
+func offThePool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try work() }) }.start()
+    }
 }
 
 /// Runs a program to its end; returns its exit status and its output (stdout and stderr).

@@ -17,8 +17,8 @@ struct CoordinatorTests {
 
         """
 
-    func coordinatorEvents(_ cluster: Cluster, _ type: String) throws -> [JSONValue] {
-        try cluster.history("coordinator", type: type).filter { $0["origin"]?.stringValue == "coordinator" }
+    func coordinatorEvents(_ cluster: Cluster, _ type: String) async throws -> [JSONValue] {
+        try await cluster.history("coordinator", type: type).filter { $0["origin"]?.stringValue == "coordinator" }
     }
 
     @Test func gatePassesAndEveryPoolHearsIt() async throws {
@@ -28,20 +28,20 @@ struct CoordinatorTests {
             }
             for node in ["planner-1", "builder-1", "reviewer-1"] {
                 try await eventually(10, "\(node) hears gate_passed") {
-                    try cluster.history(node, type: "gate_passed").contains { $0["payload"]?["gate"]?.stringValue == "architecture_approval" }
+                    try await cluster.history(node, type: "gate_passed").contains { $0["payload"]?["gate"]?.stringValue == "architecture_approval" }
                 }
             }
             // A second report in round 2 is fine; a duplicate in one round is rejected.
             try await cluster.emit("planner-1", "sync_point_reached", ["gate": "architecture_approval"])
             try await cluster.emit("planner-1", "sync_point_reached", ["gate": "architecture_approval"])
             try await cluster.emit("planner-1", "sync_point_reached", ["gate": "nonexistent"])
-            try await eventually(10, "two rejections") { try coordinatorEvents(cluster, "gate_rejected").count == 2 }
-            let gates = try JSONValue(parsing: try cluster.run(["gates", "--json", "--data", cluster.data("coordinator")]))
+            try await eventually(10, "two rejections") { try await coordinatorEvents(cluster, "gate_rejected").count == 2 }
+            let gates = try JSONValue(parsing: try await cluster.run(["gates", "--json", "--data", cluster.data("coordinator")]))
             let gate = gates.arrayValue?.first { $0["gate"]?.stringValue == "architecture_approval" }
             #expect(gate?["round"]?.intValue == 2 && gate?["aligned"] == ["planner"], "\(gates)")
             #expect(gate?["missing"]?.arrayValue?.compactMap { $0["pool"]?.stringValue } == ["builder", "reviewer"], "\(gates)")
             // The table a person reads.
-            let table = try cluster.run(["gates", "--data", cluster.data("coordinator")])
+            let table = try await cluster.run(["gates", "--data", cluster.data("coordinator")])
             #expect(table.contains("│ architecture_approval │ 2 ") && table.contains("│ planner ") && table.contains("builder, reviewer"), "\(table)")
         }
     }
@@ -52,13 +52,13 @@ struct CoordinatorTests {
             try await cluster.emit("planner-1", "sync_point_reached", ["gate": "quick"])
             // The deadline runs from the coordinator's start: long enough for the planner's
             // report to arrive first on a loaded machine.
-            try await eventually(20, "the gate times out") { !(try coordinatorEvents(cluster, "gate_timed_out")).isEmpty }
-            let timedOut = try coordinatorEvents(cluster, "gate_timed_out").first { $0["payload"]?["gate"]?.stringValue == "quick" }
+            try await eventually(20, "the gate times out") { !(try await coordinatorEvents(cluster, "gate_timed_out")).isEmpty }
+            let timedOut = try await coordinatorEvents(cluster, "gate_timed_out").first { $0["payload"]?["gate"]?.stringValue == "quick" }
             #expect(timedOut?["payload"]?["missing"] == ["builder"])
-            let gates = try JSONValue(parsing: try cluster.run(["gates", "--json", "--data", cluster.data("coordinator")]))
+            let gates = try JSONValue(parsing: try await cluster.run(["gates", "--json", "--data", cluster.data("coordinator")]))
             let quick = gates.arrayValue?.first { $0["gate"]?.stringValue == "quick" }
             #expect(quick?["missing"] == [["pool": "builder", "up": false]], "\(gates)")
-            let table = try cluster.run(["gates", "--data", cluster.data("coordinator")])
+            let table = try await cluster.run(["gates", "--data", cluster.data("coordinator")])
             #expect(table.contains("builder (down)"), "\(table)")
         }
     }
@@ -69,25 +69,25 @@ struct CoordinatorTests {
             try await cluster.emit("builder-1", "conflict_detected", ["subject": "architecture", "parties": ["reviewer"], "description": "tests exist"])
             let id = first["id"]!.stringValue!
             try await eventually(10, "escalated to human") {
-                try coordinatorEvents(cluster, "resolution_needed").contains { $0["target"]?.stringValue == "human" }
+                try await coordinatorEvents(cluster, "resolution_needed").contains { $0["target"]?.stringValue == "human" }
             }
-            let asked = try coordinatorEvents(cluster, "resolution_needed")
+            let asked = try await coordinatorEvents(cluster, "resolution_needed")
             #expect(asked.first?["target"]?.stringValue == "planner")
             #expect(asked.allSatisfy { $0["payload"]?["conflict_id"]?.stringValue == id }, "the duplicate was merged")
             // The gate on the same subject stays shut while the conflict is open.
             for node in ["planner-1", "builder-1", "reviewer-1"] {
                 try await cluster.emit(node, "sync_point_reached", ["gate": "architecture_approval"])
             }
-            let held = try JSONValue(parsing: try cluster.run(["gates", "--json", "--data", cluster.data("coordinator")]))
+            let held = try JSONValue(parsing: try await cluster.run(["gates", "--json", "--data", cluster.data("coordinator")]))
             #expect(held.arrayValue?.first { $0["gate"]?.stringValue == "architecture_approval" }?["blocked_by_conflict"] == true, "\(held)")
-            #expect(try cluster.run(["gates", "--data", cluster.data("coordinator")]).contains("held by a conflict"))
-            let open = try JSONValue(parsing: try cluster.run(["conflicts", "--json", "--data", cluster.data("coordinator")]))
+            #expect(try await cluster.run(["gates", "--data", cluster.data("coordinator")]).contains("held by a conflict"))
+            let open = try JSONValue(parsing: try await cluster.run(["conflicts", "--json", "--data", cluster.data("coordinator")]))
             #expect(open[0]?["conflict_id"]?.stringValue == id && open[0]?["resolver"]?.stringValue == "human" && open[0]?["level"]?.intValue == 1, "\(open)")
-            #expect(try cluster.run(["conflicts", "--data", cluster.data("coordinator")]).contains(id))
-            _ = try cluster.run(["resolve", id, "--decision", "add integration tests", "--data", cluster.data("coordinator")])
+            #expect(try await cluster.run(["conflicts", "--data", cluster.data("coordinator")]).contains(id))
+            _ = try await cluster.run(["resolve", id, "--decision", "add integration tests", "--data", cluster.data("coordinator")])
             try await eventually(10, "the parties hear the decision and the gate opens") {
-                let closed = try cluster.history("builder-1", type: "conflict_closed")
-                let passed = try cluster.history("reviewer-1", type: "gate_passed")
+                let closed = try await cluster.history("builder-1", type: "conflict_closed")
+                let passed = try await cluster.history("reviewer-1", type: "gate_passed")
                 return closed.first?["payload"]?["decision"]?.stringValue == "add integration tests" && !passed.isEmpty
             }
         }
@@ -98,27 +98,27 @@ struct CoordinatorTests {
             let conflict = try await cluster.emit("reviewer-1", "conflict_detected", ["subject": "api", "parties": ["builder"]])
             try await cluster.emit("planner-1", "sync_point_reached", ["gate": "architecture_approval"])
             try await cluster.emit("builder-1", "sync_point_reached", ["gate": "architecture_approval"])
-            try await eventually(10, "coordinator stored both reports") { try cluster.history("coordinator", type: "sync_point_reached").count == 2 }
+            try await eventually(10, "coordinator stored both reports") { try await cluster.history("coordinator", type: "sync_point_reached").count == 2 }
             cluster.kill("coordinator")
             // Pools keep exchanging events while it is down.
             let during = try await cluster.emit("builder-1", "build_ready", ["while": "coordinator down"])
             try await eventually(10, "reviewer still receives") {
-                try cluster.history("reviewer-1", type: "build_ready").contains { $0["id"] == during["id"] }
+                try await cluster.history("reviewer-1", type: "build_ready").contains { $0["id"] == during["id"] }
             }
             try cluster.start("coordinator")
             try await cluster.waitUntilUp("coordinator")
             try await cluster.waitUntilConnected(["coordinator", "reviewer-1"])
             try await cluster.emit("reviewer-1", "sync_point_reached", ["gate": "architecture_approval"])
             try await eventually(10, "the gate opens after the restart") {
-                try coordinatorEvents(cluster, "gate_passed").contains { $0["payload"]?["gate"]?.stringValue == "architecture_approval" }
+                try await coordinatorEvents(cluster, "gate_passed").contains { $0["payload"]?["gate"]?.stringValue == "architecture_approval" }
             }
             try await eventually(10, "the conflict still escalates") {
-                try coordinatorEvents(cluster, "resolution_needed").contains {
+                try await coordinatorEvents(cluster, "resolution_needed").contains {
                     $0["target"]?.stringValue == "human" && $0["payload"]?["conflict_id"] == conflict["id"]
                 }
             }
             // Nothing was asked twice at one level.
-            let levels = try coordinatorEvents(cluster, "resolution_needed").compactMap { $0["payload"]?["level"]?.intValue }
+            let levels = try await coordinatorEvents(cluster, "resolution_needed").compactMap { $0["payload"]?["level"]?.intValue }
             #expect(levels.sorted() == [0, 1])
         }
     }

@@ -65,7 +65,7 @@ struct CrashRetryTests {
             }
             let total = acknowledged.count + unanswered.count
             // The origin: every id once, sequences 1...total, each acknowledged one where it was acknowledged.
-            let origin = try cluster.history("planner-1")
+            let origin = try await cluster.history("planner-1")
             #expect(origin.count == total)
             #expect(Set(origin.compactMap { $0["id"]?.stringValue }).count == total)
             #expect(origin.compactMap { $0["seq"]?.intValue }.sorted() == Array(1...total))
@@ -73,9 +73,9 @@ struct CrashRetryTests {
             for (id, seq) in acknowledged { #expect(stored[id] == seq, "acknowledged \(id) at \(seq), stored at \(stored[id] ?? -1)") }
             // The subscriber catches up to the same events, none twice.
             try await eventually(60, "builder-1 holds all \(total) events") {
-                try cluster.history("builder-1", type: "plan_ready").count >= total
+                try await cluster.history("builder-1", type: "plan_ready").count >= total
             }
-            let copy = try cluster.history("builder-1", type: "plan_ready")
+            let copy = try await cluster.history("builder-1", type: "plan_ready")
             #expect(copy.count == total)
             #expect(copy.compactMap { $0["seq"]?.intValue } == Array(1...total), "in origin order, none missing or doubled")
         }

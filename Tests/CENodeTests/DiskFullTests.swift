@@ -63,7 +63,7 @@ struct DiskFullTests {
             let next = try await cluster.emit("planner-1", "plan_ready", ["after": true])
             #expect(next["seq"]?.intValue == stored + 1)
             try await cluster.stop("planner-1")
-            let history = try cluster.history("planner-1")
+            let history = try await cluster.history("planner-1")
             #expect(history.count == stored + 1)
             #expect(history.map { $0["seq"]?.intValue ?? 0 } == Array(1...(stored + 1)))
         } catch {

@@ -150,7 +150,7 @@ struct FaultTests {
             conflictID = asks.first { $0.payload["resolver"]?.stringValue == "human" }?.payload["conflict_id"]?.stringValue
             return conflictID != nil
         }
-        _ = try cluster.run(["resolve", conflictID!, "--decision", "add the tests", "--topology", cluster.topologyPath])
+        _ = try await cluster.run(["resolve", conflictID!, "--decision", "add the tests", "--topology", cluster.topologyPath])
         try await eventually(20, "the parties hear the conflict closed") {
             try cluster.storedEvents("builder-1", type: "conflict_closed").count == 1
         }

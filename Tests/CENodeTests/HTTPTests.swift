@@ -14,22 +14,22 @@ struct HTTPTests {
         try await withCluster([.init(name: "planner-1", pool: "planner", metrics: true), .init(name: "builder-1", pool: "builder", metrics: true)]) { cluster in
             let planner = cluster.topology.node(named: "planner-1")!.metricsPort!
             let builder = cluster.topology.node(named: "builder-1")!.metricsPort!
-            let before = try scrape(planner)
+            let before = try await scrape(planner)
             #expect(value(before, "ce_events_emitted_total") == 0, "\(before)")
             for i in 0..<3 { try await cluster.emit("planner-1", "plan_ready", ["n": .number(Double(i))]) }
-            let after = try scrape(planner)
+            let after = try await scrape(planner)
             #expect(value(after, "ce_events_emitted_total") == 3, "\(after)")
             #expect(value(after, #"ce_events_stored_total{origin="planner-1"}"#) == 3)
             #expect(value(after, "ce_emit_duration_seconds_count") == 3)
             #expect(value(after, #"ce_peer_up{peer="builder-1",pool="builder"}"#) == 1)
             try await eventually(10, "builder-1 counts planner-1's events as stored and delivered") {
-                let text = try scrape(builder)
+                let text = try await scrape(builder)
                 return value(text, #"ce_events_stored_total{origin="planner-1"}"#) == 3 && value(text, "ce_events_delivered_total") == 3
             }
-            let status = try JSONValue(parsing: try get(builder, "/status.json").body)
+            let status = try JSONValue(parsing: try await get(builder, "/status.json").body)
             #expect(status["node"]?["counters"]?["received"]?.intValue == 3)
             // Not the coordinator: no dashboard here.
-            #expect(try get(builder, "/").status == 404)
+            #expect(try await get(builder, "/").status == 404)
         }
     }
 
@@ -61,7 +61,11 @@ struct HTTPTests {
 }
 
 /// `GET path` on 127.0.0.1 over a plain socket: the status code and the body.
-func get(_ port: Int, _ path: String) throws -> (status: Int, body: String) {
+func get(_ port: Int, _ path: String) async throws -> (status: Int, body: String) {
+    try await offThePool { try getBlocking(port, path) }
+}
+
+private func getBlocking(_ port: Int, _ path: String) throws -> (status: Int, body: String) {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     defer { close(fd) }
     var timeout = timeval(tv_sec: 5, tv_usec: 0)
@@ -82,8 +86,8 @@ func get(_ port: Int, _ path: String) throws -> (status: Int, body: String) {
     return (code, text.range(of: "\r\n\r\n").map { String(text[$0.upperBound...]) } ?? "")
 }
 
-func scrape(_ port: Int) throws -> String {
-    let (status, body) = try get(port, "/metrics")
+func scrape(_ port: Int) async throws -> String {
+    let (status, body) = try await get(port, "/metrics")
     guard status == 200 else { throw TestFailure("/metrics answered \(status)") }
     return body
 }

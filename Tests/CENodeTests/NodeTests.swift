@@ -11,10 +11,10 @@ struct NodeTests {
             let event = try await cluster.emit("planner-1", "plan_ready", ["feature": "login"])
             let id = event["id"]!.stringValue!
             for node in ["builder-1", "reviewer-1"] {
-                try await eventually(10, "\(node) stores the plan") { try cluster.history(node).contains { $0["id"]?.stringValue == id } }
+                try await eventually(10, "\(node) stores the plan") { try await cluster.history(node).contains { $0["id"]?.stringValue == id } }
             }
             // Stored at the origin too, with its sequence.
-            let origin = try cluster.history("planner-1")
+            let origin = try await cluster.history("planner-1")
             #expect(origin.map { $0["seq"]?.intValue } == [1])
         }
     }
@@ -32,20 +32,20 @@ struct NodeTests {
             pools: pools) { cluster in
             // planner -> builder -> reviewer -> planner, each stage reacting to what it received.
             try await cluster.emit("planner-1", "plan_ready", ["step": 1])
-            try await eventually(10, "builder receives the plan") { !(try cluster.history("builder-1", type: "plan_ready")).isEmpty }
+            try await eventually(10, "builder receives the plan") { !(try await cluster.history("builder-1", type: "plan_ready")).isEmpty }
             try await cluster.emit("builder-1", "build_ready", ["step": 2])
-            try await eventually(10, "reviewer receives the build") { !(try cluster.history("reviewer-1", type: "build_ready")).isEmpty }
+            try await eventually(10, "reviewer receives the build") { !(try await cluster.history("reviewer-1", type: "build_ready")).isEmpty }
             try await cluster.emit("reviewer-1", "review_complete", ["step": 3])
-            try await eventually(10, "planner receives the review") { !(try cluster.history("planner-1", type: "review_complete")).isEmpty }
+            try await eventually(10, "planner receives the review") { !(try await cluster.history("planner-1", type: "review_complete")).isEmpty }
             // Filtered: nobody stored what they did not subscribe to.
-            #expect(try cluster.history("reviewer-1", type: "plan_ready").isEmpty)
-            #expect(try cluster.history("builder-1", type: "review_complete").isEmpty)
-            #expect(try cluster.history("planner-1", type: "build_ready").isEmpty)
+            #expect(try await cluster.history("reviewer-1", type: "plan_ready").isEmpty)
+            #expect(try await cluster.history("builder-1", type: "review_complete").isEmpty)
+            #expect(try await cluster.history("planner-1", type: "build_ready").isEmpty)
             // A type that merely shares a prefix is not delivered either.
             try await cluster.emit("planner-1", "plan_ready_v2", ["x": 1])
             try await cluster.emit("planner-1", "plan_ready", ["after": true])
-            try await eventually(10, "second plan arrives") { (try cluster.history("builder-1", type: "plan_ready")).count == 2 }
-            #expect(try cluster.history("builder-1", type: "plan_ready_v2").isEmpty)
+            try await eventually(10, "second plan arrives") { (try await cluster.history("builder-1", type: "plan_ready")).count == 2 }
+            #expect(try await cluster.history("builder-1", type: "plan_ready_v2").isEmpty)
         }
     }
 
@@ -204,7 +204,7 @@ struct NodeTests {
             }
             let reason = try String(contentsOfFile: outbox + "/rejected/broken.json.error", encoding: .utf8)
             #expect(reason.contains("JSON"))
-            #expect(try cluster.history("planner-1").count == 1)
+            #expect(try await cluster.history("planner-1").count == 1)
         }
     }
 
@@ -212,7 +212,7 @@ struct NodeTests {
         try await withCluster([.init(name: "planner-1", pool: "planner"), .init(name: "builder-1", pool: "builder")]) { cluster in
             for i in 1...3 { try await cluster.emit("planner-1", "plan_ready", ["n": .number(Double(i))]) }
             cluster.kill("planner-1")  // SIGKILL: acknowledged events must survive
-            #expect(try cluster.history("planner-1").count == 3)
+            #expect(try await cluster.history("planner-1").count == 3)
             try cluster.start("planner-1")
             let restarted = Date()
             try await cluster.waitUntilUp("planner-1")
@@ -225,8 +225,8 @@ struct NodeTests {
             }
             let event = try await cluster.emit("planner-1", "plan_ready", ["n": 4])
             #expect(event["seq"]?.intValue == 4)
-            try await eventually(10, "builder has all four, once each") { try cluster.history("builder-1").count == 4 }
-            let seqs = try cluster.history("builder-1").compactMap { $0["seq"]?.intValue }
+            try await eventually(10, "builder has all four, once each") { try await cluster.history("builder-1").count == 4 }
+            let seqs = try await cluster.history("builder-1").compactMap { $0["seq"]?.intValue }
             #expect(seqs == [1, 2, 3, 4])
         }
     }
@@ -238,7 +238,7 @@ struct NodeTests {
         try await withCluster([.init(name: "planner-1", pool: "planner"), .init(name: "builder-1", pool: "builder")]) { cluster in
             var old: [String] = []
             for i in 1...3 { old.append(try await cluster.emit("planner-1", "plan_ready", ["n": .number(Double(i))])["id"]!.stringValue!) }
-            try await eventually(10, "builder has the three") { try cluster.history("builder-1").count == 3 }
+            try await eventually(10, "builder has the three") { try await cluster.history("builder-1").count == 3 }
             let oldEpoch = try await cluster.status("planner-1")["epoch"]!.stringValue!
             cluster.kill("planner-1")
             try FileManager.default.removeItem(atPath: cluster.data("planner-1"))  // the volume is gone
@@ -249,7 +249,7 @@ struct NodeTests {
             let event = try await cluster.emit("planner-1", "plan_ready", ["n": 4])
             let newEpoch = try await cluster.status("planner-1")["epoch"]!.stringValue!
             #expect(event["seq"]?.intValue == 1 && newEpoch != oldEpoch && newEpoch > oldEpoch)
-            try await eventually(10, "builder stores the new event beside the old ones") { try cluster.history("builder-1").count == 4 }
+            try await eventually(10, "builder stores the new event beside the old ones") { try await cluster.history("builder-1").count == 4 }
             let lines = try cluster.storedEvents("builder-1", origin: "planner-1").map { "\($0.epoch == oldEpoch ? "old" : "new")-\($0.seq)" }
             #expect(lines == ["old-1", "old-2", "old-3", "new-1"])
             try await eventually(15, "planner-1 has its own earlier events back") {
@@ -276,7 +276,7 @@ struct NodeTests {
             // Slow joiner: repeat the good event until it is stored (duplicates are not stored twice).
             try await eventually(10, "the good event is stored") {
                 try await pub.send(goodMessage)
-                return try cluster.history("builder-1").count == 1
+                return try await cluster.history("builder-1").count == 1
             }
             var bad: [Message] = [
                 Message([Frame("plan_ready/planner")]),  // one frame
@@ -304,9 +304,9 @@ struct NodeTests {
             let nextMessage = Message([Frame(Topic.bytes(type: .planReady, stream: "planner")), Frame(EnvelopeCodec.encode(next))])
             try await eventually(15, "a good event after the oversized one is stored") {
                 try await pub.send(nextMessage)
-                return try cluster.history("builder-1").count == 2
+                return try await cluster.history("builder-1").count == 2
             }
-            #expect(try cluster.history("builder-1").map { $0["id"]?.stringValue } == ["good-1", "good-2"])
+            #expect(try await cluster.history("builder-1").map { $0["id"]?.stringValue } == ["good-1", "good-2"])
             #expect(cluster.processes["builder-1"]!.isRunning)
             await context.shutdown()
         }
@@ -317,12 +317,12 @@ struct NodeTests {
     @Test func aDamagedStoreIsMovedAsideOrWithNoRefillLeftAlone() async throws {
         try await withCluster([.init(name: "planner-1", pool: "planner"), .init(name: "builder-1", pool: "builder")]) { cluster in
             try await cluster.emit("planner-1", "plan_ready", ["n": 1])
-            try await eventually(10, "builder has it") { try cluster.history("builder-1").count == 1 }
+            try await eventually(10, "builder has it") { try await cluster.history("builder-1").count == 1 }
             try await cluster.stop("builder-1")
             let path = cluster.data("builder-1") + "/events.sqlite"
             let garbage = Data(repeating: 0x5A, count: 64 * 1024)
             try garbage.write(to: URL(fileURLWithPath: path))
-            let refused = try runCENode(["run", "--topology", cluster.topologyPath, "--node", "builder-1", "--no-refill"])
+            let refused = try await runCENode(["run", "--topology", cluster.topologyPath, "--node", "builder-1", "--no-refill"])
             #expect(refused.status != 0)
             #expect(refused.output.contains(path) && refused.output.contains("--no-refill"), "\(refused.output)")
             #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == garbage, "left as it was")
@@ -331,7 +331,7 @@ struct NodeTests {
             let aside = try FileManager.default.contentsOfDirectory(atPath: cluster.data("builder-1")).filter { $0.hasPrefix("events.sqlite.damaged-") }
             #expect(aside.count == 1)
             #expect(try Data(contentsOf: URL(fileURLWithPath: cluster.data("builder-1") + "/" + aside[0])) == garbage, "kept, not deleted")
-            try await eventually(15, "the new store is refilled") { try cluster.history("builder-1").count == 1 }
+            try await eventually(15, "the new store is refilled") { try await cluster.history("builder-1").count == 1 }
         }
     }
 
@@ -351,25 +351,25 @@ struct NodeTests {
         }
     }
 
-    @Test func cliRefusesBadFlagsWithClearErrors() throws {
+    @Test func cliRefusesBadFlagsWithClearErrors() async throws {
         let dir = NSTemporaryDirectory() + "ce-cli-" + UUID().uuidString.prefix(8)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let bad = dir + "/bad.yaml"
         try "version: 1\nnodes:\n  - name: a\n    pool: p\n    host: 999.1.1.1\n    ports: { pub: 70000, rep: 7001 }\n".write(toFile: bad, atomically: true, encoding: .utf8)
-        let run = { (args: [String]) throws -> String in
-            let (status, output) = try runCENode(args)
+        let run = { (args: [String]) async throws -> String in
+            let (status, output) = try await runCENode(args)
             #expect(status != 0, "\(args) should fail")
             return output
         }
-        let topologyError = try run(["run", "--topology", bad, "--node", "a"])
+        let topologyError = try await run(["run", "--topology", bad, "--node", "a"])
         #expect(topologyError.contains("nodes[0].host"))
         #expect(topologyError.contains("nodes[0].ports.pub"))
-        #expect(try run(["run", "--topology", dir + "/missing.yaml", "--node", "a"]).contains("missing.yaml"))
-        #expect(try run(["emit", "--data", dir, "--type", "Bad-Type"]).contains("event type"))
-        #expect(try run(["emit", "--data", dir, "--type", "plan_ready", "--payload", "{oops"]).contains("--payload is not valid JSON"))
-        #expect(try run(["status", "--data", dir]).contains("no node is running"))
-        #expect(try run(["run", "--bogus-flag"]).contains("bogus-flag"))
+        #expect(try await run(["run", "--topology", dir + "/missing.yaml", "--node", "a"]).contains("missing.yaml"))
+        #expect(try await run(["emit", "--data", dir, "--type", "Bad-Type"]).contains("event type"))
+        #expect(try await run(["emit", "--data", dir, "--type", "plan_ready", "--payload", "{oops"]).contains("--payload is not valid JSON"))
+        #expect(try await run(["status", "--data", dir]).contains("no node is running"))
+        #expect(try await run(["run", "--bogus-flag"]).contains("bogus-flag"))
     }
 }
 
@@ -415,7 +415,7 @@ struct NoReplayPublisherTests {
                     try await pub.send(message)  // connected: it arrives, ahead of a gap (seq 1-2 unseen)
                     sent = true
                 }
-                return try cluster.history("builder-1").contains { $0["id"]?.stringValue == "after-a-gap" }
+                return try await cluster.history("builder-1").contains { $0["id"]?.stringValue == "after-a-gap" }
             }
             #expect(cluster.log("builder-1").contains("answers no replay"))
             #expect(try await cluster.status("builder-1")["counters"]?["replay_requests"]?.intValue ?? 0 >= 5)
@@ -442,7 +442,7 @@ struct MarksTests {
                 let e = Event(id: "m-\(seq)", origin: "mallory", seq: seq, stream: "planner", type: .planReady, timestamp: Date(), payload: .null)
                 return Message([Frame(Topic.bytes(type: .planReady, stream: "planner")), Frame(EnvelopeCodec.encode(e)), Frame(marks)])
             }
-            func stored() throws -> [String] { try cluster.history("builder-1").compactMap { $0["id"]?.stringValue } }
+            func stored() async throws -> [String] { try await cluster.history("builder-1").compactMap { $0["id"]?.stringValue } }
             try await eventually(10, "builder-1 hears mallory") {
                 try await pub.send(Frame("_hb/mallory"), Frame(#"{"origin":"mallory","pool":"planner","seq":0,"marks":{}}"#))
                 return try await cluster.status("builder-1")["peers"]?.arrayValue?.first?["up"]?.boolValue == true
@@ -450,14 +450,14 @@ struct MarksTests {
             try await pub.send(event(1, marks: "{}"))
             // 2 was a build_log (filtered out by the subscription); 3's marks say so.
             try await pub.send(event(3, marks: #"{"plan_ready":1,"build_log":2}"#))
-            try await eventually(10, "1 and 3 are taken") { try stored() == ["m-1", "m-3"] }
+            try await eventually(10, "1 and 3 are taken") { try await stored() == ["m-1", "m-3"] }
             #expect(try await cluster.status("builder-1")["counters"]?["replay_requests"]?.intValue == 0)
             // 5's marks show a plan_ready (4) this node never got: 5 waits, a replay is asked for.
             try await pub.send(event(5, marks: #"{"plan_ready":4,"build_log":2}"#))
             try await eventually(10, "a replay is asked for") {
                 (try await cluster.status("builder-1")["counters"]?["replay_requests"]?.intValue ?? 0) >= 1
             }
-            #expect(try stored() == ["m-1", "m-3"])
+            #expect(try await stored() == ["m-1", "m-3"])
             let peer = try await cluster.status("builder-1")["peers"]?.arrayValue?.first
             #expect(peer?["cursor"]?.intValue == 3)
             #expect(peer?["waiting"]?.intValue == 1)

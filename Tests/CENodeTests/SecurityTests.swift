@@ -43,9 +43,9 @@ struct SecurityTests {
             let genuine = try await cluster.emit("planner-1", "plan_ready", ["real": true])
             #expect(genuine["seq"]?.intValue == Int(next))
             try await eventually(10, "builder-1 stores planner-1's genuine event") {
-                try cluster.history("builder-1").contains { $0["id"] == genuine["id"] }
+                try await cluster.history("builder-1").contains { $0["id"] == genuine["id"] }
             }
-            let stored = try cluster.history("builder-1")
+            let stored = try await cluster.history("builder-1")
             #expect(!stored.contains { $0["id"]?.stringValue == "forged-1" })
             #expect(stored.filter { $0["origin"]?.stringValue == "planner-1" }.map { $0["seq"]?.intValue } == [Int(next)])
             #expect(try await counter(cluster, "builder-1", "duplicates") == 0)
@@ -73,7 +73,7 @@ struct SecurityTests {
             try sub.connect(planner.pubEndpoint)
             try await eventually(10, "planner-1 counts the refused handshakes") { try await counter(cluster, "planner-1", "handshakes_refused") >= 2 }
             try await cluster.emit("planner-1", "plan_ready", ["n": 1])
-            try await eventually(10, "builder-1 stores the event (the cluster itself works)") { try cluster.history("builder-1").count == 1 }
+            try await eventually(10, "builder-1 stores the event (the cluster itself works)") { try await cluster.history("builder-1").count == 1 }
             await #expect(throws: ZMQError.self) { _ = try await req.receive(timeout: .milliseconds(500)) }
             await #expect(throws: ZMQError.self) { _ = try await sub.receive(timeout: .milliseconds(200)) }
             // Nothing of the stranger's reached the node: no question file, no answer recorded.
@@ -159,16 +159,16 @@ struct SecurityTests {
                 return try await counter(cluster, "builder-1", "forged") >= 2
             }
             #expect(cluster.log("builder-1").contains("forged replay page: it claims to come from planner-1 but mallory sent it"))
-            #expect(try cluster.history("builder-1").isEmpty)
+            #expect(try await cluster.history("builder-1").isEmpty)
             // Honest from now on: the page and the answer are taken.
             honest.store(true, ordering: .relaxed)
             try await eventually(15, "builder-1 stores mallory's own replayed event") {
                 try await pub.send(Frame("_hb/mallory"), Frame(#"{"origin":"mallory","pool":"planner","seq":1,"marks":{"plan_ready":1}}"#))
-                return try cluster.history("builder-1").map { $0["id"]?.stringValue } == ["replayed-mallory"]
+                return try await cluster.history("builder-1").map { $0["id"]?.stringValue } == ["replayed-mallory"]
             }
             let answer = try await cluster.control("builder-1", ["cmd": "ask", "pool": "planner", "question": "which?"])
             #expect(answer["answer"]?.stringValue == "trust me", "\(answer)")
-            #expect(!(try cluster.history("builder-1").contains { $0["origin"]?.stringValue == "planner-1" }))
+            #expect(!(try await cluster.history("builder-1").contains { $0["origin"]?.stringValue == "planner-1" }))
         }
     }
 
@@ -227,40 +227,40 @@ struct SecurityTests {
     func startChecks(_ cluster: Cluster) async throws {
         let keyFile = cluster.data("builder-1") + "/curve.key"
         let run = ["run", "--topology", cluster.topologyPath, "--node", "builder-1"]
-        func fails(_ expected: [String]) throws {
-            let (status, output) = try runBounded(run, seconds: 20)
+        func fails(_ expected: [String]) async throws {
+            let (status, output) = try await runBounded(run, seconds: 20)
             #expect(status != 0)
             for text in expected { #expect(output.contains(text), "no \"\(text)\" in:\n\(output)") }
             #expect(!output.contains(cluster.keys["builder-1"]!.secretKey), "the secret key was printed")
         }
         // Readable by the group.
         chmod(keyFile, 0o640)
-        try fails(["builder-1", keyFile, "readable by others", "chmod 600"])
+        try await fails(["builder-1", keyFile, "readable by others", "chmod 600"])
         chmod(keyFile, 0o600)
         // Another node's key.
         let own = try String(contentsOfFile: keyFile, encoding: .utf8)
         try FileManager.default.removeItem(atPath: keyFile)
         try FileManager.default.copyItem(atPath: cluster.data("planner-1") + "/curve.key", toPath: keyFile)
-        try fails(["does not belong to node builder-1", keyFile])
+        try await fails(["does not belong to node builder-1", keyFile])
         // Missing: the error says which command makes it.
         try FileManager.default.removeItem(atPath: keyFile)
-        try fails(["node builder-1 has no secret key", keyFile, "ce-node keys generate --node builder-1"])
+        try await fails(["node builder-1 has no secret key", keyFile, "ce-node keys generate --node builder-1"])
         // `keys generate` makes one (and will not overwrite it without --force); `keys show` agrees.
-        let generated = try runCENode(["keys", "generate", "--topology", cluster.topologyPath, "--node", "builder-1"])
+        let generated = try await runCENode(["keys", "generate", "--topology", cluster.topologyPath, "--node", "builder-1"])
         #expect(generated.status == 0, "\(generated.output)")
-        let shown = try runCENode(["keys", "show", "--topology", cluster.topologyPath, "--node", "builder-1"])
+        let shown = try await runCENode(["keys", "show", "--topology", cluster.topologyPath, "--node", "builder-1"])
         #expect(shown.status == 0 && generated.output.hasSuffix(shown.output) && shown.output.hasPrefix("builder-1: \""), "\(shown.output)")
         let mode = (try FileManager.default.attributesOfItem(atPath: keyFile)[.posixPermissions] as? NSNumber)?.intValue
         #expect(mode == 0o600)
-        let again = try runCENode(["keys", "generate", "--topology", cluster.topologyPath, "--node", "builder-1"])
+        let again = try await runCENode(["keys", "generate", "--topology", cluster.topologyPath, "--node", "builder-1"])
         #expect(again.status != 0 && again.output.contains("already holds a secret key"))
-        #expect(try runCENode(["keys", "generate", "--topology", cluster.topologyPath, "--node", "builder-1", "--force"]).status == 0)
+        #expect(try await runCENode(["keys", "generate", "--topology", cluster.topologyPath, "--node", "builder-1", "--force"]).status == 0)
         #expect(try String(contentsOfFile: keyFile, encoding: .utf8) != own)
         // A topology whose key is malformed: the node and the key field are named.
         let bad = try String(contentsOfFile: cluster.topologyPath, encoding: .utf8)
             .replacingOccurrences(of: cluster.keys["planner-1"]!.publicKey, with: "short")
         try bad.write(toFile: cluster.topologyPath, atomically: true, encoding: .utf8)
-        try fails(["public_key", "node \"planner-1\"", "40 Z85 characters"])
+        try await fails(["public_key", "node \"planner-1\"", "40 Z85 characters"])
     }
 
     @Test func securityNoneIsSaidInTheLog() async throws {
@@ -270,7 +270,7 @@ struct SecurityTests {
             #expect(cluster.log("planner-1").contains("security is none"))
             #expect(try await cluster.status("planner-1")["security"]?.stringValue == "none")
             try await cluster.emit("planner-1", "plan_ready")
-            try await eventually(10, "events flow without CURVE") { try cluster.history("builder-1").count == 1 }
+            try await eventually(10, "events flow without CURVE") { try await cluster.history("builder-1").count == 1 }
         }
         // And with the default (curve), no such warning.
         try await withCluster([.init(name: "planner-1", pool: "planner")]) { cluster in
@@ -282,7 +282,11 @@ struct SecurityTests {
 
 /// Runs `ce-node` with arguments that should make it exit at once; kills it (and reports
 /// status -1) if it still runs after `seconds`.
-func runBounded(_ arguments: [String], seconds: Double) throws -> (status: Int32, output: String) {
+func runBounded(_ arguments: [String], seconds: Double) async throws -> (status: Int32, output: String) {
+    try await offThePool { try runBoundedBlocking(arguments, seconds: seconds) }
+}
+
+private func runBoundedBlocking(_ arguments: [String], seconds: Double) throws -> (status: Int32, output: String) {
     let process = Process()
     process.executableURL = Cluster.binary
     process.arguments = arguments

@@ -11,12 +11,12 @@ import Glibc
 struct ObserveTests {
     @Test func countersMoveAfterEmits() async throws {
         try await withSoloNode { solo in
-            let before = try httpGet(solo.port, "/metrics")
+            let before = try await httpGet(solo.port, "/metrics")
             #expect(before.status == 200)
             #expect(sample(before.body, "ce_events_emitted_total") == 0, "\(before.body)")
             for i in 0..<5 { _ = try await solo.node.emit(.planReady, payload: ["n": .number(Double(i))]) }
             _ = try await solo.node.emit([Node.Emission(.buildReady), Node.Emission(.buildReady)])
-            let after = try httpGet(solo.port, "/metrics").body
+            let after = try await httpGet(solo.port, "/metrics").body
             #expect(sample(after, "ce_events_emitted_total") == 7, "\(after)")
             #expect(sample(after, #"ce_events_stored_total{origin="solo"}"#) == 7, "\(after)")
             #expect(sample(after, "ce_emit_duration_seconds_count") == 6, "one per emit call")
@@ -25,11 +25,11 @@ struct ObserveTests {
             #expect(sample(after, "ce_node_last_seq") == 7)
             #expect(after.contains("# TYPE ce_emit_duration_seconds histogram"))
             // The JSON status and the recent events beside it.
-            let status = try JSONValue(parsing: Array(try httpGet(solo.port, "/status.json?after=0").body.utf8))
+            let status = try JSONValue(parsing: Array(try await httpGet(solo.port, "/status.json?after=0").body.utf8))
             #expect(status["node"]?["counters"]?["emitted"]?.intValue == 7)
             #expect(status["recent"]?.arrayValue?.count == 7)
             #expect(status["recent"]?[0]?["type"]?.stringValue == "plan_ready")
-            let later = try JSONValue(parsing: Array(try httpGet(solo.port, "/status.json?after=5").body.utf8))
+            let later = try JSONValue(parsing: Array(try await httpGet(solo.port, "/status.json?after=5").body.utf8))
             #expect(later["recent"]?.arrayValue?.map { $0["seq"]?.intValue } == [6, 7])
         }
     }
@@ -64,13 +64,13 @@ struct ObserveTests {
 
     @Test func aMalformedRequestIsAnsweredWithAnError() async throws {
         try await withSoloNode { solo in
-            let garbage = try httpRequest(solo.port, "NOT HTTP AT ALL\r\n\r\n")
+            let garbage = try await httpRequest(solo.port, "NOT HTTP AT ALL\r\n\r\n")
             #expect(garbage.status == 400)
-            let badHeader = try httpRequest(solo.port, "GET /metrics HTTP/1.1\r\nHost 127.0.0.1\r\n\r\n")
+            let badHeader = try await httpRequest(solo.port, "GET /metrics HTTP/1.1\r\nHost 127.0.0.1\r\n\r\n")
             #expect(badHeader.status == 400)
-            #expect(try httpGet(solo.port, "/nothing-here").status == 404)
+            #expect(try await httpGet(solo.port, "/nothing-here").status == 404)
             // The server still answers after them.
-            #expect(try httpGet(solo.port, "/metrics").status == 200)
+            #expect(try await httpGet(solo.port, "/metrics").status == 200)
         }
     }
 
@@ -83,16 +83,19 @@ struct ObserveTests {
                 clients.append(c)
             }
             try await eventually(10, "100 stream clients connected") {
-                sample(try httpGet(solo.port, "/metrics").body, #"ce_http_stream_clients{stream="events"}"#) == 100
+                sample(try await httpGet(solo.port, "/metrics").body, #"ce_http_stream_clients{stream="events"}"#) == 100
             }
             let event = try await solo.node.emit(.planReady, payload: ["for": "everyone"])
             var got = 0
-            for c in clients where c.receive(until: { $0.contains(event.id) }).contains(event.id) { got += 1 }
+            for c in clients {
+                let id = event.id
+                if try await c.receive(until: { $0.contains(id) }).contains(id) { got += 1 }
+            }
             #expect(got == 100)
             clients.removeAll()
             // A client that left is noticed when the next update (or keep-alive) is written to it.
             try await eventually(15, "the clients that left are gone") {
-                sample(try httpGet(solo.port, "/metrics").body, #"ce_http_stream_clients{stream="events"}"#) == 0
+                sample(try await httpGet(solo.port, "/metrics").body, #"ce_http_stream_clients{stream="events"}"#) == 0
             }
         }
     }
@@ -104,7 +107,7 @@ struct ObserveTests {
             setsockopt(stalled.fd, SOL_SOCKET, SO_RCVBUF, &small, socklen_t(MemoryLayout<Int32>.size))
             try stalled.send("GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             try await eventually(10, "the stalled client is connected") {
-                sample(try httpGet(solo.port, "/metrics").body, #"ce_http_stream_clients{stream="events"}"#) == 1
+                sample(try await httpGet(solo.port, "/metrics").body, #"ce_http_stream_clients{stream="events"}"#) == 1
             }
             // 20 MB of events towards a client that reads nothing: emits go on, its updates drop.
             let payload = JSONValue.string(String(repeating: "x", count: 10_000))
@@ -115,7 +118,7 @@ struct ObserveTests {
             let elapsed = ContinuousClock.now - start
             #expect(solo.node.counters.emitted == 2000)
             try await eventually(20, "updates for the stalled client are dropped and counted") {
-                (sample(try httpGet(solo.port, "/metrics").body, #"ce_http_stream_dropped{stream="events"}"#) ?? 0) > 0
+                (sample(try await httpGet(solo.port, "/metrics").body, #"ce_http_stream_dropped{stream="events"}"#) ?? 0) > 0
             }
             print("2000 events of 10 KB emitted in \(elapsed) with a stalled stream client")
         }

@@ -44,7 +44,7 @@ func withSoloNode(_ body: (SoloNode) async throws -> Void) async throws {
         }
     }
     do {
-        try await eventually(15, "the node's HTTP server answers") { (try? httpGet(port, "/status.json").status) == 200 }
+        try await eventually(15, "the node's HTTP server answers") { (try? await httpGet(port, "/status.json").status) == 200 }
         try await body(SoloNode(node: node, registry: registry, port: port, root: root))
     } catch {
         running.cancel()
@@ -91,9 +91,19 @@ func bindLoopback(_ fd: Int32, _ port: Int) -> Bool {
     }
 }
 
+/// Runs blocking socket code on a thread of its own. The node's HTTP server answers on the
+/// cooperative threads (two on a two-core machine); a test blocked reading there holds one
+/// of them, and two such tests starve the server they are waiting for until their reads
+/// time out.
+func offThePool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try work() }) }.start()
+    }
+}
+
 /// A plain TCP connection to 127.0.0.1 (blocking, 5 s receive timeout): the tests speak
-/// HTTP on it by hand, malformed requests included.
-final class Connection {
+/// HTTP on it by hand, malformed requests included. It is used by one test at a time.
+final class Connection: @unchecked Sendable {
     let fd: Int32
 
     init(port: Int) throws {
@@ -127,8 +137,13 @@ final class Connection {
         }
     }
 
-    /// Reads until `done` holds for what arrived, the peer closes, or 5 s pass without data.
-    func receive(until done: (String) -> Bool = { _ in false }) -> String {
+    /// Reads, on a thread of its own, until `done` holds for what arrived, the peer closes,
+    /// or 5 s pass without data.
+    func receive(until done: @escaping @Sendable (String) -> Bool = { _ in false }) async throws -> String {
+        try await offThePool { self.receiveBlocking(until: done) }
+    }
+
+    private func receiveBlocking(until done: (String) -> Bool) -> String {
         var data: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
@@ -142,14 +157,14 @@ final class Connection {
 }
 
 /// `GET path` with `Connection: close`: the status code and the body.
-func httpGet(_ port: Int, _ path: String) throws -> (status: Int, body: String) {
-    try httpRequest(port, "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+func httpGet(_ port: Int, _ path: String) async throws -> (status: Int, body: String) {
+    try await httpRequest(port, "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
 }
 
-func httpRequest(_ port: Int, _ request: String) throws -> (status: Int, body: String) {
+func httpRequest(_ port: Int, _ request: String) async throws -> (status: Int, body: String) {
     let connection = try Connection(port: port)
     try connection.send(request)
-    let response = connection.receive()
+    let response = try await connection.receive()
     guard response.hasPrefix("HTTP/1.1 "), let code = Int(response.dropFirst(9).prefix(3)) else {
         throw TestFailure("not an HTTP response: \(response.prefix(200))")
     }

@@ -126,7 +126,7 @@ struct BatchSendTests {
         try sub.set([.subscribe([]), .receiveHighWaterMark(100)])
         let endpoint = try sub.bind("tcp://127.0.0.1:*")
         try pub.connect(endpoint)
-        _ = try await within(5, "the subscription arrives") {
+        _ = try await within(10, "the subscription arrives") {
             while true {
                 try await pub.send(Message("probe"))
                 if (try? await sub.receive(timeout: .milliseconds(50))) != nil { return true }
