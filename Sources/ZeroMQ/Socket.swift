@@ -299,6 +299,7 @@ public final class Socket: Sendable {
     public func receive() async throws -> Message {
         try startReceiving()
         if let message = takeOne() { return message }
+        if let direct = core.receiveDirectly(take: 1) { return direct[0] }
         return try await waitFor(one: true)[0]
     }
 
@@ -343,6 +344,7 @@ public final class Socket: Sendable {
             if ready.count >= core.receiveLimit { core.reactor.wake() }
             return ready
         }
+        if let direct = core.receiveDirectly(take: .max) { return direct }
         return try await waitFor(one: false)
     }
 
@@ -402,7 +404,7 @@ public final class Socket: Sendable {
                         s.inbox.removeAll(keepingCapacity: true)
                         return .give([first] + rest, wasFull: full)
                     }
-                    s.waiters.append(.batch(id, continuation))
+                    s.waiters.append(.init(id: id, one: one, continuation: continuation))
                     return .wait
                 }
                 switch now {
@@ -422,7 +424,7 @@ public final class Socket: Sendable {
                 s.cancelledWaiters.insert(id)
                 return nil
             }
-            if case .batch(_, let c)? = waiter { c.resume(throwing: CancellationError()) }
+            waiter?.continuation.resume(throwing: CancellationError())
         }
     }
 

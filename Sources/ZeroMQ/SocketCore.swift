@@ -10,7 +10,8 @@ import Glibc
 /// Ownership of the handle (libzmq sockets are not thread-safe):
 /// - `idle`: not yet used for sending or receiving; control operations (bind, options) run
 ///   on the caller's thread while `handleLock` is held.
-/// - `async`: the reactor thread owns it; every libzmq call runs there.
+/// - `async`: every libzmq call is made under `handleLock`, by the reactor thread or by a task
+///   that sends or receives by itself when nothing is queued ahead of it.
 /// - `blocking`: the caller's thread owns it, one call at a time under `handleLock`.
 /// Handing the handle from one owner to the next goes through a lock, which gives libzmq
 /// the full memory barrier it asks for when a socket moves between threads.
@@ -31,7 +32,7 @@ final class SocketCore: @unchecked Sendable {
     let readsUserID = Atomic<Bool>(false)
     /// For the ZAP authenticator: requests are answered on the reactor thread as they arrive.
     var inlineHandler: (@Sendable (Message) -> Message)?
-    /// One `zmq_msg_t` for receiving, used only by the handle's owner (heap, never copied).
+    /// One `zmq_msg_t` for receiving, used under `handleLock` (heap, never copied).
     private let scratch = UnsafeMutablePointer<zmq_msg_t>.allocate(capacity: 1)
     /// PUB and XPUB report POLLOUT even at the high-water mark (a no-drop publisher then says
     /// EAGAIN): the reactor waits for room in a short timed send instead of polling for it.
@@ -45,14 +46,12 @@ final class SocketCore: @unchecked Sendable {
         var continuation: CheckedContinuation<Void, any Error>?
     }
 
-    enum Waiter {
-        case one(UInt64, CheckedContinuation<Message, any Error>)
-        case batch(UInt64, CheckedContinuation<[Message], any Error>)
-        var id: UInt64 {
-            switch self {
-            case .one(let id, _), .batch(let id, _): id
-            }
-        }
+    /// A task waiting in `receive` (`one`: it takes a single message, the rest stay queued)
+    /// or in `receiveBatch` (it takes everything queued).
+    struct Waiter {
+        let id: UInt64
+        let one: Bool
+        let continuation: CheckedContinuation<[Message], any Error>
     }
 
     struct State {
@@ -230,8 +229,8 @@ final class SocketCore: @unchecked Sendable {
                     s.flushScheduled = false
                     return []
                 }
-                let taken = s.outbox
-                s.outbox.removeAll(keepingCapacity: true)
+                var taken = Deque<Outgoing>()
+                swap(&taken, &s.outbox)
                 return taken
             }
             if pending.isEmpty { break rounds }
@@ -322,27 +321,58 @@ final class SocketCore: @unchecked Sendable {
         }
         let room = receiveLimit - state.withLock { $0.inbox.count }
         guard room > 0 else { return }
+        // Read and queued under `handleLock`, so a task that receives by itself (see
+        // `receiveDirectly`) finds these in the inbox before it reads what came after them.
+        let wakeups = handleLock.withLock { _ -> [(Waiter, [Message])] in
+            guard let handle else { return [] }
+            let batch = receiveAvailable(handle: handle, limit: room).messages
+            return batch.isEmpty ? [] : enqueue(batch)
+        }
+        resume(wakeups)
+    }
+
+    /// Reads up to `limit` waiting messages without blocking; `drained` tells whether libzmq
+    /// said it has no more. Under `handleLock`.
+    func receiveAvailable(handle: UnsafeMutableRawPointer, limit: Int) -> (messages: [Message], drained: Bool) {
         var batch: [Message] = []
-        batch.reserveCapacity(min(room, 256))
-        handleLock.withLock { _ in
-            guard let handle else { return }
-            loop: while batch.count < room {
-                switch receiveNow(handle: handle) {
-                case .message(let m): batch.append(m)
-                case .again: break loop
-                case .failed(let error):
-                    state.withLock { $0.lastSendError = error }
-                    break loop
-                }
+        batch.reserveCapacity(min(limit, 256))
+        while batch.count < limit {
+            switch receiveNow(handle: handle) {
+            case .message(let m): batch.append(m)
+            case .again: return (batch, true)
+            case .failed(let error):
+                state.withLock { $0.lastSendError = error }
+                return (batch, true)
             }
         }
-        if batch.isEmpty { return }
-        deliver(batch)
+        return (batch, false)
+    }
+
+    /// A task reads what libzmq holds itself, without the reactor, when the inbox is empty
+    /// and no other receiver waits (so nothing that arrived earlier can be passed). The first
+    /// `take` messages are returned, the rest go to the inbox; nil when the task must wait.
+    func receiveDirectly(take: Int) -> [Message]? {
+        guard inlineHandler == nil else { return nil }
+        let outcome = handleLock.withLockIfAvailable { _ -> [Message]? in
+            guard let handle, state.withLock({ $0.mode == .async && $0.inbox.isEmpty && $0.waiters.isEmpty }) else { return nil }
+            let (batch, drained) = receiveAvailable(handle: handle, limit: receiveLimit)
+            // Stopped at the limit: the reads may have taken the descriptor's signal of what
+            // is left, so the reactor is told to look.
+            if !drained { reactor.wake() }
+            guard !batch.isEmpty else { return nil }
+            return state.withLock { s -> [Message] in
+                s.tookMessages(type)
+                if batch.count <= take { return batch }
+                s.inbox.append(contentsOf: batch[take...])
+                return Array(batch[..<take])
+            }
+        }
+        return outcome ?? nil
     }
 
     enum ReceiveOutcome { case message(Message), again, failed(ZMQError) }
 
-    /// Receives one whole multipart message without blocking. Owner thread only.
+    /// Receives one whole multipart message without blocking. Under `handleLock` (or by the blocking owner).
     func receiveNow(handle: UnsafeMutableRawPointer, flags: Int32 = ZMQ_DONTWAIT) -> ReceiveOutcome {
         let msg = scratch
         var frames: [Frame] = []
@@ -382,28 +412,28 @@ final class SocketCore: @unchecked Sendable {
         return .message(message)
     }
 
-    /// Hands received messages to waiting receivers, the rest to the inbox.
-    func deliver(_ batch: [Message]) {
+    /// Queues received messages (to the inbox) and takes out the waiters they satisfy, to be
+    /// resumed by `resume` outside any lock.
+    private func enqueue(_ batch: [Message]) -> [(Waiter, [Message])] {
         var wakeups: [(Waiter, [Message])] = []
         state.withLock { s in
             s.inbox.append(contentsOf: batch)
             while !s.inbox.isEmpty, let waiter = s.waiters.first {
                 s.waiters.removeFirst()
                 s.tookMessages(type)
-                switch waiter {
-                case .one: wakeups.append((waiter, [s.inbox.removeFirst()]))
-                case .batch:
+                if waiter.one {
+                    wakeups.append((waiter, [s.inbox.removeFirst()]))
+                } else {
                     wakeups.append((waiter, Array(s.inbox)))
                     s.inbox.removeAll(keepingCapacity: true)
                 }
             }
         }
-        for (waiter, messages) in wakeups {
-            switch waiter {
-            case .one(_, let c): c.resume(returning: messages[0])
-            case .batch(_, let c): c.resume(returning: messages)
-            }
-        }
+        return wakeups
+    }
+
+    private func resume(_ wakeups: [(Waiter, [Message])]) {
+        for (waiter, messages) in wakeups { waiter.continuation.resume(returning: messages) }
     }
 
     /// Closes the handle on the reactor thread (or after the context stopped).
@@ -460,12 +490,7 @@ final class SocketCore: @unchecked Sendable {
             return taken
         }
         reactor.openSockets.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(self)) }
-        for waiter in waiters {
-            switch waiter {
-            case .one(_, let c): c.resume(throwing: error)
-            case .batch(_, let c): c.resume(throwing: error)
-            }
-        }
+        for waiter in waiters { waiter.continuation.resume(throwing: error) }
         for item in outbox { item.continuation?.resume(throwing: error) }
     }
 }

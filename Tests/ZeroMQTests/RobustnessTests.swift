@@ -47,6 +47,48 @@ struct RobustnessTests {
         await context.shutdown()
     }
 
+    /// A receiver reads by itself when nothing waits in the inbox, and the reactor reads ahead
+    /// when the receiver is away: mixing every kind of receive with pauses while a sender
+    /// streams, every message arrives once and in order (a `receive` that waited takes one
+    /// message and leaves the rest queued: it used to take all and return the first).
+    @Test func receivesByTheTaskAndByTheReactorKeepTheOrder() async throws {
+        let context = try Context()
+        let pull = try context.socket(.pull)
+        let push = try context.socket(.push)
+        try link(pull, push, over: .tcp)
+        let count = 30_000
+        let sender = Task {
+            for start in stride(from: 0, to: count, by: 100) {
+                try await push.send(batch: (start..<(start + 100)).map { Message(Frame("\($0)")) })
+                if start % 3000 == 0 { await Task.yield() }
+            }
+        }
+        let (next, wrong) = try await within(20, "every message") {
+            var next = 0
+            var wrong: [String] = []
+            func check(_ m: Message) {
+                if m[0].string != "\(next)" { wrong.append("\(next): \(m[0].string ?? "?")") }
+                next += 1
+            }
+            var g = SystemRandomNumberGenerator()
+            while next < count {
+                switch Int.random(in: 0..<4, using: &g) {
+                case 0: check(try await pull.receive())
+                case 1: for m in try await pull.receiveBatch() { check(m) }
+                case 2: if let m = try? await pull.receive(timeout: .milliseconds(500)) { check(m) }
+                default:
+                    // Away for a moment: the reactor reads ahead into the inbox meanwhile.
+                    try await Task.sleep(for: .microseconds(Int.random(in: 50...500, using: &g)))
+                }
+            }
+            return (next, wrong)
+        }
+        try await sender.value
+        #expect(next == count)
+        #expect(wrong.isEmpty, "out of order: \(wrong.prefix(5))")
+        await context.shutdown()
+    }
+
     @Test func cancellingAWaitingReceiveEndsItAndTheSocketStaysUsable() async throws {
         let context = try Context()
         let pull = try context.socket(.pull)
