@@ -70,25 +70,32 @@ extension JSONValue {
 
 /// Typed access to the keys of an envelope or event file, each failure an ``EnvelopeError``.
 struct EnvelopeFields {
-    let object: [String: JSONValue]
+    /// The top-level members as written: an envelope has about ten, so a look-up scans them
+    /// (no dictionary to build and hash for every event).
+    let members: [(key: String, value: JSONValue)]
 
     init(parsing bytes: some Collection<UInt8>) throws(EnvelopeError) {
-        let value: JSONValue
-        do { value = try JSONValue(parsing: bytes) } catch { throw .invalidJSON(error) }
-        guard case .object(let object) = value else {
-            throw EnvelopeError(.notAnObject, "not a JSON object (got \(value.kind))")
+        let parsed: (members: [(key: String, value: JSONValue)], other: JSONValue?)
+        do { parsed = try JSONValue.members(parsing: bytes) } catch { throw .invalidJSON(error) }
+        if let other = parsed.other {
+            throw EnvelopeError(.notAnObject, "not a JSON object (got \(other.kind))")
         }
-        self.object = object
+        members = parsed.members
+    }
+
+    /// The value of `key`; of a key written twice, the last (as a JSON object reads).
+    func value(_ key: String) -> JSONValue? {
+        members.last { $0.key == key }?.value
     }
 
     /// A present, non-null value.
     func optional(_ key: String) -> JSONValue? {
-        guard let value = object[key], value != .null else { return nil }
+        guard let value = value(key), value != .null else { return nil }
         return value
     }
 
     func required(_ key: String) throws(EnvelopeError) -> JSONValue {
-        guard let value = object[key] else { throw .missing(key) }
+        guard let value = value(key) else { throw .missing(key) }
         return value
     }
 

@@ -34,6 +34,31 @@ extension JSONValue {
         } catch { return .failure(error) }
     }
 
+    /// The members of a top-level object in the order written (a repeated key appears twice),
+    /// for a reader that looks up a few known keys without building a dictionary; nil with the
+    /// value when the input is valid JSON but not an object.
+    static func members(parsing bytes: some Collection<UInt8>) throws(JSONError) -> (members: [(key: String, value: JSONValue)], other: JSONValue?) {
+        func parse(_ buffer: UnsafeBufferPointer<UInt8>) -> Result<([(key: String, value: JSONValue)], JSONValue?), JSONError> {
+            var parser = JSONParser(bytes: buffer)
+            do throws(JSONError) {
+                parser.skipSpace()
+                var members: [(key: String, value: JSONValue)] = []
+                var other: JSONValue?
+                if parser.index < buffer.count, buffer[parser.index] == 0x7B {
+                    members.reserveCapacity(12)
+                    try parser.members(depth: 1) { members.append(($0, $1)) }
+                } else {
+                    other = try parser.value(depth: 0)
+                }
+                parser.skipSpace()
+                guard parser.index == buffer.count else { throw parser.error("unexpected data after the JSON value") }
+                return .success((members, other))
+            } catch { return .failure(error) }
+        }
+        if let direct = bytes.withContiguousStorageIfAvailable(parse) { return try direct.get() }
+        return try Array(bytes).withUnsafeBufferPointer(parse).get()
+    }
+
     public init(parsing string: String) throws(JSONError) {
         var string = string
         self = try string.withUTF8 { JSONValue.parse(buffer: $0) }.get()
@@ -210,13 +235,19 @@ struct JSONParser {
     }
 
     mutating func object(depth: Int) throws(JSONError) -> JSONValue {
+        var result: [String: JSONValue] = [:]
+        try members(depth: depth) { result[$0] = $1 }
+        return .object(result)
+    }
+
+    /// Reads an object's members in the order written, handing each to `body`.
+    mutating func members(depth: Int, _ body: (String, JSONValue) -> Void) throws(JSONError) {
         guard depth <= JSONValue.maxDepth else { throw error("nesting deeper than \(JSONValue.maxDepth)") }
         index += 1
-        var result: [String: JSONValue] = [:]
         skipSpace()
         if index < bytes.count, bytes[index] == 0x7D {
             index += 1
-            return .object(result)
+            return
         }
         while true {
             skipSpace()
@@ -227,11 +258,11 @@ struct JSONParser {
             guard index < bytes.count, bytes[index] == 0x3A else { throw error("expected ':' after a key") }
             index += 1
             skipSpace()
-            result[key] = try value(depth: depth)
+            body(key, try value(depth: depth))
             skipSpace()
             guard index < bytes.count else { throw error("unexpected end of input in an object") }
             if bytes[index] == 0x2C { index += 1; continue }
-            if bytes[index] == 0x7D { index += 1; return .object(result) }
+            if bytes[index] == 0x7D { index += 1; return }
             throw error("expected ',' or '}' in an object")
         }
     }

@@ -43,6 +43,20 @@ struct EnvelopeTests {
         #expect(event.type.rawValue == "schema_v1" && event.target == nil)
     }
 
+    /// The envelope's keys are looked up in the members as written, not in a dictionary: a
+    /// key written twice reads as the last one, as a JSON object does everywhere else here.
+    @Test func aKeyWrittenTwiceReadsAsTheLast() throws {
+        let body = #"{"v":1,"id":"x","origin":"o","seq":1,"stream":"s","event_type":"plan_ready","seq":7,"#
+            + #""timestamp":"2026-11-25T05:40:14Z","payload":{"n":1,"n":2},"origin":"p"}"#
+        let event = try EnvelopeCodec.decode(Array(body.utf8))
+        let object = try JSONValue(parsing: body)
+        #expect(event.seq == 7 && object["seq"]?.intValue == 7)
+        #expect(event.origin == "p" && object["origin"]?.stringValue == "p")
+        #expect(event.payload == ["n": 2])
+        #expect(failure(Array(#"[1,2]"#.utf8))?.code == .notAnObject)
+        #expect(failure(Array(#"{"v":1} x"#.utf8))?.code == .invalidJSON)
+    }
+
     /// The sample envelope with one key replaced (or removed, with nil).
     func mutated(_ key: String, _ value: JSONValue?) -> [UInt8] {
         var object = try! JSONValue(parsing: EnvelopeCodec.encode(sampleEvent())).objectValue!
