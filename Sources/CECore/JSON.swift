@@ -35,8 +35,8 @@ extension JSONValue {
     }
 
     /// The members of a top-level object in the order written (a repeated key appears twice),
-    /// for a reader that looks up a few known keys without building a dictionary; nil with the
-    /// value when the input is valid JSON but not an object.
+    /// for a reader that looks up a few known keys without building a dictionary; `other` is
+    /// the value when the input is valid JSON but not an object.
     static func members(parsing bytes: some Collection<UInt8>) throws(JSONError) -> (members: [(key: String, value: JSONValue)], other: JSONValue?) {
         func parse(_ buffer: UnsafeBufferPointer<UInt8>) -> Result<([(key: String, value: JSONValue)], JSONValue?), JSONError> {
             var parser = JSONParser(bytes: buffer)
