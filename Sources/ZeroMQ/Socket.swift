@@ -7,8 +7,9 @@ import Glibc
 
 /// A ZeroMQ socket, made by ``Context/socket(_:)``.
 ///
-/// A socket is used either asynchronously (`send`, `receive`, `messages`: the context's reactor
-/// thread does the libzmq calls) or with blocking calls (`sendBlocking`, `receiveBlocking`:
+/// A socket is used either asynchronously (`send`, `receive`, `messages`: the calling task or
+/// the context's reactor thread does the libzmq calls, one at a time under the socket's lock)
+/// or with blocking calls (`sendBlocking`, `receiveBlocking`:
 /// the caller's thread does them), never both: the first send or receive decides, and the
 /// other kind then fails with ``ZMQError/Code/busy``. Control calls (`bind`, `connect`,
 /// `set`) work in either mode and from any thread.
@@ -155,7 +156,8 @@ public final class Socket: Sendable {
     ///
     /// For REQ, REP and ROUTER the call returns once libzmq took the message, so state and
     /// routing errors (EFSM, EHOSTUNREACH) are thrown here. For the other types it returns once
-    /// the message is queued to the reactor, and waits only when that queue is full (flow
+    /// libzmq took the message (sent by the calling task when nothing is queued) or it is
+    /// queued to the reactor, and waits only when that queue is full (flow
     /// control: a PUB with `publisherNoDrop`, a PUSH or DEALER at its high-water mark). A
     /// message that was queued is sent even if the calling task is cancelled afterwards.
     public func send(_ message: Message) async throws {
@@ -334,12 +336,7 @@ public final class Socket: Sendable {
     public func receiveBatch() async throws -> [Message] {
         try startReceiving()
         let type = self.type
-        let ready = core.state.withLock { s -> [Message] in
-            if !s.inbox.isEmpty { s.tookMessages(type) }
-            let taken = Array(s.inbox)
-            s.inbox.removeAll(keepingCapacity: true)
-            return taken
-        }
+        let ready = core.state.withLock { $0.take(one: false, type) ?? [] }
         if !ready.isEmpty {
             if ready.count >= core.receiveLimit { core.reactor.wake() }
             return ready
@@ -397,13 +394,7 @@ public final class Socket: Sendable {
                     if s.cancelledWaiters.remove(id) != nil { return .fail(CancellationError()) }
                     if s.mode == .closed { return .fail(s.closeReason ?? ZMQError(code: .closed, operation: "receive")) }
                     let full = s.inbox.count >= core.receiveLimit
-                    if let first = s.inbox.popFirst() {
-                        s.tookMessages(core.type)
-                        if one { return .give([first], wasFull: full) }
-                        let rest = Array(s.inbox)
-                        s.inbox.removeAll(keepingCapacity: true)
-                        return .give([first] + rest, wasFull: full)
-                    }
+                    if let messages = s.take(one: one, core.type) { return .give(messages, wasFull: full) }
                     s.waiters.append(.init(id: id, one: one, continuation: continuation))
                     return .wait
                 }

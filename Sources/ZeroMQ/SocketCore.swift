@@ -78,6 +78,16 @@ final class SocketCore: @unchecked Sendable {
             if type == .req { lockstep = false } else if type == .rep { lockstep = true }
         }
 
+        /// The first queued message (`one`) or all of them, with the lockstep recorded; nil
+        /// when none is queued.
+        mutating func take(one: Bool, _ type: SocketType) -> [Message]? {
+            guard let first = inbox.popFirst() else { return nil }
+            tookMessages(type)
+            if one { return [first] }
+            defer { inbox.removeAll(keepingCapacity: true) }
+            return [first] + inbox
+        }
+
         /// Checks and records a send against the REQ/REP lockstep; nil when allowed.
         mutating func lockstepError(_ type: SocketType) -> ZMQError? {
             switch type {
@@ -418,15 +428,9 @@ final class SocketCore: @unchecked Sendable {
         var wakeups: [(Waiter, [Message])] = []
         state.withLock { s in
             s.inbox.append(contentsOf: batch)
-            while !s.inbox.isEmpty, let waiter = s.waiters.first {
+            while let waiter = s.waiters.first, let messages = s.take(one: waiter.one, type) {
                 s.waiters.removeFirst()
-                s.tookMessages(type)
-                if waiter.one {
-                    wakeups.append((waiter, [s.inbox.removeFirst()]))
-                } else {
-                    wakeups.append((waiter, Array(s.inbox)))
-                    s.inbox.removeAll(keepingCapacity: true)
-                }
+                wakeups.append((waiter, messages))
             }
         }
         return wakeups

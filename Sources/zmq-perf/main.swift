@@ -5,7 +5,7 @@
 //   zmq-perf lat-rep ENDPOINT SIZE COUNT [--blocking]   bind a REP, echo COUNT requests
 //   zmq-perf lat-req ENDPOINT SIZE COUNT [--blocking]   connect a REQ, print p50/p99 round trip
 //   zmq-perf idle SECONDS                               ten async sockets, idle: print CPU time used
-// Without --blocking the async API is used (the reactor thread owns the sockets).
+// Without --blocking the async API is used (tasks and the context's reactor thread share the sockets).
 // With --curve both sides use CURVE (the binding side is the server, behind a ZAP
 // authenticator that allows the other's key, as in a cluster), with fixed published test keys.
 import Foundation

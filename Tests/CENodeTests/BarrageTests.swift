@@ -58,9 +58,7 @@ struct BarrageTests {
             print("barrage seed \(seed)")
             var random = Random(state: seed)
             // Through planner-1's SUB: mallory is listed, so planner-1 dials it.
-            let pub = try context.socket(.pub)
-            try cluster.serve(pub, as: "mallory")
-            try pub.bind(cluster.topology.node(named: "mallory")!.bindPubEndpoint)
+            let pub = try cluster.impersonate("mallory", .pub, in: context)
             try await eventually(15, "planner-1 hears mallory") {
                 try await pub.send(Frame("_hb/mallory"), Frame(#"{"origin":"mallory","pool":"intruder","seq":0,"marks":{}}"#))
                 return try await cluster.status("planner-1")["peers"]?.arrayValue?.first { $0["name"]?.stringValue == "mallory" }?["up"]?.boolValue == true

@@ -124,6 +124,16 @@ final class Cluster: @unchecked Sendable {
         if socket.type == .router { try socket.set(.receiveUserID(true)) }
     }
 
+    /// A raw socket standing in for node `name` (a CURVE server with its keys): a PUB bound to
+    /// its pub port, any other type to its rep port.
+    func impersonate(_ name: String, _ type: SocketType, in context: Context) throws -> Socket {
+        let socket = try context.socket(type)
+        try serve(socket, as: name)
+        let node = topology.node(named: name)!
+        try socket.bind(type == .pub ? node.bindPubEndpoint : node.bindRepEndpoint)
+        return socket
+    }
+
     /// Makes a raw socket a CURVE client of node `peer` with node `name`'s keys (before it connects).
     func dial(_ socket: Socket, as name: String, to peer: String) throws {
         guard let pair = keys[name], let server = keys[peer] else { return }

@@ -268,9 +268,7 @@ struct NodeTests {
             [.init(name: "builder-1", pool: "builder"), .init(name: "mallory", pool: "planner")],
             settings: "heartbeat_ms: 200\n  max_message_bytes: 4096", start: ["builder-1"]) { cluster in
             let context = try cluster.rawContext()
-            let pub = try context.socket(.pub)
-            try cluster.serve(pub, as: "mallory")
-            try pub.bind(cluster.topology.node(named: "mallory")!.bindPubEndpoint)
+            let pub = try cluster.impersonate("mallory", .pub, in: context)
             let good = Event(id: "good-1", origin: "mallory", seq: 1, stream: "planner", type: .planReady, timestamp: Date(), payload: ["ok": true])
             let goodMessage = Message([Frame(Topic.bytes(type: .planReady, stream: "planner")), Frame(EnvelopeCodec.encode(good))])
             // Slow joiner: repeat the good event until it is stored (duplicates are not stored twice).
@@ -402,9 +400,7 @@ struct NoReplayPublisherTests {
             [.init(name: "builder-1", pool: "builder"), .init(name: "mallory", pool: "planner")],
             settings: "heartbeat_ms: 200\n  ask_timeout_ms: 500", start: ["builder-1"]) { cluster in
             let context = try cluster.rawContext()
-            let pub = try context.socket(.pub)
-            try cluster.serve(pub, as: "mallory")
-            try pub.bind(cluster.topology.node(named: "mallory")!.bindPubEndpoint)
+            let pub = try cluster.impersonate("mallory", .pub, in: context)
             let event = Event(id: "after-a-gap", origin: "mallory", seq: 3, stream: "planner", type: .planReady, timestamp: Date(), payload: .null)
             let message = Message([Frame(Topic.bytes(type: .planReady, stream: "planner")), Frame(EnvelopeCodec.encode(event))])
             let heartbeat = Message([Frame("_hb/mallory"), Frame(#"{"origin":"mallory","pool":"planner","seq":3}"#)])
@@ -435,9 +431,7 @@ struct MarksTests {
             pools: "pools:\n  builder: { subscribe: [plan_ready] }\n",
             settings: "heartbeat_ms: 200\n  ask_timeout_ms: 500", start: ["builder-1"]) { cluster in
             let context = try cluster.rawContext()
-            let pub = try context.socket(.pub)
-            try cluster.serve(pub, as: "mallory")
-            try pub.bind(cluster.topology.node(named: "mallory")!.bindPubEndpoint)
+            let pub = try cluster.impersonate("mallory", .pub, in: context)
             func event(_ seq: UInt64, marks: String) -> Message {
                 let e = Event(id: "m-\(seq)", origin: "mallory", seq: seq, stream: "planner", type: .planReady, timestamp: Date(), payload: .null)
                 return Message([Frame(Topic.bytes(type: .planReady, stream: "planner")), Frame(EnvelopeCodec.encode(e)), Frame(marks)])

@@ -23,9 +23,7 @@ struct SecurityTests {
             start: ["planner-1", "builder-1"]) { cluster in
             let context = try cluster.rawContext()
             defer { Task { await context.shutdown() } }
-            let pub = try context.socket(.pub)
-            try cluster.serve(pub, as: "mallory")
-            try pub.bind(cluster.topology.node(named: "mallory")!.bindPubEndpoint)
+            let pub = try cluster.impersonate("mallory", .pub, in: context)
             try await eventually(10, "builder-1 hears mallory") {
                 try await pub.send(Frame("_hb/mallory"), Frame(#"{"origin":"mallory","pool":"intruder","seq":0,"marks":{}}"#))
                 return try await cluster.status("builder-1")["peers"]?.arrayValue?.first { $0["name"]?.stringValue == "mallory" }?["up"]?.boolValue == true
@@ -112,13 +110,8 @@ struct SecurityTests {
             settings: "heartbeat_ms: 200\n  ask_timeout_ms: 4000\n  ask_retries: 0", start: ["builder-1"]) { cluster in
             let context = try cluster.rawContext()
             defer { Task { await context.shutdown() } }
-            let mallory = cluster.topology.node(named: "mallory")!
-            let router = try context.socket(.router)
-            try cluster.serve(router, as: "mallory")
-            try router.bind(mallory.bindRepEndpoint)
-            let pub = try context.socket(.pub)
-            try cluster.serve(pub, as: "mallory")
-            try pub.bind(mallory.bindPubEndpoint)
+            let router = try cluster.impersonate("mallory", .router, in: context)
+            let pub = try cluster.impersonate("mallory", .pub, in: context)
             let honest = Atomic<Bool>(false)
             let builderKey = cluster.keys["builder-1"]!.publicKey
             let senders = Mutex<Set<String>>([])
@@ -181,10 +174,7 @@ struct SecurityTests {
             settings: "heartbeat_ms: 200\n  ask_timeout_ms: 4000\n  ask_retries: 0", start: ["builder-1"]) { cluster in
             let context = try cluster.rawContext()
             defer { Task { await context.shutdown() } }
-            let planner = cluster.topology.node(named: "planner-1")!
-            let router = try context.socket(.router)
-            try cluster.serve(router, as: "planner-1")
-            try router.bind(planner.bindRepEndpoint)
+            let router = try cluster.impersonate("planner-1", .router, in: context)
             let connections = Mutex<[[UInt8]]>([])
             let responder = Task {
                 for try await message in router.messages {
