@@ -295,7 +295,9 @@ try? FileManager.default.removeItem(atPath: temporaryRoot)
     }
     guard up else { fail("the subscriber node did not come up") }
     try feed.connect("ipc://" + subscriberData + "/feed.sock")
-    let reader = Task {
+    // Detached: a task made here would run on the main actor and hop to and from it for every
+    // message it awaits, costing the machine two thread wake-ups per event and delaying `now`.
+    let reader = Task.detached {
         for try await message in feed.messages {
             let now = ContinuousClock.now
             guard message.count == 2, let seqText = message[1].bytes.split(separator: UInt8(ascii: ",")).first(where: { $0.starts(with: Array("\"seq\":".utf8)) }),
@@ -521,7 +523,7 @@ func reportGates(pools: Int, rounds: Int, latencies: [Double], coordinatorReceiv
         try feed.set(.subscribe(Array("gate_passed/".utf8)))
         try feed.connect("ipc://" + spec.data + "/feed.sock")
         let name = spec.name
-        readers.append(Task {
+        readers.append(Task.detached {  // off the main actor, as the bus benchmark's reader
             for try await message in feed.messages {
                 let now = ContinuousClock.now
                 guard message.count == 2, let event = try? EnvelopeCodec.decode(message[1].bytes) else { continue }
@@ -672,7 +674,7 @@ func residentKiB(_ pid: Int32? = nil) -> Int {
     try control.set(.linger(milliseconds: 0))
     try control.connect(endpoint(from, "control.sock"))
     let arrivals = Mutex<[String: ContinuousClock.Instant]>([:])
-    let reader = Task {
+    let reader = Task.detached {  // off the main actor, as the bus benchmark's reader
         for try await message in feed.messages {
             let now = ContinuousClock.now
             guard message.count == 2, let event = try? EnvelopeCodec.decode(message[1].bytes) else { continue }
