@@ -12,10 +12,19 @@ import Foundation
 /// every ordering of arrivals, losses and replays without processes.
 struct Delivery: Sendable {
     /// An event as received, with the bytes to store and the origin's marks sent beside it.
-    struct Held: Sendable {
-        var event: Event
-        var envelope: [UInt8]
-        var marks: [String: UInt64]?
+    /// Immutable and shared: a batch passes through several arrays (held, taken, stored,
+    /// handed over), and a struct of this many references cost a retain and a release per
+    /// field at every step (about 8 % of a subscriber's samples in the bus benchmark).
+    final class Held: Sendable {
+        let event: Event
+        let envelope: [UInt8]
+        let marks: [String: UInt64]?
+
+        init(event: Event, envelope: [UInt8], marks: [String: UInt64]?) {
+            self.event = event
+            self.envelope = envelope
+            self.marks = marks
+        }
     }
 
     /// What an origin said in a heartbeat: its last sequence, and per type the last sequence.

@@ -342,6 +342,10 @@ try? FileManager.default.removeItem(atPath: temporaryRoot)
     let got = arrivals.withLock { a in (firstSeq...last).filter { a[$0] != nil }.count }
     print(String(format: "bus: %d events of 256 B payload, %d concurrent emitters, batches of \(emitBatch): stored at origin at %.0f events/s; stored and delivered at the subscriber process at %.0f events/s (%d of %d arrived)",
                  count, emitters, Double(count) / stored, Double(got) / delivered, got, count))
+    // How the subscriber got them: live, or by replay after its queue at the origin overflowed.
+    let counters = (try? await client.call(["cmd": "status"]))?["status"]?["counters"]
+    print(String(format: "bus: at the subscriber: %d received, %d of them by replay, %d live events dropped behind a gap",
+                 counters?["received"]?.intValue ?? -1, counters?["replayed_in"]?.intValue ?? -1, counters?["pending_dropped"]?.intValue ?? -1))
 
     // 2. Latency at a fixed rate: emit call -> event on the subscriber's feed.
     let latencyCount = min(count, rate * 5)
