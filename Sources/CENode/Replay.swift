@@ -144,8 +144,8 @@ extension Node {
         query.since = request.since
         query.bySeq = true
         query.limit = request.limit
-        let stored: [StoredEvent]
-        do { stored = try store.events(query) } catch {
+        let stored: [(seq: UInt64, envelope: [UInt8])]
+        do { stored = try store.envelopes(query) } catch {
             logger.error("replay for \(request.fromNode) failed: \(error)")
             return [Frame(Wire.errorReply(requestID: nil, answeredBy: spec.name, error: "\(error)"))]
         }

@@ -1,6 +1,7 @@
 import CECore
 import Foundation
 import GRDB
+internal import GRDBSQLite
 import Synchronization
 
 /// One event as stored: the indexed fields and the exact envelope bytes received or sent.
@@ -348,6 +349,32 @@ public final class EventStore: Sendable {
                 let rows = try Row.fetchCursor(db, sql: sql, arguments: arguments)
                 while let row = try rows.next() { events.append(try StoredEvent(row: row)) }
                 return events
+            }
+        } catch { throw fail("query", error) }
+    }
+
+    /// The sequence numbers and envelope bytes of the events a query selects, in its order:
+    /// what a replay page sends. Read with the C API from two columns (a page of 4000 built
+    /// through ``events(_:)`` spent 45 ms making every column of every row a Swift value).
+    public func envelopes(_ query: EventQuery) throws -> [(seq: UInt64, envelope: [UInt8])] {
+        let (sql, arguments) = Self.sql(query, select: "seq, envelope")
+        do {
+            return try pool.read { db in
+                let statement = try db.makeStatement(sql: sql)
+                try statement.setArguments(arguments)
+                let handle = statement.sqliteStatement
+                var rows: [(seq: UInt64, envelope: [UInt8])] = []
+                while true {
+                    let code = sqlite3_step(handle)
+                    if code == SQLITE_DONE { break }
+                    guard code == SQLITE_ROW else {
+                        throw DatabaseError(resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(db.sqliteConnection)), sql: sql)
+                    }
+                    let count = Int(sqlite3_column_bytes(handle, 1))
+                    let envelope = count > 0 ? [UInt8](UnsafeRawBufferPointer(start: sqlite3_column_blob(handle, 1), count: count)) : []
+                    rows.append((UInt64(sqlite3_column_int64(handle, 0)), envelope))
+                }
+                return rows
             }
         } catch { throw fail("query", error) }
     }

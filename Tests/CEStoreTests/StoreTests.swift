@@ -48,6 +48,38 @@ struct StoreTests {
         #expect(try store.lines() == [Line("p", ""): 3, Line("b", ""): 1])
     }
 
+    @Test func envelopesReadWhatTheEventsQuerySelects() throws {
+        let dir = temporary()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = try EventStore(directory: dir)
+        let types: [EventType] = [.planReady, .buildReady, .schemaV1Custom]
+        try store.append((1...300).map { event("p", $0, type: types[Int($0) % 3]) } + (1...50).map { event("b", $0) })
+        var queries: [EventQuery] = []
+        var q = EventQuery()
+        q.origin = "p"
+        q.epoch = ""
+        q.afterSeq = 17
+        q.throughSeq = 250
+        q.types = ["plan_ready", "schema_v1"]
+        q.bySeq = true
+        q.limit = 40
+        queries.append(q)
+        q.types = nil
+        q.limit = 1000
+        queries.append(q)
+        q.afterSeq = 300
+        queries.append(q)
+        for query in queries {
+            let expected = try store.events(query).map { ($0.seq, $0.envelope) }
+            let got = try store.envelopes(query)
+            #expect(got.map(\.seq) == expected.map(\.0))
+            #expect(got.map(\.envelope) == expected.map(\.1))
+        }
+        #expect(try store.envelopes(queries[0]).count == 40)
+        #expect(try store.envelopes(queries[2]).isEmpty)
+        #expect(try EnvelopeCodec.decode(store.envelopes(queries[1])[0].envelope).seq == 18)
+    }
+
     @Test func timeBoundsIncludeAnEventStampedExactlyOnThem() throws {
         let dir = temporary()
         defer { try? FileManager.default.removeItem(atPath: dir) }
