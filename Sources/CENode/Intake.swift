@@ -332,8 +332,11 @@ extension Node {
         var answered = false
         var timeout: Duration { answered ? pageTimeout : firstTimeout }
         let types = intake.state.withLock { $0.tracks[line]?.own == true } ? nil : intake.types.map { $0.sorted() }
-        /// The next page, asked for while the one before was being stored.
+        /// The next page, asked for while the one before was being stored, and decoded.
         var ahead: (reply: Replay.Reply, source: NodeSpec)?
+        /// The page after `ahead`, asked for before `ahead` was decoded (not decoded yet).
+        var rawAhead: Task<Replay.RawPage?, Never>?
+        defer { rawAhead?.cancel() }
         while !Task.isCancelled {
             let (after, since, retired) = intake.state.withLock { d in
                 let point = d.replayPoint(of: line)
@@ -411,16 +414,31 @@ extension Node {
             let more: Bool
             do {
                 if reply.through < reply.lastSeq {
-                    // Pipelined: the page after this one travels while this one is stored. It
-                    // starts at this page's end; whatever the store step moves the cursor past
-                    // is filtered out when it is taken.
-                    let next = Replay.Request(line: line, after: reply.through, types: types, since: nil, fromNode: spec.name)
-                    state.withLock { $0.counters.replayRequests += 1 }
-                    metrics.replayRequestsMade.increment()
+                    // Pipelined three deep: while this page is stored, the next one arrives (it
+                    // may have been asked for already), the one after it is asked for, and the
+                    // next one is decoded. Each starts at the end of the page before it;
+                    // whatever the store step moves the cursor past is filtered out when taken.
                     let wait = timeout
-                    async let prefetch = try? fetchReplay(from: source, next, timeout: wait)
+                    let next = rawAhead ?? pageTask(line, after: reply.through, types: types, from: source, timeout: wait)
+                    rawAhead = nil
+                    async let prefetch: (reply: Replay.Reply, following: Task<Replay.RawPage?, Never>?)? = {
+                        guard let page = await next.value else { return nil }
+                        let following = page.through < page.lastSeq
+                            ? self.pageTask(line, after: page.through, types: types, from: source, timeout: wait) : nil
+                        guard let decoded = try? page.decoded() else {
+                            following?.cancel()
+                            return nil
+                        }
+                        return (decoded, following)
+                    }()
                     more = try await intake.turn.run { try await self.takeReplayed(reply, line, feed: feed) }
-                    ahead = more ? await prefetch.map { ($0, source) } : nil
+                    let fetched = await prefetch
+                    if more, let fetched {
+                        ahead = (fetched.reply, source)
+                        rawAhead = fetched.following
+                    } else {
+                        fetched?.following?.cancel()
+                    }
                 } else {
                     more = try await intake.turn.run { try await self.takeReplayed(reply, line, feed: feed) }
                 }
@@ -442,6 +460,15 @@ extension Node {
                 if !again { return }
             }
         }
+    }
+
+    /// Asks `source` for the page of `line` after `after` on a task of its own; nil when that
+    /// fails (the replay loop then asks again as it does after any failure).
+    func pageTask(_ line: Line, after: UInt64, types: [String]?, from source: NodeSpec, timeout: Duration) -> Task<Replay.RawPage?, Never> {
+        let request = Replay.Request(line: line, after: after, types: types, since: nil, fromNode: spec.name)
+        state.withLock { $0.counters.replayRequests += 1 }
+        metrics.replayRequestsMade.increment()
+        return Task { try? await self.requestPage(from: source, request, timeout: timeout) }
     }
 
     /// Stores a replay page and whatever live events it unblocks; true if another page is needed.

@@ -175,6 +175,12 @@ extension Node {
     /// Asks `source` (the origin, or a relay) for a line's events after `request.after`;
     /// waits up to `timeout` for the reply.
     func fetchReplay(from source: NodeSpec, _ request: Replay.Request, timeout: Duration) async throws -> Replay.Reply {
+        try await requestPage(from: source, request, timeout: timeout).decoded()
+    }
+
+    /// ``fetchReplay(from:_:timeout:)`` without decoding the events: the reply's header is
+    /// checked, so the page after it can be asked for while this one is decoded.
+    func requestPage(from source: NodeSpec, _ request: Replay.Request, timeout: Duration) async throws -> Replay.RawPage {
         let socket = try context.socket(.req)
         try socket.set([.linger(milliseconds: 0), .maxMessageSize(Int64(topology.settings.maxMessageBytes))])
         try security.dial(socket, to: source)
@@ -202,19 +208,41 @@ extension Node {
         guard origin == request.origin, request.epoch == nil || epoch == request.epoch else {
             throw NodeError("replay reply from \(source.name) is for \(origin ?? "no origin")@\(epoch), not \(request.origin)@\(request.epoch ?? "")")
         }
-        var events: [(Event, [UInt8])] = []
-        for frame in reply.dropFirst() {
-            let bytes = frame.bytes
-            let event = try EnvelopeCodec.decode(bytes)
-            guard event.origin == request.origin, event.epoch == epoch else {
-                if source.name == request.origin {
-                    forged("replayed event \(event.id) (seq \(event.seq))", claimed: event.origin, sender: source.name)
+        return Replay.RawPage(
+            lastSeq: UInt64(last), through: UInt64(through), origin: request.origin, epoch: epoch, source: source.name,
+            frames: Array(reply.dropFirst()), node: self)
+    }
+}
+
+extension Replay {
+    /// A replay reply whose header was checked and whose events are still bytes.
+    struct RawPage: Sendable {
+        var lastSeq: UInt64
+        var through: UInt64
+        var origin: String
+        var epoch: String
+        var source: String
+        var frames: [Frame]
+        let node: Node
+
+        /// Decodes the events; one of another line fails the page (and counts as forged when
+        /// the origin itself sent it).
+        func decoded() throws -> Reply {
+            var events: [(Event, [UInt8])] = []
+            events.reserveCapacity(frames.count)
+            for frame in frames {
+                let bytes = frame.bytes
+                let event = try EnvelopeCodec.decode(bytes)
+                guard event.origin == origin, event.epoch == epoch else {
+                    if source == origin {
+                        node.forged("replayed event \(event.id) (seq \(event.seq))", claimed: event.origin, sender: source)
+                    }
+                    throw NodeError("replay reply from \(source) holds an event of \(event.line), not of \(origin)@\(epoch)")
                 }
-                throw NodeError("replay reply from \(source.name) holds an event of \(event.line), not of \(request.origin)@\(epoch)")
+                events.append((event, bytes))
             }
-            events.append((event, bytes))
+            return Reply(lastSeq: lastSeq, through: through, events: events)
         }
-        return Replay.Reply(lastSeq: UInt64(last), through: UInt64(through), events: events)
     }
 }
 
