@@ -43,10 +43,8 @@ public enum CatchUp: Sendable, Equatable, CustomStringConvertible {
 /// in-process listeners, event folder) by one holder of `turn` at a time, in per-origin
 /// sequence order, each once.
 final class Intake: Sendable {
-    /// Live events held back behind a gap, per origin; beyond it they are dropped and
-    /// come back by replay, so a stalled subscriber never holds more than this.
-    static let maxPending = 10_000
-    /// And at most this many envelope bytes.
+    /// Live events held back behind a gap, per origin, are at most `maxHeld` (see
+    /// ``Node/Options/maxHeld``) and at most this many envelope bytes.
     static let maxPendingBytes = 16 << 20
 
     typealias Held = Delivery.Held
@@ -65,6 +63,10 @@ final class Intake: Sendable {
     let holders = Mutex<[Line: [String: UInt64]]>([:])
     /// Refilling a new store from peers: progress for `status` and the log.
     let refill = Mutex(Refill())
+    /// Each peer's SUB socket, and the peers whose live events are paused (see
+    /// ``Node/pauseLive(from:)``).
+    let subscriptions = Mutex<[String: Socket]>([:])
+    let paused = Mutex<Set<String>>([])
 
     struct Refill: Sendable {
         /// False: this store was not new (or refill is off): nothing to refill.
@@ -82,9 +84,9 @@ final class Intake: Sendable {
         var done = false
     }
 
-    init(types: [EventType]?) {
+    init(types: [EventType]?, maxHeld: Int = Node.Options.defaultMaxHeld) {
         self.types = types.map { Set($0.map(\.rawValue)) }
-        state = Mutex(Delivery(types: self.types, maxPending: Self.maxPending, maxPendingBytes: Self.maxPendingBytes))
+        state = Mutex(Delivery(types: self.types, maxPending: maxHeld, maxPendingBytes: Self.maxPendingBytes))
     }
 }
 
@@ -229,6 +231,7 @@ extension Node {
             if live.stale > 0 { metrics.duplicates.increment(by: live.stale) }
             try await storeAndHandOver(live.take, feed: feed)
             for line in live.replayFrom { startReplay(of: line) }
+            if live.dropped > 0 { pauseLive(from: peer) }
         }
     }
 
@@ -336,7 +339,12 @@ extension Node {
         var ahead: (reply: Replay.Reply, source: NodeSpec)?
         /// The page after `ahead`, asked for before `ahead` was decoded (not decoded yet).
         var rawAhead: Task<Replay.RawPage?, Never>?
-        defer { rawAhead?.cancel() }
+        defer {
+            rawAhead?.cancel()
+            // The origin's live stream, if it was paused while this replay ran, comes back
+            // (a drop after this pauses it again, and starts a replay that resumes it).
+            resumeLive(from: line.origin)
+        }
         while !Task.isCancelled {
             let (after, since, retired) = intake.state.withLock { d in
                 let point = d.replayPoint(of: line)
@@ -460,6 +468,40 @@ extension Node {
                 if !again { return }
             }
         }
+    }
+
+    /// A peer whose live events this node had to drop (too many held behind a gap) stops
+    /// sending them: its SUB keeps only heartbeats until the replay that brings those events
+    /// ends. Live events sent meanwhile would be encrypted, sent, decrypted and decoded only
+    /// to be dropped; the replay reads them from the origin's store in pages instead.
+    /// Unsubscribing takes effect at the publisher a little later: what is already on its
+    /// way is taken or dropped as before.
+    func pauseLive(from peer: String) {
+        guard intake.paused.withLock({ $0.insert(peer).inserted }), let sub = intake.subscriptions.withLock({ $0[peer] }) else { return }
+        do {
+            // Subscriptions count: the heartbeat prefix once more, then each event prefix once less.
+            try sub.set(.subscribe(Self.heartbeatPrefix))
+            for prefix in subscriptionPrefixes where prefix != Self.heartbeatPrefix { try sub.set(.unsubscribe(prefix)) }
+        } catch {
+            logger.warning("pausing \(peer)'s live events failed (they are taken or dropped as they come): \(error)")
+            return
+        }
+        state.withLock { $0.counters.livePauses += 1 }
+        metrics.livePauses.increment()
+        logger.info("\(peer)'s live events paused: this node fell too far behind, it reads them by replay")
+    }
+
+    /// Undoes ``pauseLive(from:)``: the peer's events come live again.
+    func resumeLive(from peer: String) {
+        guard intake.paused.withLock({ $0.remove(peer) != nil }), let sub = intake.subscriptions.withLock({ $0[peer] }) else { return }
+        do {
+            for prefix in subscriptionPrefixes where prefix != Self.heartbeatPrefix { try sub.set(.subscribe(prefix)) }
+            try sub.set(.unsubscribe(Self.heartbeatPrefix))
+        } catch {
+            logger.error("resuming \(peer)'s live events failed: \(error)")
+            return
+        }
+        logger.info("\(peer)'s live events resumed")
     }
 
     /// Asks `source` for the page of `line` after `after` on a task of its own; nil when that

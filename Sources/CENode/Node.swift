@@ -27,6 +27,10 @@ public final class Node: Sendable {
         public var durability: EventStore.Durability = .full
         /// Where to start on an origin this node holds nothing from.
         public var catchUp: CatchUp = .beginning
+        /// Live events held per origin behind a gap while a replay fills it; beyond that they
+        /// are dropped and come back by replay, so a stalled subscriber never holds more.
+        public var maxHeld = Options.defaultMaxHeld
+        public static let defaultMaxHeld = 10_000
         /// False: plain PUB/SUB without sequence tracking or replay (events missed while a
         /// peer is away stay missed). For measuring what the guarantees cost.
         public var replay = true
@@ -160,6 +164,9 @@ public final class Node: Sendable {
         public var replayedIn = 0
         public var replayedOut = 0
         public var pendingDropped = 0
+        /// Times a peer's live events were paused because this node fell too far behind
+        /// (it read them by replay until it caught up).
+        public var livePauses = 0
         /// Messages whose claimed origin (`origin`, `answered_by`, `from_node`) is not the
         /// node whose key sent them; CURVE handshakes the allow-list refused.
         public var forged = 0
@@ -188,7 +195,7 @@ public final class Node: Sendable {
             lastSeq: try store.maxSeq(origin: spec.name, epoch: store.epoch),
             marks: try store.lastSeqByType(origin: spec.name, epoch: store.epoch)))
         self.eventFolder = try options.workspace.map { try EventFolder(workspace: $0) }
-        self.intake = Intake(types: Self.subscribedTypes(pool: spec.pool, topology: options.topology))
+        self.intake = Intake(types: Self.subscribedTypes(pool: spec.pool, topology: options.topology), maxHeld: options.maxHeld)
         let metrics = NodeMetrics(
             node: spec.name, peers: options.topology.peers(of: spec.name).map(\.name),
             factory: options.metricsFactory ?? MetricsSystem.factory)
@@ -434,6 +441,7 @@ public final class Node: Sendable {
             let events = try sub.monitor([.connected, .disconnected])
             try sub.connect(peer.pubEndpoint)
             subs.append(PeerSubscription(peer: peer, socket: sub, events: events))
+            intake.subscriptions.withLock { $0[peer.name] = sub }
         }
 
         try FileManager.default.createDirectory(atPath: options.dataDirectory, withIntermediateDirectories: true)
@@ -476,9 +484,11 @@ public final class Node: Sendable {
     var subscriptionPrefixes: [[UInt8]] {
         guard let types = Self.subscribedTypes(pool: spec.pool, topology: topology) else { return [[]] }
         var prefixes = types.map { Topic.subscriptionPrefix(for: $0) }
-        prefixes.append(Array("_hb/".utf8))
+        prefixes.append(Self.heartbeatPrefix)
         return prefixes
     }
+
+    static let heartbeatPrefix = Array("_hb/".utf8)
 
     /// The types a pool's nodes subscribe to (nil: all): the topology's list, plus what the
     /// coordinator decides, which concerns every pool.
@@ -838,6 +848,7 @@ public final class Node: Sendable {
                 "replays": .number(Double(counters.replays)), "replay_requests": .number(Double(counters.replayRequests)),
                 "replayed_in": .number(Double(counters.replayedIn)), "replayed_out": .number(Double(counters.replayedOut)),
                 "pending_dropped": .number(Double(counters.pendingDropped)),
+                "live_pauses": .number(Double(counters.livePauses)),
                 "forged": .number(Double(counters.forged)), "handshakes_refused": .number(Double(counters.handshakesRefused)),
             ],
             "endpoints": [

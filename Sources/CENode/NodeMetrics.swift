@@ -40,6 +40,8 @@ public struct NodeMetrics: Sendable {
     public let replayedOut: Counter
     /// Live events dropped behind a gap (they come back by replay).
     public let pendingDropped: Counter
+    /// Times a peer's live events were paused while this node caught up by replay.
+    public let livePauses: Counter
     public let listenerDrops: Counter
     /// Events per store transaction, and how long each transaction took (fsync included).
     public let commitBatch: Recorder
@@ -74,6 +76,7 @@ public struct NodeMetrics: Sendable {
         replayedIn = counter("ce_events_recovered_total")
         replayedOut = counter("ce_replay_events_served_total")
         pendingDropped = counter("ce_events_held_dropped_total")
+        livePauses = counter("ce_live_pauses_total")
         listenerDrops = counter("ce_listener_drops_total")
         commitBatch = Recorder(label: "ce_store_commit_batch_events", dimensions: [], aggregate: true, factory: factory)
         commitDuration = CoreMetrics.Timer(label: "ce_store_commit_duration_seconds", dimensions: [], factory: factory)

@@ -77,6 +77,10 @@ struct Run: AsyncParsableCommand {
     var noMetrics = false
     @Flag(help: "Refuse to start on a damaged store (leave it for inspection) and do not refill a new store from the peers.")
     var noRefill = false
+    @Option(help: ArgumentHelp(
+        "Live events held per origin behind a gap while a replay fills it; beyond that they are dropped (and come back by replay) and the origin's live stream pauses until the replay ends.",
+        valueName: "events"))
+    var maxHeld: Int = Node.Options.defaultMaxHeld
 
     func run() async throws {
         guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown log level \(logLevel)") }
@@ -85,6 +89,7 @@ struct Run: AsyncParsableCommand {
         }
         let catchUp: CatchUp
         do { catchUp = try CatchUp(parsing: self.catchUp) } catch { throw ValidationError("--catch-up: \(error)") }
+        guard maxHeld >= 1 else { throw ValidationError("--max-held must be at least 1, not \(maxHeld)") }
         guard let name = selection.nodeName else { throw ValidationError("say which node to run: --node NAME") }
         bootstrapLogging(level)
         // Metrics go to one registry for the process; /metrics renders it (ports.metrics).
@@ -94,6 +99,7 @@ struct Run: AsyncParsableCommand {
         options.catchUp = catchUp
         options.replay = !noReplay
         options.refill = !noRefill
+        options.maxHeld = maxHeld
         let node = try Node(options: options)
         // The coordinator node also runs the coordinator's state machines.
         let service = node.spec.isCoordinator ? CoordinatorService(node: node) : nil

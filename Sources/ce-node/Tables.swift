@@ -101,7 +101,7 @@ enum Tables {
             ("Emitted", number(c?["emitted"])), ("Received", number(c?["received"])),
             ("Duplicates", number(c?["duplicates"])), ("Rejected", number(c?["rejected"])),
             ("Replays", "\(number(c?["replays"])) (\(number(c?["replay_requests"])) requests, \(number(c?["replayed_in"])) events in, \(number(c?["replayed_out"])) served)"),
-            ("Held events dropped", number(c?["pending_dropped"])),
+            ("Held events dropped", "\(number(c?["pending_dropped"])) (live stream paused \(number(c?["live_pauses"])) times)"),
             ("Asks", "\(number(c?["asks_sent"])) sent, \(number(c?["asks_failed"])) failed"),
             ("Questions answered", "\(number(c?["questions_answered"])) (\(number(c?["repeated_questions"])) repeated)"),
             ("Listener drops", number(c?["listener_drops"])),

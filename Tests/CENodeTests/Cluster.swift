@@ -130,7 +130,7 @@ final class Cluster: @unchecked Sendable {
         let socket = try context.socket(type)
         try serve(socket, as: name)
         let node = topology.node(named: name)!
-        try socket.bind(type == .pub ? node.bindPubEndpoint : node.bindRepEndpoint)
+        try socket.bind(type == .pub || type == .xpub ? node.bindPubEndpoint : node.bindRepEndpoint)
         return socket
     }
 

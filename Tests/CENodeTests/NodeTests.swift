@@ -1,6 +1,7 @@
 import CECore
 import CENode
 import Foundation
+import Synchronization
 import Testing
 import ZeroMQ
 
@@ -455,6 +456,71 @@ struct MarksTests {
             let peer = try await cluster.status("builder-1")["peers"]?.arrayValue?.first
             #expect(peer?["cursor"]?.intValue == 3)
             #expect(peer?["waiting"]?.intValue == 1)
+            await context.shutdown()
+        }
+    }
+}
+
+@Suite("A subscriber too far behind pauses the live stream")
+struct LivePauseTests {
+    /// A raw publisher ("mallory", an XPUB, so the test sees the subscriptions) sends event 1,
+    /// then events after a gap, more than builder-1 may hold (`--max-held 5`): builder-1 drops
+    /// the rest and stops taking mallory's events live (unsubscribes, keeps the heartbeats)
+    /// while it replays. Mallory answers no replay, so the replay ends after a few tries with
+    /// the held events taken; the live stream comes back (subscribed again) and the next
+    /// event in line is taken live.
+    @Test func eventsBeyondWhatMayBeHeldPauseTheLiveStreamUntilTheReplayEnds() async throws {
+        try await withCluster(
+            [.init(name: "builder-1", pool: "builder"), .init(name: "mallory", pool: "planner")],
+            settings: "heartbeat_ms: 200\n  ask_timeout_ms: 300", start: []) { cluster in
+            try cluster.start("builder-1", ["--max-held", "5"])
+            try await cluster.waitUntilUp("builder-1")
+            let context = try cluster.rawContext()
+            let pub = try cluster.impersonate("mallory", .xpub, in: context)
+            func event(_ seq: UInt64) -> Message {
+                let e = Event(id: "m-\(seq)", origin: "mallory", seq: seq, stream: "planner", type: .planReady, timestamp: Date(), payload: .null)
+                return Message([Frame(Topic.bytes(type: .planReady, stream: "planner")), Frame(EnvelopeCodec.encode(e))])
+            }
+            func heartbeat(_ seq: Int) -> Message { Message([Frame("_hb/mallory"), Frame(#"{"origin":"mallory","pool":"planner","seq":\#(seq)}"#)]) }
+            // What builder-1's SUB asked mallory for, in order: [1] + prefix subscribes, [0] + prefix unsubscribes.
+            let subscriptions = Mutex<[String]>([])
+            let watcher = Task.detached {
+                while let message = try? await pub.receive() {
+                    let bytes = message[0].bytes
+                    guard let first = bytes.first else { continue }
+                    subscriptions.withLock { $0.append((first == 1 ? "+" : "-") + String(decoding: bytes.dropFirst(), as: UTF8.self)) }
+                }
+            }
+            defer { watcher.cancel() }
+            try await eventually(10, "builder-1 subscribes to everything mallory sends and hears it") {
+                try await pub.send(heartbeat(0))
+                let up = try await cluster.status("builder-1")["peers"]?.arrayValue?.first?["up"]?.boolValue == true
+                return up && subscriptions.withLock { $0.contains("+") }
+            }
+            try await pub.send(event(1))
+            try await eventually(10, "1 is taken live") { try await cluster.history("builder-1").count == 1 }
+            // 2 never comes: 3-7 are held, 8-12 dropped.
+            try await pub.send(batch: (3...12).map(event))
+            try await eventually(10, "builder-1 pauses mallory's live events: heartbeats only") {
+                subscriptions.withLock { $0.suffix(2) == ["+_hb/", "-"] }
+            }
+            let paused = try await cluster.status("builder-1")["counters"]
+            #expect(paused?["live_pauses"]?.intValue == 1)
+            #expect(paused?["pending_dropped"]?.intValue == 5)
+            // No replay from mallory: after a few tries builder-1 takes what it holds and resumes.
+            try await eventually(30, "the live stream comes back\n\(cluster.log("builder-1"))") {
+                try await pub.send(heartbeat(12))
+                return subscriptions.withLock { $0.suffix(2) == ["+", "-_hb/"] }
+            }
+            #expect(cluster.log("builder-1").contains("answers no replay"))
+            try await eventually(10, "3-7 are taken") { try await cluster.history("builder-1").count == 6 }
+            // Taken live again: 8 is next in line.
+            try await pub.send(event(8))
+            try await eventually(10, "8 is taken live") {
+                try await cluster.history("builder-1").compactMap { $0["id"]?.stringValue } == ["m-1", "m-3", "m-4", "m-5", "m-6", "m-7", "m-8"]
+            }
+            #expect(try await cluster.status("builder-1")["counters"]?["live_pauses"]?.intValue == 1)
+            pub.close()
             await context.shutdown()
         }
     }
