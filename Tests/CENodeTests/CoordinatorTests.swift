@@ -12,7 +12,7 @@ struct CoordinatorTests {
     static let config = """
         gates:
           - { name: architecture_approval, pools: [planner, builder, reviewer], subject: architecture }
-          - { name: quick, pools: [planner, builder], deadline_s: 8 }
+          - { name: quick, pools: [planner, builder], deadline_s: 20 }
         conflicts: { resolvers: [planner, human], escalate_after_s: 1 }
 
         """
@@ -52,7 +52,7 @@ struct CoordinatorTests {
             try await cluster.emit("planner-1", "sync_point_reached", ["gate": "quick"])
             // The deadline runs from the coordinator's start: long enough for the planner's
             // report to arrive first on a loaded machine.
-            try await eventually(20, "the gate times out") { !(try await coordinatorEvents(cluster, "gate_timed_out")).isEmpty }
+            try await eventually(40, "the gate times out") { !(try await coordinatorEvents(cluster, "gate_timed_out")).isEmpty }
             let timedOut = try await coordinatorEvents(cluster, "gate_timed_out").first { $0["payload"]?["gate"]?.stringValue == "quick" }
             #expect(timedOut?["payload"]?["missing"] == ["builder"])
             let gates = try JSONValue(parsing: try await cluster.run(["gates", "--json", "--data", cluster.data("coordinator")]))

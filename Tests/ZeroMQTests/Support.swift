@@ -22,6 +22,15 @@ func within<T: Sendable>(
     }
 }
 
+/// Runs blocking code (a blocking send or receive) on a thread of its own: the tests share
+/// the cooperative threads (two on a two-core machine), and a test blocked on one holds up
+/// every other test (as the node tests' helper of the same name).
+func offThePool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try work() }) }.start()
+    }
+}
+
 struct TimeoutError: Error, CustomStringConvertible {
     let what: String
     let seconds: Double
