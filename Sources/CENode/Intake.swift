@@ -339,8 +339,11 @@ extension Node {
         var ahead: (reply: Replay.Reply, source: NodeSpec)?
         /// The page after `ahead`, asked for before `ahead` was decoded (not decoded yet).
         var rawAhead: Task<Replay.RawPage?, Never>?
+        /// One socket to the source pages come from, kept across requests.
+        let connection = Replay.Connection()
         defer {
             rawAhead?.cancel()
+            connection.close()
             // The origin's live stream, if it was paused while this replay ran, comes back
             // (a drop after this pauses it again, and starts a replay that resumes it).
             resumeLive(from: line.origin)
@@ -369,7 +372,7 @@ extension Node {
                     state.withLock { $0.counters.replayRequests += 1 }
                     metrics.replayRequestsMade.increment()
                     do {
-                        let reply = try await fetchReplay(from: source, request, timeout: timeout)
+                        let reply = try await fetchReplay(from: source, request, timeout: timeout, kept: connection)
                         // A relay that holds nothing past this node's cursor: try the next one.
                         if source.name != line.origin && reply.through <= after && reply.events.isEmpty {
                             reasons.append("\(source.name) holds nothing after \(after)")
@@ -427,12 +430,12 @@ extension Node {
                     // next one is decoded. Each starts at the end of the page before it;
                     // whatever the store step moves the cursor past is filtered out when taken.
                     let wait = timeout
-                    let next = rawAhead ?? pageTask(line, after: reply.through, types: types, from: source, timeout: wait)
+                    let next = rawAhead ?? pageTask(line, after: reply.through, types: types, from: source, timeout: wait, kept: connection)
                     rawAhead = nil
                     async let prefetch: (reply: Replay.Reply, following: Task<Replay.RawPage?, Never>?)? = {
                         guard let page = await next.value else { return nil }
                         let following = page.through < page.lastSeq
-                            ? self.pageTask(line, after: page.through, types: types, from: source, timeout: wait) : nil
+                            ? self.pageTask(line, after: page.through, types: types, from: source, timeout: wait, kept: connection) : nil
                         guard let decoded = try? page.decoded() else {
                             following?.cancel()
                             return nil
@@ -506,11 +509,11 @@ extension Node {
 
     /// Asks `source` for the page of `line` after `after` on a task of its own; nil when that
     /// fails (the replay loop then asks again as it does after any failure).
-    func pageTask(_ line: Line, after: UInt64, types: [String]?, from source: NodeSpec, timeout: Duration) -> Task<Replay.RawPage?, Never> {
+    func pageTask(_ line: Line, after: UInt64, types: [String]?, from source: NodeSpec, timeout: Duration, kept: Replay.Connection) -> Task<Replay.RawPage?, Never> {
         let request = Replay.Request(line: line, after: after, types: types, since: nil, fromNode: spec.name)
         state.withLock { $0.counters.replayRequests += 1 }
         metrics.replayRequestsMade.increment()
-        return Task { try? await self.requestPage(from: source, request, timeout: timeout) }
+        return Task { try? await self.requestPage(from: source, request, timeout: timeout, kept: kept) }
     }
 
     /// Stores a replay page and whatever live events it unblocks; true if another page is needed.
