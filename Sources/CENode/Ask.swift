@@ -11,11 +11,14 @@ public struct Question: Sendable {
     public let question: JSONValue
 }
 
-/// REQ sockets that got their reply, kept per responder for the next question (at most
-/// `limit` each: more are open only while that many questions to one node are in flight).
-final class AskSockets: Sendable {
+/// REQ sockets that got their reply, kept per node they dial for the next request (at most
+/// `limit` each: more are open only while that many requests to one node are in flight):
+/// the node's questions to other pools, and each replay loop's pages.
+final class KeptSockets: Sendable {
     private let idle = Mutex<[String: [Socket]]>([:])
-    let limit = 8
+    let limit: Int
+
+    init(limit: Int) { self.limit = limit }
 
     func take(for node: String) -> Socket? {
         idle.withLock { $0[node]?.popLast() }
@@ -28,6 +31,10 @@ final class AskSockets: Sendable {
             return true
         }
         if !kept { socket.close() }
+    }
+
+    func closeAll() {
+        for socket in idle.withLock({ idle in defer { idle = [:] }; return idle.values.joined() }) { socket.close() }
     }
 }
 

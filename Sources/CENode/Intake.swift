@@ -339,11 +339,11 @@ extension Node {
         var ahead: (reply: Replay.Reply, source: NodeSpec)?
         /// The page after `ahead`, asked for before `ahead` was decoded (not decoded yet).
         var rawAhead: Task<Replay.RawPage?, Never>?
-        /// One socket to the source pages come from, kept across requests.
-        let connection = Replay.Connection()
+        /// The socket to the source pages come from, kept across requests.
+        let connection = KeptSockets(limit: 1)
         defer {
             rawAhead?.cancel()
-            connection.close()
+            connection.closeAll()
             // The origin's live stream, if it was paused while this replay ran, comes back
             // (a drop after this pauses it again, and starts a replay that resumes it).
             resumeLive(from: line.origin)
@@ -509,7 +509,7 @@ extension Node {
 
     /// Asks `source` for the page of `line` after `after` on a task of its own; nil when that
     /// fails (the replay loop then asks again as it does after any failure).
-    func pageTask(_ line: Line, after: UInt64, types: [String]?, from source: NodeSpec, timeout: Duration, kept: Replay.Connection) -> Task<Replay.RawPage?, Never> {
+    func pageTask(_ line: Line, after: UInt64, types: [String]?, from source: NodeSpec, timeout: Duration, kept: KeptSockets) -> Task<Replay.RawPage?, Never> {
         let request = Replay.Request(line: line, after: after, types: types, since: nil, fromNode: spec.name)
         state.withLock { $0.counters.replayRequests += 1 }
         metrics.replayRequestsMade.increment()

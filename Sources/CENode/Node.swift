@@ -79,7 +79,7 @@ public final class Node: Sendable {
     let security: NodeSecurity
     /// Which node of a pool the next `ask` tries first.
     let nextResponder = Atomic<UInt64>(0)
-    let askSockets = AskSockets()
+    let askSockets = KeptSockets(limit: 8)
     /// Counters and histograms, resolved once (NodeMetrics.swift).
     public let metrics: NodeMetrics
     /// When this node was made (peers are not taken for down before a few heartbeats passed).

@@ -1,7 +1,6 @@
 import CECore
 import CEStore
 import Foundation
-import Synchronization
 import ZeroMQ
 
 /// Replay: a subscriber that missed events of a line (an origin's events in one epoch: a gap,
@@ -175,7 +174,7 @@ extension Node {
 
     /// Asks `source` (the origin, or a relay) for a line's events after `request.after`;
     /// waits up to `timeout` for the reply.
-    func fetchReplay(from source: NodeSpec, _ request: Replay.Request, timeout: Duration, kept: Replay.Connection? = nil) async throws -> Replay.Reply {
+    func fetchReplay(from source: NodeSpec, _ request: Replay.Request, timeout: Duration, kept: KeptSockets? = nil) async throws -> Replay.Reply {
         try await requestPage(from: source, request, timeout: timeout, kept: kept).decoded()
     }
 
@@ -183,7 +182,7 @@ extension Node {
     /// checked, so the page after it can be asked for while this one is decoded.
     /// With `kept`, the socket a replay loop keeps for its source is used (and kept again
     /// once the reply arrived), so a catch-up pays one connection and handshake, not one per page.
-    func requestPage(from source: NodeSpec, _ request: Replay.Request, timeout: Duration, kept: Replay.Connection? = nil) async throws -> Replay.RawPage {
+    func requestPage(from source: NodeSpec, _ request: Replay.Request, timeout: Duration, kept: KeptSockets? = nil) async throws -> Replay.RawPage {
         let socket: Socket
         if let reused = kept?.take(for: source.name) {
             socket = reused
@@ -200,7 +199,7 @@ extension Node {
         }
         // A REQ socket that got its reply is ready for the next request; one that did not is closed.
         var answered = false
-        defer { if answered, let kept { kept.put(socket, for: source.name) } else { socket.close() } }
+        defer { if answered, let kept { kept.giveBack(socket, to: source.name) } else { socket.close() } }
         try await socket.send(Message(request.json.serialized()))
         let reply = try await socket.receive(timeout: timeout)
         answered = true
@@ -231,30 +230,6 @@ extension Node {
 }
 
 extension Replay {
-    /// The REQ socket a replay loop keeps to the source it pages from, between requests.
-    final class Connection: Sendable {
-        private let kept = Mutex<(source: String, socket: Socket)?>(nil)
-
-        /// The kept socket if it dials `source`; it is the caller's until put back.
-        func take(for source: String) -> Socket? {
-            kept.withLock { k in
-                guard let held = k, held.source == source else { return nil }
-                k = nil
-                return held.socket
-            }
-        }
-
-        /// Keeps `socket` for the next request (closing one kept before, if any).
-        func put(_ socket: Socket, for source: String) {
-            kept.withLock { k -> Socket? in
-                defer { k = (source, socket) }
-                return k?.socket
-            }?.close()
-        }
-
-        func close() { kept.withLock { k -> Socket? in defer { k = nil }; return k?.socket }?.close() }
-    }
-
     /// A replay reply whose header was checked and whose events are still bytes.
     struct RawPage: Sendable {
         var lastSeq: UInt64
