@@ -486,6 +486,8 @@ extension Node {
             try sub.set(.subscribe(Self.heartbeatPrefix))
             for prefix in subscriptionPrefixes where prefix != Self.heartbeatPrefix { try sub.set(.unsubscribe(prefix)) }
         } catch {
+            // Only a socket that is closing refuses; nothing is left for a resume to undo.
+            intake.paused.withLock { _ = $0.remove(peer) }
             logger.warning("pausing \(peer)'s live events failed (they are taken or dropped as they come): \(error)")
             return
         }
