@@ -84,7 +84,7 @@ final class Intake: Sendable {
         var done = false
     }
 
-    init(types: [EventType]?, maxHeld: Int = Node.Options.defaultMaxHeld) {
+    init(types: [EventType]?, maxHeld: Int) {
         self.types = types.map { Set($0.map(\.rawValue)) }
         state = Mutex(Delivery(types: self.types, maxPending: maxHeld, maxPendingBytes: Self.maxPendingBytes))
     }
@@ -436,7 +436,7 @@ extension Node {
                         guard let page = await next.value else { return nil }
                         let following = page.through < page.lastSeq
                             ? self.pageTask(line, after: page.through, types: types, from: source, timeout: wait, kept: connection) : nil
-                        guard let decoded = try? page.decoded() else {
+                        guard let decoded = try? self.decode(page) else {
                             following?.cancel()
                             return nil
                         }

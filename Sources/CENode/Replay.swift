@@ -18,8 +18,8 @@ import ZeroMQ
 /// the subscriber holds what the answerer holds.
 enum Replay {
     /// The most events one reply carries; a subscriber further behind asks again. Each page
-    /// costs a connection, a handshake, a round trip and a transaction: pages of 1000 caught a
-    /// subscriber up at 30 k events/s, pages of 4000 at 50 k (`ce-bench replay`).
+    /// costs a round trip and a transaction: pages of 1000 caught a subscriber up at 30 k
+    /// events/s, pages of 4000 at 50 k, pages of 8000 no faster (`ce-bench replay`).
     static let pageEvents = 4000
     /// The most envelope bytes one reply carries (at least one event is always sent).
     static let pageBytes = 4 << 20
@@ -93,6 +93,16 @@ enum Replay {
         var lastSeq: UInt64
         var through: UInt64
         var events: [(event: Event, envelope: [UInt8])]
+    }
+
+    /// A reply whose header was checked and whose events are still bytes (see ``Node/decode(_:)``).
+    struct RawPage: Sendable {
+        var lastSeq: UInt64
+        var through: UInt64
+        var origin: String
+        var epoch: String
+        var source: String
+        var frames: [Frame]
     }
 }
 
@@ -174,17 +184,18 @@ extension Node {
 
     /// Asks `source` (the origin, or a relay) for a line's events after `request.after`;
     /// waits up to `timeout` for the reply.
-    func fetchReplay(from source: NodeSpec, _ request: Replay.Request, timeout: Duration, kept: KeptSockets? = nil) async throws -> Replay.Reply {
-        try await requestPage(from: source, request, timeout: timeout, kept: kept).decoded()
+    /// The socket comes from `kept` (the one the replay loop keeps for its source) and goes
+    /// back there once the reply arrived, so a catch-up pays one connection and handshake,
+    /// not one per page.
+    func fetchReplay(from source: NodeSpec, _ request: Replay.Request, timeout: Duration, kept: KeptSockets) async throws -> Replay.Reply {
+        try decode(try await requestPage(from: source, request, timeout: timeout, kept: kept))
     }
 
-    /// ``fetchReplay(from:_:timeout:)`` without decoding the events: the reply's header is
-    /// checked, so the page after it can be asked for while this one is decoded.
-    /// With `kept`, the socket a replay loop keeps for its source is used (and kept again
-    /// once the reply arrived), so a catch-up pays one connection and handshake, not one per page.
-    func requestPage(from source: NodeSpec, _ request: Replay.Request, timeout: Duration, kept: KeptSockets? = nil) async throws -> Replay.RawPage {
+    /// ``fetchReplay(from:_:timeout:kept:)`` without decoding the events: the reply's header
+    /// is checked, so the page after it can be asked for while this one is decoded.
+    func requestPage(from source: NodeSpec, _ request: Replay.Request, timeout: Duration, kept: KeptSockets) async throws -> Replay.RawPage {
         let socket: Socket
-        if let reused = kept?.take(for: source.name) {
+        if let reused = kept.take(for: source.name) {
             socket = reused
         } else {
             socket = try context.socket(.req)
@@ -199,7 +210,7 @@ extension Node {
         }
         // A REQ socket that got its reply is ready for the next request; one that did not is closed.
         var answered = false
-        defer { if answered, let kept { kept.giveBack(socket, to: source.name) } else { socket.close() } }
+        defer { if answered { kept.giveBack(socket, to: source.name) } else { socket.close() } }
         try await socket.send(Message(request.json.serialized()))
         let reply = try await socket.receive(timeout: timeout)
         answered = true
@@ -225,39 +236,26 @@ extension Node {
         }
         return Replay.RawPage(
             lastSeq: UInt64(last), through: UInt64(through), origin: request.origin, epoch: epoch, source: source.name,
-            frames: Array(reply.dropFirst()), node: self)
+            frames: Array(reply.dropFirst()))
     }
-}
 
-extension Replay {
-    /// A replay reply whose header was checked and whose events are still bytes.
-    struct RawPage: Sendable {
-        var lastSeq: UInt64
-        var through: UInt64
-        var origin: String
-        var epoch: String
-        var source: String
-        var frames: [Frame]
-        let node: Node
-
-        /// Decodes the events; one of another line fails the page (and counts as forged when
-        /// the origin itself sent it).
-        func decoded() throws -> Reply {
-            var events: [(Event, [UInt8])] = []
-            events.reserveCapacity(frames.count)
-            for frame in frames {
-                let bytes = frame.bytes
-                let event = try EnvelopeCodec.decode(bytes)
-                guard event.origin == origin, event.epoch == epoch else {
-                    if source == origin {
-                        node.forged("replayed event \(event.id) (seq \(event.seq))", claimed: event.origin, sender: source)
-                    }
-                    throw NodeError("replay reply from \(source) holds an event of \(event.line), not of \(origin)@\(epoch)")
+    /// Decodes a page's events; one of another line fails the page (and counts as forged
+    /// when the origin itself sent it).
+    func decode(_ page: Replay.RawPage) throws -> Replay.Reply {
+        var events: [(Event, [UInt8])] = []
+        events.reserveCapacity(page.frames.count)
+        for frame in page.frames {
+            let bytes = frame.bytes
+            let event = try EnvelopeCodec.decode(bytes)
+            guard event.origin == page.origin, event.epoch == page.epoch else {
+                if page.source == page.origin {
+                    forged("replayed event \(event.id) (seq \(event.seq))", claimed: event.origin, sender: page.source)
                 }
-                events.append((event, bytes))
+                throw NodeError("replay reply from \(page.source) holds an event of \(event.line), not of \(page.origin)@\(page.epoch)")
             }
-            return Reply(lastSeq: lastSeq, through: through, events: events)
+            events.append((event, bytes))
         }
+        return Replay.Reply(lastSeq: page.lastSeq, through: page.through, events: events)
     }
 }
 
