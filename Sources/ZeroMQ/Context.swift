@@ -76,6 +76,18 @@ public final class Context: Sendable {
         return Socket(core: core)
     }
 
+    /// The context's reactor thread as a task executor. A task that prefers it
+    /// (`withTaskExecutorPreference(context.taskExecutor) { ... }`, or
+    /// `Task(executorPreference:)`) runs on the thread that reads and writes the context's
+    /// async sockets: when a receive waits, the message's arrival resumes the task on that
+    /// thread instead of handing it to another, and its sends are made there. That saves a
+    /// thread wake-up per message wait, which is most of a request-reply round trip on a small
+    /// machine. The task shares the thread with every socket of the context, so give it only
+    /// work between messages that is short and never blocks (no blocking calls, no
+    /// ``shutdownBlocking()``, no disk); anything else belongs on the default executor. Once
+    /// the context has shut down, such tasks run on the default executor.
+    public var taskExecutor: any TaskExecutor { reactor }
+
     /// Closes every socket and terminates the context, waiting until that is done (at most
     /// about the linger time). Call from a thread you own; async code uses ``shutdown()``.
     public func shutdownBlocking() {

@@ -11,7 +11,11 @@ import Glibc
 /// waiting receiver, queued sends) plus an eventfd, and runs commands queued from any
 /// thread. Other threads queue a command or touch a socket's queues, then `wake()` it: the
 /// eventfd is written at most once per poll, however many threads call `wake()`.
-final class Reactor: @unchecked Sendable {
+///
+/// It is also a task executor (``Context/taskExecutor``): tasks that prefer it run on this
+/// thread between polls, so a receive that waits is resumed on the thread that read the
+/// message, with no hand-off to another thread.
+final class Reactor: TaskExecutor, @unchecked Sendable {
     // @unchecked Sendable: `registered`, `pollFDs`, `scratch` and `stopping`
     // are touched only by the reactor thread; `commands` is behind a Mutex and `wakePending`
     // is atomic; `context` and `wakeFD` are immutable after init.
@@ -57,6 +61,8 @@ final class Reactor: @unchecked Sendable {
 
     struct CommandQueue {
         var pending: [@Sendable (Reactor) -> Void] = []
+        /// Jobs of tasks that prefer this thread as their executor.
+        var jobs: [UnownedJob] = []
         /// Set once the thread has stopped: later commands run on the caller's thread and
         /// find every socket closed.
         var stopped = false
@@ -70,6 +76,22 @@ final class Reactor: @unchecked Sendable {
             return true
         }
         if queued { wake() } else { command(self) }
+    }
+
+    /// Runs a job of a task that prefers this executor on the reactor thread; once the thread
+    /// has stopped, on the global executor instead (a task is never left unrun).
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        let queued = commands.withLock { queue -> Bool in
+            if queue.stopped { return false }
+            queue.jobs.append(job)
+            return true
+        }
+        if !queued {
+            globalConcurrentExecutor.enqueue(ExecutorJob(job))
+        } else if !isReactorThread {
+            wake()  // the thread itself looks at its queue before it polls again
+        }
     }
 
     /// Runs `body` on the reactor thread and waits for its result (inline when already there).
@@ -115,13 +137,19 @@ final class Reactor: @unchecked Sendable {
     var isFinished: Bool { finished.withLock { $0 } }
 
     private func run() {
+        // Named from the thread itself (Foundation names only its own view of the thread),
+        // so `top -H`, `perf` and debuggers show it.
+        ce_name_this_thread("zmq-reactor")
+        let executor = asUnownedTaskExecutor()
         while true {
-            let batch = commands.withLock { queue -> [@Sendable (Reactor) -> Void] in
-                let taken = queue.pending
+            let (batch, jobs) = commands.withLock { queue -> ([@Sendable (Reactor) -> Void], [UnownedJob]) in
+                let taken = (queue.pending, queue.jobs)
                 queue.pending.removeAll(keepingCapacity: true)
+                queue.jobs.removeAll(keepingCapacity: true)
                 return taken
             }
             for command in batch { command(self) }
+            for job in jobs { job.runSynchronously(on: executor) }
             if stopping { break }
 
             // Each socket's state is read under its lock (ZMQ_EVENTS), never by `zmq_poll`: a
@@ -143,8 +171,10 @@ final class Reactor: @unchecked Sendable {
                 if ready & Int16(ZMQ_POLLIN) != 0 { core.drain() }
                 if ready != 0 { served = true } else if fd >= 0 { pollFDs.append(pollfd(fd: fd, events: Int16(POLLIN), revents: 0)) }
             }
-            // Work queued or served meanwhile: look again before sleeping.
-            let timeout: Int32 = wakePending.load(ordering: .acquiring) || served ? 0 : (retrySoon ? 1 : -1)
+            // Work queued or served meanwhile (a job resumed here queues without waking): look
+            // again before sleeping.
+            let more = served || wakePending.load(ordering: .acquiring) || commands.withLock { !$0.jobs.isEmpty }
+            let timeout: Int32 = more ? 0 : (retrySoon ? 1 : -1)
             let rc = poll(&pollFDs, nfds_t(pollFDs.count), timeout)
             if rc < 0 { continue }  // EINTR: look again
             if pollFDs[0].revents & Int16(POLLIN) != 0 {
@@ -170,13 +200,16 @@ final class Reactor: @unchecked Sendable {
         while zmq_ctx_term(context) != 0 && zmq_errno() == EINTR {}
         // Commands queued after the stop would wait forever: run them now; they find every
         // socket closed and fail with a clear error.
-        let late = commands.withLock { queue in
-            let taken = queue.pending
+        let (late, lateJobs) = commands.withLock { queue in
+            let taken = (queue.pending, queue.jobs)
             queue.pending.removeAll()
+            queue.jobs.removeAll()
             queue.stopped = true
             return taken
         }
         for command in late { command(self) }
+        // Tasks that prefer this thread go on elsewhere (they find their sockets closed).
+        for job in lateJobs { globalConcurrentExecutor.enqueue(ExecutorJob(job)) }
         wakeFDOpen.withLock { open in
             close(wakeFD)
             open = false

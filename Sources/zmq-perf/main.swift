@@ -5,7 +5,9 @@
 //   zmq-perf lat-rep ENDPOINT SIZE COUNT [--blocking]   bind a REP, echo COUNT requests
 //   zmq-perf lat-req ENDPOINT SIZE COUNT [--blocking]   connect a REQ, print p50/p99 round trip
 //   zmq-perf idle SECONDS                               ten async sockets, idle: print CPU time used
-// Without --blocking the async API is used (tasks and the context's reactor thread share the sockets).
+// Without --blocking the async API is used (tasks and the context's reactor thread share the sockets);
+// with --reactor the measuring task runs on the reactor thread (Context.taskExecutor) instead of the
+// cooperative pool.
 // With --curve both sides use CURVE (the binding side is the server, behind a ZAP
 // authenticator that allows the other's key, as in a cluster), with fixed published test keys.
 import Foundation
@@ -30,11 +32,13 @@ func fail(_ text: String) -> Never {
     exit(2)
 }
 
-let usage = "usage: zmq-perf thr-sub|thr-pub|lat-rep|lat-req ENDPOINT SIZE COUNT [--blocking] [--curve]\n       zmq-perf idle SECONDS"
+let usage = "usage: zmq-perf thr-sub|thr-pub|lat-rep|lat-req ENDPOINT SIZE COUNT [--blocking | --reactor] [--curve]\n       zmq-perf idle SECONDS"
 var args = Array(CommandLine.arguments.dropFirst())
 let blocking = args.contains("--blocking")
+let onReactor = args.contains("--reactor")
 let curve = args.contains("--curve")
-args.removeAll { $0 == "--blocking" || $0 == "--curve" }
+args.removeAll { $0 == "--blocking" || $0 == "--reactor" || $0 == "--curve" }
+if blocking && onReactor { fail("--blocking and --reactor exclude each other\n\(usage)") }
 if let unknown = args.first(where: { $0.hasPrefix("--") }) { fail("unknown flag \(unknown)\n\(usage)") }
 guard let mode = args.first else { fail(usage) }
 
@@ -65,12 +69,19 @@ func secure(_ socket: Socket, binds: Bool) throws {
     }
 }
 
-switch mode {
-case "thr-sub": try await threadSub()
-case "thr-pub": try await threadPub()
-case "lat-rep": try await latencyRep()
-case "lat-req": try await latencyReq()
-default: fail("unknown mode \(mode)\n\(usage)")
+func measure() async throws {
+    switch mode {
+    case "thr-sub": try await threadSub()
+    case "thr-pub": try await threadPub()
+    case "lat-rep": try await latencyRep()
+    case "lat-req": try await latencyReq()
+    default: fail("unknown mode \(mode)\n\(usage)")
+    }
+}
+if onReactor {
+    try await withTaskExecutorPreference(context.taskExecutor) { try await measure() }
+} else {
+    try await measure()
 }
 fflush(nil)
 _exit(0)
