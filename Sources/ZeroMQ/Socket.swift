@@ -157,10 +157,11 @@ public final class Socket: Sendable {
     /// For REQ, REP and ROUTER the call returns once libzmq took the message, so state and
     /// routing errors (EFSM, EHOSTUNREACH) are thrown here. For the other types it returns once
     /// libzmq took the message (sent by the calling task when nothing is queued) or it is
-    /// queued to the reactor, and waits only when that queue is full (flow
-    /// control: a PUB with `publisherNoDrop`, a PUSH or DEALER at its high-water mark). A
-    /// message that was queued is sent even if the calling task is cancelled afterwards.
-    public func send(_ message: Message) async throws {
+    /// queued to the reactor; when that queue is full (flow control: a PUB with
+    /// `publisherNoDrop`, a PUSH or DEALER at its high-water mark) the message is queued all
+    /// the same and the call waits until the queue is down to half. A message that was queued
+    /// is sent even if the calling task is cancelled afterwards.
+    nonisolated(nonsending) public func send(_ message: Message) async throws {
         guard type.canSend else {
             throw ZMQError(code: .notSupported, operation: "send", message: "a \(type) socket cannot send")
         }
@@ -188,7 +189,8 @@ public final class Socket: Sendable {
             throw core.closedError("send")
         case .refused(let error):
             throw error
-        case .wait:
+        case .wait where confirm:
+            // Returns once libzmq took this message (or refused it).
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
                 let error = core.state.withLock { s -> ZMQError? in
                     if s.mode == .closed { return s.closeReason ?? ZMQError(code: .closed, operation: "send") }
@@ -198,6 +200,28 @@ public final class Socket: Sendable {
                 }
                 if let error { continuation.resume(throwing: error) } else { core.reactor.wake() }
             }
+        case .wait:
+            // The queue is full: this message joins it now, and the call returns once the
+            // queue is down to half (see `SocketCore.roomWaiters`), so a sender that outruns
+            // libzmq waits once per half a queue, not once per message.
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                enum Queued { case wait, room, closed(ZMQError) }
+                let queued = core.state.withLock { s -> Queued in
+                    if s.mode == .closed { return .closed(s.closeReason ?? ZMQError(code: .closed, operation: "send")) }
+                    s.outbox.append(.init(message: message))
+                    s.flushScheduled = true
+                    if s.outbox.count <= core.sendLimit / 2 { return .room }
+                    s.roomWaiters.append(continuation)
+                    return .wait
+                }
+                switch queued {
+                case .closed(let error): continuation.resume(throwing: error)
+                case .room:
+                    core.reactor.wake()
+                    continuation.resume()
+                case .wait: core.reactor.wake()
+                }
+            }
         }
     }
 
@@ -205,7 +229,7 @@ public final class Socket: Sendable {
     /// takes them, under one lock for the whole batch (no thread hand-off, no suspension);
     /// once libzmq is full the rest take the queue as single sends do. REQ and REP (one
     /// message per turn) send them one after another.
-    public func send(batch messages: [Message]) async throws {
+    nonisolated(nonsending) public func send(batch messages: [Message]) async throws {
         var next = 0
         if core.allowsDirectSend { next = try sendDirectly(batch: messages) }
         while next < messages.count {
@@ -298,7 +322,7 @@ public final class Socket: Sendable {
     }
 
     /// Receives the next message, waiting for it. Cancellation ends the wait with `CancellationError`.
-    public func receive() async throws -> Message {
+    nonisolated(nonsending) public func receive() async throws -> Message {
         try startReceiving()
         if let message = takeOne() { return message }
         if let direct = core.receiveDirectly(take: 1) { return direct[0] }
@@ -333,7 +357,7 @@ public final class Socket: Sendable {
     }
 
     /// Everything that has already arrived, or the next messages once some arrive.
-    public func receiveBatch() async throws -> [Message] {
+    nonisolated(nonsending) public func receiveBatch() async throws -> [Message] {
         try startReceiving()
         let type = self.type
         let ready = core.state.withLock { $0.take(one: false, type) ?? [] }
@@ -535,7 +559,7 @@ extension Socket {
 
             init(socket: Socket) { buffer = Buffer(socket: socket) }
 
-            public mutating func next() async throws -> Message? {
+            nonisolated(nonsending) public mutating func next() async throws -> Message? {
                 if let message = buffer.pop() { return message }
                 do {
                     buffer.refill(try await buffer.socket.receiveBatch())

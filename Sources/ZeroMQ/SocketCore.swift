@@ -64,6 +64,10 @@ final class SocketCore: @unchecked Sendable {
         /// Set once someone receives asynchronously: from then on the reactor reads ahead.
         var receiving = false
         var outbox = Deque<Outgoing>()
+        /// Senders of unconfirmed types whose messages went into a full outbox: resumed once
+        /// it is down to half of `sendLimit` (or the socket closes; their messages were queued
+        /// like the others before them).
+        var roomWaiters: [CheckedContinuation<Void, any Error>] = []
         /// True while the reactor has been told about queued sends it has not yet taken.
         var flushScheduled = false
         var isCurveServer = false
@@ -266,10 +270,14 @@ final class SocketCore: @unchecked Sendable {
                 break rounds
             }
         }
-        if !failures.isEmpty {
-            state.withLock { s in
+        state.withLock { s in
+            if !failures.isEmpty {
                 s.failedSends += failures.count
                 s.lastSendError = failures.last
+            }
+            if !s.roomWaiters.isEmpty && s.outbox.count <= sendLimit / 2 {
+                completions += s.roomWaiters.map { ($0, nil) }
+                s.roomWaiters.removeAll()
             }
         }
         return completions
@@ -484,17 +492,19 @@ final class SocketCore: @unchecked Sendable {
         let error = ZMQError(
             code: reason, operation: "socket",
             message: reason == .terminated ? "the context was shut down" : "socket is closed")
-        let (waiters, outbox) = state.withLock { s -> (Deque<Waiter>, Deque<Outgoing>) in
+        let (waiters, outbox, roomWaiters) = state.withLock { s -> (Deque<Waiter>, Deque<Outgoing>, [CheckedContinuation<Void, any Error>]) in
             s.mode = .closed
             if s.closeReason == nil { s.closeReason = error }
-            let taken = (s.waiters, s.outbox)
+            let taken = (s.waiters, s.outbox, s.roomWaiters)
             s.waiters.removeAll()
             s.outbox.removeAll()
             s.inbox.removeAll()
+            s.roomWaiters.removeAll()
             return taken
         }
         reactor.openSockets.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(self)) }
         for waiter in waiters { waiter.continuation.resume(throwing: error) }
         for item in outbox { item.continuation?.resume(throwing: error) }
+        for waiter in roomWaiters { waiter.resume() }
     }
 }

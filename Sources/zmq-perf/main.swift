@@ -32,12 +32,19 @@ func fail(_ text: String) -> Never {
     exit(2)
 }
 
-let usage = "usage: zmq-perf thr-sub|thr-pub|lat-rep|lat-req ENDPOINT SIZE COUNT [--blocking | --reactor] [--curve]\n       zmq-perf idle SECONDS"
+let usage = "usage: zmq-perf thr-sub|thr-pub|lat-rep|lat-req ENDPOINT SIZE COUNT [--blocking | --reactor] [--batch N] [--curve]\n       zmq-perf idle SECONDS"
 var args = Array(CommandLine.arguments.dropFirst())
 let blocking = args.contains("--blocking")
 let onReactor = args.contains("--reactor")
 let curve = args.contains("--curve")
 args.removeAll { $0 == "--blocking" || $0 == "--reactor" || $0 == "--curve" }
+// --batch N: the async publisher hands N messages at a time to `send(batch:)`, as the node does.
+let sendBatch: Int = {
+    guard let at = args.firstIndex(of: "--batch") else { return 1 }
+    guard at + 1 < args.count, let n = Int(args[at + 1]), n > 0 else { fail("--batch needs a count above 0\n\(usage)") }
+    args.removeSubrange(at...(at + 1))
+    return n
+}()
 if blocking && onReactor { fail("--blocking and --reactor exclude each other\n\(usage)") }
 if let unknown = args.first(where: { $0.hasPrefix("--") }) { fail("unknown flag \(unknown)\n\(usage)") }
 guard let mode = args.first else { fail(usage) }
@@ -138,6 +145,13 @@ func threadPub() async throws {
     try await Task.sleep(for: .milliseconds(300))  // let the subscription arrive (slow joiner), as the baseline does
     if blocking {
         for _ in 0..<count { try pub.sendBlocking(payload) }
+    } else if sendBatch > 1 {
+        var sent = 0
+        while sent < count {
+            let n = min(sendBatch, count - sent)
+            try await pub.send(batch: [Message](repeating: payload, count: n))
+            sent += n
+        }
     } else {
         for _ in 0..<count { try await pub.send(payload) }
     }

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import ZeroMQ
 
@@ -153,6 +154,70 @@ struct BatchSendTests {
         try await sender.value
         #expect(received.0 == count)
         #expect(received.1.isEmpty, "out of order: \(received.1.prefix(5))")
+        await context.shutdown()
+    }
+
+    /// A sender that finds the queue full queues its message and waits: it stays held while
+    /// no peer takes anything, and once one does, every message arrives once, in order.
+    @Test func aSenderHeldByAFullQueueLosesNothingWhenAPeerComes() async throws {
+        var settings = Context.Settings()
+        settings.sendQueueLimit = 16
+        let limit = settings.sendQueueLimit
+        let context = try Context(settings)
+        let push = try context.socket(.push)
+        try push.set(.sendHighWaterMark(4))
+        let endpoint = try push.bind("tcp://127.0.0.1:*")
+        let count = 500
+        let returned = Atomic<Int>(0)
+        let sender = Task {
+            for i in 0..<count {
+                try await push.send(Message("\(i)"))
+                returned.add(1, ordering: .relaxed)
+            }
+        }
+        // No peer: libzmq takes nothing, so the queue fills and the sender is held there.
+        try await eventually(10, "the sender fills the queue") { returned.load(ordering: .relaxed) == limit }
+        let deadline = ContinuousClock.now + .milliseconds(200)
+        while ContinuousClock.now < deadline {
+            #expect(returned.load(ordering: .relaxed) == limit, "a send returned beyond a full queue")
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        let pull = try context.socket(.pull)
+        try pull.connect(endpoint)
+        let got = try await within(30, "every message after the peer came") {
+            var got: [String] = []
+            while got.count < count { got += try await pull.receiveBatch().map { $0[0].string ?? "?" } }
+            return got
+        }
+        try await sender.value
+        #expect(got == (0..<count).map { "\($0)" })
+        await context.shutdown()
+    }
+
+    /// A sender held by a full queue is let go when the socket closes (its message was queued
+    /// like the ones before it); its next send says closed.
+    @Test func closingLetsGoOfASenderHeldByAFullQueue() async throws {
+        var settings = Context.Settings()
+        settings.sendQueueLimit = 4
+        let limit = settings.sendQueueLimit
+        let context = try Context(settings)
+        let push = try context.socket(.push)
+        try push.bind("tcp://127.0.0.1:*")
+        let returned = Atomic<Int>(0)
+        let failure = Mutex<ZMQError?>(nil)
+        let sender = Task {
+            do {
+                for i in 0..<10 {
+                    try await push.send(Message("\(i)"))
+                    returned.add(1, ordering: .relaxed)
+                }
+            } catch let error as ZMQError { failure.withLock { $0 = error } }
+        }
+        try await eventually(10, "the sender fills the queue") { returned.load(ordering: .relaxed) == limit }
+        push.close()
+        try await within(10, "the held sender ends") { try await sender.value }
+        #expect(returned.load(ordering: .relaxed) == limit + 1, "the held send returns, the next fails")
+        #expect(failure.withLock { $0?.code } == .closed)
         await context.shutdown()
     }
 }
