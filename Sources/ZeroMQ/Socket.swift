@@ -560,6 +560,12 @@ extension Socket {
             init(socket: Socket) { buffer = Buffer(socket: socket) }
 
             nonisolated(nonsending) public mutating func next() async throws -> Message? {
+                try await next(isolation: #isolation)
+            }
+
+            /// What `for try await` calls: runs where the loop runs (the default version of
+            /// this requirement hops to the generic executor and back for every message).
+            public mutating func next(isolation actor: isolated (any Actor)?) async throws -> Message? {
                 if let message = buffer.pop() { return message }
                 do {
                     buffer.refill(try await buffer.socket.receiveBatch())

@@ -76,7 +76,7 @@ func secure(_ socket: Socket, binds: Bool) throws {
     }
 }
 
-func measure() async throws {
+nonisolated(nonsending) func measure() async throws {
     switch mode {
     case "thr-sub": try await threadSub()
     case "thr-pub": try await threadPub()
@@ -85,11 +85,10 @@ func measure() async throws {
     default: fail("unknown mode \(mode)\n\(usage)")
     }
 }
-if onReactor {
-    try await withTaskExecutorPreference(context.taskExecutor) { try await measure() }
-} else {
-    try await measure()
-}
+// The measuring functions run where their caller runs (nonisolated(nonsending): no hop back to
+// an executor after each await), so they are called from a task of their own, not from the
+// main actor of this top-level code.
+try await Task.detached(executorPreference: onReactor ? context.taskExecutor : nil) { try await measure() }.value
 fflush(nil)
 _exit(0)
 
@@ -99,7 +98,7 @@ func report(got: Int, seconds: Double) {
     print(String(format: "sub: %d msgs of %d B in %.3f s: %.0f msg/s, %.1f MB/s", got, size, seconds, rate, rate * Double(size) / 1e6))
 }
 
-func threadSub() async throws {
+nonisolated(nonsending) func threadSub() async throws {
     let sub = try context.socket(.sub)
     try sub.set(.subscribe([]))
     try secure(sub, binds: true)
@@ -137,7 +136,7 @@ func threadSub() async throws {
     report(got: got, seconds: seconds)
 }
 
-func threadPub() async throws {
+nonisolated(nonsending) func threadPub() async throws {
     let pub = try context.socket(.pub)
     try pub.set(.publisherNoDrop(true))
     try secure(pub, binds: false)
@@ -159,7 +158,7 @@ func threadPub() async throws {
     await context.shutdown()
 }
 
-func latencyRep() async throws {
+nonisolated(nonsending) func latencyRep() async throws {
     let rep = try context.socket(.rep)
     try secure(rep, binds: true)
     try rep.bind(endpoint)
@@ -177,7 +176,7 @@ func latencyRep() async throws {
     await context.shutdown()
 }
 
-func latencyReq() async throws {
+nonisolated(nonsending) func latencyReq() async throws {
     let req = try context.socket(.req)
     try secure(req, binds: false)
     try req.connect(endpoint)
