@@ -114,6 +114,17 @@ struct PatternTests {
     }
 }
 
+/// A PUSH socket bound to an ephemeral port with no peer yet, in a context whose async
+/// senders may queue `sendQueueLimit` messages per socket.
+func pushWithoutPeer(sendQueueLimit: Int) throws -> (Context, Socket) {
+    var settings = Context.Settings()
+    settings.sendQueueLimit = sendQueueLimit
+    let context = try Context(settings)
+    let push = try context.socket(.push)
+    try push.bind("tcp://127.0.0.1:*")
+    return (context, push)
+}
+
 @Suite("Batch sends")
 struct BatchSendTests {
     /// A no-drop publisher with a small high-water mark: the batch is sent directly until
@@ -160,13 +171,10 @@ struct BatchSendTests {
     /// A sender that finds the queue full queues its message and waits: it stays held while
     /// no peer takes anything, and once one does, every message arrives once, in order.
     @Test func aSenderHeldByAFullQueueLosesNothingWhenAPeerComes() async throws {
-        var settings = Context.Settings()
-        settings.sendQueueLimit = 16
-        let limit = settings.sendQueueLimit
-        let context = try Context(settings)
-        let push = try context.socket(.push)
+        let limit = 16
+        let (context, push) = try pushWithoutPeer(sendQueueLimit: limit)
         try push.set(.sendHighWaterMark(4))
-        let endpoint = try push.bind("tcp://127.0.0.1:*")
+        let endpoint = try push.lastEndpoint() ?? ""
         let count = 500
         let returned = Atomic<Int>(0)
         let sender = Task {
@@ -197,12 +205,8 @@ struct BatchSendTests {
     /// A sender held by a full queue is let go when the socket closes (its message was queued
     /// like the ones before it); its next send says closed.
     @Test func closingLetsGoOfASenderHeldByAFullQueue() async throws {
-        var settings = Context.Settings()
-        settings.sendQueueLimit = 4
-        let limit = settings.sendQueueLimit
-        let context = try Context(settings)
-        let push = try context.socket(.push)
-        try push.bind("tcp://127.0.0.1:*")
+        let limit = 4
+        let (context, push) = try pushWithoutPeer(sendQueueLimit: limit)
         let returned = Atomic<Int>(0)
         let failure = Mutex<ZMQError?>(nil)
         let sender = Task {
