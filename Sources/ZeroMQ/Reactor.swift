@@ -26,6 +26,8 @@ final class Reactor: TaskExecutor, @unchecked Sendable {
     private let finished = Mutex<Bool>(false)
     private let finishedCondition = NSCondition()
     private var registered: [ObjectIdentifier: SocketCore] = [:]
+    /// Sockets with a receiver that waits with a deadline (`receive(timeout:)`).
+    private var timed: [ObjectIdentifier: SocketCore] = [:]
     private var pollFDs: [pollfd] = []
     private var stopping = false
     private var thread: Thread!
@@ -122,6 +124,28 @@ final class Reactor: TaskExecutor, @unchecked Sendable {
         registered[ObjectIdentifier(core)] = nil
     }
 
+    /// Keeps an eye on the deadlines of `core`'s waiters until none is left.
+    func watchDeadlines(of core: SocketCore) {
+        // Run late, after the thread stopped: every socket is closed and its waiters failed.
+        guard isReactorThread else { return }
+        timed[ObjectIdentifier(core)] = core
+    }
+
+    /// Gives up on waiters whose deadline passed; the poll timeout in milliseconds until the
+    /// nearest deadline still ahead (-1: none).
+    private func expireDeadlines() -> Int32 {
+        guard !timed.isEmpty else { return -1 }
+        let now = ContinuousClock.now
+        var nearest: ContinuousClock.Instant?
+        for (id, core) in timed {
+            if let next = core.expireWaiters(now: now) { nearest = min(nearest ?? next, next) } else { timed[id] = nil }
+        }
+        guard let nearest else { return -1 }
+        let (seconds, attoseconds) = (nearest - now).components
+        let millis = seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000  // rounded up
+        return Int32(clamping: max(0, millis))
+    }
+
     /// Asks the thread to close everything and terminate the context; returns at once.
     func requestStop() {
         submit { reactor in reactor.stopping = true }
@@ -173,8 +197,11 @@ final class Reactor: TaskExecutor, @unchecked Sendable {
             }
             // Work queued or served meanwhile (a job resumed here queues without waking): look
             // again before sleeping.
+            // Deadlines first: a waiter given up on may resume a task on this thread.
+            let untilDeadline = expireDeadlines()
             let more = served || wakePending.load(ordering: .acquiring) || commands.withLock { !$0.jobs.isEmpty }
-            let timeout: Int32 = more ? 0 : (retrySoon ? 1 : -1)
+            var timeout: Int32 = more ? 0 : (retrySoon ? 1 : -1)
+            if untilDeadline >= 0 && (timeout < 0 || untilDeadline < timeout) { timeout = untilDeadline }
             let rc = poll(&pollFDs, nfds_t(pollFDs.count), timeout)
             if rc < 0 { continue }  // EINTR: look again
             if pollFDs[0].revents & Int16(POLLIN) != 0 {
@@ -192,6 +219,7 @@ final class Reactor: TaskExecutor, @unchecked Sendable {
             core.closeOnOwner(linger: shutdownLinger, reason: .terminated)
         }
         registered.removeAll()
+        timed.removeAll()
         // Blocking-mode sockets are owned by their callers' threads: make their calls return
         // ETERM, then close them once their calls have let go.
         zmq_ctx_shutdown(context)

@@ -330,30 +330,12 @@ public final class Socket: Sendable {
     }
 
     /// Receives the next message, or throws a ``ZMQError`` with code `.again` once `timeout` passes.
-    public func receive(timeout: Duration) async throws -> Message {
+    /// The reactor keeps the deadline: a wait costs no extra task or timer.
+    nonisolated(nonsending) public func receive(timeout: Duration) async throws -> Message {
         try startReceiving()
         if let message = takeOne() { return message }
-        return try await withThrowingTaskGroup(of: Message?.self) { group in
-            group.addTask { try await self.receive() }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                return nil
-            }
-            // The first child to finish decides, but a message that arrived while the
-            // other was being cancelled is still returned rather than dropped.
-            var received: Message?
-            var failure: (any Error)?
-            do {
-                received = try await group.next() ?? nil
-            } catch { failure = error }
-            group.cancelAll()
-            while let result = await group.nextResult() {
-                if case .success(let m?) = result, received == nil { received = m }
-            }
-            if let received { return received }
-            if let failure { throw failure }
-            throw ZMQError(code: .again, operation: "receive", message: "no message within \(timeout)")
-        }
+        if let direct = core.receiveDirectly(take: 1) { return direct[0] }
+        return try await waitFor(one: true, timeout: timeout)[0]
     }
 
     /// Everything that has already arrived, or the next messages once some arrive.
@@ -405,7 +387,8 @@ public final class Socket: Sendable {
         return message
     }
 
-    private func waitFor(one: Bool) async throws -> [Message] {
+    private func waitFor(one: Bool, timeout: Duration? = nil) async throws -> [Message] {
+        let deadline = timeout.map { ContinuousClock.now + $0 }
         let id = core.state.withLock { s -> UInt64 in
             s.nextWaiterID += 1
             return s.nextWaiterID
@@ -419,11 +402,15 @@ public final class Socket: Sendable {
                     if s.mode == .closed { return .fail(s.closeReason ?? ZMQError(code: .closed, operation: "receive")) }
                     let full = s.inbox.count >= core.receiveLimit
                     if let messages = s.take(one: one, core.type) { return .give(messages, wasFull: full) }
-                    s.waiters.append(.init(id: id, one: one, continuation: continuation))
+                    s.waiters.append(.init(id: id, one: one, deadline: deadline, timeout: timeout, continuation: continuation))
                     return .wait
                 }
                 switch now {
-                case .wait: break
+                case .wait:
+                    if deadline != nil {
+                        let reactor = core.reactor
+                        if reactor.isReactorThread { reactor.watchDeadlines(of: core) } else { reactor.submit { $0.watchDeadlines(of: core) } }
+                    }
                 case .give(let messages, let wasFull):
                     // The reactor stops reading at a full inbox: tell it there is room again.
                     if wasFull { core.reactor.wake() }

@@ -51,6 +51,9 @@ final class SocketCore: @unchecked Sendable {
     struct Waiter {
         let id: UInt64
         let one: Bool
+        /// For `receive(timeout:)`: when the reactor gives up on it with `.again`.
+        var deadline: ContinuousClock.Instant? = nil
+        var timeout: Duration? = nil
         let continuation: CheckedContinuation<[Message], any Error>
     }
 
@@ -446,6 +449,30 @@ final class SocketCore: @unchecked Sendable {
 
     private func resume(_ wakeups: [(Waiter, [Message])]) {
         for (waiter, messages) in wakeups { waiter.continuation.resume(returning: messages) }
+    }
+
+    /// Takes out the waiters whose deadline has passed and resumes them with `.again`;
+    /// returns the nearest deadline still ahead, nil when no waiter has one. Reactor thread.
+    func expireWaiters(now: ContinuousClock.Instant) -> ContinuousClock.Instant? {
+        var expired: [Waiter] = []
+        let next = state.withLock { s -> ContinuousClock.Instant? in
+            var next: ContinuousClock.Instant?
+            s.waiters.removeAll { waiter in
+                guard let deadline = waiter.deadline else { return false }
+                if deadline <= now {
+                    expired.append(waiter)
+                    return true
+                }
+                next = min(next ?? deadline, deadline)
+                return false
+            }
+            return next
+        }
+        for waiter in expired {
+            let waited = waiter.timeout.map { "\($0)" } ?? "the timeout"
+            waiter.continuation.resume(throwing: ZMQError(code: .again, operation: "receive", message: "no message within \(waited)"))
+        }
+        return next
     }
 
     /// Closes the handle on the reactor thread (or after the context stopped).

@@ -32,12 +32,19 @@ func fail(_ text: String) -> Never {
     exit(2)
 }
 
-let usage = "usage: zmq-perf thr-sub|thr-pub|lat-rep|lat-req ENDPOINT SIZE COUNT [--blocking | --reactor] [--batch N] [--curve]\n       zmq-perf idle SECONDS"
+let usage = "usage: zmq-perf thr-sub|thr-pub|lat-rep|lat-req ENDPOINT SIZE COUNT [--blocking | --reactor] [--batch N] [--timeout MS] [--curve]\n       zmq-perf idle SECONDS"
 var args = Array(CommandLine.arguments.dropFirst())
 let blocking = args.contains("--blocking")
 let onReactor = args.contains("--reactor")
 let curve = args.contains("--curve")
 args.removeAll { $0 == "--blocking" || $0 == "--reactor" || $0 == "--curve" }
+// --timeout MS: the async requester waits with `receive(timeout:)`, as the node's asks do.
+let replyTimeout: Duration? = {
+    guard let at = args.firstIndex(of: "--timeout") else { return nil }
+    guard at + 1 < args.count, let ms = Int(args[at + 1]), ms > 0 else { fail("--timeout needs milliseconds above 0\n\(usage)") }
+    args.removeSubrange(at...(at + 1))
+    return .milliseconds(ms)
+}()
 // --batch N: the async publisher hands N messages at a time to `send(batch:)`, as the node does.
 let sendBatch: Int = {
     guard let at = args.firstIndex(of: "--batch") else { return 1 }
@@ -188,7 +195,7 @@ nonisolated(nonsending) func latencyReq() async throws {
             _ = try req.receiveBlocking()
         } else {
             try await req.send(payload)
-            _ = try await req.receive()
+            if let replyTimeout { _ = try await req.receive(timeout: replyTimeout) } else { _ = try await req.receive() }
         }
         rtt[i] = now() - t
     }

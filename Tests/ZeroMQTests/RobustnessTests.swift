@@ -185,6 +185,50 @@ struct RobustnessTests {
         await context.shutdown()
     }
 
+    /// Receivers waiting with timeouts on one socket: each gives up at its own deadline
+    /// (not before it, and not long after), and a message that comes meanwhile goes to the
+    /// first one still waiting. On the pool and on the reactor thread.
+    @Test(arguments: [false, true])
+    func timedReceivesEndAtTheirOwnDeadlines(onReactor: Bool) async throws {
+        let context = try Context()
+        let pull = try context.socket(.pull)
+        let push = try context.socket(.push)
+        try link(pull, push, over: .inproc)
+        let executor: (any TaskExecutor)? = onReactor ? context.taskExecutor : nil
+        struct Outcome: Sendable { let text: String?; let code: ZMQError.Code?; let waited: Duration }
+        let timeouts: [Duration] = [.milliseconds(100), .milliseconds(2_000), .milliseconds(400)]
+        let receivers = timeouts.map { timeout in
+            Task(executorPreference: executor) { @Sendable () -> Outcome in
+                let start = ContinuousClock.now
+                do {
+                    let message = try await pull.receive(timeout: timeout)
+                    return Outcome(text: text(message), code: nil, waited: start.duration(to: .now))
+                } catch let error as ZMQError {
+                    return Outcome(text: nil, code: error.code, waited: start.duration(to: .now))
+                } catch {
+                    return Outcome(text: "\(error)", code: nil, waited: start.duration(to: .now))
+                }
+            }
+        }
+        // The outcome of a receiver; one that is still waiting when `within` gives up is
+        // cancelled, so a deadline that never fires fails the test instead of hanging it.
+        let outcome = { @Sendable (receiver: Task<Outcome, Never>) async -> Outcome in
+            await withTaskCancellationHandler { await receiver.value } onCancel: { receiver.cancel() }
+        }
+        // The 100 ms and 400 ms receivers give up; then a message goes to the one still waiting.
+        let first = try await within(10, "the 100 ms receiver") { await outcome(receivers[0]) }
+        let third = try await within(10, "the 400 ms receiver") { await outcome(receivers[2]) }
+        try await push.send(Message("for the last one waiting"))
+        let second = try await within(10, "the 2 s receiver") { await outcome(receivers[1]) }
+        #expect(first.code == .again && first.waited >= .milliseconds(100) && first.waited < .seconds(3), "\(first)")
+        #expect(third.code == .again && third.waited >= .milliseconds(400) && third.waited < .seconds(3), "\(third)")
+        #expect(second.text == "for the last one waiting" && second.waited < .milliseconds(2_000), "\(second)")
+        // A receive that times out leaves the socket as it was: the next message still arrives.
+        try await push.send(Message("after"))
+        #expect(text(try await pull.receive(timeout: .seconds(5))) == "after")
+        await context.shutdown()
+    }
+
     @Test func relaxedCorrelatedRequestCanResendOnTheSameSocket() async throws {
         let context = try Context()
         let rep = try context.socket(.rep)
