@@ -22,7 +22,8 @@ public final class Context: Sendable {
         /// Messages the reactor reads ahead per async socket before it stops reading (the
         /// socket's receive high-water mark then pushes back on the peers).
         public var receiveBatchLimit = 1024
-        /// Messages an async sender may queue per socket before `send` waits.
+        /// Messages an async sender may queue per socket before `send` waits (a send that finds
+        /// the queue full queues its message and waits until the queue is down to half).
         public var sendQueueLimit = 1024
         /// Sockets the context may have (ZMQ_MAX_SOCKETS).
         public var maxSockets = 1024

@@ -124,11 +124,17 @@ final class Reactor: TaskExecutor, @unchecked Sendable {
         registered[ObjectIdentifier(core)] = nil
     }
 
-    /// Keeps an eye on the deadlines of `core`'s waiters until none is left.
+    /// Keeps an eye on the deadlines of `core`'s waiters until none is left (from any thread:
+    /// off the reactor thread it is queued there).
     func watchDeadlines(of core: SocketCore) {
-        // Run late, after the thread stopped: every socket is closed and its waiters failed.
-        guard isReactorThread else { return }
-        timed[ObjectIdentifier(core)] = core
+        if isReactorThread {
+            timed[ObjectIdentifier(core)] = core
+            return
+        }
+        submit { reactor in
+            // Run late, after the thread stopped: every socket is closed and its waiters failed.
+            if reactor.isReactorThread { reactor.timed[ObjectIdentifier(core)] = core }
+        }
     }
 
     /// Gives up on waiters whose deadline passed; the poll timeout in milliseconds until the
@@ -195,10 +201,10 @@ final class Reactor: TaskExecutor, @unchecked Sendable {
                 if ready & Int16(ZMQ_POLLIN) != 0 { core.drain() }
                 if ready != 0 { served = true } else if fd >= 0 { pollFDs.append(pollfd(fd: fd, events: Int16(POLLIN), revents: 0)) }
             }
-            // Work queued or served meanwhile (a job resumed here queues without waking): look
-            // again before sleeping.
             // Deadlines first: a waiter given up on may resume a task on this thread.
             let untilDeadline = expireDeadlines()
+            // Work queued or served meanwhile (a job resumed here queues without waking): look
+            // again before sleeping.
             let more = served || wakePending.load(ordering: .acquiring) || commands.withLock { !$0.jobs.isEmpty }
             var timeout: Int32 = more ? 0 : (retrySoon ? 1 : -1)
             if untilDeadline >= 0 && (timeout < 0 || untilDeadline < timeout) { timeout = untilDeadline }

@@ -407,10 +407,7 @@ public final class Socket: Sendable {
                 }
                 switch now {
                 case .wait:
-                    if deadline != nil {
-                        let reactor = core.reactor
-                        if reactor.isReactorThread { reactor.watchDeadlines(of: core) } else { reactor.submit { $0.watchDeadlines(of: core) } }
-                    }
+                    if deadline != nil { core.reactor.watchDeadlines(of: core) }
                 case .give(let messages, let wasFull):
                     // The reactor stops reading at a full inbox: tell it there is room again.
                     if wasFull { core.reactor.wake() }

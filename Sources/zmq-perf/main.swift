@@ -38,20 +38,17 @@ let blocking = args.contains("--blocking")
 let onReactor = args.contains("--reactor")
 let curve = args.contains("--curve")
 args.removeAll { $0 == "--blocking" || $0 == "--reactor" || $0 == "--curve" }
-// --timeout MS: the async requester waits with `receive(timeout:)`, as the node's asks do.
-let replyTimeout: Duration? = {
-    guard let at = args.firstIndex(of: "--timeout") else { return nil }
-    guard at + 1 < args.count, let ms = Int(args[at + 1]), ms > 0 else { fail("--timeout needs milliseconds above 0\n\(usage)") }
-    args.removeSubrange(at...(at + 1))
-    return .milliseconds(ms)
-}()
-// --batch N: the async publisher hands N messages at a time to `send(batch:)`, as the node does.
-let sendBatch: Int = {
-    guard let at = args.firstIndex(of: "--batch") else { return 1 }
-    guard at + 1 < args.count, let n = Int(args[at + 1]), n > 0 else { fail("--batch needs a count above 0\n\(usage)") }
+/// Takes `flag N` out of the arguments: N, a whole number above 0, or nil when the flag is absent.
+@MainActor func countFlag(_ flag: String, _ what: String) -> Int? {
+    guard let at = args.firstIndex(of: flag) else { return nil }
+    guard at + 1 < args.count, let n = Int(args[at + 1]), n > 0 else { fail("\(flag) needs \(what) above 0\n\(usage)") }
     args.removeSubrange(at...(at + 1))
     return n
-}()
+}
+// --timeout MS: the async requester waits with `receive(timeout:)`, as the node's asks do.
+let replyTimeout: Duration? = countFlag("--timeout", "milliseconds").map { .milliseconds($0) }
+// --batch N: the async publisher hands N messages at a time to `send(batch:)`, as the node does.
+let sendBatch = countFlag("--batch", "a count") ?? 1
 if blocking && onReactor { fail("--blocking and --reactor exclude each other\n\(usage)") }
 if let unknown = args.first(where: { $0.hasPrefix("--") }) { fail("unknown flag \(unknown)\n\(usage)") }
 guard let mode = args.first else { fail(usage) }
