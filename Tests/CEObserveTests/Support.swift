@@ -3,6 +3,7 @@ import CENode
 @testable import CEObserve
 import Foundation
 import Prometheus
+import Synchronization
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -18,6 +19,23 @@ struct SoloNode {
 }
 
 func withSoloNode(_ body: (SoloNode) async throws -> Void) async throws {
+    // The ports are chosen free but bound later, and other tests in this process choose
+    // theirs meanwhile: a node that finds one taken is started again on fresh ports.
+    for attempt in 1...3 {
+        do {
+            return try await withSoloNodeOnce(body)
+        } catch let error as StartFailure where "\(error)".contains("in use") && attempt < 3 {
+            print("solo node not started (\(error)); trying fresh ports")
+        }
+    }
+}
+
+/// The node or its HTTP server ended before the server answered: what they threw.
+struct StartFailure: Error, CustomStringConvertible {
+    let description: String
+}
+
+private func withSoloNodeOnce(_ body: (SoloNode) async throws -> Void) async throws {
     let root = NSTemporaryDirectory() + "ce-observe-" + UUID().uuidString.prefix(8)
     try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(atPath: root) }
@@ -35,16 +53,25 @@ func withSoloNode(_ body: (SoloNode) async throws -> Void) async throws {
     options.durability = .normal
     let node = try Node(options: options)
     let server = ObserveServer(node: node, coordinator: nil, registry: registry, host: "127.0.0.1", port: port, dashboard: false)
+    let ended = Mutex<String?>(nil)
     let running = Task {
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await server.run() }
-            group.addTask { try await node.run() }
-            try await group.next()
-            group.cancelAll()
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await server.run() }
+                group.addTask { try await node.run() }
+                try await group.next()
+                group.cancelAll()
+            }
+            ended.withLock { $0 = $0 ?? "ended without an error" }
+        } catch {
+            ended.withLock { $0 = $0 ?? "\(error)" }
         }
     }
     do {
-        try await eventually(15, "the node's HTTP server answers") { (try? await httpGet(port, "/status.json").status) == 200 }
+        try await eventually(15, "the node's HTTP server answers") {
+            if let reason = ended.withLock({ $0 }) { throw StartFailure(description: reason) }
+            return (try? await httpGet(port, "/status.json").status) == 200
+        }
         try await body(SoloNode(node: node, registry: registry, port: port, root: root))
     } catch {
         running.cancel()
