@@ -11,6 +11,8 @@
 //                                                  events: refill rate and time until its store matches the census;
 //                                                  a coordinator whose disk is lost rebuilding G open gates and G
 //                                                  open conflicts from the pools
+//   ce-bench codec [--events N]                 the envelope alone: encode and decode (with the topic check),
+//                                                  per event, as the bus and replay pay them at both ends
 //   ce-bench link --from DATA --to DATA [--events N] [--rate R] [--type T]
 //                                                 two running nodes (any hosts, e.g. containers) reached through
 //                                                  their data folders: emit at one -> stored at the other, p50/p99
@@ -27,7 +29,7 @@ func fail(_ text: String) -> Never {
     exit(2)
 }
 
-let usage = "usage: ce-bench store [--events N] [--batch B] [--tasks T] [--durability full|normal|both] [--checkpoints background|inline|both] [--random-ids] [--dir DIR] [--ceiling PATH_TO_sqlite_ceiling]\n       ce-bench gates [--pools N] [--rounds R] [--processes] [--heartbeat-ms MS]\n       ce-bench bus [--events N] [--rate EVENTS_PER_S] [--asks N] [--emitters N] [--batch B] [--normal] [--no-replay] [--no-curve] [--no-metrics]\n       ce-bench emit [--events N] [--batch B] [--emitters E] [--normal] [--no-curve]\n       ce-bench replay [--events N] [--stall N]\n       ce-bench refill [--events N] [--gates G]\n       ce-bench link --from DATA_DIR --to DATA_DIR [--events N] [--rate EVENTS_PER_S] [--type EVENT_TYPE]"
+let usage = "usage: ce-bench store [--events N] [--batch B] [--tasks T] [--durability full|normal|both] [--checkpoints background|inline|both] [--random-ids] [--dir DIR] [--ceiling PATH_TO_sqlite_ceiling]\n       ce-bench gates [--pools N] [--rounds R] [--processes] [--heartbeat-ms MS]\n       ce-bench bus [--events N] [--rate EVENTS_PER_S] [--asks N] [--emitters N] [--batch B] [--normal] [--no-replay] [--no-curve] [--no-metrics]\n       ce-bench emit [--events N] [--batch B] [--emitters E] [--normal] [--no-curve]\n       ce-bench replay [--events N] [--stall N]\n       ce-bench refill [--events N] [--gates G]\n       ce-bench codec [--events N]\n       ce-bench link --from DATA_DIR --to DATA_DIR [--events N] [--rate EVENTS_PER_S] [--type EVENT_TYPE]"
 let arguments = Array(CommandLine.arguments.dropFirst(2))
 guard let command = CommandLine.arguments.dropFirst().first else { fail(usage) }
 
@@ -92,6 +94,7 @@ case "replay": try await replayBenchmark()
 case "link": try await linkBenchmark()
 case "emit": try await emitBenchmark()
 case "refill": try await refillBenchmark()
+case "codec": codecBenchmark()
 default: fail("unknown benchmark \(command)\n\(usage)")
 }
 try? FileManager.default.removeItem(atPath: temporaryRoot)
@@ -890,4 +893,34 @@ func residentKiB(_ pid: Int32? = nil) -> Int {
                  gates, gates, rebuildTook, decisions))
     plannerTask.cancel()
     _ = await plannerTask.result
+}
+
+/// Encodes and decodes `--events` envelopes with a 256-byte payload (the bus benchmark's
+/// events), five rounds each; prints the best round per event, so the CPU the bus and
+/// replay spend on the envelope can be told from the rest.
+@MainActor func codecBenchmark() {
+    let count = option("--events", default: 100_000)
+    let events = (1...count).map { seq in
+        Event(id: EventID.make(), origin: "planner-1", seq: UInt64(seq), stream: "planning", type: .planReady,
+              timestamp: Date(), payload: ["text": payload, "n": .number(Double(seq))])
+    }
+    var encoded: [[UInt8]] = []
+    var best = (encode: Double.infinity, decode: Double.infinity)
+    for _ in 0..<5 {
+        var start = ContinuousClock.now
+        encoded = events.map { EnvelopeCodec.encode($0) }
+        best.encode = min(best.encode, seconds(since: start))
+        let topic = Topic.bytes(type: .planReady, stream: "planning")
+        start = ContinuousClock.now
+        var seqs: UInt64 = 0
+        for bytes in encoded {
+            guard let event = try? EnvelopeCodec.decode(topic: topic, body: bytes) else { fail("an envelope did not decode") }
+            seqs &+= event.seq
+        }
+        best.decode = min(best.decode, seconds(since: start))
+        guard seqs == UInt64(count) * UInt64(count + 1) / 2 else { fail("decoded sequences do not add up") }
+    }
+    let size = encoded.reduce(0) { $0 + $1.count } / count
+    print(String(format: "codec: %d envelopes of %d B: encode %.2f us, decode %.2f us per event (best of 5)",
+                 count, size, best.encode / Double(count) * 1e6, best.decode / Double(count) * 1e6))
 }

@@ -214,6 +214,57 @@ struct StoreTests {
         #expect(try store.count() == 200)
     }
 
+    /// Callers that each append one event and wait for it come back together after their
+    /// commit; the writer waits for them, so every later transaction takes all of them. The
+    /// gathering time is long here (2 s) so the batches do not depend on the machine's speed.
+    @Test func callersThatComeBackTogetherShareTheNextCommit() async throws {
+        let dir = temporary()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = try EventStore(directory: dir, durability: .normal)
+        let writer = EventWriter(store: store, gathering: .seconds(2))
+        defer { writer.close() }
+        writer.pause()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for caller in 0..<16 {
+                group.addTask {
+                    for i in 1...10 {
+                        let isNew = try await writer.append(self.event("c\(caller)", UInt64(i)))
+                        #expect(isNew)
+                    }
+                }
+            }
+            await waitUntilQueued(writer, 16)
+            writer.resume()
+            try await group.waitForAll()
+        }
+        // Without the wait, the callers resumed first started a small transaction and the
+        // rest waited for the next one: more than 10 transactions.
+        #expect(writer.counts.transactions == 10)
+        #expect(try store.count() == 160)
+    }
+
+    /// A caller the writer is not waiting for (the others did not come back) is written once
+    /// the gathering time has passed, with nothing else to wake the writer.
+    @Test func aLoneCallerIsWrittenWhenTheGatheringTimeEnds() async throws {
+        let dir = temporary()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = try EventStore(directory: dir, durability: .normal)
+        let writer = EventWriter(store: store, gathering: .milliseconds(300))
+        defer { writer.close() }
+        writer.pause()
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            for caller in 0..<4 { group.addTask { try await writer.append(self.event("g\(caller)", 1)) } }
+            await waitUntilQueued(writer, 4)
+            writer.resume()
+            for try await isNew in group { #expect(isNew) }
+        }
+        let lone = Task { try await writer.append(event("g0", 2)) }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while writer.counts.transactions < 2 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(writer.counts.transactions == 2, "the lone caller's append was not written within 10 s")
+        if writer.counts.transactions == 2 { #expect(try await lone.value) } else { writer.close() }
+    }
+
     /// The commit observer is called at the same stack depth on every commit (it was once
     /// called through a chain of thunks that grew by two per commit).
     @Test func theCommitObserverIsCalledAtTheSameDepthEveryTime() async throws {
