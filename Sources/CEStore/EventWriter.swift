@@ -22,7 +22,7 @@ public final class EventWriter: Sendable {
     }
 
     /// `gathering`: how long after a commit the writer waits for its callers to come back
-    /// (see ``Core/gatherDeadline(after:)``); nil for the default, a quarter of that commit's
+    /// (see ``Core/gatherDeadline(after:callers:)``); nil for the default, a quarter of that commit's
     /// duration and at most 1 ms. Tests pass a long one to make batches predictable.
     init(store: EventStore, gathering: Duration?) {
         core = Core(store: store, gathering: gathering)
