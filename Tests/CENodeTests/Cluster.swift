@@ -34,6 +34,9 @@ final class Cluster: @unchecked Sendable {
     /// `namespaces`: one network namespace per node where this machine allows it.
     /// Every node gets a CURVE key pair (secret key in its data folder, public key in the
     /// topology) unless `settings` says `security: none`.
+    ///
+    /// Made with ``make(_:pools:settings:namespaces:)`` from async code: the hosts are set up
+    /// by running `ip` dozens of times, which must not hold a cooperative thread.
     init(_ nodes: [NodeDef], pools: String, settings: String, namespaces: Bool = false) throws {
         root = NSTemporaryDirectory() + "ce-test-" + UUID().uuidString.prefix(8)
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
@@ -64,6 +67,23 @@ final class Cluster: @unchecked Sendable {
         topologyPath = root + "/topology.yaml"
         try yaml.write(toFile: topologyPath, atomically: true, encoding: .utf8)
         topology = try TopologyLoader.load(path: topologyPath)
+    }
+
+    /// Makes a cluster on a thread of its own (see the initializer).
+    static func make(_ nodes: [NodeDef], pools: String, settings: String, namespaces: Bool = false) async throws -> Cluster {
+        try await offThePool { try Cluster(nodes, pools: pools, settings: settings, namespaces: namespaces) }
+    }
+
+    /// Cuts a node's host off the switch, on a thread of its own (`ip` runs).
+    func cut(_ node: String) async throws {
+        let hosts = self.hosts
+        try await offThePool { try hosts.cut(node) }
+    }
+
+    /// Links a node's host to the switch again, on a thread of its own.
+    func heal(_ node: String) async throws {
+        let hosts = self.hosts
+        try await offThePool { try hosts.heal(node) }
     }
 
     func launch(_ names: [String]) async throws {
@@ -222,15 +242,47 @@ final class Cluster: @unchecked Sendable {
             while p.isRunning && Date() < deadline { try? await Task.sleep(for: .milliseconds(20)) }
             if p.isRunning { Glibc.kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
         }
-        hosts.tearDown()
+        let hosts = self.hosts
+        _ = try? await offThePool { hosts.tearDown() }
         try? FileManager.default.removeItem(atPath: root)
     }
 }
 
 /// Runs the built `ce-node` with arguments, waiting on a thread of its own; returns its exit
-/// status and its output.
-func runCENode(_ arguments: [String]) async throws -> (status: Int32, output: String) {
-    try await offThePool { try runProcess(Cluster.binary, arguments) }
+/// status and its output. Bounded like every wait in the tests: a command still running after
+/// `seconds` is killed and reported with status -1.
+func runCENode(_ arguments: [String], seconds: Double = 120) async throws -> (status: Int32, output: String) {
+    try await runBounded(arguments, seconds: seconds)
+}
+
+/// Runs `ce-node` with arguments that should make it exit at once; kills it (and reports
+/// status -1) if it still runs after `seconds`.
+func runBounded(_ arguments: [String], seconds: Double) async throws -> (status: Int32, output: String) {
+    try await offThePool { try runBoundedBlocking(arguments, seconds: seconds) }
+}
+
+private func runBoundedBlocking(_ arguments: [String], seconds: Double) throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = Cluster.binary
+    process.arguments = arguments
+    let out = NSTemporaryDirectory() + "ce-run-" + UUID().uuidString.prefix(8)
+    FileManager.default.createFile(atPath: out, contents: nil)
+    defer { try? FileManager.default.removeItem(atPath: out) }
+    let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
+    process.standardOutput = handle
+    process.standardError = handle
+    try process.run()
+    let deadline = Date().addingTimeInterval(seconds)
+    while process.isRunning && Date() < deadline { usleep(20_000) }
+    var status = Int32(-1)
+    if process.isRunning {
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    } else {
+        status = process.terminationStatus
+    }
+    try handle.close()
+    return (status, (try? String(contentsOfFile: out, encoding: .utf8)) ?? "")
 }
 
 /// Runs blocking code (a child process to its end, a socket read) on a thread of its own.
@@ -311,7 +363,7 @@ func withCluster(
     namespaces: Bool = false,
     _ body: (Cluster) async throws -> Void
 ) async throws {
-    let cluster = try Cluster(nodes, pools: pools, settings: settings, namespaces: namespaces)
+    let cluster = try await Cluster.make(nodes, pools: pools, settings: settings, namespaces: namespaces)
     do {
         try await cluster.launch(start ?? nodes.map(\.name))
         try await body(cluster)

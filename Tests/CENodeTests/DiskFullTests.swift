@@ -20,7 +20,7 @@ struct DiskFullTests {
     }
 
     @Test func emitFailsClearlyWhenTheDiskIsFullAndRecoversWhenRoomReturns() async throws {
-        let cluster = try Cluster([.init(name: "planner-1", pool: "planner")], pools: "", settings: "heartbeat_ms: 200")
+        let cluster = try await Cluster.make([.init(name: "planner-1", pool: "planner")], pools: "", settings: "heartbeat_ms: 200")
         let data = cluster.data("planner-1")
         // The harness made the node's CURVE key in its data folder: keep it across the mount.
         let key = FileManager.default.contents(atPath: data + "/curve.key")

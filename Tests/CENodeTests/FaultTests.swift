@@ -99,7 +99,7 @@ struct FaultTests {
             try await streams.waitForEvents(100)
             let seconds = Self.soak ? 60.0 : 10.0
             if cluster.hosts.mode == .namespaces {
-                try cluster.hosts.cut("builder-2")
+                try await cluster.cut("builder-2")
             } else {
                 kill(cluster.processes["builder-2"]!.processIdentifier, SIGSTOP)  // no links on loopback: a frozen host
             }
@@ -109,7 +109,7 @@ struct FaultTests {
             if cluster.hosts.mode == .namespaces {
                 let peers = try await cluster.status("reviewer-1")["peers"]!.arrayValue!
                 #expect(peers.first { $0["name"]?.stringValue == "builder-2" }?["up"]?.boolValue == false)
-                try cluster.hosts.heal("builder-2")
+                try await cluster.heal("builder-2")
             } else {
                 kill(cluster.processes["builder-2"]!.processIdentifier, SIGCONT)
             }
@@ -277,7 +277,7 @@ struct FaultTests {
             try await streams.pause("planner-1")
             try await waitUntilEveryoneHolds(cluster, "planner-1")
             let oldEpoch = try await cluster.status("planner-1")["epoch"]!.stringValue!
-            if cluster.hosts.mode == .namespaces { try cluster.hosts.cut("planner-1") }
+            if cluster.hosts.mode == .namespaces { try await cluster.cut("planner-1") }
             cluster.kill("planner-1")
             try await streams.forget("planner-1")
             try FileManager.default.removeItem(atPath: cluster.data("planner-1"))
@@ -288,7 +288,7 @@ struct FaultTests {
             try await streams.waitForMoreEvents(150)
             let status = try await cluster.status("planner-1")
             #expect(status["epoch"]?.stringValue != oldEpoch)
-            if cluster.hosts.mode == .namespaces { try cluster.hosts.heal("planner-1") }
+            if cluster.hosts.mode == .namespaces { try await cluster.heal("planner-1") }
             try await streams.waitForMoreEvents(100)
             try await eventually(60, "planner-1 has its earlier events back") {
                 try cluster.storedEvents("planner-1", origin: "planner-1").contains { $0.epoch == oldEpoch }
@@ -302,7 +302,7 @@ struct FaultTests {
         try await scenario("origin gone for good", down: ["planner-1"]) { cluster, streams in
             try await streams.waitForEvents(100)
             if cluster.hosts.mode == .namespaces {
-                try cluster.hosts.cut("builder-2")
+                try await cluster.cut("builder-2")
             } else {
                 kill(cluster.processes["builder-2"]!.processIdentifier, SIGSTOP)
             }
@@ -311,7 +311,7 @@ struct FaultTests {
             try await waitUntilEveryoneHolds(cluster, "planner-1", except: ["builder-2"])
             cluster.kill("planner-1")  // for good: its host is gone
             if cluster.hosts.mode == .namespaces {
-                try cluster.hosts.heal("builder-2")
+                try await cluster.heal("builder-2")
             } else {
                 kill(cluster.processes["builder-2"]!.processIdentifier, SIGCONT)
             }
@@ -339,7 +339,8 @@ struct FaultTests {
             cluster.kill("coordinator")
             try await streams.forget("coordinator")
             try FileManager.default.removeItem(atPath: cluster.data("coordinator"))  // the disk is gone
-            try cluster.hosts.replace("coordinator")  // another machine takes its address
+            let hosts = cluster.hosts
+            try await offThePool { try hosts.replace("coordinator") }  // another machine takes its address
             try cluster.restoreKey("coordinator")
             try cluster.start("coordinator")
             try await cluster.waitUntilUp("coordinator")

@@ -204,7 +204,7 @@ struct SecurityTests {
     }
 
     @Test func aNodeRefusesToStartWithoutItsOwnPrivateMatchingKey() async throws {
-        let cluster = try Cluster([.init(name: "builder-1", pool: "builder"), .init(name: "planner-1", pool: "planner")], pools: "", settings: "heartbeat_ms: 200")
+        let cluster = try await Cluster.make([.init(name: "builder-1", pool: "builder"), .init(name: "planner-1", pool: "planner")], pools: "", settings: "heartbeat_ms: 200")
         do {
             try await startChecks(cluster)
         } catch {
@@ -268,34 +268,4 @@ struct SecurityTests {
             #expect(!cluster.log("planner-1").contains("security is none"))
         }
     }
-}
-
-/// Runs `ce-node` with arguments that should make it exit at once; kills it (and reports
-/// status -1) if it still runs after `seconds`.
-func runBounded(_ arguments: [String], seconds: Double) async throws -> (status: Int32, output: String) {
-    try await offThePool { try runBoundedBlocking(arguments, seconds: seconds) }
-}
-
-private func runBoundedBlocking(_ arguments: [String], seconds: Double) throws -> (status: Int32, output: String) {
-    let process = Process()
-    process.executableURL = Cluster.binary
-    process.arguments = arguments
-    let out = NSTemporaryDirectory() + "ce-run-" + UUID().uuidString.prefix(8)
-    FileManager.default.createFile(atPath: out, contents: nil)
-    defer { try? FileManager.default.removeItem(atPath: out) }
-    let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
-    process.standardOutput = handle
-    process.standardError = handle
-    try process.run()
-    let deadline = Date().addingTimeInterval(seconds)
-    while process.isRunning && Date() < deadline { usleep(20_000) }
-    var status = Int32(-1)
-    if process.isRunning {
-        kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-    } else {
-        status = process.terminationStatus
-    }
-    try handle.close()
-    return (status, (try? String(contentsOfFile: out, encoding: .utf8)) ?? "")
 }
