@@ -241,6 +241,19 @@ public final class EventStore: Sendable {
         write { connection in _ = try? connection.checkpoint(truncate: false) }
     }
 
+    /// At a clean stop: copies everything in the WAL into the store file and empties the WAL,
+    /// so the file alone holds every event (a copy of `events.sqlite` is a whole backup).
+    /// SQLite does this itself only when the last connection to the file closes, which another
+    /// connection still open at that moment (a reader, the checkpoint thread's) prevents.
+    /// Returns whether the WAL is empty now.
+    @discardableResult
+    public func checkpointAtStop() -> Bool {
+        write { connection in
+            guard let (log, copied) = try? connection.checkpoint(truncate: true) else { return false }
+            return log == 0 && copied == 0
+        }
+    }
+
     /// Checkpoints run off the commit path so far.
     public var backgroundCheckpoints: Int { checkpointer?.checkpoints ?? 0 }
 

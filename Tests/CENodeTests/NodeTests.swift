@@ -1,5 +1,6 @@
 import CECore
 import CENode
+import CEStore
 import Foundation
 import Synchronization
 import Testing
@@ -308,6 +309,24 @@ struct NodeTests {
             #expect(try await cluster.history("builder-1").map { $0["id"]?.stringValue } == ["good-1", "good-2"])
             #expect(cluster.processes["builder-1"]!.isRunning)
             await context.shutdown()
+        }
+    }
+
+    /// A node stopped cleanly leaves every event in `events.sqlite` itself (a copy of that file
+    /// alone is a whole backup), even while another connection to the store is open: SQLite
+    /// folds its WAL into the file on its own only when the last connection closes.
+    @Test func aStoppedNodesStoreFileHoldsEveryEventWithoutItsWAL() async throws {
+        try await withCluster([.init(name: "planner-1", pool: "planner")]) { cluster in
+            for i in 1...20 { try await cluster.emit("planner-1", "plan_ready", ["n": .number(Double(i))]) }
+            // Another connection, open across the stop (as a reader such as `ce-node history` may be).
+            let reader = try EventStore(directory: cluster.data("planner-1"), durability: .normal)
+            #expect(try reader.count() == 20)
+            try await cluster.stop("planner-1")
+            let copy = cluster.root + "/backup"
+            try FileManager.default.createDirectory(atPath: copy, withIntermediateDirectories: true)
+            try FileManager.default.copyItem(atPath: cluster.data("planner-1") + "/events.sqlite", toPath: copy + "/events.sqlite")
+            #expect(try EventStore(directory: copy, durability: .normal).count() == 20, "the copied store file alone")
+            #expect(try reader.count() == 20)
         }
     }
 
