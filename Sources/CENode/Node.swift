@@ -385,7 +385,9 @@ public final class Node: Sendable {
         await context.shutdown()
         // Every queued write done, then the WAL emptied into the store file.
         await writer.shutdown()
-        if !store.checkpointAtStop() { logger.notice("the store's WAL could not be emptied at the stop (a reader held it); the next start recovers it") }
+        if !store.checkpointAtStop() {
+            logger.notice("the store's WAL could not be emptied into \(store.path) at the stop; its events stay in the WAL beside it and the next start reads them")
+        }
         // The ipc socket files say "a node runs here": remove them with the node.
         for endpoint in [controlEndpoint, feedEndpoint] { try? FileManager.default.removeItem(atPath: String(endpoint.dropFirst(6))) }
         state.withLock { $0.running = false }
