@@ -252,12 +252,6 @@ final class Cluster: @unchecked Sendable {
 /// status and its output. Bounded like every wait in the tests: a command still running after
 /// `seconds` is killed and reported with status -1.
 func runCENode(_ arguments: [String], seconds: Double = 120) async throws -> (status: Int32, output: String) {
-    try await runBounded(arguments, seconds: seconds)
-}
-
-/// Runs `ce-node` with arguments that should make it exit at once; kills it (and reports
-/// status -1) if it still runs after `seconds`.
-func runBounded(_ arguments: [String], seconds: Double) async throws -> (status: Int32, output: String) {
     try await offThePool { try runBoundedBlocking(arguments, seconds: seconds) }
 }
 

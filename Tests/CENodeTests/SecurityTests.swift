@@ -218,7 +218,7 @@ struct SecurityTests {
         let keyFile = cluster.data("builder-1") + "/curve.key"
         let run = ["run", "--topology", cluster.topologyPath, "--node", "builder-1"]
         func fails(_ expected: [String]) async throws {
-            let (status, output) = try await runBounded(run, seconds: 20)
+            let (status, output) = try await runCENode(run, seconds: 20)
             #expect(status != 0)
             for text in expected { #expect(output.contains(text), "no \"\(text)\" in:\n\(output)") }
             #expect(!output.contains(cluster.keys["builder-1"]!.secretKey), "the secret key was printed")
