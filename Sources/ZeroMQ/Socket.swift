@@ -323,17 +323,15 @@ public final class Socket: Sendable {
 
     /// Receives the next message, waiting for it. Cancellation ends the wait with `CancellationError`.
     nonisolated(nonsending) public func receive() async throws -> Message {
-        try await receiveOne(timeout: nil)
+        try startReceiving()
+        if let message = takeOne() { return message }
+        if let direct = core.receiveDirectly(take: 1) { return direct[0] }
+        return try await waitFor(one: true)[0]
     }
 
     /// Receives the next message, or throws a ``ZMQError`` with code `.again` once `timeout` passes.
     /// The reactor keeps the deadline: a wait costs no extra task or timer.
     nonisolated(nonsending) public func receive(timeout: Duration) async throws -> Message {
-        try await receiveOne(timeout: timeout)
-    }
-
-    /// One message: queued, read from libzmq by the caller, or waited for (until `timeout`).
-    nonisolated(nonsending) private func receiveOne(timeout: Duration?) async throws -> Message {
         try startReceiving()
         if let message = takeOne() { return message }
         if let direct = core.receiveDirectly(take: 1) { return direct[0] }
