@@ -155,17 +155,28 @@ public final class Socket: Sendable {
     /// Sends a message (all its frames, atomically).
     ///
     /// For REQ, REP and ROUTER the call returns once libzmq took the message, so state and
-    /// routing errors (EFSM, EHOSTUNREACH) are thrown here. For the other types it returns once
-    /// libzmq took the message (sent by the calling task when nothing is queued) or it is
-    /// queued to the reactor; when that queue is full (flow control: a PUB with
-    /// `publisherNoDrop`, a PUSH or DEALER at its high-water mark) the message is queued all
-    /// the same and the call waits until the queue is down to half. A message that was queued
-    /// is sent even if the calling task is cancelled afterwards.
+    /// routing errors (EFSM, EHOSTUNREACH) are thrown here. For the other types the calling
+    /// task sends the message itself when nothing is queued ahead of it; when libzmq is full
+    /// (flow control: a PUB with `publisherNoDrop`, a PUSH or DEALER at its high-water mark)
+    /// the message is queued to the reactor and the call returns once libzmq has taken it, as
+    /// a blocking send would, but without holding a thread. While messages of other senders
+    /// are queued ahead, the message joins the queue and the call returns at once; when that
+    /// queue is full the message is queued all the same and the call waits until the queue is
+    /// down to half. A message that was queued is sent even if the calling task is cancelled
+    /// afterwards.
     nonisolated(nonsending) public func send(_ message: Message) async throws {
         guard type.canSend else {
             throw ZMQError(code: .notSupported, operation: "send", message: "a \(type) socket cannot send")
         }
-        if core.allowsDirectSend, try sendDirectly(message) { return }
+        if core.allowsDirectSend {
+            switch try sendDirectly(message) {
+            case .done: return
+            case .queuedWhenFull(let ticket):
+                try await waitUntilTaken(ticket)
+                return
+            case .unavailable: break
+            }
+        }
         enum Fast { case queued(wake: Bool), wait, closed, notAsync, refused(ZMQError) }
         let confirm = type.confirmsSends
         let type = self.type
@@ -173,7 +184,7 @@ public final class Socket: Sendable {
             if s.mode != .async { return s.mode == .closed ? .closed : .notAsync }
             if let error = s.lockstepError(type) { return .refused(error) }
             guard !confirm && s.outbox.count < core.sendLimit else { return .wait }
-            s.outbox.append(.init(message: message))
+            s.queue(.init(message: message))
             if s.flushScheduled { return .queued(wake: false) }
             s.flushScheduled = true
             return .queued(wake: true)
@@ -194,7 +205,7 @@ public final class Socket: Sendable {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
                 let error = core.state.withLock { s -> ZMQError? in
                     if s.mode == .closed { return s.closeReason ?? ZMQError(code: .closed, operation: "send") }
-                    s.outbox.append(.init(message: message, continuation: continuation))
+                    s.queue(.init(message: message, continuation: continuation))
                     s.flushScheduled = true
                     return nil
                 }
@@ -208,7 +219,7 @@ public final class Socket: Sendable {
                 enum Queued { case wait, room, closed(ZMQError) }
                 let queued = core.state.withLock { s -> Queued in
                     if s.mode == .closed { return .closed(s.closeReason ?? ZMQError(code: .closed, operation: "send")) }
-                    s.outbox.append(.init(message: message))
+                    s.queue(.init(message: message))
                     s.flushScheduled = true
                     if s.outbox.count <= core.sendLimit / 2 { return .room }
                     s.roomWaiters.append(continuation)
@@ -227,56 +238,93 @@ public final class Socket: Sendable {
 
     /// Sends several messages, in order. The calling task sends them itself while libzmq
     /// takes them, under one lock for the whole batch (no thread hand-off, no suspension);
-    /// once libzmq is full the rest take the queue as single sends do. REQ and REP (one
-    /// message per turn) send them one after another.
+    /// when libzmq is full, the message it refused is queued and the task waits until libzmq
+    /// has taken it, then goes on sending itself. While other senders' messages are queued
+    /// ahead, the rest take the queue as single sends do. REQ and REP (one message per turn)
+    /// send them one after another.
     nonisolated(nonsending) public func send(batch messages: [Message]) async throws {
         var next = 0
-        if core.allowsDirectSend { next = try sendDirectly(batch: messages) }
+        while core.allowsDirectSend && next < messages.count {
+            let (handled, full) = try sendDirectly(batch: messages[next...])
+            next += handled
+            guard let full else { break }
+            try await waitUntilTaken(full)
+        }
         while next < messages.count {
             try await send(messages[next])
             next += 1
         }
     }
 
-    /// How many of `messages` were sent (or, the last of them, queued) by the caller itself.
-    private func sendDirectly(batch messages: [Message]) throws -> Int {
+    /// Returns once libzmq has taken the `ticket`-th message queued on this socket (or the
+    /// socket closed: a queued message is then handed to libzmq by the close, within linger).
+    private func waitUntilTaken(_ ticket: UInt64) async throws {
+        let core = self.core
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let now = core.state.withLock { s -> Bool in
+                if s.mode == .closed || s.taken >= ticket { return true }
+                s.takenWaiters.append((ticket, continuation))
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
+
+    /// How many of `messages` were sent (or, the last of them, queued) by the caller itself,
+    /// and the ticket of the one queued because libzmq was full, if any.
+    private func sendDirectly(batch messages: ArraySlice<Message>) throws -> (handled: Int, full: UInt64?) {
         let core = self.core
         var failure: ZMQError?
         var wake = false
+        var full: UInt64?
         let type = self.type
         let handled = core.handleLock.withLockIfAvailable { _ -> Int in
             guard !messages.isEmpty, core.state.withLock({ $0.mode == .async && $0.outbox.isEmpty }), let handle = core.handle else { return 0 }
             // REQ and REP keep their lockstep one message at a time (the queued path checks it).
             guard type != .req && type != .rep else { return 0 }
             defer { core.noteDirectSend(handle: handle) }
-            for (index, message) in messages.enumerated() {
-                var item = SocketCore.Outgoing(message: message)
-                switch core.sendNow(&item, handle: handle) {
-                case .sent: continue
+            var count = 0
+            for message in messages {
+                let (outcome, next) = core.sendNow(message, handle: handle)
+                switch outcome {
+                case .sent:
+                    count += 1
+                    continue
                 case .failed(let error):
                     failure = error
-                    return index
+                    return count
                 case .again:
                     // libzmq is full: this one (perhaps half sent) is queued under the lock, in order.
-                    wake = core.state.withLock { s -> Bool in
-                        s.outbox.append(item)
+                    var item = SocketCore.Outgoing(message: message)
+                    item.nextFrame = next
+                    (wake, full) = core.state.withLock { s -> (Bool, UInt64) in
+                        let ticket = s.queue(item)
                         defer { s.flushScheduled = true }
-                        return !s.flushScheduled
+                        return (!s.flushScheduled, ticket)
                     }
-                    return index + 1
+                    return count + 1
                 }
             }
-            return messages.count
+            return count
         } ?? 0
         if wake { core.reactor.wake() }
         if let failure { throw failure }
-        return handled
+        return (handled, full)
+    }
+
+    enum DirectSend {
+        /// Sent by the caller.
+        case done
+        /// libzmq was full: queued to the reactor as message number `ticket`.
+        case queuedWhenFull(ticket: UInt64)
+        /// The message must take the queue (others are queued ahead, or the reactor holds the socket).
+        case unavailable
     }
 
     /// When nothing is queued and the reactor is not using the socket, the calling task sends
-    /// itself (no thread hand-off). Returns false when the message must take the queue.
-    private func sendDirectly(_ message: Message) throws -> Bool {
-        enum Direct { case sent, queued(wake: Bool), failed(ZMQError), unavailable }
+    /// itself (no thread hand-off).
+    private func sendDirectly(_ message: Message) throws -> DirectSend {
+        enum Direct { case sent, queued(wake: Bool, ticket: UInt64), failed(ZMQError), unavailable }
         let core = self.core
         let type = self.type
         let outcome = core.handleLock.withLockIfAvailable { _ -> Direct in
@@ -292,27 +340,29 @@ public final class Socket: Sendable {
             }
             guard let handle = core.handle else { return .unavailable }
             defer { core.noteDirectSend(handle: handle) }
-            var item = SocketCore.Outgoing(message: message)
-            switch core.sendNow(&item, handle: handle) {
+            let (outcome, next) = core.sendNow(message, handle: handle)
+            switch outcome {
             case .sent: return .sent
             case .failed(let error): return .failed(error)
             case .again:
                 // libzmq is full: queue it while still holding the lock, so order is kept.
-                let wake = core.state.withLock { s -> Bool in
-                    s.outbox.append(item)
+                var item = SocketCore.Outgoing(message: message)
+                item.nextFrame = next
+                let (wake, ticket) = core.state.withLock { s -> (Bool, UInt64) in
+                    let ticket = s.queue(item)
                     defer { s.flushScheduled = true }
-                    return !s.flushScheduled
+                    return (!s.flushScheduled, ticket)
                 }
-                return .queued(wake: wake)
+                return .queued(wake: wake, ticket: ticket)
             }
         }
         switch outcome {
-        case .sent?: return true
-        case .queued(let wake)?:
+        case .sent?: return .done
+        case .queued(let wake, let ticket)?:
             if wake { core.reactor.wake() }
-            return true
+            return .queuedWhenFull(ticket: ticket)
         case .failed(let error)?: throw error
-        case .unavailable?, nil: return false
+        case .unavailable?, nil: return .unavailable
         }
     }
 
@@ -433,17 +483,15 @@ public final class Socket: Sendable {
     /// `sendTimeout` passes: then `.again`).
     public func sendBlocking(_ message: Message) throws(ZMQError) {
         try withBlockingHandle("send") { handle throws(ZMQError) in
-            var item = SocketCore.Outgoing(message: message)
-            while item.nextFrame < message.count {
-                let last = item.nextFrame == message.count - 1
-                let rc = message[item.nextFrame].bytes.withUnsafeBytes {
-                    zmq_send(handle, $0.baseAddress, $0.count, last ? 0 : ZMQ_SNDMORE)
+            var next = 0
+            while true {
+                let (outcome, resume) = core.sendNow(message, from: next, handle: handle, wait: true)
+                next = resume
+                switch outcome {
+                case .sent: return
+                case .again: throw ZMQError(code: .again, operation: "send", message: "libzmq took no message within the send timeout")
+                case .failed(let error): throw error
                 }
-                if rc < 0 {
-                    if zmq_errno() == EINTR { continue }
-                    throw ZMQError.last("send")
-                }
-                item.nextFrame += 1
             }
         }
     }

@@ -71,6 +71,21 @@ final class SocketCore: @unchecked Sendable {
         /// it is down to half of `sendLimit` (or the socket closes; their messages were queued
         /// like the others before them).
         var roomWaiters: [CheckedContinuation<Void, any Error>] = []
+        /// Senders whose own send found libzmq full: each waits until libzmq has taken the
+        /// message it queued, the `ticket`-th message queued on this socket (see `queue`).
+        var takenWaiters: [(ticket: UInt64, continuation: CheckedContinuation<Void, any Error>)] = []
+        /// Messages ever queued to the outbox, and ever taken out of it by the reactor (sent
+        /// or refused): the outbox is in order, so message number n has left once `taken >= n`.
+        var queued: UInt64 = 0
+        var taken: UInt64 = 0
+
+        /// Queues a message to send; returns its number (its ticket for `takenWaiters`).
+        @discardableResult
+        mutating func queue(_ item: Outgoing) -> UInt64 {
+            outbox.append(item)
+            queued &+= 1
+            return queued
+        }
         /// True while the reactor has been told about queued sends it has not yet taken.
         var flushScheduled = false
         var isCurveServer = false
@@ -203,22 +218,42 @@ final class SocketCore: @unchecked Sendable {
     /// Sends one queued message, resuming at `nextFrame`: without blocking, or waiting up to
     /// the socket's send timeout when `wait` is set.
     func sendNow(_ item: inout Outgoing, handle: UnsafeMutableRawPointer, wait: Bool = false) -> SendOutcome {
-        let count = item.message.count
-        while item.nextFrame < count {
-            let last = item.nextFrame == count - 1
-            let flags = (wait ? 0 : ZMQ_DONTWAIT) | (last ? 0 : ZMQ_SNDMORE)
-            let rc = item.message[item.nextFrame].bytes.withUnsafeBytes {
+        let (outcome, next) = sendNow(item.message, from: item.nextFrame, handle: handle, wait: wait)
+        item.nextFrame = next
+        return outcome
+    }
+
+    /// Sends `message` from frame `first` on; returns the outcome and the frame to resume at
+    /// (libzmq may have taken the first frames of a multipart message before saying EAGAIN).
+    /// A single-frame message, the common case, goes to `zmq_send` without copying the frame.
+    func sendNow(_ message: Message, from first: Int = 0, handle: UnsafeMutableRawPointer, wait: Bool = false) -> (SendOutcome, next: Int) {
+        let dontWait = wait ? 0 : ZMQ_DONTWAIT
+        if first == 0, case .one(let frame) = message.storage {
+            while true {
+                let rc = frame.bytes.withUnsafeBytes { zmq_send(handle, $0.baseAddress, $0.count, dontWait) }
+                if rc >= 0 { return (.sent, 1) }
+                let code = zmq_errno()
+                if code == EAGAIN { return (.again, 0) }
+                if code != EINTR { return (.failed(ZMQError(code: .init(rawValue: code), operation: "send")), 0) }
+            }
+        }
+        let count = message.count
+        var next = first
+        while next < count {
+            let last = next == count - 1
+            let flags = dontWait | (last ? 0 : ZMQ_SNDMORE)
+            let rc = message[next].bytes.withUnsafeBytes {
                 zmq_send(handle, $0.baseAddress, $0.count, flags)
             }
             if rc < 0 {
                 let code = zmq_errno()
-                if code == EAGAIN { return .again }
+                if code == EAGAIN { return (.again, next) }
                 if code == EINTR { continue }
-                return .failed(ZMQError(code: .init(rawValue: code), operation: "send"))
+                return (.failed(ZMQError(code: .init(rawValue: code), operation: "send")), next)
             }
-            item.nextFrame += 1
+            next += 1
         }
-        return .sent
+        return (.sent, next)
     }
 
     /// Sends what is queued until libzmq says EAGAIN; with `waitMillis`, first waits that
@@ -238,6 +273,7 @@ final class SocketCore: @unchecked Sendable {
         var waited = false
         var completions: [(CheckedContinuation<Void, any Error>, ZMQError?)] = []
         var failures: [ZMQError] = []
+        var left: UInt64 = 0
         // Keep taking what senders queue while we send, a bounded number of rounds: while the
         // reactor is at it, `flushScheduled` stays set and senders need not wake it.
         rounds: for _ in 0..<64 {
@@ -255,9 +291,11 @@ final class SocketCore: @unchecked Sendable {
                 switch sendNow(&pending[pending.startIndex], handle: handle) {
                 case .sent:
                     let item = pending.removeFirst()
+                    left += 1
                     if let c = item.continuation { completions.append((c, nil)) }
                 case .failed(let error):
                     let item = pending.removeFirst()
+                    left += 1
                     if let c = item.continuation { completions.append((c, error)) } else { failures.append(error) }
                 case .again:
                     guard waitMillis > 0 && !waited else { break sending }
@@ -281,6 +319,12 @@ final class SocketCore: @unchecked Sendable {
             if !s.roomWaiters.isEmpty && s.outbox.count <= sendLimit / 2 {
                 completions += s.roomWaiters.map { ($0, nil) }
                 s.roomWaiters.removeAll()
+            }
+            s.taken &+= left
+            if !s.takenWaiters.isEmpty {
+                let taken = s.taken
+                completions += s.takenWaiters.filter { $0.ticket <= taken }.map { ($0.continuation, nil) }
+                s.takenWaiters.removeAll { $0.ticket <= taken }
             }
         }
         return completions
@@ -321,7 +365,7 @@ final class SocketCore: @unchecked Sendable {
     /// that arrived meanwhile, so the reactor is woken when some wait to be read. Called
     /// under `handleLock`.
     func noteDirectSend(handle: UnsafeMutableRawPointer) {
-        guard state.withLock({ $0.receiving }) else { return }
+        guard type.canReceive, state.withLock({ $0.receiving }) else { return }
         var events: Int32 = 0
         var size = MemoryLayout<Int32>.size
         if zmq_getsockopt(handle, ZMQ_EVENTS, &events, &size) == 0, events & ZMQ_POLLIN != 0 { reactor.wake() }
@@ -522,11 +566,12 @@ final class SocketCore: @unchecked Sendable {
         let (waiters, outbox, roomWaiters) = state.withLock { s -> (Deque<Waiter>, Deque<Outgoing>, [CheckedContinuation<Void, any Error>]) in
             s.mode = .closed
             if s.closeReason == nil { s.closeReason = error }
-            let taken = (s.waiters, s.outbox, s.roomWaiters)
+            let taken = (s.waiters, s.outbox, s.roomWaiters + s.takenWaiters.map(\.continuation))
             s.waiters.removeAll()
             s.outbox.removeAll()
             s.inbox.removeAll()
             s.roomWaiters.removeAll()
+            s.takenWaiters.removeAll()
             return taken
         }
         reactor.openSockets.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(self)) }

@@ -399,8 +399,11 @@ struct FaultTests {
                 let heldIDs = Set(held.map(\.id))
                 let expectedIDs = Set(expected)
                 let missing = sent.filter { expectedIDs.contains($0.id) && !heldIDs.contains($0.id) }.map { "\($0.type.rawValue)#\($0.seq)" }
-                let extra = held.filter { !expectedIDs.contains($0.id) }.map { "\($0.type.rawValue)#\($0.seq)" }
-                #expect(missing.isEmpty && extra.isEmpty, "\(name) holds \(held.count) of \(origin)'s events, expected \(expected.count): missing \(missing.prefix(10)), extra \(extra.prefix(10))")
+                let extra = held.filter { !expectedIDs.contains($0.id) }.map { "\($0.type.rawValue)#\($0.seq)@\($0.epoch.prefix(8))" }
+                // On a mismatch, what the origin's own store holds, by epoch, to tell a
+                // store that lost events from one that was replaced.
+                let epochs = Dictionary(grouping: sent, by: { String($0.epoch.prefix(8)) }).mapValues(\.count)
+                #expect(missing.isEmpty && extra.isEmpty, "\(name) holds \(held.count) of \(origin)'s events, expected \(expected.count): missing \(missing.prefix(10)), extra \(extra.prefix(10)); \(origin)'s store holds \(sent.count) of its own events, by epoch \(epochs)")
                 #expect(held.count == heldIDs.count)
                 for (epoch, events) in Dictionary(grouping: held, by: \.epoch) {
                     let seqs = events.map(\.seq)
