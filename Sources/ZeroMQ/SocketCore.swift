@@ -458,10 +458,9 @@ final class SocketCore: @unchecked Sendable {
             }
             let size = zmq_msg_size(msg)
             let data = zmq_msg_data(msg)
-            let bytes = [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
-                if size > 0 { buffer.baseAddress!.update(from: data!.assumingMemoryBound(to: UInt8.self), count: size) }
-                count = size
-            }
+            // `Array(_:)` of a buffer pointer: about half the cost of `unsafeUninitializedCapacity`,
+            // whose unspecialized allocation looks up the array's generic metadata on every call.
+            let bytes = size > 0 ? Array(UnsafeRawBufferPointer(start: data, count: size)) : []
             let more = zmq_msg_more(msg) != 0
             zmq_msg_close(msg)
             if frames.isEmpty && !more {
