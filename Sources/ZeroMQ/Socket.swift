@@ -156,14 +156,14 @@ public final class Socket: Sendable {
     ///
     /// For REQ, REP and ROUTER the call returns once libzmq took the message, so state and
     /// routing errors (EFSM, EHOSTUNREACH) are thrown here. For the other types the calling
-    /// task sends the message itself when nothing is queued ahead of it; when libzmq is full
-    /// (flow control: a PUB with `publisherNoDrop`, a PUSH or DEALER at its high-water mark)
-    /// the message is queued to the reactor and the call returns once libzmq has taken it, as
-    /// a blocking send would, but without holding a thread. While messages of other senders
-    /// are queued ahead, the message joins the queue and the call returns at once; when that
-    /// queue is full the message is queued all the same and the call waits until the queue is
-    /// down to half. A message that was queued is sent even if the calling task is cancelled
-    /// afterwards.
+    /// task sends the message itself when nothing is queued ahead of it and the reactor is
+    /// not using the socket at that moment. When libzmq refuses that send (flow control: a PUB
+    /// with `publisherNoDrop`, a PUSH or DEALER at its high-water mark) the message is queued
+    /// to the reactor and the call returns once libzmq has taken it, as a blocking send would,
+    /// but without holding a thread. Otherwise the message joins the socket's queue and the
+    /// call returns at once; when that queue is full the message is queued all the same and
+    /// the call waits until the queue is down to half. A message that was queued is sent even
+    /// if the calling task is cancelled afterwards.
     nonisolated(nonsending) public func send(_ message: Message) async throws {
         guard type.canSend else {
             throw ZMQError(code: .notSupported, operation: "send", message: "a \(type) socket cannot send")
@@ -294,14 +294,7 @@ public final class Socket: Sendable {
                     failure = error
                     return count
                 case .again:
-                    // libzmq is full: this one (perhaps half sent) is queued under the lock, in order.
-                    var item = SocketCore.Outgoing(message: message)
-                    item.nextFrame = next
-                    (wake, full) = core.state.withLock { s -> (Bool, UInt64) in
-                        let ticket = s.queue(item)
-                        defer { s.flushScheduled = true }
-                        return (!s.flushScheduled, ticket)
-                    }
+                    (wake, full) = core.queueRefused(message, resumingAt: next)
                     return count + 1
                 }
             }
@@ -345,14 +338,7 @@ public final class Socket: Sendable {
             case .sent: return .sent
             case .failed(let error): return .failed(error)
             case .again:
-                // libzmq is full: queue it while still holding the lock, so order is kept.
-                var item = SocketCore.Outgoing(message: message)
-                item.nextFrame = next
-                let (wake, ticket) = core.state.withLock { s -> (Bool, UInt64) in
-                    let ticket = s.queue(item)
-                    defer { s.flushScheduled = true }
-                    return (!s.flushScheduled, ticket)
-                }
+                let (wake, ticket) = core.queueRefused(message, resumingAt: next)
                 return .queued(wake: wake, ticket: ticket)
             }
         }

@@ -256,6 +256,20 @@ final class SocketCore: @unchecked Sendable {
         return (.sent, next)
     }
 
+    /// A task's own send that libzmq refused (perhaps after taking the first frames): the
+    /// message is queued for the reactor while the caller still holds `handleLock`, so no
+    /// other send can come between. Returns whether the reactor must be woken, and the
+    /// message's ticket (see `State.takenWaiters`).
+    func queueRefused(_ message: Message, resumingAt next: Int) -> (wake: Bool, ticket: UInt64) {
+        var item = Outgoing(message: message)
+        item.nextFrame = next
+        return state.withLock { s in
+            let ticket = s.queue(item)
+            defer { s.flushScheduled = true }
+            return (!s.flushScheduled, ticket)
+        }
+    }
+
     /// Sends what is queued until libzmq says EAGAIN; with `waitMillis`, first waits that
     /// long for room (a timed send) before giving up. Reactor thread only.
     func flush(waitMillis: Int = 0) {
