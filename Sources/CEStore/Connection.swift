@@ -16,10 +16,12 @@ final class Connection {
     private(set) var handle: OpaquePointer?
     private var statements: [String: OpaquePointer] = [:]
 
-    init(path: String) throws {
+    /// `create`: make the file when it is missing (the event store's own file is made by its
+    /// migrations, never here).
+    init(path: String, create: Bool = false) throws {
         self.path = path
         var db: OpaquePointer?
-        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX
+        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0)
         let rc = sqlite3_open_v2(path, &db, flags, nil)
         guard rc == SQLITE_OK, let db else {
             let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "code \(rc)"
@@ -61,6 +63,27 @@ final class Connection {
         defer { sqlite3_finalize(statement) }
         guard sqlite3_step(statement) == SQLITE_ROW, let text = sqlite3_column_text(statement, 0) else { return nil }
         return String(cString: text)
+    }
+
+    /// The first column of the first row as an integer (nil when there is no row or it is NULL).
+    func integer(_ sql: String) throws -> Int64? {
+        try firstValue(sql) { sqlite3_column_type($0, 0) == SQLITE_NULL ? nil : sqlite3_column_int64($0, 0) }
+    }
+
+    /// The first column of the first row as text (nil when there is no row or it is NULL).
+    func text(_ sql: String) throws -> String? {
+        try firstValue(sql) { statement in sqlite3_column_text(statement, 0).map { String(cString: $0) } }
+    }
+
+    private func firstValue<T>(_ sql: String, _ read: (OpaquePointer) -> T?) throws -> T? {
+        var statement: OpaquePointer?
+        let rc = sqlite3_prepare_v2(handle, sql, -1, &statement, nil)
+        guard rc == SQLITE_OK, let statement else { throw failure("query", rc) }
+        defer { sqlite3_finalize(statement) }
+        let step = sqlite3_step(statement)
+        if step == SQLITE_DONE { return nil }
+        guard step == SQLITE_ROW else { throw failure("query", step) }
+        return read(statement)
     }
 
     /// A prepared statement, kept for the connection's life.

@@ -259,8 +259,9 @@ extension EventWriter {
                     observer.body(batch.reduce(0) { $0 + $1.events.count }, elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
                 }
                 for (request, fresh) in zip(batch, results) { request.continuation.resume(returning: fresh) }
-                // After the callers are answered: what the checkpoint thread left behind.
-                store.finishCheckpoint()
+                // After the callers are answered: the index reads the batch, and what the
+                // checkpoint thread left behind is copied.
+                store.committed()
             } catch {
                 let failure = error as? StoreError ?? store.fail("append", error)
                 for request in batch { request.continuation.resume(throwing: failure) }

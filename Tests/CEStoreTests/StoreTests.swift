@@ -514,6 +514,9 @@ extension StoreTests {
                 rowid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, origin TEXT NOT NULL, seq INTEGER NOT NULL,
                 stream TEXT NOT NULL, event_type TEXT NOT NULL, ts_ms INTEGER NOT NULL, received_ms INTEGER NOT NULL,
                 correlation_id TEXT, target TEXT, envelope BLOB NOT NULL, UNIQUE(origin, seq));
+            CREATE INDEX event_by_type ON event(event_type, rowid);
+            CREATE INDEX event_by_stream ON event(stream, rowid);
+            CREATE INDEX event_by_time ON event(ts_ms);
             CREATE TABLE cursor(origin TEXT PRIMARY KEY, seq INTEGER NOT NULL);
             CREATE TABLE answered(request_id TEXT PRIMARY KEY, reply BLOB NOT NULL, answered_ms INTEGER NOT NULL);
             CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -528,6 +531,12 @@ extension StoreTests {
         #expect(try store.lines() == [Line("me", ""): 2])
         #expect(try store.cursor(Line("q", "")) == 7)
         #expect(try store.pragma("user_version") == "\(EventStore.schemaVersion)")
+        // Schema 3: the secondary indexes are in the index file, not in the event file.
+        #expect(try store.pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM main.sqlite_master WHERE name LIKE 'event_by_%'") } == 0)
+        #expect(store.index.waitUntilIndexed(through: 2))
+        var planned = EventQuery()
+        planned.type = "plan_ready"
+        #expect(try store.events(planned).map(\.id) == ["me-1", "me-2"])
     }
 
     /// A file that is not an intact store is reported as damaged (so a node can move it
