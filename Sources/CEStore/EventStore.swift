@@ -246,6 +246,10 @@ public final class EventStore: Sendable {
         try writing.withLock { try body($0.connection) }
     }
 
+    /// The last rowid the index file has read: queries by type or stream read the rows after
+    /// it from the event table (see ``EventIndex``).
+    public var indexedUpTo: Int64 { index.upto }
+
     /// After a transaction that stored events: the index reads them, and what the background
     /// checkpoint left is copied (``finishCheckpoint()``).
     func committed() {

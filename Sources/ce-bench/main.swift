@@ -174,8 +174,15 @@ try? FileManager.default.removeItem(atPath: temporaryRoot)
                 commits.append(seconds(since: t) * 1000)
             }
             commits.sort()
+            // The index (by type, by stream) is filled after the commits, on its own thread:
+            // how long it takes to read the last one.
+            let last = try store.lastRowID()
+            let committed = ContinuousClock.now
+            while store.indexedUpTo < last && ContinuousClock.now < committed + .seconds(60) { try await Task.sleep(for: .milliseconds(1)) }
+            let lag = seconds(since: committed) * 1000
             report("batches of \(batch) from one caller, checkpoints \(mode)", durability, start,
-                   String(format: "; commit p50 %.2f ms, p99 %.2f ms, max %.2f ms", percentile(commits, 0.5), percentile(commits, 0.99), commits.last ?? .nan))
+                   String(format: "; commit p50 %.2f ms, p99 %.2f ms, max %.2f ms; the index had read everything %.0f ms after the last commit",
+                          percentile(commits, 0.5), percentile(commits, 0.99), commits.last ?? .nan, lag))
             if mode != checkpointModes.first { continue }
 
             let writer = try EventStore(directory: root + "/\(durability)-\(mode)-writer", durability: durability, checkpoints: mode).writer()
