@@ -861,8 +861,20 @@ public final class Node: Sendable {
                 "control": .string(controlEndpoint), "feed": .string(feedEndpoint),
             ],
             "store": .string(options.dataDirectory + "/events.sqlite"),
+            "index": indexStatus(),
             "security": .string(topology.settings.security.rawValue),
         ]
+    }
+}
+
+extension Node {
+    /// How far the store's index file (by type, by stream) has read the event table; queries
+    /// read the rest from the event table, so this is about speed, never about answers.
+    func indexStatus() -> JSONValue {
+        var index: [String: JSONValue] = ["read_up_to": .number(Double(store.indexedUpTo))]
+        if let last = try? store.lastRowID() { index["stored_up_to"] = .number(Double(last)) }
+        if let failure = store.indexFailure { index["error"] = .string(failure) }
+        return .object(index)
     }
 }
 

@@ -250,6 +250,9 @@ public final class EventStore: Sendable {
     /// it from the event table (see ``EventIndex``).
     public var indexedUpTo: Int64 { index.upto }
 
+    /// Why the index thread's last pass failed, if it did (it tries again after the next commit).
+    public var indexFailure: String? { index.failure }
+
     /// After a transaction that stored events: the index reads them, and what the background
     /// checkpoint left is copied (``finishCheckpoint()``).
     func committed() {

@@ -18,6 +18,14 @@ struct NodeTests {
             // Stored at the origin too, with its sequence.
             let origin = try await cluster.history("planner-1")
             #expect(origin.map { $0["seq"]?.intValue } == [1])
+            // Each store's index file reads what was stored, after the commit.
+            for node in ["planner-1", "builder-1", "reviewer-1"] {
+                try await eventually(10, "\(node)'s index reads its store") {
+                    let index = try await cluster.status(node)["index"]
+                    let stored = index?["stored_up_to"]?.intValue ?? -1
+                    return stored >= 1 && index?["read_up_to"]?.intValue == stored && index?["error"] == nil
+                }
+            }
         }
     }
 
