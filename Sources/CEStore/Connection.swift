@@ -26,7 +26,7 @@ final class Connection {
         guard rc == SQLITE_OK, let db else {
             let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "code \(rc)"
             sqlite3_close_v2(db)
-            throw StoreError(operation: "open the writing connection", path: path, message: message)
+            throw StoreError(operation: "open a connection", path: path, message: message)
         }
         handle = db
         sqlite3_extended_result_codes(db, 1)

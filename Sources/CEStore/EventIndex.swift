@@ -12,11 +12,12 @@ import Synchronization
 /// a file at a time); in a file of their own they are, on the other core.
 ///
 /// The index is derived: it holds `(name, row)` pairs and how far it has read the event table
-/// (`upto`, a rowid), committed together. Queries read the indexed part through it and the
-/// rows after `upto` from the event table (``EventStore/sql(_:select:ordered:indexedUpTo:)``),
-/// so a query's answer does not depend on how far the index is. A missing, damaged or foreign
-/// index file (another store's epoch) is made again from the event table; one that is ahead
-/// of the event table (its last commits lost with `--durability normal` on power loss) is cut
+/// (`upto`, a rowid, and the id of the event there), committed together. Queries read the
+/// indexed part through it and the rows after `upto` from the event table
+/// (``EventStore/sql(_:select:ordered:indexedUpTo:)``), so a query's answer does not depend on
+/// how far the index is. A missing, damaged or foreign index file (another store's epoch, or
+/// another event at its last row) is made again from the event table; one that is ahead of
+/// the event table (its last commits lost with `--durability normal` on power loss) is cut
 /// back to it. It is written with `synchronous=NORMAL`: what a power loss takes from it is
 /// read again.
 final class EventIndex: Sendable {
@@ -40,7 +41,6 @@ final class EventIndex: Sendable {
         var failure: String?
     }
 
-    let storePath: String
     let path: String
     let epoch: String
     let state = Mutex(State())
@@ -65,7 +65,7 @@ final class EventIndex: Sendable {
             PRAGMA journal_mode=WAL;
             CREATE TABLE IF NOT EXISTS by_type(name TEXT NOT NULL, row INTEGER NOT NULL, PRIMARY KEY(name, row)) WITHOUT ROWID;
             CREATE TABLE IF NOT EXISTS by_stream(name TEXT NOT NULL, row INTEGER NOT NULL, PRIMARY KEY(name, row)) WITHOUT ROWID;
-            CREATE TABLE IF NOT EXISTS indexed(epoch TEXT NOT NULL, upto INTEGER NOT NULL);
+            CREATE TABLE IF NOT EXISTS indexed(epoch TEXT NOT NULL, upto INTEGER NOT NULL, upto_id TEXT);
             """, "make the index")
         guard try connection.pragma("quick_check") == "ok" else {
             throw StoreError(operation: "open the index", path: path, message: "damaged")
@@ -75,7 +75,6 @@ final class EventIndex: Sendable {
     /// Opens the index of the store at `storePath` (its tables made by ``prepare(directory:)``),
     /// squares it with the event table, and starts its thread.
     init(storePath: String, directory: String, epoch: String) throws {
-        self.storePath = storePath
         path = directory + "/" + Self.fileName
         self.epoch = epoch
         let connection = try Connection(path: storePath)
@@ -102,13 +101,20 @@ final class EventIndex: Sendable {
     }
 
     /// Makes the index belong to this store and end within its event table; returns `upto`.
+    ///
+    /// The index records the epoch of the store it was made for and the id of the last event
+    /// it read: an index of another epoch, or whose last event has another id in this event
+    /// table (another store of the same epoch, such as two made before epochs existed), is
+    /// emptied and made again.
     private static func square(_ connection: Connection, epoch: String) throws -> Int64 {
         try connection.execute("BEGIN", "open the index")
         do {
             let last = try connection.integer("SELECT coalesce(max(rowid), 0) FROM main.event") ?? 0
             let owner = try connection.text("SELECT epoch FROM ix.indexed")
             var upto = try connection.integer("SELECT upto FROM ix.indexed") ?? 0
-            if owner != epoch {
+            let lastRead = try connection.text("SELECT upto_id FROM ix.indexed")
+            let stored = upto > 0 && upto <= last ? try connection.text("SELECT id FROM main.event WHERE rowid = \(upto)") : nil
+            if owner != epoch || (upto > 0 && upto <= last && stored != lastRead) {
                 // New, or made for another store: start over.
                 try connection.execute("DELETE FROM ix.by_type; DELETE FROM ix.by_stream; DELETE FROM ix.indexed", "open the index")
                 try connection.execute("INSERT INTO ix.indexed(epoch, upto) VALUES ('\(epoch.replacingOccurrences(of: "'", with: "''"))', 0)", "open the index")
@@ -117,7 +123,7 @@ final class EventIndex: Sendable {
                 // The event table lost commits the index had read: forget what it read of them.
                 try connection.execute("""
                     DELETE FROM ix.by_type WHERE row > \(last); DELETE FROM ix.by_stream WHERE row > \(last);
-                    UPDATE ix.indexed SET upto = \(last);
+                    UPDATE ix.indexed SET upto = \(last), upto_id = (SELECT id FROM main.event WHERE rowid = \(last));
                     """, "open the index")
                 upto = last
             }
@@ -230,7 +236,7 @@ final class EventIndex: Sendable {
             try connection.execute("""
                 INSERT OR IGNORE INTO ix.by_type(name, row) SELECT event_type, rowid FROM main.event WHERE rowid > \(from) AND rowid <= \(to);
                 INSERT OR IGNORE INTO ix.by_stream(name, row) SELECT stream, rowid FROM main.event WHERE rowid > \(from) AND rowid <= \(to);
-                UPDATE ix.indexed SET upto = \(to);
+                UPDATE ix.indexed SET upto = \(to), upto_id = (SELECT id FROM main.event WHERE rowid = \(to));
                 COMMIT;
                 """, "index")
             state.withLock { $0.upto = to }

@@ -150,6 +150,31 @@ struct IndexTests {
         }
     }
 
+    /// An event table replaced under the same epoch (two stores made before epochs existed
+    /// both have epoch ""): the index sees another event at the last row it read and is made
+    /// again, instead of answering with the other table's types.
+    @Test func anIndexOfAnotherEventTableWithTheSameEpochIsMadeAgain() throws {
+        let dir = temporary()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        do {
+            let store = try EventStore(directory: dir)
+            try store.append((1...100).map { event($0, origin: "p", type: .planReady) })
+            #expect(store.index.waitUntilIndexed(through: 100))
+        }
+        // Other events in the same rows, the epoch kept.
+        let raw = try Connection(path: dir + "/events.sqlite")
+        try raw.execute("UPDATE event SET id = 'other-' || id, event_type = 'build_ready'", "replace the events")
+        raw.close()
+        let store = try EventStore(directory: dir)
+        #expect(store.index.waitUntilIndexed(through: 100))
+        var built = EventQuery()
+        built.type = "build_ready"
+        #expect(try store.count(built) == 100)
+        var planned = EventQuery()
+        planned.type = "plan_ready"
+        #expect(try store.events(planned).isEmpty)
+    }
+
     /// An index that read commits the event table then lost (`--durability normal` and a power
     /// loss) is cut back at open: the rows that take those rowids again are indexed as what
     /// they are.
