@@ -19,8 +19,10 @@ public final class Context: Sendable {
         /// Linger given to new sockets, and the most any socket may linger when it is closed
         /// or the context shuts down, in milliseconds.
         public var linger = 1000
-        /// Messages the reactor reads ahead per async socket before it stops reading (the
-        /// socket's receive high-water mark then pushes back on the peers).
+        /// The most messages one read takes from libzmq for an async socket: the reactor for a
+        /// receiver that waits, or a receiver by itself (a `receive()` leaves the rest queued).
+        /// While no receiver waits, messages stay in libzmq, whose receive high-water mark
+        /// pushes back on the peers.
         public var receiveBatchLimit = 1024
         /// Messages an async sender may queue per socket before `send` waits (a send that finds
         /// the queue full queues its message and waits until the queue is down to half).

@@ -432,17 +432,21 @@ public final class Socket: Sendable {
         let core = self.core
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<[Message], any Error>) in
-                enum Now { case wait, give([Message], wasFull: Bool), fail(any Error) }
+                enum Now { case wait(wake: Bool), give([Message], wasFull: Bool), fail(any Error) }
                 let now = core.state.withLock { s -> Now in
                     if s.cancelledWaiters.remove(id) != nil { return .fail(CancellationError()) }
                     if s.mode == .closed { return .fail(s.closeReason ?? ZMQError(code: .closed, operation: "receive")) }
                     let full = s.inbox.count >= core.receiveLimit
                     if let messages = s.take(one: one, core.type) { return .give(messages, wasFull: full) }
                     s.waiters.append(.init(id: id, one: one, deadline: deadline, timeout: timeout, continuation: continuation))
-                    return .wait
+                    // The reactor stopped watching for messages while no one waited: it must
+                    // look again, now that someone does.
+                    defer { s.readableUnclaimed = false }
+                    return .wait(wake: s.readableUnclaimed)
                 }
                 switch now {
-                case .wait:
+                case .wait(let wake):
+                    if wake { core.reactor.wake() }
                     if deadline != nil { core.reactor.watchDeadlines(of: core) }
                 case .give(let messages, let wasFull):
                     // The reactor stops reading at a full inbox: tell it there is room again.

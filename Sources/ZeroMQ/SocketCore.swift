@@ -23,7 +23,8 @@ final class SocketCore: @unchecked Sendable {
     var handle: UnsafeMutableRawPointer?
     let handleLock = Mutex<Void>(())
     let state = Mutex<State>(State())
-    /// Messages the reactor reads ahead for async receivers (bounded so high-water marks apply).
+    /// The most messages one read takes from libzmq for async receivers (see
+    /// `Context.Settings.receiveBatchLimit`).
     let receiveLimit: Int
     /// Messages an async sender may queue without waiting for the reactor.
     let sendLimit: Int
@@ -64,8 +65,13 @@ final class SocketCore: @unchecked Sendable {
         var waiters = Deque<Waiter>()
         var cancelledWaiters = Set<UInt64>()
         var nextWaiterID: UInt64 = 0
-        /// Set once someone receives asynchronously: from then on the reactor reads ahead.
+        /// Set once someone receives asynchronously: from then on the reactor reads for the
+        /// receivers that wait.
         var receiving = false
+        /// The reactor found messages to read and no receiver waiting: it left them in libzmq
+        /// (the next receiver reads them itself, see `receiveDirectly`) and stopped watching
+        /// for more, until a receiver waits again (which clears this and wakes the reactor).
+        var readableUnclaimed = false
         var outbox = Deque<Outgoing>()
         /// Senders of unconfirmed types whose messages went into a full outbox: resumed once
         /// it is down to half of `sendLimit` (or the socket closes; their messages were queued
@@ -208,7 +214,7 @@ final class SocketCore: @unchecked Sendable {
             if !s.outbox.isEmpty {
                 if pollOutIsMeaningless { retry = true } else { events |= Int16(ZMQ_POLLOUT) }
             }
-            if s.receiving && s.inbox.count < receiveLimit { events |= Int16(ZMQ_POLLIN) }
+            if s.receiving && s.inbox.count < receiveLimit && !s.readableUnclaimed { events |= Int16(ZMQ_POLLIN) }
             return (events, retry)
         }
     }
@@ -398,7 +404,16 @@ final class SocketCore: @unchecked Sendable {
             }
             return
         }
-        let room = receiveLimit - state.withLock { $0.inbox.count }
+        // No receiver waits: the messages stay in libzmq for the next receiver to read on its
+        // own thread. Read here, each would be allocated on this thread, queued, and freed on
+        // another; a busy receiver never waits, so the reactor is then out of its way.
+        let room = state.withLock { s -> Int in
+            guard !s.waiters.isEmpty else {
+                s.readableUnclaimed = true
+                return 0
+            }
+            return receiveLimit - s.inbox.count
+        }
         guard room > 0 else { return }
         // Read and queued under `handleLock`, so a task that receives by itself (see
         // `receiveDirectly`) finds these in the inbox before it reads what came after them.

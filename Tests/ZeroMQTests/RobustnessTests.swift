@@ -47,10 +47,10 @@ struct RobustnessTests {
         await context.shutdown()
     }
 
-    /// A receiver reads by itself when nothing waits in the inbox, and the reactor reads ahead
-    /// when the receiver is away: mixing every kind of receive with pauses while a sender
-    /// streams, every message arrives once and in order (a `receive` that waited takes one
-    /// message and leaves the rest queued: it used to take all and return the first).
+    /// A receiver reads by itself when nothing waits in the inbox, and the reactor reads for a
+    /// receiver that waits: mixing every kind of receive with pauses while a sender streams,
+    /// every message arrives once and in order (a `receive` that waited takes one message and
+    /// leaves the rest queued: it used to take all and return the first).
     @Test func receivesByTheTaskAndByTheReactorKeepTheOrder() async throws {
         let context = try Context()
         let pull = try context.socket(.pull)
@@ -77,7 +77,7 @@ struct RobustnessTests {
                 case 1: for m in try await pull.receiveBatch() { check(m) }
                 case 2: if let m = try? await pull.receive(timeout: .milliseconds(500)) { check(m) }
                 default:
-                    // Away for a moment: the reactor reads ahead into the inbox meanwhile.
+                    // Away for a moment: messages wait in libzmq meanwhile.
                     try await Task.sleep(for: .microseconds(Int.random(in: 50...500, using: &g)))
                 }
             }
@@ -86,6 +86,47 @@ struct RobustnessTests {
         try await sender.value
         #expect(next == count)
         #expect(wrong.isEmpty, "out of order: \(wrong.prefix(5))")
+        await context.shutdown()
+    }
+
+    /// While no receiver waits, the reactor leaves messages in libzmq (the next receiver reads
+    /// them on its own thread), so a receiver that is busy elsewhere holds back its sender at
+    /// libzmq's high-water marks, not at the reactor's read-ahead of `receiveBatchLimit` (1024).
+    @Test func messagesWaitInLibzmqWhileNoReceiverWaits() async throws {
+        let context = try Context()
+        let pull = try context.socket(.pull)
+        let push = try context.socket(.push)
+        try pull.set(.receiveHighWaterMark(10))
+        try push.set(.sendHighWaterMark(10))
+        try link(pull, push, over: .inproc)
+        try await push.send(Message("first"))
+        #expect(text(try await pull.receive(timeout: .seconds(5))) == "first")
+        let count = 2000
+        let returned = Atomic<Int>(0)
+        let sender = Task {
+            for i in 0..<count {
+                try await push.send(Message("\(i)"))
+                returned.add(1, ordering: .relaxed)
+            }
+        }
+        // The sends go on until libzmq's queues (10 + 10 on inproc) are full, then stop: wait
+        // until the count has not moved for 200 ms.
+        try await eventually(10, "the queues fill") { returned.load(ordering: .relaxed) >= 10 }
+        var (last, still) = (returned.load(ordering: .relaxed), ContinuousClock.now)
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now - still < .milliseconds(200) && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+            let now = returned.load(ordering: .relaxed)
+            if now != last { (last, still) = (now, ContinuousClock.now) }
+        }
+        #expect(last >= 10 && last <= 30, "\(last) sends returned while no receiver waited")
+        let got = try await within(20, "every message") {
+            var got: [String] = []
+            while got.count < count { got += try await pull.receiveBatch().map { text($0) } }
+            return got
+        }
+        try await sender.value
+        #expect(got == (0..<count).map { "\($0)" })
         await context.shutdown()
     }
 
