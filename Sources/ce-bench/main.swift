@@ -72,6 +72,19 @@ func percentile(_ sorted: [Double], _ p: Double) -> Double {
 let payload: JSONValue = .string(String(repeating: "x", count: 256))
 
 /// The `ce-node` built beside this benchmark.
+/// Stops a child process: `signal`, then SIGKILL after 10 s; returns once it has exited or
+/// 15 s have passed. Polls instead of `waitUntilExit`, which was seen spinning for minutes after
+/// a child that had already been reaped.
+func stopChild(_ child: Process, signal: Int32 = SIGTERM) {
+    guard child.isRunning else { return }
+    kill(child.processIdentifier, signal)
+    let start = Date()
+    while child.isRunning && Date().timeIntervalSince(start) < 15 {
+        if signal != SIGKILL && Date().timeIntervalSince(start) >= 10 { kill(child.processIdentifier, SIGKILL) }
+        usleep(10_000)
+    }
+}
+
 let ceNodeBinary = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("ce-node")
 
 /// A loopback port for a node of a benchmark topology, never the same twice in a run, below
@@ -262,7 +275,7 @@ try? FileManager.default.removeItem(atPath: temporaryRoot)
     let child = Process()
     child.executableURL = ceNodeBinary
     child.arguments = ["run", "--topology", path, "--node", "subscriber", "--log-level", "warning"]
-    defer { if child.isRunning { child.terminate(); child.waitUntilExit() } }
+    defer { stopChild(child) }
 
     var originOptions = try Node.Options(topology: topology, name: "origin")
     originOptions.durability = arguments.contains("--normal") ? .normal : .full
@@ -499,7 +512,7 @@ func reportGates(pools: Int, rounds: Int, latencies: [Double], coordinatorReceiv
     var children: [Process] = []
     defer {
         for child in children where child.isRunning { child.terminate() }
-        for child in children { child.waitUntilExit() }
+        for child in children { stopChild(child) }
     }
     for spec in topology.nodes {
         let child = Process()
@@ -623,7 +636,10 @@ func residentKiB(_ pid: Int32? = nil) -> Int {
     let child = Process()
     child.executableURL = ceNodeBinary
     child.arguments = ["run", "--topology", path, "--node", "subscriber", "--log-level", "warning"]
-    defer { if child.isRunning { kill(child.processIdentifier, SIGCONT); child.terminate(); child.waitUntilExit() } }
+    defer {
+        if child.isRunning { kill(child.processIdentifier, SIGCONT) }
+        stopChild(child)
+    }
     try child.run()
     let client = ControlClient(dataDirectory: topology.node(named: "subscriber")!.data)
     func cursor() async -> Int {
@@ -786,8 +802,7 @@ func residentKiB(_ pid: Int32? = nil) -> Int {
     }
     func stop(_ name: String) {
         guard let child = processes[name], child.isRunning else { return }
-        kill(child.processIdentifier, SIGKILL)
-        child.waitUntilExit()
+        stopChild(child, signal: SIGKILL)
     }
     defer { for name in processes.keys { stop(name) } }
     /// Deletes the store (a lost disk), keeping the node's key (its identity, restored from a backup).
