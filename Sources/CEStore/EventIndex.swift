@@ -4,7 +4,7 @@ import Synchronization
 
 /// The store's secondary indexes, events by type and by stream, kept off the commit path: in
 /// a file of their own (`index.sqlite` beside `events.sqlite`) that a thread of their own fills
-/// from the event table after each commit.
+/// from the event table after the commits (at most a pass every ``interval``).
 ///
 /// In the event file these indexes cost the committing writer about a quarter of its time per
 /// event (plain C at the store's schema: 77-91 k events/s with them, 105-124 k without). In
