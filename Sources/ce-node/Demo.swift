@@ -351,8 +351,10 @@ final class NodeProcess: Sendable {
         let deadline = Date().addingTimeInterval(seconds)
         while process.isRunning && Date() < deadline { usleep(20_000) }
         if process.isRunning {
+            // Polled, not `waitUntilExit`, which was once seen spinning after its child was reaped.
             kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
+            let killed = Date()
+            while process.isRunning && Date().timeIntervalSince(killed) < 10 { usleep(5_000) }
         }
     }
 }

@@ -225,7 +225,7 @@ final class Cluster: @unchecked Sendable {
     func kill(_ name: String, signal: Int32 = SIGKILL) {
         guard let p = processes[name], p.isRunning else { return }
         Glibc.kill(p.processIdentifier, signal)
-        p.waitUntilExit()
+        awaitExit(p)
     }
 
     func stop(_ name: String) async throws {
@@ -240,7 +240,7 @@ final class Cluster: @unchecked Sendable {
         let deadline = Date().addingTimeInterval(10)
         for (_, p) in processes {
             while p.isRunning && Date() < deadline { try? await Task.sleep(for: .milliseconds(20)) }
-            if p.isRunning { Glibc.kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
+            if p.isRunning { Glibc.kill(p.processIdentifier, SIGKILL); awaitExit(p) }
         }
         let hosts = self.hosts
         _ = try? await offThePool { hosts.tearDown() }
@@ -271,12 +271,19 @@ private func runBoundedBlocking(_ arguments: [String], seconds: Double) throws -
     var status = Int32(-1)
     if process.isRunning {
         kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
+        awaitExit(process)
     } else {
         status = process.terminationStatus
     }
     try handle.close()
     return (status, (try? String(contentsOfFile: out, encoding: .utf8)) ?? "")
+}
+
+/// Waits (at most `seconds`) until a process that was sent SIGKILL has exited. A bounded poll:
+/// `Process.waitUntilExit` was once seen spinning for minutes after its child had been reaped.
+func awaitExit(_ process: Process, seconds: Double = 10) {
+    let deadline = Date().addingTimeInterval(seconds)
+    while process.isRunning && Date() < deadline { usleep(5_000) }
 }
 
 /// Runs blocking code (a child process to its end, a socket read) on a thread of its own.
