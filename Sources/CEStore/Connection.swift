@@ -67,7 +67,14 @@ final class Connection {
 
     /// The first column of the first row as an integer (nil when there is no row or it is NULL).
     func integer(_ sql: String) throws -> Int64? {
-        try firstValue(sql) { sqlite3_column_type($0, 0) == SQLITE_NULL ? nil : sqlite3_column_int64($0, 0) }
+        try integers(sql).first ?? nil
+    }
+
+    /// Every column of the first row as integers (NULL as nil; empty when there is no row).
+    func integers(_ sql: String) throws -> [Int64?] {
+        try firstValue(sql) { statement in
+            (0..<sqlite3_column_count(statement)).map { sqlite3_column_type(statement, $0) == SQLITE_NULL ? nil : sqlite3_column_int64(statement, $0) }
+        } ?? []
     }
 
     /// The first column of the first row as text (nil when there is no row or it is NULL).

@@ -167,7 +167,6 @@ final class EventIndex: Sendable {
         signal()
     }
 
-
     /// Waits (bounded) until the index has read the event table up to `row`.
     func waitUntilIndexed(through row: Int64, seconds: Double = 30) -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
@@ -196,8 +195,7 @@ final class EventIndex: Sendable {
                 }
                 if go { break }
                 if early {
-                    let left = nextPass - now
-                    _ = wakeup.wait(until: Date(timeIntervalSinceNow: Double(left.components.seconds) + Double(left.components.attoseconds) / 1e18))
+                    wakeup.wait(until: nextPass)
                 } else {
                     wakeup.wait()
                 }
@@ -227,12 +225,11 @@ final class EventIndex: Sendable {
         try connection.execute("BEGIN", "index")
         do {
             let from = try connection.integer("SELECT upto FROM ix.indexed") ?? 0
-            let next = "SELECT rowid FROM main.event WHERE rowid > \(from) ORDER BY rowid LIMIT \(Self.batch)"
-            guard let to = try connection.integer("SELECT max(rowid) FROM (\(next))") else {
+            let next = try connection.integers("SELECT max(rowid), count(*) FROM (SELECT rowid FROM main.event WHERE rowid > \(from) ORDER BY rowid LIMIT \(Self.batch))")
+            guard let to = next.first ?? nil, let rows = next.last ?? nil else {
                 try connection.execute("COMMIT", "index")
                 return 0
             }
-            let rows = Int(try connection.integer("SELECT count(*) FROM (\(next))") ?? 0)
             try connection.execute("""
                 INSERT OR IGNORE INTO ix.by_type(name, row) SELECT event_type, rowid FROM main.event WHERE rowid > \(from) AND rowid <= \(to);
                 INSERT OR IGNORE INTO ix.by_stream(name, row) SELECT stream, rowid FROM main.event WHERE rowid > \(from) AND rowid <= \(to);
@@ -240,10 +237,20 @@ final class EventIndex: Sendable {
                 COMMIT;
                 """, "index")
             state.withLock { $0.upto = to }
-            return rows
+            return Int(rows)
         } catch {
             if sqlite3_get_autocommit(connection.handle) == 0 { try? connection.execute("ROLLBACK", "index") }
             throw error
         }
+    }
+}
+
+extension NSCondition {
+    /// Waits, with the condition locked, until signalled or until `instant` (at once when it
+    /// has passed).
+    func wait(until instant: ContinuousClock.Instant) {
+        let left = instant - ContinuousClock.now
+        let seconds = Double(left.components.seconds) + Double(left.components.attoseconds) / 1e18
+        _ = wait(until: Date(timeIntervalSinceNow: max(0, seconds)))
     }
 }

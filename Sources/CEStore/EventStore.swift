@@ -430,21 +430,24 @@ public final class EventStore: Sendable {
     public func count(_ query: EventQuery = EventQuery()) throws -> Int {
         do {
             return try pool.read { db in
-                let upto = try Int64.fetchOne(db, sql: "SELECT upto FROM ix.indexed") ?? 0
-                return try Self.sql(query, select: "count(*)", ordered: false, indexedUpTo: upto).reduce(0) { total, part in
+                try Self.sql(query, select: "count(*)", ordered: false, indexedUpTo: try Self.indexedUpTo(db)).reduce(0) { total, part in
                     total + (try Int.fetchOne(db, sql: part.sql, arguments: part.arguments) ?? 0)
                 }
             }
         } catch { throw fail("count", error) }
     }
 
+    /// How far the index file has read the event table, as this read transaction sees it.
+    private static func indexedUpTo(_ db: Database) throws -> Int64 {
+        try Int64.fetchOne(db, sql: "SELECT upto FROM ix.indexed") ?? 0
+    }
+
     /// Runs a query's statements (``sql(_:select:ordered:indexedUpTo:)``) in one read
     /// transaction, and joins their rows up to the query's limit.
     private func read<Row>(_ query: EventQuery, select: String, _ rows: (Database, String, StatementArguments) throws -> [Row]) throws -> [Row] {
         try pool.read { db in
-            let upto = try Int64.fetchOne(db, sql: "SELECT upto FROM ix.indexed") ?? 0
             var all: [Row] = []
-            for part in Self.sql(query, select: select, indexedUpTo: upto) {
+            for part in Self.sql(query, select: select, indexedUpTo: try Self.indexedUpTo(db)) {
                 all += try rows(db, part.sql, part.arguments)
                 if all.count >= query.limit { break }
             }

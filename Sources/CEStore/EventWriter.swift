@@ -209,9 +209,7 @@ extension EventWriter {
                     }
                     if !batch.isEmpty || done { break }
                     if let waitUntil {
-                        let left = waitUntil - ContinuousClock.now
-                        let seconds = Double(left.components.seconds) + Double(left.components.attoseconds) / 1e18
-                        _ = wakeup.wait(until: Date(timeIntervalSinceNow: max(0, seconds)))
+                        wakeup.wait(until: waitUntil)
                     } else {
                         wakeup.wait()
                     }
