@@ -300,6 +300,25 @@ struct Delivery: Sendable {
         return more
     }
 
+    /// Events this returned to store that the store refused (a full disk, an I/O error):
+    /// nothing of them was stored or handed over. Each of their lines goes back to just before
+    /// its first one (every event up to there is stored), and is to be replayed from there
+    /// once the store takes writes again. Returns those lines; one already replaying goes
+    /// round again.
+    mutating func notStored(_ held: [Held]) -> [Line] {
+        var first: [Line: UInt64] = [:]
+        for h in held { first[h.event.line] = min(first[h.event.line] ?? h.event.seq, h.event.seq) }
+        var lines: [Line] = []
+        for (line, seq) in first {
+            guard var track = tracks.removeValue(forKey: line) else { continue }  // unshared: see receive
+            defer { tracks[line] = track }
+            track.cursor = min(track.cursor ?? 0, seq - 1)
+            if track.replaying { track.again = true }
+            lines.append(line)
+        }
+        return lines
+    }
+
     /// Gives up on replay from an origin that never answers one: its waiting events, in
     /// sequence order, to be stored as they are.
     mutating func giveUp(on line: Line) -> [Held] {

@@ -229,8 +229,14 @@ extension Node {
                 logger.notice("\(new.origin) numbers its events in a new epoch \(new.epoch) (its store was replaced): taking them from sequence 1; its epoch \(old.epoch.isEmpty ? "(none)" : old.epoch) is kept, held here up to \(intake.state.withLock { $0.tracks[old]?.cursor ?? 0 })")
             }
             if live.stale > 0 { metrics.duplicates.increment(by: live.stale) }
-            try await storeAndHandOver(live.take, feed: feed)
-            for line in live.replayFrom { startReplay(of: line) }
+            var replayFrom = live.replayFrom
+            do {
+                try await storeAndHandOver(live.take, feed: feed)
+            } catch {
+                // The node keeps serving what it holds; the events come back by replay.
+                replayFrom.formUnion(notStored(live.take, error))
+            }
+            for line in replayFrom { startReplay(of: line) }
             if live.dropped > 0 { pauseLive(from: peer) }
         }
     }
@@ -269,6 +275,18 @@ extension Node {
         metrics.duplicates.increment(by: duplicates)
         metrics.delivered.increment(by: records.count - duplicates)
         metrics.stored(zip(held, fresh).lazy.filter(\.1).map(\.0.event))
+    }
+
+    /// What to do when the store refused events the delivery decisions took (a full disk, an
+    /// I/O error): their lines go back to before them (see ``Delivery/notStored(_:)``), so a
+    /// replay brings them once the store takes writes again, not later events past them.
+    /// Returns those lines.
+    @discardableResult
+    func notStored(_ held: [Intake.Held], _ error: any Error) -> [Line] {
+        guard !held.isEmpty else { return [] }
+        let lines = intake.state.withLock { $0.notStored(held) }
+        logger.error("the store refused \(held.count) received events (\(error)); they are replayed once it takes writes again")
+        return lines
     }
 
     /// Starts the replay loop for a line, or tells the running one to go round again.
@@ -457,6 +475,7 @@ extension Node {
                 if Task.isCancelled { return }
                 logger.error("storing replayed events of \(line) failed, retrying: \(error)")
                 try? await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, .seconds(2))
                 continue
             }
             if !more {
@@ -526,7 +545,12 @@ extension Node {
         let accepted = intake.state.withLock { $0.takePage(page, from: line) }
         state.withLock { $0.counters.replayedIn += reply.events.count }
         metrics.replayedIn.increment(by: reply.events.count)
-        try await storeAndHandOver(accepted, feed: feed)
+        do {
+            try await storeAndHandOver(accepted, feed: feed)
+        } catch {
+            notStored(accepted, error)
+            throw error
+        }
         intake.refill.withLock { r in if r.wanted && !r.done { r.events += accepted.count } }
         return intake.state.withLock { $0.pageStored(page, from: line) }
     }
@@ -534,7 +558,12 @@ extension Node {
     /// Gives up on replay of a line: its waiting events are stored in sequence order.
     private func takeWithoutReplay(_ line: Line, feed: Socket) async throws -> Int {
         let accepted = intake.state.withLock { $0.giveUp(on: line) }
-        try await storeAndHandOver(accepted, feed: feed)
+        do {
+            try await storeAndHandOver(accepted, feed: feed)
+        } catch {
+            notStored(accepted, error)
+            throw error
+        }
         return accepted.count
     }
 

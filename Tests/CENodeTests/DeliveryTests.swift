@@ -141,6 +141,42 @@ struct DeliveryTests {
         #expect(subscriber.stored == wire.map(\.event.seq))
     }
 
+    /// Events the store refused (a full disk) at every point of a stream, live or from a
+    /// replay page: the line goes back to before them, what comes after waits behind the gap,
+    /// and replay brings every event once the store takes writes again.
+    @Test(arguments: [1, 2])
+    func eventsTheStoreRefusedComeBackByReplay(pageLimit: Int) {
+        let origin = Origin(types: Self.types)
+        let wire = origin.log.filter { Self.subscribed.contains($0.event.type.rawValue) }
+        for failing in wire.indices {
+            var subscriber = Subscriber(subscribed: Self.subscribed)
+            // Live up to the failing event: it and the one after it are taken, then refused.
+            subscriber.apply(subscriber.delivery.receive(Array(wire[..<failing])))
+            let refused = subscriber.delivery.receive(Array(wire[failing...].prefix(2)))
+            #expect(refused.take.map(\.event.seq) == wire[failing...].prefix(2).map(\.event.seq))
+            let lines = subscriber.delivery.notStored(refused.take)
+            #expect(lines == [Self.line])
+            #expect(subscriber.delivery.tracks[Self.line]?.cursor == wire[failing].event.seq - 1, "refused at \(failing): the cursor goes back")
+            // Later live events wait behind the gap the refusal left.
+            let after = subscriber.delivery.receive(Array(wire[failing...].dropFirst(2)))
+            #expect(after.take.isEmpty)
+            subscriber.apply(Delivery.Live(replayFrom: Set(lines)))
+            subscriber.apply(after)
+            // The first replay page is refused too: the replay goes round again from the same point.
+            let page = origin.page(after: subscriber.delivery.replayPoint(of: Self.line).after, subscribed: Self.subscribed, limit: pageLimit)
+            let taken = subscriber.delivery.takePage(page, from: Self.line)
+            _ = subscriber.delivery.notStored(taken)
+            #expect(subscriber.delivery.replayPoint(of: Self.line).after == wire[failing].event.seq - 1)
+            #expect(subscriber.delivery.tracks[Self.line]?.again == true)
+            var steps = 0
+            while subscriber.replaying && steps < 50 {
+                subscriber.pageStep(origin, limit: pageLimit)
+                steps += 1
+            }
+            #expect(subscriber.stored == wire.map(\.event.seq), "refused at \(failing): stored \(subscriber.stored)")
+        }
+    }
+
     /// Filtered gaps are not losses: events whose marks show only unsubscribed types in
     /// between are taken at once; a heartbeat moves the cursor past an unsubscribed tail.
     @Test func filteredGapsPassWithoutReplay() {

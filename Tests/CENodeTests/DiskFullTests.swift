@@ -73,4 +73,60 @@ struct DiskFullTests {
         }
         await tearDown()
     }
+
+    /// A subscriber whose disk fills while an origin streams to it: it keeps running and
+    /// serving what it holds, the events its store refused are not skipped (the cursor stays
+    /// before them), and once there is room it holds every event of the origin, in order, once.
+    @Test func aSubscriberWhoseDiskIsFullCatchesUpWhenRoomReturns() async throws {
+        let cluster = try await Cluster.make(
+            [.init(name: "planner-1", pool: "planner"), .init(name: "builder-1", pool: "builder")],
+            pools: "pools:\n  builder: { subscribe: [plan_ready] }\n", settings: "heartbeat_ms: 200")
+        let data = cluster.data("builder-1")
+        let key = FileManager.default.contents(atPath: data + "/curve.key")
+        guard Self.mountTmpfs(data, megabytes: 4) else {
+            print("SKIPPED: cannot mount a tmpfs here (\(String(cString: strerror(errno)))); the full-disk test needs root")
+            await cluster.tearDown()
+            return
+        }
+        if let key {
+            #expect(FileManager.default.createFile(atPath: data + "/curve.key", contents: key, attributes: [.posixPermissions: 0o600]))
+        }
+        func tearDown() async {
+            cluster.kill("builder-1")
+            umount2(data, Int32(MNT_DETACH))
+            await cluster.tearDown()
+        }
+        do {
+            try await cluster.launch(["planner-1", "builder-1"])
+            // 8 MB of events for a 4 MiB disk (the origin's disk has room).
+            let big: JSONValue = ["blob": .string(String(repeating: "z", count: 60_000))]
+            var emitted = 0
+            for _ in 0..<140 {
+                try await cluster.emit("planner-1", "plan_ready", big)
+                emitted += 1
+            }
+            try await eventually(30, "builder-1 says its store refused events") {
+                cluster.log("builder-1").contains("the store refused")
+            }
+            // Still running and serving: status answers, and what it stored is readable.
+            #expect(cluster.processes["builder-1"]!.isRunning, "builder-1 exited:\n\(cluster.log("builder-1").suffix(2000))")
+            let held = try await cluster.status("builder-1")["counters"]?["received"]?.intValue ?? -1
+            #expect(held > 0 && held < emitted, "builder-1 holds part of the stream while its disk is full: \(held) of \(emitted)")
+            // Room again: the refused events come back by replay, then the rest.
+            #expect(Self.resize(data, megabytes: 64))
+            try await cluster.emit("planner-1", "plan_ready", ["after": true])
+            emitted += 1
+            try await eventually(60, "builder-1 holds all \(emitted) events of planner-1") {
+                try await cluster.status("builder-1")["counters"]?["received"]?.intValue == emitted
+            }
+            try await cluster.stop("builder-1")
+            let seqs = try await cluster.history("builder-1", type: "plan_ready").compactMap { $0["seq"]?.intValue }
+            #expect(seqs == Array(1...emitted), "builder-1 holds every event once, in order")
+        } catch {
+            print("--- builder-1\n\(cluster.log("builder-1").suffix(3000))")
+            await tearDown()
+            throw error
+        }
+        await tearDown()
+    }
 }
