@@ -19,12 +19,14 @@ struct DiskFullTests {
         mount("tmpfs", path, "tmpfs", UInt(MS_REMOUNT), "size=\(megabytes)m,mode=0700") == 0
     }
 
-    @Test func emitFailsClearlyWhenTheDiskIsFullAndRecoversWhenRoomReturns() async throws {
-        let cluster = try await Cluster.make([.init(name: "planner-1", pool: "planner")], pools: "", settings: "heartbeat_ms: 200")
-        let data = cluster.data("planner-1")
+    /// Runs `body` with node `small`'s data folder on a 4 MiB tmpfs (skipped, and said so,
+    /// where this machine does not allow the mount), then stops the nodes and unmounts, also
+    /// when the body fails (printing `small`'s log).
+    static func withSmallDisk(_ cluster: Cluster, for small: String, _ body: (String) async throws -> Void) async throws {
+        let data = cluster.data(small)
         // The harness made the node's CURVE key in its data folder: keep it across the mount.
         let key = FileManager.default.contents(atPath: data + "/curve.key")
-        guard Self.mountTmpfs(data, megabytes: 4) else {
+        guard mountTmpfs(data, megabytes: 4) else {
             print("SKIPPED: cannot mount a tmpfs here (\(String(cString: strerror(errno)))); the full-disk test needs root")
             await cluster.tearDown()
             return
@@ -33,11 +35,23 @@ struct DiskFullTests {
             #expect(FileManager.default.createFile(atPath: data + "/curve.key", contents: key, attributes: [.posixPermissions: 0o600]))
         }
         func tearDown() async {
-            cluster.kill("planner-1")
+            cluster.kill(small)
             umount2(data, Int32(MNT_DETACH))
             await cluster.tearDown()
         }
         do {
+            try await body(data)
+        } catch {
+            print("--- \(small)\n\(cluster.log(small).suffix(3000))")
+            await tearDown()
+            throw error
+        }
+        await tearDown()
+    }
+
+    @Test func emitFailsClearlyWhenTheDiskIsFullAndRecoversWhenRoomReturns() async throws {
+        let cluster = try await Cluster.make([.init(name: "planner-1", pool: "planner")], pools: "", settings: "heartbeat_ms: 200")
+        try await Self.withSmallDisk(cluster, for: "planner-1") { data in
             try await cluster.launch(["planner-1"])
             let big: JSONValue = ["blob": .string(String(repeating: "z", count: 60_000))]
             var stored = 0
@@ -66,12 +80,7 @@ struct DiskFullTests {
             let history = try await cluster.history("planner-1")
             #expect(history.count == stored + 1)
             #expect(history.map { $0["seq"]?.intValue ?? 0 } == Array(1...(stored + 1)))
-        } catch {
-            print("--- planner-1\n\(cluster.log("planner-1").suffix(3000))")
-            await tearDown()
-            throw error
         }
-        await tearDown()
     }
 
     /// A subscriber whose disk fills while an origin streams to it: it keeps running and
@@ -81,22 +90,7 @@ struct DiskFullTests {
         let cluster = try await Cluster.make(
             [.init(name: "planner-1", pool: "planner"), .init(name: "builder-1", pool: "builder")],
             pools: "pools:\n  builder: { subscribe: [plan_ready] }\n", settings: "heartbeat_ms: 200")
-        let data = cluster.data("builder-1")
-        let key = FileManager.default.contents(atPath: data + "/curve.key")
-        guard Self.mountTmpfs(data, megabytes: 4) else {
-            print("SKIPPED: cannot mount a tmpfs here (\(String(cString: strerror(errno)))); the full-disk test needs root")
-            await cluster.tearDown()
-            return
-        }
-        if let key {
-            #expect(FileManager.default.createFile(atPath: data + "/curve.key", contents: key, attributes: [.posixPermissions: 0o600]))
-        }
-        func tearDown() async {
-            cluster.kill("builder-1")
-            umount2(data, Int32(MNT_DETACH))
-            await cluster.tearDown()
-        }
-        do {
+        try await Self.withSmallDisk(cluster, for: "builder-1") { data in
             try await cluster.launch(["planner-1", "builder-1"])
             // 8 MB of events for a 4 MiB disk (the origin's disk has room).
             let big: JSONValue = ["blob": .string(String(repeating: "z", count: 60_000))]
@@ -122,11 +116,6 @@ struct DiskFullTests {
             try await cluster.stop("builder-1")
             let seqs = try await cluster.history("builder-1", type: "plan_ready").compactMap { $0["seq"]?.intValue }
             #expect(seqs == Array(1...emitted), "builder-1 holds every event once, in order")
-        } catch {
-            print("--- builder-1\n\(cluster.log("builder-1").suffix(3000))")
-            await tearDown()
-            throw error
         }
-        await tearDown()
     }
 }
