@@ -300,11 +300,11 @@ struct Delivery: Sendable {
         return more
     }
 
-    /// Events this returned to store that the store refused (a full disk, an I/O error):
-    /// nothing of them was stored or handed over. Each of their lines goes back to just before
-    /// its first one (every event up to there is stored), and is to be replayed from there
-    /// once the store takes writes again. Returns those lines; one already replaying goes
-    /// round again.
+    /// Events it said to store (from `receive`, `takePage` or `giveUp`) that the store refused
+    /// (a full disk, an I/O error): none of them was stored or handed over. Each of their
+    /// lines goes back to just before its first one (every event up to there is stored), to
+    /// be replayed from there once the store takes writes again. Returns those lines; one
+    /// already replaying goes round again.
     mutating func notStored(_ held: [Held]) -> [Line] {
         var first: [Line: UInt64] = [:]
         for h in held { first[h.event.line] = min(first[h.event.line] ?? h.event.seq, h.event.seq) }
