@@ -113,6 +113,11 @@ struct DiskFullTests {
             try await eventually(60, "builder-1 holds all \(emitted) events of planner-1") {
                 try await cluster.status("builder-1")["counters"]?["received"]?.intValue == emitted
             }
+            // The index file, refused too while the disk was full, catches up without an error.
+            try await eventually(30, "builder-1's index reads its whole store again") {
+                let index = try await cluster.status("builder-1")["index"]
+                return index?["error"] == nil && index?["read_up_to"] != nil && index?["read_up_to"] == index?["stored_up_to"]
+            }
             try await cluster.stop("builder-1")
             let seqs = try await cluster.history("builder-1", type: "plan_ready").compactMap { $0["seq"]?.intValue }
             #expect(seqs == Array(1...emitted), "builder-1 holds every event once, in order")
