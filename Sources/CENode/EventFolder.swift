@@ -1,4 +1,5 @@
 import CECore
+import CEStore
 import Foundation
 import Synchronization
 #if canImport(Glibc)
@@ -9,7 +10,7 @@ import Glibc
 ///
 ///     <workspace>/.ce-events/            drop {stream}_{event_type}_{timestamp}.json here (write, then rename in)
 ///     <workspace>/.ce-events/sent/       files published, moved aside (each is sent once, also across restarts)
-///     <workspace>/.ce-events/rejected/   files that never parsed, each with a .error file saying why
+///     <workspace>/.ce-events/rejected/   files that never parsed or were refused, each with a .error file saying why
 ///     <workspace>/.ce-events/inbox/      events that reached this node, one file each
 ///     <workspace>/.ce-events/requests/   questions addressed to this pool: {request_id}.json
 ///     <workspace>/.ce-events/replies/    write {request_id}.json here to answer ({"answer": ...})
@@ -103,7 +104,20 @@ final class EventFolder: Sendable {
                 target: file.target, id: id)
             move(path, into: sent, name: name)
             node.metrics.folderFilesPicked.increment()
+            failures.withLock { _ = $0.removeValue(forKey: name) }
+        } catch is CancellationError {
+            return .done  // the node stops: the file stays for its next start
+        } catch let error as StoreError {
+            // The store refused (a full disk, an I/O error): the file is fine and stays where
+            // the agent put it, tried again every second until the store takes it.
+            let first = failures.withLock { f -> Bool in
+                f[name, default: 0] += 1
+                return f[name] == 1
+            }
+            if first { node.logger.error("event file \(name) waits: \(error)") }
+            return .retry
         } catch {
+            if Task.isCancelled { return .done }  // refused because the node is stopping: kept for its next start
             quarantine(name, reason: "\(error)")
             node.metrics.folderFilesRejected.increment()
             node.logger.warning("event file \(name) could not be emitted: \(error)")

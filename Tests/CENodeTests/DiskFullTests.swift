@@ -49,8 +49,11 @@ struct DiskFullTests {
         await tearDown()
     }
 
+    /// An origin whose disk fills: `emit` fails with an error naming the store, an event file
+    /// dropped meanwhile waits where the agent put it (not quarantined), and both work again
+    /// once there is room, numbered right after what was stored.
     @Test func emitFailsClearlyWhenTheDiskIsFullAndRecoversWhenRoomReturns() async throws {
-        let cluster = try await Cluster.make([.init(name: "planner-1", pool: "planner")], pools: "", settings: "heartbeat_ms: 200")
+        let cluster = try await Cluster.make([.init(name: "planner-1", pool: "planner", workspace: true)], pools: "", settings: "heartbeat_ms: 200")
         try await Self.withSmallDisk(cluster, for: "planner-1") { data in
             try await cluster.launch(["planner-1"])
             let big: JSONValue = ["blob": .string(String(repeating: "z", count: 60_000))]
@@ -72,14 +75,28 @@ struct DiskFullTests {
             // Still serving: status answers, and everything acknowledged is there.
             #expect(try await cluster.status("planner-1")["last_seq"]?.intValue == stored)
             #expect(cluster.processes["planner-1"]!.isRunning)
-            // Room again: the next emit is stored and numbered right after the last one.
+            // An event file dropped now waits in the outbox: the file is fine, the disk is not.
+            let outbox = cluster.workspace("planner-1") + "/.ce-events"
+            let file = #"{"stream":"planner","event_type":"schema_v1","payload":{"tables":["user"]}}"#
+            try Data(file.utf8).write(to: URL(fileURLWithPath: outbox + "/.writing"))
+            try FileManager.default.moveItem(atPath: outbox + "/.writing", toPath: outbox + "/planner_schema_v1_1.json")
+            try await eventually(10, "the node says the event file waits") {
+                cluster.log("planner-1").contains("event file planner_schema_v1_1.json waits")
+            }
+            #expect(FileManager.default.fileExists(atPath: outbox + "/planner_schema_v1_1.json"), "the file stays in the outbox")
+            #expect(!FileManager.default.fileExists(atPath: outbox + "/rejected/planner_schema_v1_1.json"), "the file is not quarantined")
+            // Room again: the file is sent, and the next emit is numbered right after it.
             #expect(Self.resize(data, megabytes: 64))
+            try await eventually(10, "the waiting event file is sent") {
+                FileManager.default.fileExists(atPath: outbox + "/sent/planner_schema_v1_1.json")
+            }
             let next = try await cluster.emit("planner-1", "plan_ready", ["after": true])
-            #expect(next["seq"]?.intValue == stored + 1)
+            #expect(next["seq"]?.intValue == stored + 2)
             try await cluster.stop("planner-1")
             let history = try await cluster.history("planner-1")
-            #expect(history.count == stored + 1)
-            #expect(history.map { $0["seq"]?.intValue ?? 0 } == Array(1...(stored + 1)))
+            #expect(history.count == stored + 2)
+            #expect(history.map { $0["seq"]?.intValue ?? 0 } == Array(1...(stored + 2)))
+            #expect(history.filter { $0["event_type"]?.stringValue == "schema_v1" }.count == 1)
         }
     }
 
