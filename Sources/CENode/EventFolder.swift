@@ -105,8 +105,6 @@ final class EventFolder: Sendable {
             move(path, into: sent, name: name)
             node.metrics.folderFilesPicked.increment()
             failures.withLock { _ = $0.removeValue(forKey: name) }
-        } catch is CancellationError {
-            return .done  // the node stops: the file stays for its next start
         } catch let error as StoreError {
             // The store refused (a full disk, an I/O error): the file is fine and stays where
             // the agent put it, tried again every second until the store takes it.
