@@ -304,7 +304,7 @@ struct Delivery: Sendable {
     /// (a full disk, an I/O error): none of them was stored or handed over. Each of their
     /// lines goes back to just before its first one (every event up to there is stored), to
     /// be replayed from there once the store takes writes again. Returns those lines; one
-    /// already replaying goes round again.
+    /// already replaying goes round again. (Lines it does not track are left out.)
     mutating func notStored(_ held: [Held]) -> [Line] {
         var first: [Line: UInt64] = [:]
         for h in held { first[h.event.line] = min(first[h.event.line] ?? h.event.seq, h.event.seq) }

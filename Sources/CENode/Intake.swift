@@ -233,8 +233,8 @@ extension Node {
             do {
                 try await storeAndHandOver(live.take, feed: feed)
             } catch {
-                // The node keeps serving what it holds; the events come back by replay.
-                replayFrom.formUnion(notStored(live.take, error))
+                // The node keeps serving what it holds; the refused events come back by replay.
+                replayFrom.formUnion(live.take.map(\.event.line))
             }
             for line in replayFrom { startReplay(of: line) }
             if live.dropped > 0 { pauseLive(from: peer) }
@@ -243,6 +243,10 @@ extension Node {
 
     /// Stores events (with the cursors they move, in one transaction) and hands the new ones
     /// over to the feed, listeners and the event folder.
+    ///
+    /// When the store refuses them (a full disk, an I/O error), none is stored or handed over:
+    /// their lines go back to just before them (``Delivery/notStored(_:)``), so a replay brings
+    /// them once the store takes writes again, not later events past them; then it throws.
     func storeAndHandOver(_ held: [Intake.Held], feed: Socket) async throws {
         // The cursors of the origins these events come from (already moved past them, and
         // perhaps further by a heartbeat), with those moved by heartbeats alone.
@@ -256,7 +260,16 @@ extension Node {
         if held.isEmpty && cursors.isEmpty { return }
         let received = Date()
         let records = held.map { StoredEvent(event: $0.event, envelope: $0.envelope, receivedAt: received) }
-        let fresh = try await writer.append(records, advancing: cursors)
+        let fresh: [Bool]
+        do {
+            fresh = try await writer.append(records, advancing: cursors)
+        } catch {
+            if !held.isEmpty {
+                intake.state.withLock { _ = $0.notStored(held) }
+                logger.error("the store refused \(held.count) received events (\(error)); they are replayed once it takes writes again")
+            }
+            throw error
+        }
         let duplicates = fresh.lazy.filter { !$0 }.count
         // New events, except this node's own earlier ones refilled from peers (handed over
         // when they were emitted).
@@ -275,18 +288,6 @@ extension Node {
         metrics.duplicates.increment(by: duplicates)
         metrics.delivered.increment(by: records.count - duplicates)
         metrics.stored(zip(held, fresh).lazy.filter(\.1).map(\.0.event))
-    }
-
-    /// What to do when the store refused events the delivery decisions took (a full disk, an
-    /// I/O error): their lines go back to before them (see ``Delivery/notStored(_:)``), so a
-    /// replay brings them once the store takes writes again, not later events past them.
-    /// Returns those lines.
-    @discardableResult
-    func notStored(_ held: [Intake.Held], _ error: any Error) -> [Line] {
-        guard !held.isEmpty else { return [] }
-        let lines = intake.state.withLock { $0.notStored(held) }
-        logger.error("the store refused \(held.count) received events (\(error)); they are replayed once it takes writes again")
-        return lines
     }
 
     /// Starts the replay loop for a line, or tells the running one to go round again.
@@ -545,12 +546,7 @@ extension Node {
         let accepted = intake.state.withLock { $0.takePage(page, from: line) }
         state.withLock { $0.counters.replayedIn += reply.events.count }
         metrics.replayedIn.increment(by: reply.events.count)
-        do {
-            try await storeAndHandOver(accepted, feed: feed)
-        } catch {
-            notStored(accepted, error)
-            throw error
-        }
+        try await storeAndHandOver(accepted, feed: feed)
         intake.refill.withLock { r in if r.wanted && !r.done { r.events += accepted.count } }
         return intake.state.withLock { $0.pageStored(page, from: line) }
     }
@@ -558,12 +554,7 @@ extension Node {
     /// Gives up on replay of a line: its waiting events are stored in sequence order.
     private func takeWithoutReplay(_ line: Line, feed: Socket) async throws -> Int {
         let accepted = intake.state.withLock { $0.giveUp(on: line) }
-        do {
-            try await storeAndHandOver(accepted, feed: feed)
-        } catch {
-            notStored(accepted, error)
-            throw error
-        }
+        try await storeAndHandOver(accepted, feed: feed)
         return accepted.count
     }
 

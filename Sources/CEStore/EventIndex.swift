@@ -113,8 +113,10 @@ final class EventIndex: Sendable {
             let owner = try connection.text("SELECT epoch FROM ix.indexed")
             var upto = try connection.integer("SELECT upto FROM ix.indexed") ?? 0
             let lastRead = try connection.text("SELECT upto_id FROM ix.indexed")
-            let stored = upto > 0 && upto <= last ? try connection.text("SELECT id FROM main.event WHERE rowid = \(upto)") : nil
-            if owner != epoch || (upto > 0 && upto <= last && stored != lastRead) {
+            // Whether the event at the index's last row is the one it read there.
+            let within = upto > 0 && upto <= last
+            let sameLast = try !within || connection.text("SELECT id FROM main.event WHERE rowid = \(upto)") == lastRead
+            if owner != epoch || !sameLast {
                 // New, or made for another store: start over.
                 try connection.execute("DELETE FROM ix.by_type; DELETE FROM ix.by_stream; DELETE FROM ix.indexed", "open the index")
                 try connection.execute("INSERT INTO ix.indexed(epoch, upto) VALUES ('\(epoch.replacingOccurrences(of: "'", with: "''"))', 0)", "open the index")

@@ -441,8 +441,9 @@ public final class Socket: Sendable {
                     s.waiters.append(.init(id: id, one: one, deadline: deadline, timeout: timeout, continuation: continuation))
                     // The reactor stopped watching for messages while no one waited: it must
                     // look again, now that someone does.
-                    defer { s.readableUnclaimed = false }
-                    return .wait(wake: s.readableUnclaimed)
+                    let wake = s.readableUnclaimed
+                    s.readableUnclaimed = false
+                    return .wait(wake: wake)
                 }
                 switch now {
                 case .wait(let wake):

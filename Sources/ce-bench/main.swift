@@ -76,7 +76,6 @@ func percentile(_ sorted: [Double], _ p: Double) -> Double {
 
 let payload: JSONValue = .string(String(repeating: "x", count: 256))
 
-/// The `ce-node` built beside this benchmark.
 /// Stops a child process: `signal`, then SIGKILL after 10 s; returns once it has exited or
 /// 15 s have passed. Polls instead of `waitUntilExit`, which was seen spinning for minutes after
 /// a child that had already been reaped.
@@ -90,6 +89,7 @@ func stopChild(_ child: Process, signal: Int32 = SIGTERM) {
     }
 }
 
+/// The `ce-node` built beside this benchmark.
 let ceNodeBinary = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("ce-node")
 
 /// A loopback port for a node of a benchmark topology, never the same twice in a run, below
