@@ -323,9 +323,13 @@ public final class Node: Sendable {
         defer { logger.info("node down") }
         do {
             try await withThrowingTaskGroup(of: String.self) { group in
-                group.addTask { try await self.emitLoop(pub: sockets.pub, feed: sockets.feed); return "emit" }
+                // The loops that store what they take run on the writer's thread (between its
+                // commits), so a batch is stamped or decoded, written, published and handed
+                // over with no thread hand-off to the writer and back.
+                let writing = writer.executor
+                group.addTask(executorPreference: writing) { try await self.emitLoop(pub: sockets.pub, feed: sockets.feed); return "emit" }
                 for sub in sockets.subs {
-                    group.addTask { try await self.receiveLoop(sub: sub.socket, from: sub.peer.name, feed: sockets.feed); return "receive from \(sub.peer.name)" }
+                    group.addTask(executorPreference: writing) { try await self.receiveLoop(sub: sub.socket, from: sub.peer.name, feed: sockets.feed); return "receive from \(sub.peer.name)" }
                     group.addTask { try await self.redialLoop(sub: sub.socket, events: sub.events); return "redial \(sub.peer.name)" }
                 }
                 group.addTask { try await self.answerLoop(router: sockets.router); return "answer" }
@@ -581,7 +585,7 @@ public final class Node: Sendable {
                         repeats.append((index, pending.complete))
                         continue
                     }
-                    if let stored = try? store.event(id: id), let event = try? stored.decoded() {
+                    if let stored = try? store.envelope(id: id), let event = try? EnvelopeCodec.decode(stored) {
                         if event.origin == spec.name {
                             pending.complete(.success(event))
                         } else {

@@ -1,7 +1,8 @@
 import Foundation
 internal import GRDBSQLite
 
-/// One SQLite connection driven through the C API, for the store's writes and checkpoints.
+/// One SQLite connection driven through the C API, for the store's writes, checkpoints and
+/// point lookups.
 ///
 /// GRDB stays the store's reader and migrator, but it does not write: its pool turns
 /// `synchronous` to NORMAL on the connection that writes when it switches WAL on, after any
@@ -101,6 +102,24 @@ final class Connection {
         guard rc == SQLITE_OK, let statement else { throw failure("prepare", rc) }
         statements[sql] = statement
         return statement
+    }
+
+    /// The blob in the first column of the first row a one-parameter query selects (nil when
+    /// none), by its prepared statement, which is reset before returning (so no read
+    /// transaction stays open).
+    func blob(_ sql: String, _ parameter: String, _ operation: String) throws -> [UInt8]? {
+        let statement = try statement(sql)
+        bind(statement, 1, parameter)
+        defer {
+            sqlite3_reset(statement)
+            sqlite3_clear_bindings(statement)
+        }
+        let rc = sqlite3_step(statement)
+        if rc == SQLITE_DONE { return nil }
+        guard rc == SQLITE_ROW else { throw failure(operation, rc) }
+        let count = Int(sqlite3_column_bytes(statement, 0))
+        guard count > 0, let bytes = sqlite3_column_blob(statement, 0) else { return [] }
+        return [UInt8](UnsafeRawBufferPointer(start: bytes, count: count))
     }
 
     /// Steps a bound statement to its end and resets it; returns the rows it changed.

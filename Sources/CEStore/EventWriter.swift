@@ -59,6 +59,13 @@ public final class EventWriter: Sendable {
         core.observer.withLock { $0 = Core.CommitObserver(body: body) }
     }
 
+    /// The writer thread as a task executor: a task that prefers it (`Task(executorPreference:)`,
+    /// `TaskGroup.addTask(executorPreference:)`) runs on that thread between commits, so its
+    /// appends are written and answered with no thread hand-off either way. For the node's own
+    /// loops that store what they take (emits, received events), never for user code: while
+    /// such a task runs, nothing is written.
+    public var executor: any TaskExecutor { core }
+
     /// Writes what is queued, then stops; later appends fail. Returns without waiting.
     public func close() { core.close() }
 
@@ -79,7 +86,7 @@ public final class EventWriter: Sendable {
 }
 
 extension EventWriter {
-    final class Core: Sendable {
+    final class Core: TaskExecutor {
         let store: EventStore
         let state = Mutex(State())
         let wakeup = NSCondition()
@@ -110,6 +117,8 @@ extension EventWriter {
             var eventsWritten = 0
             var transactions = 0
             var waitingForStop: [CheckedContinuation<Void, Never>] = []
+            /// Jobs of tasks that prefer the writer thread, run before the next batch is taken.
+            var jobs: [UnownedJob] = []
         }
 
         /// Fixed time to gather callers after a commit; nil: from the commit's duration.
@@ -172,6 +181,18 @@ extension EventWriter {
             }
         }
 
+        /// Runs a job of a task that prefers the writer thread on it; once the thread has
+        /// stopped, on the global executor instead (a task is never left unrun).
+        func enqueue(_ job: consuming ExecutorJob) {
+            let job = UnownedJob(job)
+            let queued = state.withLock { s -> Bool in
+                if s.stopped { return false }
+                s.jobs.append(job)
+                return true
+            }
+            if queued { signal() } else { globalConcurrentExecutor.enqueue(ExecutorJob(job)) }
+        }
+
         func signal() {
             wakeup.lock()
             wakeup.signal()
@@ -182,13 +203,22 @@ extension EventWriter {
         /// or the writer closes; stops once closed and nothing is left.
         func run() {
             var gather: (deadline: ContinuousClock.Instant, callers: Int)?
+            let executor = asUnownedTaskExecutor()
+            var jobs: [UnownedJob] = []
             while true {
+                for job in jobs { job.runSynchronously(on: executor) }
+                jobs.removeAll(keepingCapacity: true)
                 wakeup.lock()
                 var batch: [Request] = []
                 var done = false
                 while true {
                     var waitUntil: ContinuousClock.Instant?
                     (batch, done) = state.withLock { s -> ([Request], Bool) in
+                        // Tasks first: what they append joins this batch.
+                        if !s.jobs.isEmpty {
+                            swap(&jobs, &s.jobs)
+                            return ([], false)
+                        }
                         if s.paused && !s.closed { return ([], false) }
                         if let g = gather, !s.closed, !s.queue.isEmpty, s.queue.count < g.callers,
                            s.queuedEvents < EventWriter.maxBatch, ContinuousClock.now < g.deadline {
@@ -207,7 +237,7 @@ extension EventWriter {
                         s.queuedEvents -= count
                         return (batch, s.closed && s.queue.isEmpty && batch.isEmpty)
                     }
-                    if !batch.isEmpty || done { break }
+                    if !batch.isEmpty || done || !jobs.isEmpty { break }
                     if let waitUntil {
                         wakeup.wait(until: waitUntil)
                     } else {
@@ -216,16 +246,19 @@ extension EventWriter {
                 }
                 wakeup.unlock()
                 if done { break }
+                if batch.isEmpty { continue }  // jobs to run
                 let start = ContinuousClock.now
                 write(batch)
                 gather = gatherDeadline(after: start, callers: batch.count)
             }
-            let waiting = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            let (waiting, late) = state.withLock { s -> ([CheckedContinuation<Void, Never>], [UnownedJob]) in
                 s.stopped = true
-                defer { s.waitingForStop = [] }
-                return s.waitingForStop
+                defer { s.waitingForStop = []; s.jobs = [] }
+                return (s.waitingForStop, s.jobs)
             }
             for continuation in waiting { continuation.resume() }
+            // Tasks that prefer this thread go on elsewhere (their appends fail: closed).
+            for job in late { globalConcurrentExecutor.enqueue(ExecutorJob(job)) }
         }
 
         func write(_ batch: [Request]) {

@@ -43,7 +43,7 @@ struct StoreTests {
         q.descending = true
         q.limit = 1
         #expect(try store.events(q).map(\.id) == ["p-3"])
-        #expect(try store.event(id: "p-2")?.decoded().seq == 2)
+        #expect(try store.envelope(id: "p-2").map { try EnvelopeCodec.decode($0) }?.seq == 2)
         #expect(try store.maxSeq(origin: "p") == 3)
         #expect(try store.lines() == [Line("p", ""): 3, Line("b", ""): 1])
     }
@@ -113,6 +113,24 @@ struct StoreTests {
         #expect(try store.answer(for: "r1") == Array("yes".utf8))
         #expect(try store.answer(for: "r2") == nil)
         #expect(try store.meta("k") == "v")
+    }
+
+    @Test func lookupsLeaveNoReadTransactionOpen() throws {
+        let dir = temporary()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = try EventStore(directory: dir)
+        try store.append([event("p", 1)])
+        try store.recordAnswer(requestID: "r1", reply: Array("yes".utf8))
+        #expect(try store.answer(for: "nobody asked") == nil)
+        #expect(try store.envelope(id: "p-2") == nil)
+        #expect(try store.answer(for: "r1") == Array("yes".utf8))
+        #expect(try store.envelope(id: "p-1").map { try EnvelopeCodec.decode($0) }?.seq == 1)
+        // Written after the lookups: a lookup that kept its snapshot would hold these in the
+        // WAL, and the checkpoint at a stop could not empty it.
+        try store.append((2...20).map { event("p", UInt64($0)) })
+        try store.recordAnswer(requestID: "r2", reply: Array("no".utf8))
+        #expect(store.checkpointAtStop())
+        #expect(try store.answer(for: "r2") == Array("no".utf8), "a lookup sees what was written after the last one")
     }
 
     @Test func concurrentWritersAreGroupCommittedOnceEach() async throws {
@@ -347,6 +365,55 @@ struct StoreTests {
         #expect(try store.count() == 1)
     }
 
+    @Test func aTaskThatPrefersTheWriterRunsOnItsThreadBetweenCommits() async throws {
+        let dir = temporary()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = try EventStore(directory: dir)
+        let writer = store.writer()
+        defer { writer.close() }
+        // The writer's thread, as its commit observer sees it.
+        let writerThreads = Mutex<Set<UInt>>([])
+        writer.observeCommits { _, _ in writerThreads.withLock { _ = $0.insert(UInt(pthread_self())) } }
+        // Other callers append meanwhile, from the cooperative pool: their events are written too.
+        async let others: Void = withThrowingTaskGroup(of: Void.self) { group in
+            for t in 0..<8 {
+                group.addTask { for seq in 1...50 { _ = try await writer.append(event("o\(t)", UInt64(seq))) } }
+            }
+            try await group.waitForAll()
+        }
+        // The task runs on the writer's thread, before and after each append it waits for.
+        let threads = try await Task(executorPreference: writer.executor) {
+            var threads: Set<UInt> = []
+            for seq in 1...50 {
+                threads.insert(UInt(pthread_self()))
+                let fresh = try await writer.append(event("w", UInt64(seq)))
+                #expect(fresh)
+                threads.insert(UInt(pthread_self()))
+            }
+            return threads
+        }.value
+        try await others
+        #expect(writerThreads.withLock { $0.count } == 1)
+        #expect(threads == writerThreads.withLock { $0 })
+        #expect(try store.count() == 450)
+        #expect(try store.maxSeq(origin: "w") == 50)
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func aTaskThatPrefersAStoppedWriterRunsElsewhere() async throws {
+        let dir = temporary()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = try EventStore(directory: dir)
+        let writer = store.writer()
+        await writer.shutdown()
+        // Never left unrun: it goes on on the global executor and learns the writer is closed.
+        let outcome = await Task(executorPreference: writer.executor) { () -> String in
+            do { return "stored: \(try await writer.append(event("w", 1)))" } catch { return "\(error)" }
+        }.value
+        #expect(outcome.contains("closed"), "\(outcome)")
+        #expect(try store.count() == 0)
+    }
+
     @Test func duplicatesInsideOneTransactionAreStoredOnce() async throws {
         let dir = temporary()
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -495,7 +562,7 @@ extension StoreTests {
         #expect(!again.isNew && again.epoch == epoch)
         #expect(try again.lines() == [Line("p", epoch): 1, Line("p", "other"): 1])
         #expect(try again.maxSeq(origin: "p", epoch: epoch) == 1)
-        #expect(try again.event(id: "a")?.decoded().epoch == epoch, "the epoch travels in the envelope")
+        #expect(try again.envelope(id: "a").map { try EnvelopeCodec.decode($0) }?.epoch == epoch, "the epoch travels in the envelope")
     }
 
     /// A store written by a version without epochs: its events keep their numbers in the
