@@ -293,6 +293,9 @@ public final class EventStore: Sendable {
     /// Checkpoints run off the commit path so far.
     public var backgroundCheckpoints: Int { checkpointer?.checkpoints ?? 0 }
 
+    /// WAL pages those checkpoints copied into the store file.
+    public var backgroundPagesCopied: Int { checkpointer?.pagesCopied ?? 0 }
+
     /// The schema version, kept in `PRAGMA user_version`; a store with a larger one is refused.
     public static let schemaVersion = 3
 

@@ -248,8 +248,15 @@ extension EventWriter {
                 if done { break }
                 if batch.isEmpty { continue }  // jobs to run
                 let start = ContinuousClock.now
-                write(batch)
+                let committed = write(batch)
                 gather = gatherDeadline(after: start, callers: batch.count)
+                // The tasks on this thread that the commit answered go on first (they publish
+                // and acknowledge what it stored); then the index reads the batch, and what
+                // the checkpoint thread left behind is copied (which can take milliseconds).
+                state.withLock { swap(&jobs, &$0.jobs) }
+                for job in jobs { job.runSynchronously(on: executor) }
+                jobs.removeAll(keepingCapacity: true)
+                if committed { store.committed() }
             }
             let (waiting, late) = state.withLock { s -> ([CheckedContinuation<Void, Never>], [UnownedJob]) in
                 s.stopped = true
@@ -261,7 +268,8 @@ extension EventWriter {
             for job in late { globalConcurrentExecutor.enqueue(ExecutorJob(job)) }
         }
 
-        func write(_ batch: [Request]) {
+        /// Writes a batch in one transaction and answers its callers; true when it committed.
+        func write(_ batch: [Request]) -> Bool {
             let start = ContinuousClock.now
             do {
                 var cursors: [Line: UInt64] = [:]
@@ -290,12 +298,11 @@ extension EventWriter {
                     observer.body(batch.reduce(0) { $0 + $1.events.count }, elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
                 }
                 for (request, fresh) in zip(batch, results) { request.continuation.resume(returning: fresh) }
-                // After the callers are answered: the index reads the batch, and what the
-                // checkpoint thread left behind is copied.
-                store.committed()
+                return true
             } catch {
                 let failure = error as? StoreError ?? store.fail("append", error)
                 for request in batch { request.continuation.resume(throwing: failure) }
+                return false
             }
         }
     }
