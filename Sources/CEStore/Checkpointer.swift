@@ -116,7 +116,7 @@ final class Checkpointer: Sendable {
                 var total = max(0, copied)
                 // What was committed while a pass ran is copied by the next one here, not by
                 // the writer between two transactions: the writer's part is kept to a few
-                // pages (a remainder of thousands took it 17-34 ms, delaying the next commit).
+                // pages (a remainder of a thousand took it up to 38 ms, delaying the next commit).
                 var passes = 1
                 while log - copied > Self.writerRemainder && passes < Self.maxPasses {
                     (log, copied) = try connection!.checkpoint(truncate: false)
