@@ -3,7 +3,7 @@ import Synchronization
 
 /// Event ids: UUID version 7 (RFC 9562), lowercase: 48 bits of Unix milliseconds, a 12-bit
 /// counter within the millisecond, then a per-process random salt plus a count. Ids made later sort later, so the store's unique index on ids grows at its end
-/// instead of touching a random page per event (with random v4 ids, one more page per
+/// instead of touching a random page per event (with random v4 ids, one 16 KiB page per
 /// event written to the WAL on every commit).
 public enum EventID {
     /// The last (milliseconds, counter) handed out: ids of one process increase strictly,

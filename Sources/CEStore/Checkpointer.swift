@@ -19,11 +19,10 @@ import Synchronization
 /// two transactions, on its own connection (no frame can arrive meanwhile): its next
 /// transaction writes the WAL from the start again, over the same file.
 final class Checkpointer: Sendable {
-    /// WAL pages after which a checkpoint runs (4 MiB with the 4 KiB pages of a new store).
+    /// WAL pages (16 KiB each) after which a checkpoint runs: 16 MiB.
     static let defaultThreshold = 1000
     let threshold: Int
-    /// WAL pages after which the checkpoint waits for readers and truncates the WAL (256 MiB
-    /// with 4 KiB pages).
+    /// WAL pages after which the checkpoint waits for readers and truncates the WAL: 1 GiB.
     static let truncateAfter = 65_536
     /// At most this many pages are left for the writer to copy (when the passes can keep up).
     static let writerRemainder = 64

@@ -172,11 +172,7 @@ public final class EventStore: Sendable {
         config.busyMode = .timeout(10)
         config.prepareDatabase { db in
             // Only takes effect on a new file, before its first table; GRDB turns WAL on afterwards.
-            // 4 KiB pages: a commit of one event writes three pages (its row, its two unique
-            // keys) to the WAL before the fsync; with 16 KiB pages a lone commit took 50 us
-            // longer (large batches are 15 % faster with 16 KiB; docs/BENCHMARKS.md).
-            // A store made with another page size keeps it.
-            try db.execute(sql: "PRAGMA page_size=\(Self.pageSize)")
+            try db.execute(sql: "PRAGMA page_size=16384")
             try db.execute(sql: "PRAGMA synchronous=\(durability == .full ? "FULL" : "NORMAL")")
             try db.execute(sql: "PRAGMA cache_size=-65536")
             try db.execute(sql: "ATTACH DATABASE ? AS ix", arguments: [indexPath])
@@ -299,9 +295,6 @@ public final class EventStore: Sendable {
 
     /// WAL pages those checkpoints copied into the store file.
     public var backgroundPagesCopied: Int { checkpointer?.pagesCopied ?? 0 }
-
-    /// The page size of a new store file.
-    static let pageSize = 4096
 
     /// The schema version, kept in `PRAGMA user_version`; a store with a larger one is refused.
     public static let schemaVersion = 3

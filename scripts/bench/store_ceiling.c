@@ -5,7 +5,7 @@
  *   cc -O2 -o /tmp/store_ceiling scripts/bench/store_ceiling.c -lsqlite3
  *   /tmp/store_ceiling DB_PATH ROWS BATCH [ENVELOPE_BYTES] [indexed]
  *
- * Pragmas as the store sets them (page_size 4096, cache 64 MiB, WAL, synchronous=FULL,
+ * Pragmas as the store sets them (page_size 16384, cache 64 MiB, WAL, synchronous=FULL,
  * wal_autocheckpoint 4000); one INSERT OR IGNORE per event, bound to a prepared statement,
  * and the cursor's upsert once per transaction. The event file has no secondary index
  * (schema 3: the indexes by type and stream are in a file of their own, filled off the
@@ -48,7 +48,7 @@ int main(int argc, char **argv) {
 
     sqlite3 *db;
     if (sqlite3_open(path, &db) != SQLITE_OK) { fprintf(stderr, "cannot open %s\n", path); return 1; }
-    exec(db, "PRAGMA page_size=4096; PRAGMA cache_size=-65536; PRAGMA journal_mode=WAL;"
+    exec(db, "PRAGMA page_size=16384; PRAGMA cache_size=-65536; PRAGMA journal_mode=WAL;"
              " PRAGMA synchronous=FULL; PRAGMA wal_autocheckpoint=4000");
     exec(db, "CREATE TABLE event(rowid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, origin TEXT NOT NULL,"
              " epoch TEXT NOT NULL DEFAULT '', seq INTEGER NOT NULL, stream TEXT NOT NULL, event_type TEXT NOT NULL,"
