@@ -205,18 +205,25 @@ extension EventWriter {
             var gather: (deadline: ContinuousClock.Instant, callers: Int)?
             let executor = asUnownedTaskExecutor()
             var jobs: [UnownedJob] = []
-            while true {
+            /// Runs the jobs queued so far by tasks that prefer this thread (outside every lock:
+            /// they append and signal).
+            func runJobs() {
+                state.withLock { swap(&jobs, &$0.jobs) }
                 for job in jobs { job.runSynchronously(on: executor) }
                 jobs.removeAll(keepingCapacity: true)
+            }
+            while true {
+                runJobs()
                 wakeup.lock()
                 var batch: [Request] = []
                 var done = false
+                var jobsWaiting = false
                 while true {
                     var waitUntil: ContinuousClock.Instant?
                     (batch, done) = state.withLock { s -> ([Request], Bool) in
                         // Tasks first: what they append joins this batch.
                         if !s.jobs.isEmpty {
-                            swap(&jobs, &s.jobs)
+                            jobsWaiting = true
                             return ([], false)
                         }
                         if s.paused && !s.closed { return ([], false) }
@@ -237,7 +244,7 @@ extension EventWriter {
                         s.queuedEvents -= count
                         return (batch, s.closed && s.queue.isEmpty && batch.isEmpty)
                     }
-                    if !batch.isEmpty || done || !jobs.isEmpty { break }
+                    if !batch.isEmpty || done || jobsWaiting { break }
                     if let waitUntil {
                         wakeup.wait(until: waitUntil)
                     } else {
@@ -246,16 +253,14 @@ extension EventWriter {
                 }
                 wakeup.unlock()
                 if done { break }
-                if batch.isEmpty { continue }  // jobs to run
+                if batch.isEmpty { continue }  // jobs to run first
                 let start = ContinuousClock.now
                 let committed = write(batch)
                 gather = gatherDeadline(after: start, callers: batch.count)
                 // The tasks on this thread that the commit answered go on first (they publish
                 // and acknowledge what it stored); then the index reads the batch, and what
                 // the checkpoint thread left behind is copied (which can take milliseconds).
-                state.withLock { swap(&jobs, &$0.jobs) }
-                for job in jobs { job.runSynchronously(on: executor) }
-                jobs.removeAll(keepingCapacity: true)
+                runJobs()
                 if committed { store.committed() }
             }
             let (waiting, late) = state.withLock { s -> ([CheckedContinuation<Void, Never>], [UnownedJob]) in
