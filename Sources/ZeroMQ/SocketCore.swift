@@ -61,7 +61,7 @@ final class SocketCore: @unchecked Sendable {
     struct State {
         var mode = Mode.idle
         var closeReason: ZMQError?
-        var inbox = Deque<Message>()
+        var inbox = Inbox()
         var waiters = Deque<Waiter>()
         var cancelledWaiters = Set<UInt64>()
         var nextWaiterID: UInt64 = 0
@@ -109,11 +109,9 @@ final class SocketCore: @unchecked Sendable {
         /// The first queued message (`one`) or all of them, with the lockstep recorded; nil
         /// when none is queued.
         mutating func take(one: Bool, _ type: SocketType) -> [Message]? {
-            guard let first = inbox.popFirst() else { return nil }
+            guard !inbox.isEmpty else { return nil }
             tookMessages(type)
-            if one { return [first] }
-            defer { inbox.removeAll(keepingCapacity: true) }
-            return [first] + inbox
+            return one ? [inbox.popFirst()!] : inbox.takeAll()
         }
 
         /// Checks and records a send against the REQ/REP lockstep; nil when allowed.
@@ -606,5 +604,61 @@ final class SocketCore: @unchecked Sendable {
         for waiter in waiters { waiter.continuation.resume(throwing: error) }
         for item in outbox { item.continuation?.resume(throwing: error) }
         for waiter in roomWaiters { waiter.resume() }
+    }
+}
+
+/// Received messages not yet taken, in order: an array read from `head`. A batch read into
+/// an empty inbox is kept as it is, and a receiver that takes everything gets the array
+/// itself: no message is copied on the way (a queue copied each one in and out, with a
+/// retain and a release each).
+struct Inbox {
+    private var items: [Message] = []
+    private var head = 0
+
+    var count: Int { items.count - head }
+    var isEmpty: Bool { head == items.count }
+
+    mutating func popFirst() -> Message? {
+        guard head < items.count else { return nil }
+        // Moved out (an empty message left in its place), so the inbox holds no reference to it.
+        var message = Message(Frame([]))
+        swap(&message, &items[head])
+        head += 1
+        if head == items.count { removeAll() }
+        return message
+    }
+
+    mutating func append(contentsOf batch: [Message]) {
+        if isEmpty {
+            items = batch
+            head = 0
+        } else {
+            items.append(contentsOf: batch)
+        }
+    }
+
+    mutating func append(contentsOf batch: ArraySlice<Message>) {
+        if isEmpty { removeAll() }
+        items.append(contentsOf: batch)
+    }
+
+    /// Puts messages back in front (a receiver's unconsumed ones).
+    mutating func prepend(contentsOf messages: ArraySlice<Message>) {
+        guard !messages.isEmpty else { return }
+        items = Array(messages) + items[head...]
+        head = 0
+    }
+
+    /// Everything queued, in order; the inbox is left empty.
+    mutating func takeAll() -> [Message] {
+        let all = head == 0 ? items : Array(items[head...])
+        items = []
+        head = 0
+        return all
+    }
+
+    mutating func removeAll() {
+        items = []
+        head = 0
     }
 }
