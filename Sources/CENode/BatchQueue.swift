@@ -26,6 +26,27 @@ final class BatchQueue<Item: Sendable>: Sendable {
         return accepted
     }
 
+    /// Queues several items together: a waiting taker gets them all in one batch, never
+    /// the first alone. False (and none queued) once the queue is finished.
+    @discardableResult
+    func put(contentsOf batch: [Item]) -> Bool {
+        guard !batch.isEmpty else { return true }
+        let (accepted, waiter) = state.withLock { s -> (Bool, CheckedContinuation<[Item]?, Never>?) in
+            if s.finished { return (false, nil) }
+            if let w = s.waiter {
+                s.waiter = nil
+                return (true, w)
+            }
+            s.items.append(contentsOf: batch)
+            return (true, nil)
+        }
+        waiter?.resume(returning: batch)
+        return accepted
+    }
+
+    /// Whether the taker is waiting for items (nothing is queued).
+    var takerWaits: Bool { state.withLock { $0.waiter != nil } }
+
     /// The next batch, or nil once finished and drained. One taker at a time.
     func take() async -> [Item]? {
         await withCheckedContinuation { continuation in

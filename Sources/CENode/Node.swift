@@ -541,20 +541,33 @@ public final class Node: Sendable {
         }
         let results = Results(emissions.count)
         return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<[Event], any Error>) in
-            for (index, emission) in emissions.enumerated() {
-                let pending = PendingEmit(
+            let pendings = emissions.enumerated().map { index, emission in
+                PendingEmit(
                     type: emission.type, stream: emission.stream ?? spec.pool, payload: emission.payload,
                     correlationID: emission.correlationID, target: emission.target, id: emission.id,
                     complete: { result in
-                        let done = results.state.withLock { s -> [Result<Event, any Error>]? in
+                        let done = results.state.withLock { s -> [Result<Event, any Error>?]? in
                             s.results[index] = result
                             s.left -= 1
-                            return s.left == 0 ? s.results.map { $0! } : nil
+                            guard s.left == 0 else { return nil }
+                            defer { s.results = [] }
+                            return s.results
                         }
                         guard let done else { return }
-                        do { continuation.resume(returning: try done.map { try $0.get() }) } catch { continuation.resume(throwing: error) }
+                        do {
+                            var events: [Event] = []
+                            events.reserveCapacity(done.count)
+                            for result in done { events.append(try result!.get()) }
+                            continuation.resume(returning: events)
+                        } catch {
+                            continuation.resume(throwing: error)
+                        }
                     })
-                if !emits.put(pending) { pending.complete(.failure(NodeError("node \(spec.name) is not running"))) }
+            }
+            // All at once: the emit loop takes them in one batch (one transaction when the
+            // writer is idle), not the first alone and the rest after it.
+            if !emits.put(contentsOf: pendings) {
+                for pending in pendings { pending.complete(.failure(NodeError("node \(spec.name) is not running"))) }
             }
         }
     }
@@ -616,14 +629,16 @@ public final class Node: Sendable {
                 continue
             }
             metrics.emitted.increment(by: events.count)
-            metrics.stored(events)
+            metrics.stored(events.count, from: spec.name)
             var wire: [Message] = []
             var local: [Message] = []
             wire.reserveCapacity(events.count)
             local.reserveCapacity(events.count)
-            for (index, (event, record)) in zip(events, records).enumerated() {
-                let topic = Frame(Topic.bytes(type: event.type, stream: event.stream))
-                let envelope = Frame(record.envelope)
+            // By index: iterating the arrays would copy every event and record (a retain and
+            // a release for each of their strings) to read three fields.
+            for index in events.indices {
+                let topic = Frame(Topic.bytes(type: events[index].type, stream: events[index].stream))
+                let envelope = Frame(records[index].envelope)
                 wire.append(Message(options.replay ? [topic, envelope, Frame(markFrames[index])] : [topic, envelope]))
                 local.append(Message([topic, envelope]))
             }

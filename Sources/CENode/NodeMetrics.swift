@@ -89,6 +89,11 @@ public struct NodeMetrics: Sendable {
     }
 
     /// Counts events stored here, grouped by origin (one increment per origin).
+    /// `count` events of one origin stored.
+    func stored(_ count: Int, from origin: String) {
+        (storedByOrigin[origin] ?? storedOther).increment(by: count)
+    }
+
     func stored(_ events: some Sequence<Event>) {
         var byOrigin: [String: Int] = [:]
         for event in events { byOrigin[event.origin, default: 0] += 1 }
