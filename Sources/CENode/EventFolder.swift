@@ -49,7 +49,7 @@ final class EventFolder: Sendable {
                 watcher.changes.put((directory, name))
             }
         }
-        try await withThrowingTaskGroup(of: Void.self) { group in
+        await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 // Ends the watcher (and so this loop) when the node stops.
                 try await withTaskCancellationHandler {
@@ -57,14 +57,18 @@ final class EventFolder: Sendable {
                 } onCancel: { watcher.stop() }
             }
             while let batch = await watcher.changes.take() {
+                var dropped: [String] = []
                 for (directory, name) in batch {
                     guard name.hasSuffix(".json"), !name.hasPrefix(".") else { continue }
-                    if directory == replies {
-                        collectReply(name)
-                    } else if case .retry = await publish(name, node: node) {
+                    if directory == replies { collectReply(name) } else { dropped.append(name) }
+                }
+                // The files found together are emitted together, in the order found (by name
+                // at start-up), a chunk at a time: one transaction per chunk, not per file.
+                for start in stride(from: 0, to: dropped.count, by: Self.chunk) {
+                    for name in await publish(dropped[start..<min(dropped.count, start + Self.chunk)], node: node) {
                         group.addTask {
                             try await Task.sleep(for: .seconds(1))
-                            watcher.changes.put((directory, name))
+                            watcher.changes.put((self.root, name))
                         }
                     }
                 }
@@ -73,54 +77,70 @@ final class EventFolder: Sendable {
         }
     }
 
-    enum Outcome { case done, retry }
+    /// Files emitted together at most: a folder filled while the node was down goes out in
+    /// transactions of this many events, so no single one holds the store's writer for long.
+    static let chunk = 1000
 
-    private func publish(_ name: String, node: Node) async -> Outcome {
-        let path = root + "/" + name
-        guard let data = FileManager.default.contents(atPath: path) else { return .done }  // already moved
-        let bytes = [UInt8](data)
-        let file: AgentEventFile
-        do {
-            file = try AgentEventFile.parse(bytes)
-        } catch {
-            let attempt = failures.withLock { f -> Int in
-                f[name, default: 0] += 1
-                return f[name]!
+    /// Publishes the files `names` (in this order) as one batch of emits; returns the names
+    /// to try again in a second (a file that does not parse yet, a store that refused).
+    private func publish(_ names: ArraySlice<String>, node: Node) async -> [String] {
+        var retry: [String] = []
+        var ready: [(name: String, path: String, emission: Node.Emission)] = []
+        var seen = Set<String>()
+        for name in names where seen.insert(name).inserted {
+            let path = root + "/" + name
+            guard let data = FileManager.default.contents(atPath: path) else { continue }  // already moved
+            let bytes = [UInt8](data)
+            let file: AgentEventFile
+            do {
+                file = try AgentEventFile.parse(bytes)
+            } catch {
+                let attempt = failures.withLock { f -> Int in
+                    f[name, default: 0] += 1
+                    return f[name]!
+                }
+                if attempt < Self.attempts {
+                    retry.append(name)
+                    continue
+                }
+                failures.withLock { _ = $0.removeValue(forKey: name) }
+                quarantine(name, reason: "\(error)")
+                node.metrics.folderFilesRejected.increment()
+                node.logger.warning("event file \(name) rejected: \(error)")
+                continue
             }
-            if attempt < Self.attempts { return .retry }
             failures.withLock { _ = $0.removeValue(forKey: name) }
-            quarantine(name, reason: "\(error)")
-            node.metrics.folderFilesRejected.increment()
-            node.logger.warning("event file \(name) rejected: \(error)")
-            return .done
-        }
-        failures.withLock { _ = $0.removeValue(forKey: name) }
-        do {
             // The id comes from the file, so a file published just before a crash and found
             // again after the restart is recognised and not sent twice.
             let id = "\(node.spec.name)-file-\(fnv1a(Array(name.utf8)))\(fnv1a(bytes))"
-            _ = try await node.emit(
-                file.type, payload: file.payload, stream: file.stream, correlationID: file.correlationID,
-                target: file.target, id: id)
-            move(path, into: sent, name: name)
-            node.metrics.folderFilesPicked.increment()
-            failures.withLock { _ = $0.removeValue(forKey: name) }
-        } catch let error as StoreError {
-            // The store refused (a full disk, an I/O error): the file is fine and stays where
-            // the agent put it, tried again every second until the store takes it.
-            let first = failures.withLock { f -> Bool in
-                f[name, default: 0] += 1
-                return f[name] == 1
-            }
-            if first { node.logger.error("event file \(name) waits: \(error)") }
-            return .retry
-        } catch {
-            if Task.isCancelled { return .done }  // refused because the node is stopping: kept for its next start
-            quarantine(name, reason: "\(error)")
-            node.metrics.folderFilesRejected.increment()
-            node.logger.warning("event file \(name) could not be emitted: \(error)")
+            ready.append((name, path, Node.Emission(
+                file.type, payload: file.payload, stream: file.stream, correlationID: file.correlationID, target: file.target, id: id)))
         }
-        return .done
+        guard !ready.isEmpty else { return retry }
+        let outcomes = await node.emitEach(ready.map(\.emission))
+        for (file, outcome) in zip(ready, outcomes) {
+            switch outcome {
+            case .success:
+                move(file.path, into: sent, name: file.name)
+                node.metrics.folderFilesPicked.increment()
+                failures.withLock { _ = $0.removeValue(forKey: file.name) }
+            case .failure(let error as StoreError):
+                // The store refused (a full disk, an I/O error): the file is fine and stays where
+                // the agent put it, tried again every second until the store takes it.
+                let first = failures.withLock { f -> Bool in
+                    f[file.name, default: 0] += 1
+                    return f[file.name] == 1
+                }
+                if first { node.logger.error("event file \(file.name) waits: \(error)") }
+                retry.append(file.name)
+            case .failure(let error):
+                if Task.isCancelled { continue }  // refused because the node is stopping: kept for its next start
+                quarantine(file.name, reason: "\(error)")
+                node.metrics.folderFilesRejected.increment()
+                node.logger.warning("event file \(file.name) could not be emitted: \(error)")
+            }
+        }
+        return retry
     }
 
     private func quarantine(_ name: String, reason: String) {

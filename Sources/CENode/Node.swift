@@ -532,6 +532,16 @@ public final class Node: Sendable {
     /// Emits several events in this order, stored together (one transaction when the
     /// writer is idle); returns them as stamped. The first failure is thrown after all finish.
     public func emit(_ emissions: [Emission]) async throws -> [Event] {
+        var events: [Event] = []
+        events.reserveCapacity(emissions.count)
+        for result in await emitEach(emissions) { events.append(try result.get()) }
+        return events
+    }
+
+    /// Emits several events in this order, stored together, and returns each one's outcome
+    /// (an emit refused for its own reason, a repeated id of another origin's event, does
+    /// not fail the others).
+    func emitEach(_ emissions: [Emission]) async -> [Result<Event, any Error>] {
         if emissions.isEmpty { return [] }
         let start = ContinuousClock.now
         defer { NodeMetrics.record(metrics.emitDuration, since: start) }
@@ -540,7 +550,7 @@ public final class Node: Sendable {
             init(_ count: Int) { state = Mutex((Array(repeating: nil, count: count), count)) }
         }
         let results = Results(emissions.count)
-        return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<[Event], any Error>) in
+        return await withCheckedContinuation { (continuation: CheckedContinuation<[Result<Event, any Error>], Never>) in
             let pendings = emissions.enumerated().map { index, emission in
                 PendingEmit(
                     type: emission.type, stream: emission.stream ?? spec.pool, payload: emission.payload,
@@ -554,14 +564,10 @@ public final class Node: Sendable {
                             return s.results
                         }
                         guard let done else { return }
-                        do {
-                            var events: [Event] = []
-                            events.reserveCapacity(done.count)
-                            for result in done { events.append(try result!.get()) }
-                            continuation.resume(returning: events)
-                        } catch {
-                            continuation.resume(throwing: error)
-                        }
+                        var outcomes: [Result<Event, any Error>] = []
+                        outcomes.reserveCapacity(done.count)
+                        for result in done { outcomes.append(result!) }
+                        continuation.resume(returning: outcomes)
                     })
             }
             // All at once: the emit loop takes them in one batch (one transaction when the

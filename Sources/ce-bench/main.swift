@@ -818,7 +818,7 @@ func residentKiB(_ pid: Int32? = nil) -> Int {
         child.executableURL = ceNodeBinary
         child.arguments = ["run", "--topology", path, "--node", name, "--log-level", "notice"]
         let log = FileHandle(forWritingAtPath: temporaryRoot + "/\(name).log") ?? {
-            FileManager.default.createFile(atPath: temporaryRoot + "/\(name).log", contents: nil)
+            _ = FileManager.default.createFile(atPath: temporaryRoot + "/\(name).log", contents: nil)
             return FileHandle(forWritingAtPath: temporaryRoot + "/\(name).log")!
         }()
         log.seekToEndOfFile()
