@@ -1,4 +1,5 @@
 import CECore
+import CEStore
 import Foundation
 import Testing
 
@@ -22,6 +23,45 @@ import Testing
             #expect(events.map(\.seq) == Array(events[0].seq..<events[0].seq + 1000))
             #expect(after.events - before.events == 1000)
             #expect(after.transactions - before.transactions == 1, "1000 events emitted together took \(after.transactions - before.transactions) transactions")
+        } catch {
+            running.cancel()
+            _ = try? await running.value
+            await cluster.tearDown()
+            throw error
+        }
+        running.cancel()
+        _ = try? await running.value
+        await cluster.tearDown()
+    }
+
+    @Test func aRefusedEventFailsAloneAndTheRestOfItsBatchIsStored() async throws {
+        let cluster = try await Cluster.make([.init(name: "planner-1", pool: "planner")], pools: "", settings: "security: none\n  heartbeat_ms: 200")
+        let node = try Node(options: try Node.Options(topology: cluster.topology, name: "planner-1"))
+        let running = Task { try await node.run() }
+        do {
+            _ = try await node.emit(.planReady)
+            // An event of another origin, held here, whose id an emit then tries to take.
+            let foreign = Event(id: "taken-id", origin: "builder-1", seq: 1, stream: "builder", type: .buildReady, timestamp: Date(), payload: .null)
+            _ = try await node.writer.append(StoredEvent(event: foreign, envelope: EnvelopeCodec.encode(foreign)))
+            try await eventually(10, "the emit loop waits again") { node.emits.takerWaits }
+            let before = node.writer.counts.transactions
+            let outcomes = await node.emitEach([
+                Node.Emission(.planReady, payload: 1),
+                Node.Emission(.planReady, payload: 2, id: "taken-id"),
+                Node.Emission(.planReady, payload: 3, stream: "not a name"),
+                Node.Emission(.planReady, payload: 4, id: "mine-1"),
+                Node.Emission(.planReady, payload: 5, id: "mine-1"),
+            ])
+            #expect(node.writer.counts.transactions - before == 1)
+            let stored = outcomes.map { (try? $0.get())?.payload }
+            #expect(stored == [1, nil, nil, 4, 4], "the repeated id gets the event stored under it")
+            #expect("\(outcomes[1])".contains("taken by an event of builder-1"))
+            #expect("\(outcomes[2])".contains("not a valid name"))
+            let seqs = outcomes.compactMap { try? $0.get().seq }
+            #expect(seqs == [seqs[0], seqs[0] + 1, seqs[0] + 1], "two events stored, numbered one after the other")
+            // emit([...]) over the same: the first failure, after all of them finished.
+            await #expect(throws: NodeError.self) { try await node.emit([Node.Emission(.planReady, payload: 6), Node.Emission(.planReady, id: "taken-id")]) }
+            #expect(try await node.emit([Node.Emission(.planReady, payload: 7)]).map(\.payload) == [7])
         } catch {
             running.cancel()
             _ = try? await running.value
