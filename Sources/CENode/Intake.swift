@@ -176,7 +176,7 @@ extension Node {
             var arrivals: [Intake.Held] = []
             var segments: [(events: [Intake.Held], beat: Delivery.Beat?)] = []
             for message in batch {
-                if message.count == 2, message[0].bytes.starts(with: Array("_hb/".utf8)) {
+                if message.count == 2, message[0].bytes.starts(with: Self.heartbeatPrefix) {
                     if let beat = heard(heartbeat: message, from: peer) {
                         segments.append((arrivals, Delivery.Beat(origin: beat.origin, epoch: beat.epoch, seq: beat.seq, marks: beat.marks)))
                         arrivals = []
@@ -287,7 +287,7 @@ extension Node {
         }
         metrics.duplicates.increment(by: duplicates)
         metrics.delivered.increment(by: records.count - duplicates)
-        metrics.stored(zip(held, fresh).lazy.filter(\.1).map(\.0.event))
+        metrics.stored(origins: zip(held, fresh).lazy.filter(\.1).map(\.0.event.origin))
     }
 
     /// Starts the replay loop for a line, or tells the running one to go round again.

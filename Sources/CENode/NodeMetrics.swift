@@ -94,10 +94,19 @@ public struct NodeMetrics: Sendable {
         (storedByOrigin[origin] ?? storedOther).increment(by: count)
     }
 
-    func stored(_ events: some Sequence<Event>) {
-        var byOrigin: [String: Int] = [:]
-        for event in events { byOrigin[event.origin, default: 0] += 1 }
-        for (origin, count) in byOrigin { (storedByOrigin[origin] ?? storedOther).increment(by: count) }
+    /// Events stored, given by their origins: counted by runs of one origin (a batch usually
+    /// comes from one), not hashed one by one.
+    func stored(origins: some Sequence<String>) {
+        var run: (origin: String, count: Int)?
+        for origin in origins {
+            if run?.origin == origin {
+                run!.count += 1
+                continue
+            }
+            if let run { stored(run.count, from: run.origin) }
+            run = (origin, 1)
+        }
+        if let run { stored(run.count, from: run.origin) }
     }
 
     func rejected(_ reason: RejectReason) { rejected[reason]?.increment() }

@@ -9,10 +9,7 @@ import Testing
 /// together, as its documentation says.
 @Suite("Batch emits") struct EmitBatchTests {
     @Test func aBatchEmittedToAnIdleNodeIsStoredInOneTransaction() async throws {
-        let cluster = try await Cluster.make([.init(name: "planner-1", pool: "planner")], pools: "", settings: "security: none\n  heartbeat_ms: 200")
-        let node = try Node(options: try Node.Options(topology: cluster.topology, name: "planner-1"))
-        let running = Task { try await node.run() }
-        do {
+        try await withNode { node in
             _ = try await node.emit(.planReady)
             // Idle: the emit loop waits for the next batch.
             try await eventually(10, "the emit loop waits again") { node.emits.takerWaits }
@@ -23,22 +20,11 @@ import Testing
             #expect(events.map(\.seq) == Array(events[0].seq..<events[0].seq + 1000))
             #expect(after.events - before.events == 1000)
             #expect(after.transactions - before.transactions == 1, "1000 events emitted together took \(after.transactions - before.transactions) transactions")
-        } catch {
-            running.cancel()
-            _ = try? await running.value
-            await cluster.tearDown()
-            throw error
         }
-        running.cancel()
-        _ = try? await running.value
-        await cluster.tearDown()
     }
 
     @Test func aRefusedEventFailsAloneAndTheRestOfItsBatchIsStored() async throws {
-        let cluster = try await Cluster.make([.init(name: "planner-1", pool: "planner")], pools: "", settings: "security: none\n  heartbeat_ms: 200")
-        let node = try Node(options: try Node.Options(topology: cluster.topology, name: "planner-1"))
-        let running = Task { try await node.run() }
-        do {
+        try await withNode { node in
             _ = try await node.emit(.planReady)
             // An event of another origin, held here, whose id an emit then tries to take.
             let foreign = Event(id: "taken-id", origin: "builder-1", seq: 1, stream: "builder", type: .buildReady, timestamp: Date(), payload: .null)
@@ -62,14 +48,19 @@ import Testing
             // emit([...]) over the same: the first failure, after all of them finished.
             await #expect(throws: NodeError.self) { try await node.emit([Node.Emission(.planReady, payload: 6), Node.Emission(.planReady, id: "taken-id")]) }
             #expect(try await node.emit([Node.Emission(.planReady, payload: 7)]).map(\.payload) == [7])
-        } catch {
-            running.cancel()
-            _ = try? await running.value
-            await cluster.tearDown()
-            throw error
         }
+    }
+
+    /// Runs `body` with a node of a one-node cluster running in this process, then stops it.
+    private func withNode(_ body: (Node) async throws -> Void) async throws {
+        let cluster = try await Cluster.make([.init(name: "planner-1", pool: "planner")], pools: "", settings: "security: none\n  heartbeat_ms: 200")
+        let node = try Node(options: try Node.Options(topology: cluster.topology, name: "planner-1"))
+        let running = Task { try await node.run() }
+        var failure: (any Error)?
+        do { try await body(node) } catch { failure = error }
         running.cancel()
         _ = try? await running.value
         await cluster.tearDown()
+        if let failure { throw failure }
     }
 }
