@@ -88,8 +88,7 @@ public struct NodeMetrics: Sendable {
         folderFilesRejected = counter("ce_event_files_total", [("result", "rejected")])
     }
 
-    /// Counts events stored here, grouped by origin (one increment per origin).
-    /// `count` events of one origin stored.
+    /// Counts `count` events of `origin` stored here.
     func stored(_ count: Int, from origin: String) {
         (storedByOrigin[origin] ?? storedOther).increment(by: count)
     }

@@ -628,18 +628,30 @@ struct Inbox {
         return message
     }
 
+    /// Slots in use, taken ones included (what the array holds).
+    var slots: Int { items.count }
+
     mutating func append(contentsOf batch: [Message]) {
         if isEmpty {
             items = batch
             head = 0
         } else {
+            dropTaken()
             items.append(contentsOf: batch)
         }
     }
 
     mutating func append(contentsOf batch: ArraySlice<Message>) {
-        if isEmpty { removeAll() }
+        if isEmpty { removeAll() } else { dropTaken() }
         items.append(contentsOf: batch)
+    }
+
+    /// Drops the slots of taken messages once they are half the array: a receiver that takes
+    /// one at a time from an inbox that never empties must not make it grow without end.
+    private mutating func dropTaken() {
+        guard head > 0, head * 2 >= items.count else { return }
+        items.removeFirst(head)
+        head = 0
     }
 
     /// Puts messages back in front (a receiver's unconsumed ones).

@@ -65,6 +65,19 @@ import Testing
         #expect(inbox.count == 1)
     }
 
+    @Test func takingOneAtATimeFromAnInboxThatNeverEmptiesKeepsItSmall() {
+        var inbox = Inbox()
+        inbox.append(contentsOf: (0..<10).map { Message("\($0)") })
+        var largest = 0
+        for n in 10..<10_010 {
+            inbox.append(contentsOf: [Message("\(n)")])
+            #expect(inbox.popFirst() == Message("\(n - 10)"))
+            largest = max(largest, inbox.slots)
+        }
+        #expect(inbox.count == 10)
+        #expect(largest <= 40, "the inbox grew to \(largest) slots for 10 messages")
+    }
+
     /// Whether the message's bytes are referenced by nothing else: writing to them in place
     /// then needs no copy (the buffer's address stays the same).
     private func onlyHolderOfItsBytes(_ message: consuming Message) -> Bool {
