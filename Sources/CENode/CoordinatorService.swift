@@ -120,13 +120,11 @@ public final class CoordinatorService: Sendable {
     /// Gates and conflicts now, as the `gates` control command answers them.
     public func status(now: Date = Date()) -> JSONValue { state.withLock { $0.status(now: now) } }
 
+    /// Publishes a step's decisions together, in order (one transaction).
     private func publish(_ emissions: [Emission]) async {
-        for e in emissions {
-            do {
-                _ = try await node.emit(e.type, payload: e.payload, correlationID: e.correlationID, target: e.target)
-            } catch {
-                node.logger.error("coordinator could not publish \(e.type): \(error)")
-            }
+        let outcomes = await node.emitEach(emissions.map { Node.Emission($0.type, payload: $0.payload, correlationID: $0.correlationID, target: $0.target) })
+        for (e, outcome) in zip(emissions, outcomes) {
+            if case .failure(let error) = outcome { node.logger.error("coordinator could not publish \(e.type): \(error)") }
         }
     }
 
