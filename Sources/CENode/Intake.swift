@@ -202,7 +202,7 @@ extension Node {
                     forged("event \(event.id) (seq \(event.seq))", claimed: event.origin, sender: peer)
                     continue
                 }
-                let marks = message.count == 3 ? Self.parseMarks(message[2].bytes) : nil
+                let marks = message.count == 3 ? Marks.parse(message[2].bytes) : nil
                 arrivals.append(Intake.Held(event: event, envelope: message[1].bytes, marks: marks))
             }
             if !arrivals.isEmpty { segments.append((arrivals, nil)) }
@@ -558,21 +558,4 @@ extension Node {
         return accepted.count
     }
 
-    static func parseMarks(_ bytes: [UInt8]) -> [String: UInt64]? {
-        (try? JSONValue(parsing: bytes)).flatMap(marks(from:))
-    }
-
-    static func marks(from value: JSONValue) -> [String: UInt64]? {
-        guard case .object(let object) = value else { return nil }
-        var marks: [String: UInt64] = [:]
-        for (key, value) in object {
-            guard let n = value.intValue, n >= 0 else { return nil }
-            marks[key] = UInt64(n)
-        }
-        return marks
-    }
-
-    static func marksValue(_ marks: [String: UInt64]) -> JSONValue {
-        .object(marks.mapValues { .number(Double($0)) })
-    }
 }

@@ -586,6 +586,7 @@ public final class Node: Sendable {
             var records: [StoredEvent] = []
             var waiting: [@Sendable (Result<Event, any Error>) -> Void] = []
             var (first, marks) = state.withLock { ($0.lastSeq + 1, $0.marks) }
+            var markWriter = Marks.Writer(marks)
             var markFrames: [[UInt8]] = []
             /// Ids given in this batch, and emits that repeat one of them.
             var batchIDs: [String: Int] = [:]
@@ -619,7 +620,10 @@ public final class Node: Sendable {
                     type: pending.type, timestamp: now, payload: pending.payload,
                     correlationID: pending.correlationID, target: pending.target)
                 first += 1
-                if options.replay { markFrames.append(Self.marksValue(marks).serialized()) }
+                if options.replay {
+                    markFrames.append(markWriter.bytes())
+                    markWriter.advance(type: event.type.rawValue, seq: event.seq)
+                }
                 marks[event.type.rawValue] = event.seq
                 events.append(event)
                 records.append(StoredEvent(event: event, envelope: EnvelopeCodec.encode(event), receivedAt: now))
@@ -726,7 +730,7 @@ public final class Node: Sendable {
             pool: body["pool"]?.stringValue ?? "?", lastSeen: Date(), epoch: epoch,
             lastSeq: UInt64(max(0, body["seq"]?.intValue ?? 0)))
         state.withLock { $0.peers[origin] = peer }
-        let marks = body["marks"].flatMap(Self.marks(from:))
+        let marks = body["marks"].flatMap(Marks.from)
         return (origin, epoch, peer.lastSeq, marks)
     }
 
@@ -743,7 +747,7 @@ public final class Node: Sendable {
                 let (seq, marks) = state.withLock { ($0.lastSeq, $0.marks) }
                 let body: JSONValue = [
                     "origin": .string(spec.name), "pool": .string(spec.pool), "epoch": .string(store.epoch), "seq": .number(Double(seq)),
-                    "marks": Self.marksValue(marks),
+                    "marks": Marks.value(marks),
                     "timestamp": .string(Timestamp.format(Date())),
                 ]
                 try await pub.send(Message([topic, Frame(body.serialized())]))
