@@ -1,5 +1,4 @@
 internal import CZeroMQ
-import DequeModule
 import Synchronization
 #if canImport(Glibc)
 import Glibc
