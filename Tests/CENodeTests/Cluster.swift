@@ -160,6 +160,30 @@ final class Cluster: @unchecked Sendable {
         try socket.set([.curveServerKey(server.publicKey), .curvePublicKey(pair.publicKey), .curveSecretKey(pair.secretKey)])
     }
     func workspace(_ name: String) -> String { topology.node(named: name)!.workspace! }
+
+    /// Writes `count` event files into the node's event folder, named in the order of their
+    /// payload's `n` (`planner_plan_ready_00000.json`, ...); returns the folder.
+    func dropEventFiles(_ name: String, count: Int) throws -> String {
+        let outbox = workspace(name) + "/.ce-events"
+        try FileManager.default.createDirectory(atPath: outbox, withIntermediateDirectories: true)
+        for n in 0..<count {
+            let file = #"{"stream":"planner","event_type":"plan_ready","payload":{"n":\#(n)},"timestamp":"2026-11-25T10:00:00Z"}"#
+            try Data(file.utf8).write(to: URL(fileURLWithPath: outbox + String(format: "/planner_plan_ready_%05d.json", n)))
+        }
+        return outbox
+    }
+
+    /// Checks that the node stored the events of `dropEventFiles(_:count:)` once each, in
+    /// the files' name order, numbered from 1.
+    func expectEventFilesStoredInOrder(_ name: String, count: Int) async throws {
+        let history = try await history(name)
+        let ns = history.compactMap { $0["payload"]?["n"]?.intValue }
+        #expect(ns.count == count, "\(ns.count) events stored for \(count) files")
+        #expect(Set(ns).count == ns.count, "a file was emitted twice")
+        let misplaced = ns.indices.first { ns[$0] != $0 }
+        #expect(misplaced == nil, "file \(misplaced.map { ns[$0] } ?? -1) went out as event \((misplaced ?? -2) + 1)")
+        #expect(history.compactMap { $0["seq"]?.intValue } == Array(1...count))
+    }
     func log(_ name: String) -> String { (try? String(contentsOfFile: root + "/\(name).log", encoding: .utf8)) ?? "" }
 
     func control(_ name: String, _ request: JSONValue, timeout: Duration = .seconds(10)) async throws -> JSONValue {

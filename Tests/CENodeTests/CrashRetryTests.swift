@@ -83,13 +83,8 @@ struct CrashRetryTests {
 
     @Test func eventFilesFoundAgainAfterAKillAreEmittedOnce() async throws {
         try await withCluster([.init(name: "planner-1", pool: "planner", workspace: true)], start: []) { cluster in
-            let outbox = cluster.workspace("planner-1") + "/.ce-events"
-            try FileManager.default.createDirectory(atPath: outbox, withIntermediateDirectories: true)
             let count = 12_000
-            for n in 0..<count {
-                let file = #"{"stream":"planner","event_type":"plan_ready","payload":{"n":\#(n)},"timestamp":"2026-11-25T10:00:00Z"}"#
-                try Data(file.utf8).write(to: URL(fileURLWithPath: outbox + String(format: "/planner_plan_ready_%05d.json", n)))
-            }
+            let outbox = try cluster.dropEventFiles("planner-1", count: count)
             func sent() -> Int { ((try? FileManager.default.contentsOfDirectory(atPath: outbox + "/sent")) ?? []).count }
             try cluster.start("planner-1")
             // Killed while it works through the folder: some batches stored and moved, one
@@ -112,13 +107,7 @@ struct CrashRetryTests {
             try await cluster.waitUntilUp("planner-1")
             try await eventually(120, "every file is moved to sent/ again") { sent() == count }
             #expect(((try? FileManager.default.contentsOfDirectory(atPath: outbox + "/rejected")) ?? []).isEmpty)
-            let history = try await cluster.history("planner-1")
-            let ns = history.compactMap { $0["payload"]?["n"]?.intValue }
-            #expect(ns.count == count, "\(ns.count) events stored for \(count) files")
-            #expect(Set(ns).count == count, "a file was emitted twice")
-            let misplaced = ns.indices.first { ns[$0] != $0 }
-            #expect(misplaced == nil, "out of name order at event \((misplaced ?? -2) + 1)")
-            #expect(history.compactMap { $0["seq"]?.intValue } == Array(1...count))
+            try await cluster.expectEventFilesStoredInOrder("planner-1", count: count)
         }
     }
 }

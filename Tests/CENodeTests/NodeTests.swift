@@ -220,14 +220,9 @@ struct NodeTests {
 
     @Test func filesDroppedWhileTheNodeWasDownGoOutInNameOrder() async throws {
         try await withCluster([.init(name: "planner-1", pool: "planner", workspace: true)], start: []) { cluster in
-            let outbox = cluster.workspace("planner-1") + "/.ce-events"
-            try FileManager.default.createDirectory(atPath: outbox, withIntermediateDirectories: true)
             // More than one chunk of emits, with a broken file among them.
             let count = 2300
-            for n in 0..<count {
-                let file = #"{"stream":"planner","event_type":"plan_ready","payload":{"n":\#(n)},"timestamp":"2026-11-25T10:00:00Z"}"#
-                try Data(file.utf8).write(to: URL(fileURLWithPath: outbox + String(format: "/planner_plan_ready_%05d.json", n)))
-            }
+            let outbox = try cluster.dropEventFiles("planner-1", count: count)
             try Data("{\"stream\": \"planner\", \"event_ty".utf8).write(to: URL(fileURLWithPath: outbox + "/planner_plan_ready_01500x.json"))
             try cluster.start("planner-1")
             try await cluster.waitUntilUp("planner-1")
@@ -237,12 +232,7 @@ struct NodeTests {
             try await eventually(10, "the broken file is quarantined") {
                 FileManager.default.fileExists(atPath: outbox + "/rejected/planner_plan_ready_01500x.json.error")
             }
-            let history = try await cluster.history("planner-1")
-            let ns = history.compactMap { $0["payload"]?["n"]?.intValue }
-            let seqs = history.compactMap { $0["seq"]?.intValue }
-            #expect(ns.count == count && seqs == Array(1...count))
-            let misplaced = ns.indices.first { ns[$0] != $0 }
-            #expect(misplaced == nil, "file \(misplaced.map { ns[$0] } ?? -1) went out as event \((misplaced ?? -2) + 1)")
+            try await cluster.expectEventFilesStoredInOrder("planner-1", count: count)
         }
     }
 
