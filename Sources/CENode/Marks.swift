@@ -75,9 +75,9 @@ enum Marks {
         }
     }
 
-    /// Writes the marks of the events of one emitted batch, one after another: the bytes
-    /// `value(marks).serialized()` gives, without building a JSON value and sorting its keys
-    /// for every event.
+    /// The marks through the events of one emitted batch, one after another, written as the
+    /// bytes `value(marks).serialized()` gives, without building a JSON value and sorting its
+    /// keys for every event.
     struct Writer {
         /// Sorted by key, each key already written as JSON.
         private var entries: [(key: String, json: [UInt8], seq: UInt64)]
@@ -92,7 +92,10 @@ enum Marks {
             return out
         }
 
-        /// The marks as they stand.
+        /// The marks as they stand, as a dictionary.
+        var marks: [String: UInt64] { Dictionary(uniqueKeysWithValues: entries.map { ($0.key, $0.seq) }) }
+
+        /// The marks as they stand, as JSON.
         func bytes() -> [UInt8] {
             var out: [UInt8] = [UInt8(ascii: "{")]
             out.reserveCapacity(2 + entries.count * 32)

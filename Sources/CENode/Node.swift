@@ -564,10 +564,7 @@ public final class Node: Sendable {
                             return s.results
                         }
                         guard let done else { return }
-                        var outcomes: [Result<Event, any Error>] = []
-                        outcomes.reserveCapacity(done.count)
-                        for result in done { outcomes.append(result!) }
-                        continuation.resume(returning: outcomes)
+                        continuation.resume(returning: done.map { $0! })
                     })
             }
             // All at once: the emit loop takes them in one batch (one transaction when the
@@ -585,8 +582,7 @@ public final class Node: Sendable {
             var events: [Event] = []
             var records: [StoredEvent] = []
             var waiting: [@Sendable (Result<Event, any Error>) -> Void] = []
-            var (first, marks) = state.withLock { ($0.lastSeq + 1, $0.marks) }
-            var markWriter = Marks.Writer(marks)
+            var (first, marks) = state.withLock { ($0.lastSeq + 1, Marks.Writer($0.marks)) }
             var markFrames: [[UInt8]] = []
             /// Ids given in this batch, and emits that repeat one of them.
             var batchIDs: [String: Int] = [:]
@@ -620,11 +616,8 @@ public final class Node: Sendable {
                     type: pending.type, timestamp: now, payload: pending.payload,
                     correlationID: pending.correlationID, target: pending.target)
                 first += 1
-                if options.replay {
-                    markFrames.append(markWriter.bytes())
-                    markWriter.advance(type: event.type.rawValue, seq: event.seq)
-                }
-                marks[event.type.rawValue] = event.seq
+                if options.replay { markFrames.append(marks.bytes()) }
+                marks.advance(type: event.type.rawValue, seq: event.seq)
                 events.append(event)
                 records.append(StoredEvent(event: event, envelope: EnvelopeCodec.encode(event), receivedAt: now))
                 waiting.append(pending.complete)
@@ -656,7 +649,7 @@ public final class Node: Sendable {
             try? await publishing.run {
                 state.withLock { s in
                     s.lastSeq = events.last!.seq
-                    s.marks = marks
+                    s.marks = marks.marks
                     s.counters.emitted += events.count
                 }
                 try? await pub.send(batch: wire)

@@ -50,7 +50,7 @@ args.removeAll { $0 == "--blocking" || $0 == "--reactor" || $0 == "--curve" }
 let replyTimeout: Duration? = countFlag("--timeout", "milliseconds").map { .milliseconds($0) }
 // --batch N: the async publisher hands N messages at a time to `send(batch:)`, and the async
 // subscriber takes everything that has arrived with `receiveBatch()`, as the node does.
-let sendBatch = countFlag("--batch", "a count") ?? 1
+let batchSize = countFlag("--batch", "a count") ?? 1
 if blocking && onReactor { fail("--blocking and --reactor exclude each other\n\(usage)") }
 if let unknown = args.first(where: { $0.hasPrefix("--") }) { fail("unknown flag \(unknown)\n\(usage)") }
 guard let mode = args.first else { fail(usage) }
@@ -132,30 +132,27 @@ nonisolated(nonsending) func threadSub() async throws {
     }
     var got = 0
     var t0 = 0.0
-    if sendBatch > 1 {
-        // As the node's intake reads: everything that has arrived, in one call. The clock
-        // starts at the first batch, whose messages are not counted in the rate.
-        var first = 0
+    // The messages that arrived before the clock started: the first one, or the first batch.
+    var untimed = 1
+    if batchSize > 1 {
+        // As the node's intake reads: everything that has arrived, in one call.
         while got < count {
             guard let batch = try? await sub.receiveBatch() else { break }
-            if got == 0 { (t0, first) = (now(), batch.count) }
+            if got == 0 { (t0, untimed) = (now(), batch.count) }
             got += batch.count
             progress.store(got, ordering: .relaxed)
         }
-        let seconds = now() - t0
-        watchdog.cancel()
-        report(got: got, seconds: seconds, untimed: first)
-        return
-    }
-    for try await _ in sub.messages {
-        if got == 0 { t0 = now() }
-        got += 1
-        if got & 1023 == 0 { progress.store(got, ordering: .relaxed) }
-        if got == count { break }
+    } else {
+        for try await _ in sub.messages {
+            if got == 0 { t0 = now() }
+            got += 1
+            if got & 1023 == 0 { progress.store(got, ordering: .relaxed) }
+            if got == count { break }
+        }
     }
     let seconds = now() - t0
     watchdog.cancel()
-    report(got: got, seconds: seconds)
+    report(got: got, seconds: seconds, untimed: untimed)
 }
 
 nonisolated(nonsending) func threadPub() async throws {
@@ -166,10 +163,10 @@ nonisolated(nonsending) func threadPub() async throws {
     try await Task.sleep(for: .milliseconds(300))  // let the subscription arrive (slow joiner), as the baseline does
     if blocking {
         for _ in 0..<count { try pub.sendBlocking(payload) }
-    } else if sendBatch > 1 {
+    } else if batchSize > 1 {
         var sent = 0
         while sent < count {
-            let n = min(sendBatch, count - sent)
+            let n = min(batchSize, count - sent)
             try await pub.send(batch: [Message](repeating: payload, count: n))
             sent += n
         }
