@@ -25,7 +25,10 @@ final class EventFolder: Sendable {
     static let attempts = 3
 
     private let waitingReplies = Mutex<[String: CheckedContinuation<JSONValue, any Error>]>([:])
-    private let failures = Mutex<[String: Int]>([:])
+    /// Files that did not parse: the times they were tried.
+    private let parseFailures = Mutex<[String: Int]>([:])
+    /// Files the store refused, waiting for room: logged once each, when they start to wait.
+    private let waiting = Mutex<Set<String>>([])
 
     init(workspace: String) throws {
         root = workspace + "/.ce-events"
@@ -95,7 +98,7 @@ final class EventFolder: Sendable {
             do {
                 file = try AgentEventFile.parse(bytes)
             } catch {
-                let attempt = failures.withLock { f -> Int in
+                let attempt = parseFailures.withLock { f -> Int in
                     f[name, default: 0] += 1
                     return f[name]!
                 }
@@ -103,13 +106,13 @@ final class EventFolder: Sendable {
                     retry.append(name)
                     continue
                 }
-                failures.withLock { _ = $0.removeValue(forKey: name) }
+                parseFailures.withLock { _ = $0.removeValue(forKey: name) }
                 quarantine(name, reason: "\(error)")
                 node.metrics.folderFilesRejected.increment()
                 node.logger.warning("event file \(name) rejected: \(error)")
                 continue
             }
-            failures.withLock { _ = $0.removeValue(forKey: name) }
+            parseFailures.withLock { _ = $0.removeValue(forKey: name) }
             // The id comes from the file, so a file published just before a crash and found
             // again after the restart is recognised and not sent twice.
             let id = "\(node.spec.name)-file-\(fnv1a(Array(name.utf8)))\(fnv1a(bytes))"
@@ -123,18 +126,16 @@ final class EventFolder: Sendable {
             case .success:
                 move(file.path, into: sent, name: file.name)
                 node.metrics.folderFilesPicked.increment()
-                failures.withLock { _ = $0.removeValue(forKey: file.name) }
+                waiting.withLock { _ = $0.remove(file.name) }
             case .failure(let error as StoreError):
                 // The store refused (a full disk, an I/O error): the file is fine and stays where
                 // the agent put it, tried again every second until the store takes it.
-                let first = failures.withLock { f -> Bool in
-                    f[file.name, default: 0] += 1
-                    return f[file.name] == 1
-                }
+                let first = waiting.withLock { $0.insert(file.name).inserted }
                 if first { node.logger.error("event file \(file.name) waits: \(error)") }
                 retry.append(file.name)
             case .failure(let error):
                 if Task.isCancelled { continue }  // refused because the node is stopping: kept for its next start
+                waiting.withLock { _ = $0.remove(file.name) }
                 quarantine(file.name, reason: "\(error)")
                 node.metrics.folderFilesRejected.increment()
                 node.logger.warning("event file \(file.name) could not be emitted: \(error)")

@@ -83,6 +83,11 @@ struct DiskFullTests {
             try await eventually(10, "the node says the event file waits") {
                 cluster.log("planner-1").contains("event file planner_schema_v1_1.json waits")
             }
+            // Tried again every second (each try refused by the store, logged by the emit
+            // loop), the file's waiting is logged once.
+            func after(_ log: String) -> Substring { log[log.range(of: "event file planner_schema_v1_1.json waits")!.upperBound...] }
+            try await eventually(10, "the file is tried twice more") { after(cluster.log("planner-1")).components(separatedBy: "store refused").count - 1 >= 2 }
+            #expect(cluster.log("planner-1").components(separatedBy: "event file planner_schema_v1_1.json waits").count - 1 == 1)
             #expect(FileManager.default.fileExists(atPath: outbox + "/planner_schema_v1_1.json"), "the file stays in the outbox")
             #expect(!FileManager.default.fileExists(atPath: outbox + "/rejected/planner_schema_v1_1.json"), "the file is not quarantined")
             // Room again: the file is sent, and the next emit is numbered right after it.
