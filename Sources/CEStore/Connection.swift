@@ -1,3 +1,4 @@
+import CECore
 import Foundation
 internal import GRDBSQLite
 
@@ -16,6 +17,10 @@ final class Connection {
     let path: String
     private(set) var handle: OpaquePointer?
     private var statements: [String: OpaquePointer] = [:]
+    /// The event store's line numbers (``EventStore``'s `line` table) this connection has
+    /// looked up or made. A transaction that rolls back empties it: a number made inside it
+    /// is void, and the next line made would get it again.
+    var lineIDs: [Line: Int64] = [:]
 
     /// `create`: make the file when it is missing (the event store's own file is made by its
     /// migrations, never here).
@@ -132,6 +137,20 @@ final class Connection {
         return Int(sqlite3_changes(handle))
     }
 
+    /// Steps a bound statement once and resets it; the first column of its row as an integer
+    /// (nil when it selects no row).
+    func integer(_ statement: OpaquePointer, _ operation: String) throws -> Int64? {
+        let rc = sqlite3_step(statement)
+        let value = rc == SQLITE_ROW ? sqlite3_column_int64(statement, 0) : nil
+        sqlite3_reset(statement)
+        sqlite3_clear_bindings(statement)
+        guard rc == SQLITE_ROW || rc == SQLITE_DONE else { throw failure(operation, rc) }
+        return value
+    }
+
+    /// The rowid of the last row this connection inserted.
+    var lastInsertedRowID: Int64 { sqlite3_last_insert_rowid(handle) }
+
     /// Runs `body` in one `BEGIN IMMEDIATE ... COMMIT`; rolls back when it throws.
     func transaction<T>(_ operation: String, _ body: () throws -> T) throws -> T {
         try execute("BEGIN IMMEDIATE", operation)
@@ -141,6 +160,7 @@ final class Connection {
             return result
         } catch {
             if sqlite3_get_autocommit(handle) == 0 { _ = sqlite3_exec(handle, "ROLLBACK", nil, nil, nil) }
+            lineIDs.removeAll()
             throw error
         }
     }
@@ -167,7 +187,8 @@ final class Connection {
     }
 }
 
-// Binding helpers: SQLite copies text and blobs it is given with SQLITE_TRANSIENT.
+// Binding helpers: SQLite copies text and blobs it is given with SQLITE_TRANSIENT; those
+// bound with `withText` and `withBlob` it reads in place (no destructor: SQLITE_STATIC).
 private let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
 
 extension Connection {
@@ -188,6 +209,29 @@ extension Connection {
         if blob.isEmpty { sqlite3_bind_zeroblob(statement, index, 0); return }
         blob.withUnsafeBytes { bytes in
             _ = sqlite3_bind_blob(statement, index, bytes.baseAddress!, Int32(bytes.count), transient)
+        }
+    }
+
+    /// Binds `value` without a copy while `body` runs: `body` must step the statement and clear
+    /// its bindings before it returns (``run(_:_:)`` does both).
+    func withText<T>(_ statement: OpaquePointer, _ index: Int32, _ value: String, _ body: () throws -> T) rethrows -> T {
+        var text = value
+        return try text.withUTF8 { bytes in
+            let start = bytes.baseAddress.map { UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self) } ?? UnsafeRawPointer(StaticString("").utf8Start).assumingMemoryBound(to: CChar.self)
+            sqlite3_bind_text(statement, index, start, Int32(bytes.count), nil)
+            return try body()
+        }
+    }
+
+    /// ``withText(_:_:_:_:)`` for a blob.
+    func withBlob<T>(_ statement: OpaquePointer, _ index: Int32, _ value: [UInt8], _ body: () throws -> T) rethrows -> T {
+        if value.isEmpty {
+            sqlite3_bind_zeroblob(statement, index, 0)
+            return try body()
+        }
+        return try value.withUnsafeBytes { bytes in
+            sqlite3_bind_blob(statement, index, bytes.baseAddress!, Int32(bytes.count), nil)
+            return try body()
         }
     }
 }

@@ -174,10 +174,12 @@ try? FileManager.default.removeItem(atPath: temporaryRoot)
     }
 
     let randomIDs = arguments.contains("--random-ids")
+    // An epoch, as a node stamps on every event it emits.
+    let epoch = Epoch.make()
     let events = (1...count).map { seq -> StoredEvent in
         // Ids as the node makes them (time-ordered), or random (UUID v4) with --random-ids.
         let id = randomIDs ? UUID().uuidString.lowercased() : EventID.make()
-        let e = Event(id: id, origin: "planner-1", seq: UInt64(seq), stream: "planning", type: .planReady,
+        let e = Event(id: id, origin: "planner-1", epoch: epoch, seq: UInt64(seq), stream: "planning", type: .planReady,
                       timestamp: Date(), payload: payload)
         return StoredEvent(event: e, envelope: EnvelopeCodec.encode(e))
     }

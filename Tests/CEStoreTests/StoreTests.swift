@@ -574,7 +574,7 @@ extension StoreTests {
         let dir = temporary()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: dir + "/events.sqlite", contents: nil)  // an empty file is an empty database
+        _ = FileManager.default.createFile(atPath: dir + "/events.sqlite", contents: nil)  // an empty file is an empty database
         let old = try Connection(path: dir + "/events.sqlite")
         try old.execute("""
             PRAGMA journal_mode=WAL;
@@ -607,6 +607,99 @@ extension StoreTests {
         var planned = EventQuery()
         planned.type = "plan_ready"
         #expect(try store.events(planned).map(\.id) == ["me-1", "me-2"])
+    }
+
+    /// A store of schema 3 (origin and epoch in every row) moves to numbered lines: every
+    /// event keeps its rowid, line and sequence, cursors stay, and the index file still points
+    /// at the right rows.
+    @Test func aStoreOfSchema3IsMigratedToNumberedLines() throws {
+        let dir = temporary()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        _ = FileManager.default.createFile(atPath: dir + "/events.sqlite", contents: nil)
+        let old = try Connection(path: dir + "/events.sqlite")
+        // Two origins, one of them in two epochs, their rows interleaved.
+        var rows: [String] = []
+        for n in 1...30 {
+            let (origin, epoch, seq) = [("p", "e1", n), ("b", "e9", n), ("p", "e2", n)][n % 3]
+            let type = n % 2 == 0 ? "plan_ready" : "build_ready"
+            rows.append("('\(origin)-\(epoch)-\(seq)', '\(origin)', '\(epoch)', \(seq), 's', '\(type)', \(n), \(n), x'7b7d')")
+        }
+        try old.execute("""
+            PRAGMA journal_mode=WAL;
+            CREATE TABLE grdb_migrations(identifier TEXT NOT NULL PRIMARY KEY);
+            INSERT INTO grdb_migrations VALUES ('v1'), ('v2 epochs'), ('v3 indexes off the commit path');
+            CREATE TABLE event(
+                rowid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, origin TEXT NOT NULL, epoch TEXT NOT NULL DEFAULT '',
+                seq INTEGER NOT NULL, stream TEXT NOT NULL, event_type TEXT NOT NULL, ts_ms INTEGER NOT NULL,
+                received_ms INTEGER NOT NULL, correlation_id TEXT, target TEXT, envelope BLOB NOT NULL,
+                UNIQUE(origin, epoch, seq));
+            CREATE TABLE cursor(origin TEXT NOT NULL, epoch TEXT NOT NULL DEFAULT '', seq INTEGER NOT NULL, PRIMARY KEY(origin, epoch));
+            CREATE TABLE answered(request_id TEXT PRIMARY KEY, reply BLOB NOT NULL, answered_ms INTEGER NOT NULL);
+            CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            INSERT INTO meta VALUES ('epoch', 'mine');
+            INSERT INTO event(id, origin, epoch, seq, stream, event_type, ts_ms, received_ms, envelope) VALUES \(rows.joined(separator: ", "));
+            INSERT INTO cursor VALUES ('b', 'e9', 29), ('p', 'e1', 30);
+            PRAGMA user_version = 3;
+            """, "make a store of schema 3")
+        old.close()
+        let store = try EventStore(directory: dir)
+        #expect(!store.isNew && store.epoch == "mine")
+        #expect(try store.pragma("user_version") == "\(EventStore.schemaVersion)")
+        #expect(try store.lines() == [Line("p", "e1"): 30, Line("b", "e9"): 28, Line("p", "e2"): 29])
+        #expect(try store.cursors() == [Line("b", "e9"): 29, Line("p", "e1"): 30])
+        var q = EventQuery()
+        q.origin = "p"
+        q.epoch = "e2"
+        q.bySeq = true
+        q.descending = true
+        #expect(try store.events(q).map(\.seq) == Array(stride(from: 29, through: 2, by: -3)).map(UInt64.init))
+        #expect(try store.events(q).allSatisfy { $0.origin == "p" && $0.epoch == "e2" && $0.id == "p-e2-\($0.seq)" })
+        q = EventQuery()
+        q.origin = "p"
+        #expect(try store.count(q) == 20)
+        #expect(store.index.waitUntilIndexed(through: 30))
+        q = EventQuery()
+        q.type = "plan_ready"
+        let planned = try store.events(q)
+        #expect(planned.map(\.rowID) == Array(stride(from: 2, through: 30, by: 2)).map(Int64.init))
+        #expect(planned.allSatisfy { $0.id == "\($0.origin)-\($0.epoch)-\($0.seq)" && $0.eventType == "plan_ready" })
+        // The lines go on: the next event of a line is numbered after it, a new line is added.
+        func ofLine(_ origin: String, _ epoch: String, _ seq: UInt64) -> StoredEvent {
+            var e = event(origin, seq, id: "\(origin)-\(epoch)-\(seq)-new")
+            e.epoch = epoch
+            return e
+        }
+        #expect(try store.append([ofLine("b", "e9", 29), ofLine("q", "", 1), ofLine("b", "e9", 28)]) == [true, true, false])
+        #expect(try store.maxSeq(origin: "b", epoch: "e9") == 29)
+        #expect(try store.lines() == [Line("p", "e1"): 30, Line("b", "e9"): 29, Line("p", "e2"): 29, Line("q", ""): 1])
+    }
+
+    /// A transaction that rolls back takes the lines it added with it, and the writing
+    /// connection forgets the numbers it gave them: a line added next gets such a number
+    /// again, and must not be mistaken for the one rolled back.
+    @Test func aLineAddedInATransactionThatRolledBackIsForgotten() throws {
+        let dir = temporary()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = try EventStore(directory: dir)
+        #expect(try store.append([event("a", 1)]) == [true])
+        func big(_ origin: String, _ seq: UInt64) -> StoredEvent {
+            var e = event(origin, seq)
+            e.envelope = [UInt8](repeating: 0x20, count: 4000) + e.envelope
+            return e
+        }
+        // The file may grow by two pages: a batch of 200 events of a new line does not fit.
+        let pages = try #require(try store.writingPragma("page_count").flatMap { Int($0) })
+        try store.setPragma("max_page_count", "\(pages + 2)")
+        #expect(throws: StoreError.self) { try store.append((1...200).map { big("b", $0) }) }
+        try store.setPragma("max_page_count", "1073741823")
+        #expect(try store.lines() == [Line("a", ""): 1])
+        #expect(try store.append([event("c", 1)]) == [true])
+        #expect(try store.append([event("b", 1), event("b", 2)]) == [true, true])
+        #expect(try store.lines() == [Line("a", ""): 1, Line("b", ""): 2, Line("c", ""): 1])
+        var q = EventQuery()
+        q.origin = "b"
+        #expect(try store.events(q).map(\.id) == ["b-1", "b-2"])
     }
 
     /// A file that is not an intact store is reported as damaged (so a node can move it
