@@ -73,14 +73,18 @@ struct EnvelopeFields {
     /// The top-level members as written: an envelope has about ten, so a look-up scans them
     /// (no dictionary to build and hash for every event).
     let members: [(key: String, value: JSONValue)]
+    /// With `keepingPayload`: where the payload's bytes are (nil when there is no payload).
+    let payloadRange: Range<Int>?
 
-    init(parsing bytes: some Collection<UInt8>) throws(EnvelopeError) {
-        let parsed: (members: [(key: String, value: JSONValue)], other: JSONValue?)
-        do { parsed = try JSONValue.members(parsing: bytes) } catch { throw .invalidJSON(error) }
+    /// `keepingPayload`: the payload is checked but not built (``payloadRange`` says where it is).
+    init(parsing bytes: some Collection<UInt8>, keepingPayload: Bool = false) throws(EnvelopeError) {
+        let parsed: (members: [(key: String, value: JSONValue)], other: JSONValue?, skipped: Range<Int>?)
+        do { parsed = try JSONValue.members(parsing: bytes, skipping: keepingPayload ? "payload" : nil) } catch { throw .invalidJSON(error) }
         if let other = parsed.other {
             throw EnvelopeError(.notAnObject, "not a JSON object (got \(other.kind))")
         }
         members = parsed.members
+        payloadRange = parsed.skipped
     }
 
     /// The value of `key`; of a key written twice, the last (as a JSON object reads).
@@ -249,13 +253,33 @@ public enum EnvelopeCodec {
         try decode(bytes, maxBytes: .max)
     }
 
+    /// ``decode(_:)`` of an array, whose payload bytes the event shares.
+    public static func decode(_ bytes: [UInt8]) throws(EnvelopeError) -> Event {
+        try decode(bytes, maxBytes: .max)
+    }
+
     /// Decodes an envelope of at most `maxBytes` bytes (nodes pass the topology's
     /// `max_message_bytes`); a larger one is refused before parsing (``EnvelopeError/Code/tooLarge``).
+    /// The payload is checked, and kept as bytes until it is read (``Event/payload``).
     public static func decode(_ bytes: some Collection<UInt8>, maxBytes: Int) throws(EnvelopeError) -> Event {
+        try decode(bytes, maxBytes: maxBytes) { range in
+            let kept = Array(bytes.dropFirst(range.lowerBound).prefix(range.count))
+            return (kept, 0..<kept.count)
+        }
+    }
+
+    /// ``decode(_:maxBytes:)`` of an array, whose payload bytes the event shares (no copy).
+    public static func decode(_ bytes: [UInt8], maxBytes: Int) throws(EnvelopeError) -> Event {
+        try decode(bytes, maxBytes: maxBytes) { range in (bytes, range) }
+    }
+
+    /// `keep`: the bytes the event holds for its payload, given where the payload is in `bytes`
+    /// (counted from its start).
+    private static func decode(_ bytes: some Collection<UInt8>, maxBytes: Int, keep: (Range<Int>) -> ([UInt8], Range<Int>)) throws(EnvelopeError) -> Event {
         guard bytes.count <= maxBytes else {
             throw EnvelopeError(.tooLarge, "envelope is \(bytes.count) bytes, more than the limit of \(maxBytes)")
         }
-        let fields = try EnvelopeFields(parsing: bytes)
+        let fields = try EnvelopeFields(parsing: bytes, keepingPayload: true)
         let v = try fields.required("v")
         guard case .number(let n) = v, n == n.rounded(), abs(n) < 1e15 else {
             throw .wrongType("v", expected: "an integer", got: v)
@@ -263,15 +287,18 @@ public enum EnvelopeCodec {
         guard Int(n) == version else {
             throw EnvelopeError(.unknownVersion, field: "v", "unknown version \(Int(n)) (this node reads version \(version))")
         }
+        let id = try fields.id("id")
+        let origin = try fields.name("origin")
+        let epoch = try fields.epoch()
+        let seq = try fields.seq()
+        let stream = try fields.name("stream")
+        let type = try fields.eventType()
+        let timestamp = try fields.timestamp()
+        guard let range = fields.payloadRange else { throw .missing("payload") }
+        let (payload, within) = keep(range)
         return Event(
-            id: try fields.id("id"),
-            origin: try fields.name("origin"),
-            epoch: try fields.epoch(),
-            seq: try fields.seq(),
-            stream: try fields.name("stream"),
-            type: try fields.eventType(),
-            timestamp: try fields.timestamp(),
-            payload: try fields.required("payload"),
+            id: id, origin: origin, epoch: epoch, seq: seq, stream: stream, type: type, timestamp: timestamp,
+            payloadBytes: payload, range: within,
             correlationID: try fields.optionalID("correlation_id"),
             target: try fields.optionalName("target"))
     }

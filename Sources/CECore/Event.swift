@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// One event on the bus: what a pool announced, stamped by the node that emitted it.
 ///
@@ -23,8 +24,19 @@ public struct Event: Sendable, Hashable {
     public var type: EventType
     /// When the event was emitted (UTC, millisecond precision on the wire).
     public var timestamp: Date
-    /// Any JSON value.
-    public var payload: JSONValue
+    /// Any JSON value. An event decoded from an envelope keeps its payload's bytes, checked to
+    /// be valid JSON, and builds the value the first time it is read: a node that stores and
+    /// forwards events never parses their payloads.
+    public var payload: JSONValue {
+        get {
+            switch body {
+            case .value(let value): return value
+            case .bytes(let raw): return raw.value
+            }
+        }
+        set { body = .value(newValue) }
+    }
+    private var body: Payload
     /// Ties an event to an earlier one (a reply, a resolution).
     public var correlationID: String?
     /// The pool the event is addressed to, if any (every subscriber still receives it).
@@ -49,9 +61,70 @@ public struct Event: Sendable, Hashable {
         self.stream = stream
         self.type = type
         self.timestamp = timestamp
-        self.payload = payload
+        self.body = .value(payload)
         self.correlationID = correlationID
         self.target = target
+    }
+}
+
+extension Event {
+    /// An event whose payload is the JSON in `bytes[range]`, already checked to parse.
+    init(id: String, origin: String, epoch: String, seq: UInt64, stream: String, type: EventType, timestamp: Date,
+         payloadBytes bytes: [UInt8], range: Range<Int>, correlationID: String?, target: String?) {
+        self.init(id: id, origin: origin, epoch: epoch, seq: seq, stream: stream, type: type, timestamp: timestamp,
+                  payload: .null, correlationID: correlationID, target: target)
+        body = .bytes(RawJSON(bytes: bytes, range: range))
+    }
+
+    /// Equal when every field is, the payloads compared as JSON values (written the same, or
+    /// parsed to the same value).
+    public static func == (a: Event, b: Event) -> Bool {
+        guard a.id == b.id, a.origin == b.origin, a.epoch == b.epoch, a.seq == b.seq, a.stream == b.stream, a.type == b.type,
+              a.timestamp == b.timestamp, a.correlationID == b.correlationID, a.target == b.target
+        else { return false }
+        if case .bytes(let x) = a.body, case .bytes(let y) = b.body, x.bytes[x.range].elementsEqual(y.bytes[y.range]) { return true }
+        return a.payload == b.payload
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(id)
+        hasher.combine(origin)
+        hasher.combine(epoch)
+        hasher.combine(seq)
+        hasher.combine(stream)
+        hasher.combine(type)
+        hasher.combine(timestamp)
+        hasher.combine(payload)
+        hasher.combine(correlationID)
+        hasher.combine(target)
+    }
+}
+
+/// An event's payload: a value, or the bytes of one (parsed when first read).
+enum Payload: Sendable {
+    case value(JSONValue)
+    case bytes(RawJSON)
+}
+
+/// JSON bytes known to parse, and the value they parse to once it was asked for.
+final class RawJSON: Sendable {
+    let bytes: [UInt8]
+    let range: Range<Int>
+    private let parsed = Mutex<JSONValue?>(nil)
+
+    init(bytes: [UInt8], range: Range<Int>) {
+        self.bytes = bytes
+        self.range = range
+    }
+
+    var value: JSONValue {
+        parsed.withLock { parsed in
+            if let parsed { return parsed }
+            // Checked when the envelope was decoded (the same parser's rules), so this parses.
+            let value = (try? bytes.withUnsafeBufferPointer { JSONValue.parse(buffer: UnsafeBufferPointer(rebasing: $0[range])) }.get()) ?? .null
+            parsed = value
+            return value
+        }
     }
 }
 

@@ -34,25 +34,50 @@ extension JSONValue {
         } catch { return .failure(error) }
     }
 
+    /// Checks that `bytes` are what ``init(parsing:)`` accepts, failing with the same error
+    /// where it would fail, without building the value.
+    public static func validate(_ bytes: some Collection<UInt8>) throws(JSONError) {
+        func check(_ buffer: UnsafeBufferPointer<UInt8>) -> JSONError? {
+            var parser = JSONParser(bytes: buffer)
+            do throws(JSONError) {
+                parser.skipSpace()
+                try parser.skipValue(depth: 0)
+                parser.skipSpace()
+                guard parser.index == buffer.count else { throw parser.error("unexpected data after the JSON value") }
+                return nil
+            } catch { return error }
+        }
+        let failure = bytes.withContiguousStorageIfAvailable(check) ?? Array(bytes).withUnsafeBufferPointer(check)
+        if let failure { throw failure }
+    }
+
     /// The members of a top-level object in the order written (a repeated key appears twice),
     /// for a reader that looks up a few known keys without building a dictionary; `other` is
-    /// the value when the input is valid JSON but not an object.
-    static func members(parsing bytes: some Collection<UInt8>) throws(JSONError) -> (members: [(key: String, value: JSONValue)], other: JSONValue?) {
-        func parse(_ buffer: UnsafeBufferPointer<UInt8>) -> Result<([(key: String, value: JSONValue)], JSONValue?), JSONError> {
+    /// the value when the input is valid JSON but not an object. The value of the key
+    /// `skipping` is checked as strictly as the parser would, but not built: it appears as
+    /// `null`, and `skipped` is where its bytes are (of the last, if written twice).
+    static func members(parsing bytes: some Collection<UInt8>, skipping: StaticString? = nil) throws(JSONError)
+        -> (members: [(key: String, value: JSONValue)], other: JSONValue?, skipped: Range<Int>?)
+    {
+        func parse(_ buffer: UnsafeBufferPointer<UInt8>) -> Result<([(key: String, value: JSONValue)], JSONValue?, Range<Int>?), JSONError> {
             var parser = JSONParser(bytes: buffer)
             do throws(JSONError) {
                 parser.skipSpace()
                 var members: [(key: String, value: JSONValue)] = []
                 var other: JSONValue?
+                var skipped: Range<Int>?
                 if parser.index < buffer.count, buffer[parser.index] == 0x7B {
                     members.reserveCapacity(12)
-                    try parser.members(depth: 1) { members.append(($0, $1)) }
+                    try parser.members(depth: 1, skipping: skipping) { key, value, range in
+                        members.append((key, value))
+                        if let range { skipped = range }
+                    }
                 } else {
                     other = try parser.value(depth: 0)
                 }
                 parser.skipSpace()
                 guard parser.index == buffer.count else { throw parser.error("unexpected data after the JSON value") }
-                return .success((members, other))
+                return .success((members, other, skipped))
             } catch { return .failure(error) }
         }
         if let direct = bytes.withContiguousStorageIfAvailable(parse) { return try direct.get() }
@@ -225,6 +250,103 @@ struct JSONParser {
         }
     }
 
+    /// Checks one value as ``value(depth:)`` would parse it, with the same errors, without
+    /// building it (no strings, arrays or dictionaries made).
+    mutating func skipValue(depth: Int) throws(JSONError) {
+        guard index < bytes.count else { throw error("unexpected end of input") }
+        switch bytes[index] {
+        case 0x7B: try skipContainer(depth: depth + 1, close: 0x7D)
+        case 0x5B: try skipContainer(depth: depth + 1, close: 0x5D)
+        case 0x22: try skipString()
+        case 0x74: try literal("true")
+        case 0x66: try literal("false")
+        case 0x6E: try literal("null")
+        case 0x2D, 0x30...0x39: _ = try number()
+        default: throw error("unexpected character '\(Character(Unicode.Scalar(bytes[index])))'")
+        }
+    }
+
+    /// An object (`close` is '}') or an array (']'), as ``members(depth:_:)`` and
+    /// ``array(depth:)`` read them.
+    private mutating func skipContainer(depth: Int, close: UInt8) throws(JSONError) {
+        guard depth <= JSONValue.maxDepth else { throw error("nesting deeper than \(JSONValue.maxDepth)") }
+        let isObject = close == 0x7D
+        index += 1
+        skipSpace()
+        if index < bytes.count, bytes[index] == close {
+            index += 1
+            return
+        }
+        while true {
+            skipSpace()
+            if isObject {
+                guard index < bytes.count else { throw error("unexpected end of input in an object") }
+                guard bytes[index] == 0x22 else { throw error("expected a string key") }
+                try skipString()
+                skipSpace()
+                guard index < bytes.count, bytes[index] == 0x3A else { throw error("expected ':' after a key") }
+                index += 1
+                skipSpace()
+            }
+            try skipValue(depth: depth)
+            skipSpace()
+            guard index < bytes.count else { throw error(isObject ? "unexpected end of input in an object" : "unexpected end of input in an array") }
+            if bytes[index] == 0x2C { index += 1; continue }
+            if bytes[index] == close { index += 1; return }
+            throw error(isObject ? "expected ',' or '}' in an object" : "expected ',' or ']' in an array")
+        }
+    }
+
+    /// A string, as ``string()`` reads it. Escapes are ASCII and decode to whole scalars, so
+    /// the bytes as written are valid UTF-8 exactly when the decoded string is.
+    private mutating func skipString() throws(JSONError) {
+        index += 1
+        let start = index
+        var high: UInt8 = 0
+        while index < bytes.count {
+            index = plainRun(from: index, high: &high)
+            guard index < bytes.count else { break }
+            let b = bytes[index]
+            switch b {
+            case 0x22:
+                if high >= 0x80, String(validating: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self) == nil {
+                    throw JSONError(offset: start, reason: "string is not valid UTF-8")
+                }
+                index += 1
+                return
+            case 0x5C:
+                index += 1
+                guard index < bytes.count else { throw error("unexpected end of input in an escape") }
+                let e = bytes[index]
+                index += 1
+                switch e {
+                case 0x22, 0x5C, 0x2F, 0x62, 0x66, 0x6E, 0x72, 0x74: break
+                case 0x75:
+                    let scalar = try hex4()
+                    if (0xD800...0xDBFF).contains(scalar) {
+                        guard index + 1 < bytes.count, bytes[index] == 0x5C, bytes[index + 1] == 0x75 else {
+                            throw error("lone high surrogate in \\u escape")
+                        }
+                        index += 2
+                        let low = try hex4()
+                        guard (0xDC00...0xDFFF).contains(low) else { throw error("invalid low surrogate in \\u escape") }
+                    } else if (0xDC00...0xDFFF).contains(scalar) {
+                        throw error("lone low surrogate in \\u escape")
+                    }
+                default:
+                    index -= 1
+                    throw error("invalid escape")
+                }
+            case 0..<0x20:
+                throw error("control character in a string")
+            default:
+                high |= b
+                index += 1
+            }
+        }
+        throw JSONError(offset: start - 1, reason: "unterminated string")
+    }
+
     mutating func literal(_ word: StaticString) throws(JSONError) {
         let count = word.utf8CodeUnitCount
         guard index + count <= bytes.count else { throw error("unexpected end of input") }
@@ -242,6 +364,12 @@ struct JSONParser {
 
     /// Reads an object's members in the order written, handing each to `body`.
     mutating func members(depth: Int, _ body: (String, JSONValue) -> Void) throws(JSONError) {
+        try members(depth: depth, skipping: nil) { key, value, _ in body(key, value) }
+    }
+
+    /// ``members(depth:_:)``; the value of the key `skipping` is checked (``skipValue(depth:)``)
+    /// and handed over as `null`, with the range of its bytes.
+    mutating func members(depth: Int, skipping: StaticString?, _ body: (String, JSONValue, Range<Int>?) -> Void) throws(JSONError) {
         guard depth <= JSONValue.maxDepth else { throw error("nesting deeper than \(JSONValue.maxDepth)") }
         index += 1
         skipSpace()
@@ -258,7 +386,13 @@ struct JSONParser {
             guard index < bytes.count, bytes[index] == 0x3A else { throw error("expected ':' after a key") }
             index += 1
             skipSpace()
-            body(key, try value(depth: depth))
+            if let skipping, key.utf8.elementsEqual(UnsafeBufferPointer(start: skipping.utf8Start, count: skipping.utf8CodeUnitCount)) {
+                let start = index
+                try skipValue(depth: depth)
+                body(key, .null, start..<index)
+            } else {
+                body(key, try value(depth: depth), nil)
+            }
             skipSpace()
             guard index < bytes.count else { throw error("unexpected end of input in an object") }
             if bytes[index] == 0x2C { index += 1; continue }
@@ -292,24 +426,19 @@ struct JSONParser {
         let start = index
         // Fast path: no escapes.
         var high: UInt8 = 0
-        while index < bytes.count {
-            let b = bytes[index]
-            if b == 0x22 {
-                let text = UnsafeBufferPointer(rebasing: bytes[start..<index])
-                index += 1
-                // ASCII needs no UTF-8 validation: copied as it is (most keys and values).
-                if high < 0x80 {
-                    return String(unsafeUninitializedCapacity: text.count) { target in
-                        _ = target.initialize(fromContentsOf: text)
-                        return text.count
-                    }
-                }
-                guard let s = String(validating: text, as: UTF8.self) else { throw JSONError(offset: start, reason: "string is not valid UTF-8") }
-                return s
-            }
-            if b == 0x5C || b < 0x20 { break }
-            high |= b
+        index = plainRun(from: index, high: &high)
+        if index < bytes.count, bytes[index] == 0x22 {
+            let text = UnsafeBufferPointer(rebasing: bytes[start..<index])
             index += 1
+            // ASCII needs no UTF-8 validation: copied as it is (most keys and values).
+            if high < 0x80 {
+                return String(unsafeUninitializedCapacity: text.count) { target in
+                    _ = target.initialize(fromContentsOf: text)
+                    return text.count
+                }
+            }
+            guard let s = String(validating: text, as: UTF8.self) else { throw JSONError(offset: start, reason: "string is not valid UTF-8") }
+            return s
         }
         var out = Array(bytes[start..<index])
         while index < bytes.count {
@@ -359,6 +488,37 @@ struct JSONParser {
             }
         }
         throw JSONError(offset: start - 1, reason: "unterminated string")
+    }
+
+    /// Where the run of string bytes from `start` that need no attention ends: at a '"', a
+    /// '\\', a control character or the end of the input. Read eight bytes at a time. `high`
+    /// gets 0x80 when a byte of the run has its high bit set (one that UTF-8 must check).
+    func plainRun(from start: Int, high: inout UInt8) -> Int {
+        guard let base = bytes.baseAddress else { return start }
+        let count = bytes.count
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let highs: UInt64 = 0x8080_8080_8080_8080
+        var i = start
+        var seen: UInt64 = 0
+        while i + 8 <= count {
+            let word = UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self)
+            let quotes = word ^ (ones &* 0x22)
+            let backslashes = word ^ (ones &* 0x5C)
+            // A byte that is zero in `quotes` or `backslashes`, or below 0x20 in `word` (exact
+            // tests for "any byte", bytes of 0x80 and more never counting).
+            let special = ((quotes &- ones) & ~quotes) | ((backslashes &- ones) & ~backslashes) | ((word &- ones &* 0x20) & ~word)
+            if special & highs != 0 { break }
+            seen |= word
+            i += 8
+        }
+        if seen & highs != 0 { high |= 0x80 }
+        while i < count {
+            let b = base[i]
+            if b == 0x22 || b == 0x5C || b < 0x20 { break }
+            high |= b
+            i += 1
+        }
+        return i
     }
 
     mutating func hex4() throws(JSONError) -> UInt32 {

@@ -12,8 +12,9 @@
 //                                                  events: refill rate and time until its store matches the census;
 //                                                  a coordinator whose disk is lost rebuilding G open gates and G
 //                                                  open conflicts from the pools
-//   ce-bench codec [--events N]                 the envelope alone: encode and decode (with the topic check),
-//                                                  per event, as the bus and replay pay them at both ends
+//   ce-bench codec [--events N] [--fields F]    the envelope alone: encode and decode (with the topic check),
+//                                                  per event, as the bus and replay pay them at both ends, and
+//                                                  decode with the payload read (F more keys in it)
 //   ce-bench link --from DATA --to DATA [--events N] [--rate R] [--type T]
 //                                                 two running nodes (any hosts, e.g. containers) reached through
 //                                                  their data folders: emit at one -> stored at the other, p50/p99
@@ -30,7 +31,7 @@ func fail(_ text: String) -> Never {
     exit(2)
 }
 
-let usage = "usage: ce-bench store [--events N] [--batch B] [--tasks T] [--durability full|normal|both] [--checkpoints background|inline|both] [--random-ids] [--dir DIR] [--ceiling PATH_TO_sqlite_ceiling]\n       ce-bench gates [--pools N] [--rounds R] [--processes] [--heartbeat-ms MS]\n       ce-bench bus [--events N] [--rate EVENTS_PER_S] [--asks N] [--emitters N] [--batch B] [--normal] [--no-replay] [--no-curve] [--no-metrics]\n       ce-bench emit [--events N] [--batch B] [--emitters E] [--normal] [--no-curve]\n       ce-bench replay [--events N] [--stall N]\n       ce-bench refill [--events N] [--gates G]\n       ce-bench codec [--events N]\n       ce-bench link --from DATA_DIR --to DATA_DIR [--events N] [--rate EVENTS_PER_S] [--type EVENT_TYPE]"
+let usage = "usage: ce-bench store [--events N] [--batch B] [--tasks T] [--durability full|normal|both] [--checkpoints background|inline|both] [--random-ids] [--dir DIR] [--ceiling PATH_TO_sqlite_ceiling]\n       ce-bench gates [--pools N] [--rounds R] [--processes] [--heartbeat-ms MS]\n       ce-bench bus [--events N] [--rate EVENTS_PER_S] [--asks N] [--emitters N] [--batch B] [--normal] [--no-replay] [--no-curve] [--no-metrics]\n       ce-bench emit [--events N] [--batch B] [--emitters E] [--normal] [--no-curve]\n       ce-bench replay [--events N] [--stall N]\n       ce-bench refill [--events N] [--gates G]\n       ce-bench codec [--events N] [--fields F]\n       ce-bench link --from DATA_DIR --to DATA_DIR [--events N] [--rate EVENTS_PER_S] [--type EVENT_TYPE]"
 let arguments = Array(CommandLine.arguments.dropFirst(2))
 guard let command = CommandLine.arguments.dropFirst().first else { fail(usage) }
 
@@ -46,7 +47,7 @@ guard let command = CommandLine.arguments.dropFirst().first else { fail(usage) }
     guard i + 1 < arguments.count, let n = Int(arguments[i + 1]), n > 0 else { fail("\(name) needs a positive number\n\(usage)") }
     return n
 }
-for (i, a) in arguments.enumerated() where a.hasPrefix("--") && !["--events", "--gates", "--rate", "--asks", "--emitters", "--normal", "--pools", "--rounds", "--batch", "--tasks", "--durability", "--dir", "--ceiling", "--processes", "--heartbeat-ms", "--no-replay", "--stall", "--from", "--to", "--type", "--checkpoints", "--random-ids", "--no-curve", "--no-metrics"].contains(a) {
+for (i, a) in arguments.enumerated() where a.hasPrefix("--") && !["--events", "--gates", "--rate", "--asks", "--emitters", "--normal", "--pools", "--rounds", "--batch", "--tasks", "--durability", "--dir", "--ceiling", "--processes", "--heartbeat-ms", "--no-replay", "--stall", "--from", "--to", "--type", "--checkpoints", "--random-ids", "--no-curve", "--no-metrics", "--fields"].contains(a) {
     fail("unknown flag \(a) (argument \(i + 1))\n\(usage)")
 }
 
@@ -951,27 +952,34 @@ func residentKiB(_ pid: Int32? = nil) -> Int {
 /// replay spend on the envelope can be told from the rest.
 @MainActor func codecBenchmark() {
     let count = option("--events", default: 100_000)
+    // --fields N: a payload of N more keys, as an agent's plan or review might carry.
+    let fields = option("--fields", default: 0)
+    let extra = (0..<fields).map { ("field_\($0)", JSONValue.string("value \($0) of a plan")) }
     let events = (1...count).map { seq in
         Event(id: EventID.make(), origin: "planner-1", seq: UInt64(seq), stream: "planning", type: .planReady,
-              timestamp: Date(), payload: ["text": payload, "n": .number(Double(seq))])
+              timestamp: Date(), payload: .object(Dictionary(uniqueKeysWithValues: [("text", payload), ("n", .number(Double(seq)))] + extra)))
     }
     var encoded: [[UInt8]] = []
-    var best = (encode: Double.infinity, decode: Double.infinity)
+    var best = (encode: Double.infinity, decode: Double.infinity, read: Double.infinity)
     for _ in 0..<5 {
         var start = ContinuousClock.now
         encoded = events.map { EnvelopeCodec.encode($0) }
         best.encode = min(best.encode, seconds(since: start))
         let topic = Topic.bytes(type: .planReady, stream: "planning")
-        start = ContinuousClock.now
-        var seqs: UInt64 = 0
-        for bytes in encoded {
-            guard let event = try? EnvelopeCodec.decode(topic: topic, body: bytes) else { fail("an envelope did not decode") }
-            seqs &+= event.seq
+        // Decoded as a node that stores and forwards does (the payload is checked, not read),
+        // then as a handler that reads the payload does.
+        for reading in [false, true] {
+            start = ContinuousClock.now
+            var seqs: UInt64 = 0
+            for bytes in encoded {
+                guard let event = try? EnvelopeCodec.decode(topic: topic, body: bytes) else { fail("an envelope did not decode") }
+                seqs &+= reading ? UInt64(event.payload["n"]?.intValue ?? 0) : event.seq
+            }
+            if reading { best.read = min(best.read, seconds(since: start)) } else { best.decode = min(best.decode, seconds(since: start)) }
+            guard seqs == UInt64(count) * UInt64(count + 1) / 2 else { fail("decoded sequences do not add up") }
         }
-        best.decode = min(best.decode, seconds(since: start))
-        guard seqs == UInt64(count) * UInt64(count + 1) / 2 else { fail("decoded sequences do not add up") }
     }
     let size = encoded.reduce(0) { $0 + $1.count } / count
-    print(String(format: "codec: %d envelopes of %d B: encode %.2f us, decode %.2f us per event (best of 5)",
-                 count, size, best.encode / Double(count) * 1e6, best.decode / Double(count) * 1e6))
+    print(String(format: "codec: %d envelopes of %d B: encode %.2f us, decode %.2f us, decode and read the payload %.2f us per event (best of 5)",
+                 count, size, best.encode / Double(count) * 1e6, best.decode / Double(count) * 1e6, best.read / Double(count) * 1e6))
 }

@@ -57,6 +57,41 @@ struct EnvelopeTests {
         #expect(failure(Array(#"{"v":1} x"#.utf8))?.code == .invalidJSON)
     }
 
+    /// A decoded event keeps its payload as the envelope's bytes and parses them when read:
+    /// the value is the one the envelope holds, the event equals (and hashes as) the one
+    /// encoded, and encoding it again writes the same bytes. A payload that is not valid JSON
+    /// fails the envelope as before, with the same error.
+    @Test func aPayloadIsReadFromItsBytesWhenAsked() throws {
+        let payloads: [JSONValue] = [
+            .null, true, 0, -2.5, "", "line\nbreak \"quoted\" \\ é 😀 \u{01}",
+            ["nested": ["list": [1, "two", ["three": 3.5]], "empty": [:], "none": .null]],
+            .array((0..<50).map { .number(Double($0)) }),
+        ]
+        for payload in payloads {
+            var event = sampleEvent()
+            event.payload = payload
+            let bytes = EnvelopeCodec.encode(event)
+            let decoded = try EnvelopeCodec.decode(bytes)
+            let fromSlice = try EnvelopeCodec.decode(bytes[...])
+            #expect(decoded.payload == payload && fromSlice.payload == payload)
+            #expect(decoded == event && fromSlice == event && decoded == fromSlice)
+            #expect(Set([decoded, event, fromSlice]).count == 1)
+            #expect(EnvelopeCodec.encode(decoded) == bytes)
+            // Written with other spacing and key order: still the same event.
+            let spaced = try JSONValue(parsing: bytes)
+            let loose = Array(#"{"payload" : "#.utf8) + payload.serialized() + Array(#" , "#.utf8) + spaced.serialized().dropFirst()
+            #expect(try EnvelopeCodec.decode(loose) == event)
+        }
+        var other = sampleEvent()
+        other.payload = ["tasks": ["a", "c"], "n": 3]
+        #expect(try EnvelopeCodec.decode(EnvelopeCodec.encode(other)) != sampleEvent())
+        let broken = Array(String(decoding: EnvelopeCodec.encode(sampleEvent()), as: UTF8.self)
+            .replacingOccurrences(of: #""a","b""#, with: #""a","\udc00""#).utf8)
+        let error = try #require(failure(broken))
+        #expect(error.code == .invalidJSON && error.description.contains("lone low surrogate"))
+        #expect(failure(Array(#"{"v":1,"payload":[1,}"#.utf8))?.code == .invalidJSON)
+    }
+
     /// The sample envelope with one key replaced (or removed, with nil).
     func mutated(_ key: String, _ value: JSONValue?) -> [UInt8] {
         var object = try! JSONValue(parsing: EnvelopeCodec.encode(sampleEvent())).objectValue!
