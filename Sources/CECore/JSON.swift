@@ -357,8 +357,12 @@ struct JSONParser {
     }
 
     mutating func object(depth: Int) throws(JSONError) -> JSONValue {
-        var result: [String: JSONValue] = [:]
-        try members(depth: depth) { result[$0] = $1 }
+        // Members first, then a dictionary made at its size (grown one member at a time, it
+        // was rehashed at every doubling).
+        var read: [(String, JSONValue)] = []
+        try members(depth: depth) { read.append(($0, $1)) }
+        var result = [String: JSONValue](minimumCapacity: read.count)
+        for (key, value) in read { result[key] = value }
         return .object(result)
     }
 
