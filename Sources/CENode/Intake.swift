@@ -540,9 +540,7 @@ extension Node {
 
     /// Stores a replay page and whatever live events it unblocks; true if another page is needed.
     private func takeReplayed(_ reply: Replay.Reply, _ line: Line, feed: Socket) async throws -> Bool {
-        let page = Delivery.Page(
-            lastSeq: reply.lastSeq, through: reply.through,
-            events: reply.events.map { Intake.Held(event: $0.0, envelope: $0.1, marks: nil) })
+        let page = Delivery.Page(lastSeq: reply.lastSeq, through: reply.through, events: reply.events)
         let accepted = intake.state.withLock { $0.takePage(page, from: line) }
         state.withLock { $0.counters.replayedIn += reply.events.count }
         metrics.replayedIn.increment(by: reply.events.count)

@@ -92,7 +92,8 @@ enum Replay {
     struct Reply: Sendable {
         var lastSeq: UInt64
         var through: UInt64
-        var events: [(event: Event, envelope: [UInt8])]
+        /// Decoded, held as the delivery decisions take them.
+        var events: [Intake.Held]
     }
 
     /// A reply whose header was checked and whose events are still bytes (see ``Node/decode(_:)``).
@@ -242,7 +243,7 @@ extension Node {
     /// Decodes a page's events; one of another line fails the page (and counts as forged
     /// when the origin itself sent it).
     func decode(_ page: Replay.RawPage) throws -> Replay.Reply {
-        var events: [(Event, [UInt8])] = []
+        var events: [Intake.Held] = []
         events.reserveCapacity(page.frames.count)
         for frame in page.frames {
             let bytes = frame.bytes
@@ -253,7 +254,7 @@ extension Node {
                 }
                 throw NodeError("replay reply from \(page.source) holds an event of \(event.line), not of \(page.origin)@\(page.epoch)")
             }
-            events.append((event, bytes))
+            events.append(Intake.Held(event: event, envelope: bytes, marks: nil))
         }
         return Replay.Reply(lastSeq: page.lastSeq, through: page.through, events: events)
     }
