@@ -158,8 +158,12 @@ extension JSONValue {
         var s = s
         s.withUTF8 { bytes in
             var runStart = 0
-            for (i, byte) in bytes.enumerated() where byte == 0x22 || byte == 0x5C || byte < 0x20 {
+            var high: UInt8 = 0
+            while true {
+                let i = JSONParser.plainRun(bytes, from: runStart, high: &high)
                 out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<i]))
+                guard i < bytes.count else { break }
+                let byte = bytes[i]
                 runStart = i + 1
                 switch byte {
                 case 0x22: out.append(contentsOf: [0x5C, 0x22])
@@ -172,7 +176,6 @@ extension JSONValue {
                     out.append(contentsOf: [0x5C, 0x75, 0x30, 0x30, hex.utf8Start[Int(byte >> 4)], hex.utf8Start[Int(byte & 15)]])
                 }
             }
-            out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart...]))
         }
         out.append(0x22)
     }
@@ -498,6 +501,11 @@ struct JSONParser {
     /// '\\', a control character or the end of the input. Read eight bytes at a time. `high`
     /// gets 0x80 when a byte of the run has its high bit set (one that UTF-8 must check).
     func plainRun(from start: Int, high: inout UInt8) -> Int {
+        JSONParser.plainRun(bytes, from: start, high: &high)
+    }
+
+    /// ``plainRun(from:high:)`` in any buffer: the writer finds the bytes it must escape with it.
+    static func plainRun(_ bytes: UnsafeBufferPointer<UInt8>, from start: Int, high: inout UInt8) -> Int {
         guard let base = bytes.baseAddress else { return start }
         let count = bytes.count
         let ones: UInt64 = 0x0101_0101_0101_0101

@@ -150,6 +150,42 @@ struct JSONTests {
         #expect(disagreements.isEmpty, "\(disagreements.prefix(5))")
     }
 
+    /// The writer finds what to escape eight bytes at a time: it writes what a byte-by-byte
+    /// escaper writes, for 5000 random strings with quotes, backslashes, control characters
+    /// and non-ASCII text at every position.
+    @Test func stringsAreEscapedAsByteByByte() throws {
+        func reference(_ s: String) -> [UInt8] {
+            var out: [UInt8] = [0x22]
+            for byte in s.utf8 {
+                switch byte {
+                case 0x22: out += [0x5C, 0x22]
+                case 0x5C: out += [0x5C, 0x5C]
+                case 0x0A: out += [0x5C, 0x6E]
+                case 0x0D: out += [0x5C, 0x72]
+                case 0x09: out += [0x5C, 0x74]
+                case 0..<0x20: out += Array(String(format: "\\u%04x", byte).utf8)
+                default: out.append(byte)
+                }
+            }
+            return out + [0x22]
+        }
+        var state: UInt64 = 11
+        func next() -> UInt64 {
+            state ^= state >> 12
+            state ^= state << 25
+            state ^= state >> 27
+            return state &* 0x2545_F491_4F6C_DD1D
+        }
+        let pieces = ["a", "b", "0", " ", "\"", "\\", "\n", "\r", "\t", "\u{01}", "\u{1F}", "é", "😀", "/", "\u{7F}"]
+        for _ in 0..<5000 {
+            let text = (0..<Int(next() % 40)).map { _ in pieces[Int(next() % UInt64(pieces.count))] }.joined()
+            var out: [UInt8] = []
+            JSONValue.writeString(text, to: &out)
+            #expect(out == reference(text), "\(text.debugDescription)")
+            #expect(try JSONValue(parsing: out) == .string(text))
+        }
+    }
+
     @Test func parsesNonContiguousCollections() throws {
         let bytes = Array(#"{"k":[1,2]}"#.utf8)
         #expect(try JSONValue(parsing: bytes.lazy.map { $0 }) == ["k": [1, 2]])
