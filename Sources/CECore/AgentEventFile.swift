@@ -43,14 +43,14 @@ public struct AgentEventFile: Sendable, Hashable {
     public static func parse(_ bytes: [UInt8]) throws(EnvelopeError) -> AgentEventFile {
         let fields = try EnvelopeFields(parsing: bytes)
         var file = AgentEventFile(
-            stream: try fields.name("stream"),
+            stream: try fields.name(.stream),
             type: try fields.eventType(),
-            payload: try fields.required("payload"),
+            payload: try fields.required(.payload),
             timestamp: try fields.optionalTimestamp(),
-            correlationID: try fields.optionalID("correlation_id"),
-            target: try fields.optionalName("target"))
-        file.id = try fields.optionalID("id")
-        file.origin = try fields.optionalName("origin")
+            correlationID: try fields.optionalID(.correlationID),
+            target: try fields.optionalName(.target))
+        file.id = try fields.optionalID(.id)
+        file.origin = try fields.optionalName(.origin)
         file.seq = try fields.optionalSeq()
         return file
     }

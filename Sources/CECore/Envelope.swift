@@ -68,96 +68,110 @@ extension JSONValue {
     }
 }
 
+/// The top-level keys an envelope or event file is read for; others are ignored.
+enum EnvelopeKey: Int, CaseIterable {
+    case v, id, origin, epoch, seq, stream, eventType, timestamp, payload, correlationID, target
+
+    /// As written in the JSON.
+    static let written: [StaticString] = [
+        "v", "id", "origin", "epoch", "seq", "stream", "event_type", "timestamp", "payload", "correlation_id", "target",
+    ]
+
+    var name: String { Self.written[rawValue].description }
+}
+
 /// Typed access to the keys of an envelope or event file, each failure an ``EnvelopeError``.
 struct EnvelopeFields {
-    /// The top-level members as written: an envelope has about ten, so a look-up scans them
-    /// (no dictionary to build and hash for every event).
-    let members: [(key: String, value: JSONValue)]
+    /// The value of each ``EnvelopeKey``, by its number (of a key written twice, the last, as a
+    /// JSON object reads); other keys are checked as JSON but not built.
+    let values: [JSONValue?]
     /// With `keepingPayload`: where the payload's bytes are (nil when there is no payload).
     let payloadRange: Range<Int>?
 
     /// `keepingPayload`: the payload is checked but not built (``payloadRange`` says where it is).
     init(parsing bytes: some Collection<UInt8>, keepingPayload: Bool = false) throws(EnvelopeError) {
-        let parsed: (members: [(key: String, value: JSONValue)], other: JSONValue?, skipped: Range<Int>?)
-        do { parsed = try JSONValue.members(parsing: bytes, skipping: keepingPayload ? "payload" : nil) } catch { throw .invalidJSON(error) }
+        let parsed: (values: [JSONValue?], skipped: Range<Int>?, other: JSONValue?)
+        do {
+            parsed = try JSONValue.knownMembers(
+                parsing: bytes, keys: EnvelopeKey.written, skipping: keepingPayload ? EnvelopeKey.payload.rawValue : nil)
+        } catch { throw .invalidJSON(error) }
         if let other = parsed.other {
             throw EnvelopeError(.notAnObject, "not a JSON object (got \(other.kind))")
         }
-        members = parsed.members
+        values = parsed.values
         payloadRange = parsed.skipped
     }
 
-    /// The value of `key`; of a key written twice, the last (as a JSON object reads).
-    func value(_ key: String) -> JSONValue? {
-        members.last { $0.key == key }?.value
+    func value(_ key: EnvelopeKey) -> JSONValue? {
+        values[key.rawValue]
     }
 
     /// A present, non-null value.
-    func optional(_ key: String) -> JSONValue? {
+    func optional(_ key: EnvelopeKey) -> JSONValue? {
         guard let value = value(key), value != .null else { return nil }
         return value
     }
 
-    func required(_ key: String) throws(EnvelopeError) -> JSONValue {
-        guard let value = value(key) else { throw .missing(key) }
+    func required(_ key: EnvelopeKey) throws(EnvelopeError) -> JSONValue {
+        guard let value = value(key) else { throw .missing(key.name) }
         return value
     }
 
-    func string(_ key: String) throws(EnvelopeError) -> String {
+    func string(_ key: EnvelopeKey) throws(EnvelopeError) -> String {
         let value = try required(key)
-        guard case .string(let s) = value else { throw .wrongType(key, expected: "a string", got: value) }
+        guard case .string(let s) = value else { throw .wrongType(key.name, expected: "a string", got: value) }
         return s
     }
 
-    func optionalString(_ key: String) throws(EnvelopeError) -> String? {
+    func optionalString(_ key: EnvelopeKey) throws(EnvelopeError) -> String? {
         guard let value = optional(key) else { return nil }
-        guard case .string(let s) = value else { throw .wrongType(key, expected: "a string", got: value) }
+        guard case .string(let s) = value else { throw .wrongType(key.name, expected: "a string", got: value) }
         return s
     }
 
-    func name(_ key: String) throws(EnvelopeError) -> String {
+    func name(_ key: EnvelopeKey) throws(EnvelopeError) -> String {
         try checkName(key, try string(key))
     }
 
-    func optionalName(_ key: String) throws(EnvelopeError) -> String? {
+    func optionalName(_ key: EnvelopeKey) throws(EnvelopeError) -> String? {
         guard let s = try optionalString(key) else { return nil }
         return try checkName(key, s)
     }
 
-    func checkName(_ key: String, _ s: String) throws(EnvelopeError) -> String {
-        do { try Name.validate(s) } catch { throw EnvelopeError(.badName, field: key, "field \"\(key)\": \(error)") }
+    func checkName(_ key: EnvelopeKey, _ s: String) throws(EnvelopeError) -> String {
+        do { try Name.validate(s) } catch { throw EnvelopeError(.badName, field: key.name, "field \"\(key.name)\": \(error)") }
         return s
     }
 
-    func id(_ key: String) throws(EnvelopeError) -> String {
+    func id(_ key: EnvelopeKey) throws(EnvelopeError) -> String {
         try checkID(key, try string(key))
     }
 
-    func optionalID(_ key: String) throws(EnvelopeError) -> String? {
+    func optionalID(_ key: EnvelopeKey) throws(EnvelopeError) -> String? {
         guard let s = try optionalString(key) else { return nil }
         return try checkID(key, s)
     }
 
-    func checkID(_ key: String, _ s: String) throws(EnvelopeError) -> String {
+    func checkID(_ key: EnvelopeKey, _ s: String) throws(EnvelopeError) -> String {
         guard !s.isEmpty, s.utf8.count <= EnvelopeCodec.maxIDLength else {
-            throw EnvelopeError(.badID, field: key, "field \"\(key)\" must be 1-\(EnvelopeCodec.maxIDLength) bytes (got \(s.utf8.count))")
+            throw EnvelopeError(.badID, field: key.name, "field \"\(key.name)\" must be 1-\(EnvelopeCodec.maxIDLength) bytes (got \(s.utf8.count))")
         }
         return s
     }
 
     func eventType() throws(EnvelopeError) -> EventType {
-        let s = try string("event_type")
+        let s = try string(.eventType)
         do { return try EventType(validating: s) } catch {
             throw EnvelopeError(.badEventType, field: "event_type", "bad event type: \(error)")
         }
     }
 
     func timestamp() throws(EnvelopeError) -> Date {
-        try checkTimestamp(try string("timestamp"))
+        try checkTimestamp(try string(.timestamp))
     }
 
     func optionalTimestamp() throws(EnvelopeError) -> Date? {
-        guard let s = try optionalString("timestamp") else { return nil }
+        guard let s = try optionalString(.timestamp) else { return nil }
         return try checkTimestamp(s)
     }
 
@@ -172,7 +186,7 @@ struct EnvelopeFields {
 
     /// The origin's store epoch; absent (or empty) for events of stores older than epochs.
     func epoch() throws(EnvelopeError) -> String {
-        guard let text = try optionalString("epoch"), !text.isEmpty else { return "" }
+        guard let text = try optionalString(.epoch), !text.isEmpty else { return "" }
         guard Epoch.isValid(text) else {
             throw EnvelopeError(.badName, field: "epoch", "field \"epoch\" must be 1-64 bytes of letters, digits and dashes (got \"\(text.prefix(80))\")")
         }
@@ -180,11 +194,11 @@ struct EnvelopeFields {
     }
 
     func seq() throws(EnvelopeError) -> UInt64 {
-        try checkSeq(try required("seq"))
+        try checkSeq(try required(.seq))
     }
 
     func optionalSeq() throws(EnvelopeError) -> UInt64? {
-        guard let value = optional("seq") else { return nil }
+        guard let value = optional(.seq) else { return nil }
         return try checkSeq(value)
     }
 
@@ -280,18 +294,18 @@ public enum EnvelopeCodec {
             throw EnvelopeError(.tooLarge, "envelope is \(bytes.count) bytes, more than the limit of \(maxBytes)")
         }
         let fields = try EnvelopeFields(parsing: bytes, keepingPayload: true)
-        let v = try fields.required("v")
+        let v = try fields.required(.v)
         guard case .number(let n) = v, n == n.rounded(), abs(n) < 1e15 else {
             throw .wrongType("v", expected: "an integer", got: v)
         }
         guard Int(n) == version else {
             throw EnvelopeError(.unknownVersion, field: "v", "unknown version \(Int(n)) (this node reads version \(version))")
         }
-        let id = try fields.id("id")
-        let origin = try fields.name("origin")
+        let id = try fields.id(.id)
+        let origin = try fields.name(.origin)
         let epoch = try fields.epoch()
         let seq = try fields.seq()
-        let stream = try fields.name("stream")
+        let stream = try fields.name(.stream)
         let type = try fields.eventType()
         let timestamp = try fields.timestamp()
         guard let range = fields.payloadRange else { throw .missing("payload") }
@@ -299,8 +313,8 @@ public enum EnvelopeCodec {
         return Event(
             id: id, origin: origin, epoch: epoch, seq: seq, stream: stream, type: type, timestamp: timestamp,
             payloadBytes: payload, range: within,
-            correlationID: try fields.optionalID("correlation_id"),
-            target: try fields.optionalName("target"))
+            correlationID: try fields.optionalID(.correlationID),
+            target: try fields.optionalName(.target))
     }
 
     /// Decodes a two-frame event message and checks that the topic agrees with the envelope.

@@ -51,33 +51,29 @@ extension JSONValue {
         if let failure { throw failure }
     }
 
-    /// The members of a top-level object in the order written (a repeated key appears twice),
-    /// for a reader that looks up a few known keys without building a dictionary; `other` is
-    /// the value when the input is valid JSON but not an object. The value of the key
-    /// `skipping` is checked as strictly as the parser would, but not built: it appears as
-    /// `null`, and `skipped` is where its bytes are (of the last, if written twice).
-    static func members(parsing bytes: some Collection<UInt8>, skipping: StaticString? = nil) throws(JSONError)
-        -> (members: [(key: String, value: JSONValue)], other: JSONValue?, skipped: Range<Int>?)
+    /// Reads a top-level object for the values of `keys` (the value of a key written twice is
+    /// the last, as an object reads); the values of other keys are checked as strictly as the
+    /// parser would, but not built. The value of `keys[skipping]` is checked, not built:
+    /// it reads as `null`, and `skipped` is where its bytes are. `other` is the value when the
+    /// input is valid JSON but not an object.
+    static func knownMembers(parsing bytes: some Collection<UInt8>, keys: [StaticString], skipping: Int?) throws(JSONError)
+        -> (values: [JSONValue?], skipped: Range<Int>?, other: JSONValue?)
     {
-        func parse(_ buffer: UnsafeBufferPointer<UInt8>) -> Result<([(key: String, value: JSONValue)], JSONValue?, Range<Int>?), JSONError> {
+        func parse(_ buffer: UnsafeBufferPointer<UInt8>) -> Result<([JSONValue?], Range<Int>?, JSONValue?), JSONError> {
             var parser = JSONParser(bytes: buffer)
             do throws(JSONError) {
                 parser.skipSpace()
-                var members: [(key: String, value: JSONValue)] = []
-                var other: JSONValue?
+                var values = [JSONValue?](repeating: nil, count: keys.count)
                 var skipped: Range<Int>?
+                var other: JSONValue?
                 if parser.index < buffer.count, buffer[parser.index] == 0x7B {
-                    members.reserveCapacity(12)
-                    try parser.members(depth: 1, skipping: skipping) { key, value, range in
-                        members.append((key, value))
-                        if let range { skipped = range }
-                    }
+                    try parser.knownMembers(keys: keys, skipping: skipping, values: &values, skipped: &skipped)
                 } else {
                     other = try parser.value(depth: 0)
                 }
                 parser.skipSpace()
                 guard parser.index == buffer.count else { throw parser.error("unexpected data after the JSON value") }
-                return .success((members, other, skipped))
+                return .success((values, skipped, other))
             } catch { return .failure(error) }
         }
         if let direct = bytes.withContiguousStorageIfAvailable(parse) { return try direct.get() }
@@ -371,12 +367,6 @@ struct JSONParser {
 
     /// Reads an object's members in the order written, handing each to `body`.
     mutating func members(depth: Int, _ body: (String, JSONValue) -> Void) throws(JSONError) {
-        try members(depth: depth, skipping: nil) { key, value, _ in body(key, value) }
-    }
-
-    /// ``members(depth:_:)``; the value of the key `skipping` is checked (``skipValue(depth:)``)
-    /// and handed over as `null`, with the range of its bytes.
-    mutating func members(depth: Int, skipping: StaticString?, _ body: (String, JSONValue, Range<Int>?) -> Void) throws(JSONError) {
         guard depth <= JSONValue.maxDepth else { throw error("nesting deeper than \(JSONValue.maxDepth)") }
         index += 1
         skipSpace()
@@ -393,12 +383,43 @@ struct JSONParser {
             guard index < bytes.count, bytes[index] == 0x3A else { throw error("expected ':' after a key") }
             index += 1
             skipSpace()
-            if let skipping, key.utf8.elementsEqual(UnsafeBufferPointer(start: skipping.utf8Start, count: skipping.utf8CodeUnitCount)) {
+            body(key, try value(depth: depth))
+            skipSpace()
+            guard index < bytes.count else { throw error("unexpected end of input in an object") }
+            if bytes[index] == 0x2C { index += 1; continue }
+            if bytes[index] == 0x7D { index += 1; return }
+            throw error("expected ',' or '}' in an object")
+        }
+    }
+
+    /// A top-level object read as ``JSONValue/knownMembers(parsing:keys:skipping:)`` says,
+    /// with the errors ``members(depth:_:)`` would throw.
+    mutating func knownMembers(keys: [StaticString], skipping: Int?, values: inout [JSONValue?], skipped: inout Range<Int>?) throws(JSONError) {
+        let depth = 1
+        index += 1
+        skipSpace()
+        if index < bytes.count, bytes[index] == 0x7D {
+            index += 1
+            return
+        }
+        while true {
+            skipSpace()
+            guard index < bytes.count else { throw error("unexpected end of input in an object") }
+            guard bytes[index] == 0x22 else { throw error("expected a string key") }
+            let slot = try keySlot(keys)
+            skipSpace()
+            guard index < bytes.count, bytes[index] == 0x3A else { throw error("expected ':' after a key") }
+            index += 1
+            skipSpace()
+            if let slot, slot != skipping {
+                values[slot] = try value(depth: depth)
+            } else {
                 let start = index
                 try skipValue(depth: depth)
-                body(key, .null, start..<index)
-            } else {
-                body(key, try value(depth: depth), nil)
+                if let slot {
+                    values[slot] = .null
+                    skipped = start..<index
+                }
             }
             skipSpace()
             guard index < bytes.count else { throw error("unexpected end of input in an object") }
@@ -406,6 +427,25 @@ struct JSONParser {
             if bytes[index] == 0x7D { index += 1; return }
             throw error("expected ',' or '}' in an object")
         }
+    }
+
+    /// Reads a key (at its opening quote) and returns its position in `keys`, nil for another.
+    /// A key of plain ASCII is compared as it is written, without making a string; one with
+    /// escapes or other bytes is read (and checked) by ``string()``.
+    private mutating func keySlot(_ keys: [StaticString]) throws(JSONError) -> Int? {
+        let start = index + 1
+        var high: UInt8 = 0
+        let end = plainRun(from: start, high: &high)
+        func matches(_ key: StaticString, _ written: UnsafeBufferPointer<UInt8>) -> Bool {
+            key.utf8CodeUnitCount == written.count && UnsafeBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount).elementsEqual(written)
+        }
+        if end < bytes.count, bytes[end] == 0x22, high < 0x80 {
+            index = end + 1
+            let written = UnsafeBufferPointer(rebasing: bytes[start..<end])
+            return keys.firstIndex { matches($0, written) }
+        }
+        var key = try string()
+        return key.withUTF8 { written in keys.firstIndex { matches($0, written) } }
     }
 
     mutating func array(depth: Int) throws(JSONError) -> JSONValue {

@@ -92,6 +92,56 @@ struct EnvelopeTests {
         #expect(failure(Array(#"{"v":1,"payload":[1,}"#.utf8))?.code == .invalidJSON)
     }
 
+    /// The envelope reader builds only the values of the keys it knows, and compares keys as
+    /// written: it fails on exactly the bytes the JSON parser fails on, with the same error,
+    /// and reads the same fields from the rest (20 000 random edits of envelopes, some with
+    /// escaped keys, unknown keys and repeated keys).
+    @Test func theEnvelopeReaderAgreesWithTheParser() throws {
+        let seeds = [
+            String(decoding: EnvelopeCodec.encode(sampleEvent()), as: UTF8.self),
+            #"{"\u0076":1,"i\u0064":"x","origin":"o","seq":2,"stream":"s","event_type":"plan_ready","timestamp":"2026-11-25T05:40:14Z","payload":{"a":[1,{"b":null}]},"extra":{"deep":[true,false,"\ud83d\ude00"]},"origin":"p"}"#,
+            #"{"v":1,"id":"é","origin":"o","seq":1,"stream":"s","event_type":"plan_ready","timestamp":"2026-11-25T05:40:14Z","payload":"text with \"quotes\" and é","ünknown":[1,2,3]}"#,
+        ].map { Array($0.utf8) }
+        var state: UInt64 = 3
+        func next() -> UInt64 {
+            state ^= state >> 12
+            state ^= state << 25
+            state ^= state >> 27
+            return state &* 0x2545_F491_4F6C_DD1D
+        }
+        let alphabet = Array(#"{}[]:,"\u0123456789abcdefvnlx. "#.utf8) + [0x00, 0x1F, 0xC3, 0xA9, 0xFF]
+        var disagreements: [String] = []
+        for round in 0..<20_000 {
+            var bytes = seeds[round % seeds.count]
+            for _ in 0...(next() % 3) {
+                let at = Int(next() % UInt64(bytes.count + 1))
+                let byte = alphabet[Int(next() % UInt64(alphabet.count))]
+                switch next() % 3 {
+                case 0: bytes.insert(byte, at: at)
+                case 1 where at < bytes.count: bytes[at] = byte
+                default: if at < bytes.count { bytes.remove(at: at) }
+                }
+            }
+            let parsed = Result { () throws(JSONError) in try JSONValue(parsing: bytes) }
+            let decoded = Result { () throws(EnvelopeError) in try EnvelopeCodec.decode(bytes) }
+            let agrees: Bool
+            switch (parsed, decoded) {
+            case (.failure(let json), .failure(let envelope)):
+                agrees = envelope.code == .invalidJSON && envelope.offset == json.offset && envelope.description.contains(json.reason)
+            case (.success, .failure(let envelope)):
+                agrees = envelope.code != .invalidJSON
+            case (.success(let object), .success(let event)):
+                agrees = object["id"]?.stringValue == event.id && object["origin"]?.stringValue == event.origin
+                    && object["seq"]?.intValue == Int(event.seq) && object["stream"]?.stringValue == event.stream
+                    && object["event_type"]?.stringValue == event.type.rawValue && object["payload"] == event.payload
+            case (.failure, .success):
+                agrees = false
+            }
+            if !agrees { disagreements.append(String(decoding: bytes, as: UTF8.self)) }
+        }
+        #expect(disagreements.isEmpty, "\(disagreements.prefix(3))")
+    }
+
     /// The sample envelope with one key replaced (or removed, with nil).
     func mutated(_ key: String, _ value: JSONValue?) -> [UInt8] {
         var object = try! JSONValue(parsing: EnvelopeCodec.encode(sampleEvent())).objectValue!
