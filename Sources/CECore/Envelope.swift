@@ -324,11 +324,18 @@ public enum EnvelopeCodec {
 
     /// ``decode(topic:body:)`` with a size limit on the envelope.
     public static func decode(topic: [UInt8], body: [UInt8], maxBytes: Int) throws(EnvelopeError) -> Event {
-        let (type, stream) = try Topic.parse(topic)
+        // A well-formed topic is checked on its bytes and compared with the envelope's type and
+        // stream as written (no strings made); any other goes through ``Topic/parse(_:)`` for
+        // the error that names what is wrong.
+        if !Topic.isWellFormed(topic) { _ = try Topic.parse(topic) }
         let event = try decode(body, maxBytes: maxBytes)
-        guard event.type == type, event.stream == stream else {
+        let type = event.type.rawValue.utf8
+        let stream = event.stream.utf8
+        guard topic.count == type.count + 1 + stream.count, topic[type.count] == 0x2F,
+              topic[..<type.count].elementsEqual(type), topic[(type.count + 1)...].elementsEqual(stream)
+        else {
             throw EnvelopeError(
-                .topicMismatch, "topic \"\(type.rawValue)/\(stream)\" but envelope says \"\(event.type.rawValue)/\(event.stream)\"")
+                .topicMismatch, "topic \"\(String(decoding: topic, as: UTF8.self))\" but envelope says \"\(event.type.rawValue)/\(event.stream)\"")
         }
         return event
     }

@@ -31,6 +31,17 @@ public enum Topic {
         topic.first == 0x5F
     }
 
+    /// True when ``parse(_:)`` accepts `bytes`, checked on the bytes: `<type>/<stream>`, the
+    /// type 1-64 of `[a-z0-9_]` not starting with `_`, the stream a ``Name``.
+    public static func isWellFormed(_ bytes: [UInt8]) -> Bool {
+        guard let slash = bytes.firstIndex(of: 0x2F), slash > 0, slash <= EventType.maxLength, bytes[0] != 0x5F else { return false }
+        let streamCount = bytes.count - slash - 1
+        guard streamCount > 0, streamCount <= Name.maxLength else { return false }
+        for byte in bytes[..<slash] where !((byte >= 0x61 && byte <= 0x7A) || (byte >= 0x30 && byte <= 0x39) || byte == 0x5F) { return false }
+        for byte in bytes[(slash + 1)...] where !Name.allowed(byte) { return false }
+        return true
+    }
+
     /// Splits an event topic into its type and stream, checking both.
     public static func parse(_ bytes: some Collection<UInt8>) throws(EnvelopeError) -> (EventType, String) {
         guard let text = String(validating: bytes, as: UTF8.self) else {

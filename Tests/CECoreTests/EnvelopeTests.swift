@@ -142,6 +142,31 @@ struct EnvelopeTests {
         #expect(disagreements.isEmpty, "\(disagreements.prefix(3))")
     }
 
+    /// A topic is checked on its bytes where it can be: `Topic.isWellFormed` says yes exactly
+    /// where `Topic.parse` accepts (hand-picked and 20 000 random topics).
+    @Test func topicsAreCheckedOnTheirBytes() {
+        let picked = ["plan_ready/planner", "a/b", "_hb/x", "plan_ready/", "/planner", "Plan/x", "plan_ready/plan/ner", "p-x/s",
+                      String(repeating: "a", count: 64) + "/s", String(repeating: "a", count: 65) + "/s",
+                      "t/" + String(repeating: "s", count: 64), "t/" + String(repeating: "s", count: 65), "t/é", "t/a.b-c_D9", ""]
+        for topic in picked.map({ Array($0.utf8) }) + [[0x74, 0x2F, 0xFF], [0x74, 0x2F, 0x00]] {
+            #expect(Topic.isWellFormed(topic) == ((try? Topic.parse(topic)) != nil), "\(String(decoding: topic, as: UTF8.self))")
+        }
+        var state: UInt64 = 5
+        func next() -> UInt64 {
+            state ^= state >> 12
+            state ^= state << 25
+            state ^= state >> 27
+            return state &* 0x2545_F491_4F6C_DD1D
+        }
+        let alphabet = Array("az09_/.-AZ é".utf8) + [0x00, 0xFF]
+        var disagreements: [[UInt8]] = []
+        for _ in 0..<20_000 {
+            let topic = (0..<Int(next() % 12)).map { _ in alphabet[Int(next() % UInt64(alphabet.count))] }
+            if Topic.isWellFormed(topic) != ((try? Topic.parse(topic)) != nil) { disagreements.append(topic) }
+        }
+        #expect(disagreements.isEmpty, "\(disagreements.prefix(5))")
+    }
+
     /// The sample envelope with one key replaced (or removed, with nil).
     func mutated(_ key: String, _ value: JSONValue?) -> [UInt8] {
         var object = try! JSONValue(parsing: EnvelopeCodec.encode(sampleEvent())).objectValue!
