@@ -102,13 +102,8 @@ struct EnvelopeTests {
             #"{"\u0076":1,"i\u0064":"x","origin":"o","seq":2,"stream":"s","event_type":"plan_ready","timestamp":"2026-11-25T05:40:14Z","payload":{"a":[1,{"b":null}]},"extra":{"deep":[true,false,"\ud83d\ude00"]},"origin":"p"}"#,
             #"{"v":1,"id":"é","origin":"o","seq":1,"stream":"s","event_type":"plan_ready","timestamp":"2026-11-25T05:40:14Z","payload":"text with \"quotes\" and é","ünknown":[1,2,3]}"#,
         ].map { Array($0.utf8) }
-        var state: UInt64 = 3
-        func next() -> UInt64 {
-            state ^= state >> 12
-            state ^= state << 25
-            state ^= state >> 27
-            return state &* 0x2545_F491_4F6C_DD1D
-        }
+        var random = Seeded(3)
+        func next() -> UInt64 { random.next() }
         let alphabet = Array(#"{}[]:,"\u0123456789abcdefvnlx. "#.utf8) + [0x00, 0x1F, 0xC3, 0xA9, 0xFF]
         var disagreements: [String] = []
         for round in 0..<20_000 {
@@ -151,13 +146,8 @@ struct EnvelopeTests {
         for topic in picked.map({ Array($0.utf8) }) + [[0x74, 0x2F, 0xFF], [0x74, 0x2F, 0x00]] {
             #expect(Topic.isWellFormed(topic) == ((try? Topic.parse(topic)) != nil), "\(String(decoding: topic, as: UTF8.self))")
         }
-        var state: UInt64 = 5
-        func next() -> UInt64 {
-            state ^= state >> 12
-            state ^= state << 25
-            state ^= state >> 27
-            return state &* 0x2545_F491_4F6C_DD1D
-        }
+        var random = Seeded(5)
+        func next() -> UInt64 { random.next() }
         let alphabet = Array("az09_/.-AZ é".utf8) + [0x00, 0xFF]
         var disagreements: [[UInt8]] = []
         for _ in 0..<20_000 {

@@ -121,17 +121,7 @@ struct JSONTests {
             }
         }
         for seed in seeds { #expect(same(seed), "\(String(decoding: seed, as: UTF8.self))") }
-        /// xorshift64*, seeded: a failing run repeats.
-        struct Random {
-            var state: UInt64 = 7
-            mutating func next() -> UInt64 {
-                state ^= state >> 12
-                state ^= state << 25
-                state ^= state >> 27
-                return state &* 0x2545_F491_4F6C_DD1D
-            }
-        }
-        var random = Random()
+        var random = Seeded(7)
         let alphabet = Array(#"{}[]:,"\/ubfnrt0123456789+-.eEaxlsu "#.utf8) + [0x00, 0x1F, 0x80, 0xC3, 0xA9, 0xED, 0xA0, 0xFF]
         var disagreements: [String] = []
         for _ in 0..<20_000 {
@@ -169,13 +159,8 @@ struct JSONTests {
             }
             return out + [0x22]
         }
-        var state: UInt64 = 11
-        func next() -> UInt64 {
-            state ^= state >> 12
-            state ^= state << 25
-            state ^= state >> 27
-            return state &* 0x2545_F491_4F6C_DD1D
-        }
+        var random = Seeded(11)
+        func next() -> UInt64 { random.next() }
         let pieces = ["a", "b", "0", " ", "\"", "\\", "\n", "\r", "\t", "\u{01}", "\u{1F}", "é", "😀", "/", "\u{7F}"]
         for _ in 0..<5000 {
             let text = (0..<Int(next() % 40)).map { _ in pieces[Int(next() % UInt64(pieces.count))] }.joined()
