@@ -69,7 +69,7 @@ extension JSONValue {
 }
 
 /// The top-level keys an envelope or event file is read for; others are ignored.
-enum EnvelopeKey: Int, CaseIterable {
+enum EnvelopeKey: Int {
     case v, id, origin, epoch, seq, stream, eventType, timestamp, payload, correlationID, target
 
     /// As written in the JSON.
@@ -162,7 +162,7 @@ struct EnvelopeFields {
     func eventType() throws(EnvelopeError) -> EventType {
         let s = try string(.eventType)
         do { return try EventType(validating: s) } catch {
-            throw EnvelopeError(.badEventType, field: "event_type", "bad event type: \(error)")
+            throw EnvelopeError(.badEventType, field: EnvelopeKey.eventType.name, "bad event type: \(error)")
         }
     }
 

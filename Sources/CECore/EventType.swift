@@ -13,11 +13,13 @@ public struct EventType: Sendable, Hashable, Comparable, CustomStringConvertible
         guard !name.isEmpty else { throw .empty }
         guard name.utf8.count <= Self.maxLength else { throw .tooLong(name, Self.maxLength) }
         guard name.utf8.first != 0x5F else { throw .reserved(name) }
-        for byte in name.utf8 {
-            let ok = (byte >= 0x61 && byte <= 0x7A) || (byte >= 0x30 && byte <= 0x39) || byte == 0x5F
-            guard ok else { throw .badCharacter(name) }
-        }
+        for byte in name.utf8 where !Self.allowed(byte) { throw .badCharacter(name) }
         self.rawValue = name
+    }
+
+    /// `[a-z0-9_]`
+    static func allowed(_ byte: UInt8) -> Bool {
+        (byte >= 0x61 && byte <= 0x7A) || (byte >= 0x30 && byte <= 0x39) || byte == 0x5F
     }
 
     /// For names known to be well formed (the catalog's); traps on a malformed one.

@@ -37,7 +37,7 @@ public enum Topic {
         guard let slash = bytes.firstIndex(of: 0x2F), slash > 0, slash <= EventType.maxLength, bytes[0] != 0x5F else { return false }
         let streamCount = bytes.count - slash - 1
         guard streamCount > 0, streamCount <= Name.maxLength else { return false }
-        for byte in bytes[..<slash] where !((byte >= 0x61 && byte <= 0x7A) || (byte >= 0x30 && byte <= 0x39) || byte == 0x5F) { return false }
+        for byte in bytes[..<slash] where !EventType.allowed(byte) { return false }
         for byte in bytes[(slash + 1)...] where !Name.allowed(byte) { return false }
         return true
     }

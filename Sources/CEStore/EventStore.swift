@@ -401,8 +401,7 @@ public final class EventStore: Sendable {
         fresh.reserveCapacity(events.count)
         /// The line of the event before (a batch mostly holds one line's events).
         var last: (origin: String, epoch: String, id: Int64)?
-        for i in events.indices {
-            let e = events[i]
+        for e in events {
             let line: Int64
             if let last, last.origin == e.origin, last.epoch == e.epoch {
                 line = last.id
