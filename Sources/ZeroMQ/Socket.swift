@@ -163,19 +163,30 @@ public final class Socket: Sendable {
     /// call returns at once; when that queue is full the message is queued all the same and
     /// the call waits until the queue is down to half. A message that was queued is sent even
     /// if the calling task is cancelled afterwards.
+    ///
+    /// Inlined into the caller: a message the task sends itself costs no async call (whose
+    /// frame would be allocated and freed for every message).
+    @inlinable
     nonisolated(nonsending) public func send(_ message: Message) async throws {
+        switch try sendByCaller(message) {
+        case .done: return
+        case .queuedWhenFull(let ticket): try await waitUntilTaken(ticket)
+        case .unavailable: try await sendQueued(message)
+        }
+    }
+
+    /// The synchronous part of `send`: the calling task sends the message itself when it may.
+    @usableFromInline
+    func sendByCaller(_ message: Message) throws -> DirectSend {
         guard type.canSend else {
             throw ZMQError(code: .notSupported, operation: "send", message: "a \(type) socket cannot send")
         }
-        if core.allowsDirectSend {
-            switch try sendDirectly(message) {
-            case .done: return
-            case .queuedWhenFull(let ticket):
-                try await waitUntilTaken(ticket)
-                return
-            case .unavailable: break
-            }
-        }
+        return core.allowsDirectSend ? try sendDirectly(message) : .unavailable
+    }
+
+    /// The rest of `send`: the message joins the socket's queue for the reactor.
+    @usableFromInline
+    nonisolated(nonsending) func sendQueued(_ message: Message) async throws {
         enum Fast { case queued(wake: Bool), wait, closed, notAsync, refused(ZMQError) }
         let confirm = type.confirmsSends
         let type = self.type
@@ -257,7 +268,8 @@ public final class Socket: Sendable {
 
     /// Returns once libzmq has taken the `ticket`-th message queued on this socket (or the
     /// socket closed: a queued message is then handed to libzmq by the close, within linger).
-    private func waitUntilTaken(_ ticket: UInt64) async throws {
+    @usableFromInline
+    func waitUntilTaken(_ ticket: UInt64) async throws {
         let core = self.core
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             let now = core.state.withLock { s -> Bool in
@@ -304,6 +316,7 @@ public final class Socket: Sendable {
         return (handled, full)
     }
 
+    @usableFromInline
     enum DirectSend {
         /// Sent by the caller.
         case done
@@ -577,7 +590,7 @@ extension Socket {
         public func makeAsyncIterator() -> Iterator { Iterator(socket: socket) }
 
         public struct Iterator: AsyncIteratorProtocol {
-            let buffer: Buffer
+            @usableFromInline let buffer: Buffer
 
             init(socket: Socket) { buffer = Buffer(socket: socket) }
 
@@ -587,32 +600,38 @@ extension Socket {
 
             /// What `for try await` calls: runs where the loop runs (the default version of
             /// this requirement hops to the generic executor and back for every message).
-            public mutating func next(isolation actor: isolated (any Actor)?) async throws -> Message? {
+            /// Inlined into the loop: a message already taken costs no async call.
+            @inlinable
+            nonisolated(nonsending) public mutating func next(isolation actor: (any Actor)?) async throws -> Message? {
                 if let message = buffer.pop() { return message }
-                do {
-                    buffer.refill(try await buffer.socket.receiveBatch())
-                } catch let error as ZMQError where error.code == .closed || error.code == .terminated {
-                    return nil
-                }
-                return buffer.pop()
+                return try await buffer.refillAndPop()
             }
         }
 
         /// Messages taken from the socket but not yet consumed; handed back when dropped.
+        @usableFromInline
         final class Buffer: @unchecked Sendable {
             // @unchecked Sendable: used by one iterator, which is used by one task at a time.
             let socket: Socket
-            var items: [Message] = []
-            var index = 0
+            @usableFromInline var items: [Message] = []
+            @usableFromInline var index = 0
             init(socket: Socket) { self.socket = socket }
+            @inlinable
             func pop() -> Message? {
                 guard index < items.count else { return nil }
                 defer { index += 1 }
                 return items[index]
             }
-            func refill(_ messages: [Message]) {
-                items = messages
-                index = 0
+            /// Waits for the next messages; nil once the socket is closed.
+            @usableFromInline
+            nonisolated(nonsending) func refillAndPop() async throws -> Message? {
+                do {
+                    items = try await socket.receiveBatch()
+                    index = 0
+                } catch let error as ZMQError where error.code == .closed || error.code == .terminated {
+                    return nil
+                }
+                return pop()
             }
             deinit {
                 if index < items.count { socket.putBack(items[index...]) }

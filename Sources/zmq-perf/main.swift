@@ -91,12 +91,6 @@ nonisolated(nonsending) func measure() async throws {
     default: fail("unknown mode \(mode)\n\(usage)")
     }
 }
-// The measuring functions run where their caller runs (nonisolated(nonsending): no hop back to
-// an executor after each await), so they are called from a task of their own, not from the
-// main actor of this top-level code.
-try await Task.detached(executorPreference: onReactor ? context.taskExecutor : nil) { try await measure() }.value
-fflush(nil)
-_exit(0)
 
 /// `untimed`: the messages that arrived before the clock started (the first one, or the first batch).
 func report(got: Int, seconds: Double, untimed: Int = 1) {
@@ -236,3 +230,10 @@ func idle(seconds: Double) async throws {
     for w in waiters { w.cancel() }
     await context.shutdown()
 }
+
+// The measuring functions run where their caller runs (nonisolated(nonsending): no hop back to
+// an executor after each await), so they are called from a task of their own, not from the
+// main actor of this top-level code. (Last in the file: no code may follow a call that never returns.)
+try await Task.detached(executorPreference: onReactor ? context.taskExecutor : nil) { try await measure() }.value
+fflush(nil)
+_exit(0)
