@@ -64,7 +64,7 @@ extension Node {
         let timeout = timeout ?? .milliseconds(topology.settings.askTimeoutMilliseconds)
         let retries = retries ?? topology.settings.askRetries
         let request = Wire.Request(
-            requestID: UUID().uuidString.lowercased(), fromNode: spec.name, fromPool: spec.pool, pool: pool, question: question)
+            requestID: EventID.make(), fromNode: spec.name, fromPool: spec.pool, pool: pool, question: question)
         let body = Message(request.json.serialized())
         state.withLock { $0.counters.asksSent += 1 }
         let first = Int(nextResponder.add(1, ordering: .relaxed).oldValue % UInt64(responders.count))
@@ -186,21 +186,23 @@ extension Node {
                     try? await router.send(Message([peer, Frame([]), Frame(refusal)]))
                     continue
                 }
+                // A retry of a question being answered waits for that answer. Looked for before
+                // the store: an answer is committed before its question leaves `inFlight`, so a
+                // question found in neither was never answered (the other order could miss
+                // an answer committed between the two looks, and answer it twice).
+                let joined = state.withLock { s -> Bool in
+                    guard s.inFlight[request.requestID] != nil else { return false }
+                    s.inFlight[request.requestID]!.append(peer)
+                    s.counters.repeatedQuestions += 1
+                    return true
+                }
+                if joined { continue }
                 if let stored = try? store.answer(for: request.requestID) {
                     state.withLock { $0.counters.repeatedQuestions += 1 }
                     try? await router.send(Message([peer, Frame([]), Frame(stored)]))
                     continue
                 }
-                let first = state.withLock { s -> Bool in
-                    if s.inFlight[request.requestID] != nil {
-                        s.inFlight[request.requestID]!.append(peer)
-                        s.counters.repeatedQuestions += 1
-                        return false
-                    }
-                    s.inFlight[request.requestID] = [peer]
-                    return true
-                }
-                guard first else { continue }
+                state.withLock { $0.inFlight[request.requestID] = [peer] }
                 group.addTask { try? await self.answer(request, router: router) }  // its failures are its own: the loop goes on
             }
         }
@@ -237,25 +239,40 @@ extension Node {
     }
 
     private func answer(_ request: Wire.Request, router: Socket) async throws {
-        let reply: [UInt8]
-        if request.pool != spec.pool {
-            reply = Wire.errorReply(requestID: request.requestID, answeredBy: spec.name, error: "\(spec.name) serves pool \(spec.pool), not \(request.pool)")
-        } else {
-            let question = Question(requestID: request.requestID, fromNode: request.fromNode, fromPool: request.fromPool, question: request.question)
-            do {
-                let answer = try await respond(to: question)
-                let answered = Wire.reply(requestID: request.requestID, answeredBy: spec.name, answer: answer)
-                // Kept so that a retry of this request gets the same answer, not a second one.
-                try await writer.recordAnswer(requestID: request.requestID, reply: answered)
-                state.withLock { $0.counters.questionsAnswered += 1 }
-                metrics.questionsAnswered.increment()
-                reply = answered
-            } catch is CancellationError {
-                throw CancellationError()
-            } catch {
-                reply = Wire.errorReply(requestID: request.requestID, answeredBy: spec.name, error: "\(error)")
-            }
+        guard request.pool == spec.pool else {
+            await sendReply(Wire.errorReply(requestID: request.requestID, answeredBy: spec.name, error: "\(spec.name) serves pool \(spec.pool), not \(request.pool)"), to: request, router: router)
+            return
         }
+        let question = Question(requestID: request.requestID, fromNode: request.fromNode, fromPool: request.fromPool, question: request.question)
+        let answered: [UInt8]
+        do {
+            answered = Wire.reply(requestID: request.requestID, answeredBy: spec.name, answer: try await respond(to: question))
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            await sendReply(Wire.errorReply(requestID: request.requestID, answeredBy: spec.name, error: "\(error)"), to: request, router: router)
+            return
+        }
+        do {
+            // Recorded (so that a retry of this request gets the same answer, not a second
+            // one) and sent from the writer's thread: the commit is followed by the reply with
+            // no thread hand-off between them.
+            try await withTaskExecutorPreference(writer.executor) {
+                try await self.writer.recordAnswer(requestID: request.requestID, reply: answered)
+                self.state.withLock { $0.counters.questionsAnswered += 1 }
+                self.metrics.questionsAnswered.increment()
+                await self.sendReply(answered, to: request, router: router)
+            }
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            await sendReply(Wire.errorReply(requestID: request.requestID, answeredBy: spec.name, error: "\(error)"), to: request, router: router)
+        }
+    }
+
+    /// Sends `reply` to every asker waiting for `request` (a retry that came while it was
+    /// being answered waits beside the first).
+    private func sendReply(_ reply: [UInt8], to request: Wire.Request, router: Socket) async {
         let peers = state.withLock { $0.inFlight.removeValue(forKey: request.requestID) ?? [] }
         for peer in peers {
             try? await router.send(Message([peer, Frame([]), Frame(reply)]))

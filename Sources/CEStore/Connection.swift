@@ -88,6 +88,21 @@ final class Connection {
         try firstValue(sql) { statement in sqlite3_column_text(statement, 0).map { String(cString: $0) } }
     }
 
+    /// The first column of every row as text (NULLs skipped).
+    func texts(_ sql: String, _ operation: String) throws -> [String] {
+        var statement: OpaquePointer?
+        let rc = sqlite3_prepare_v2(handle, sql, -1, &statement, nil)
+        guard rc == SQLITE_OK, let statement else { throw failure(operation, rc) }
+        defer { sqlite3_finalize(statement) }
+        var values: [String] = []
+        while true {
+            let step = sqlite3_step(statement)
+            if step == SQLITE_DONE { return values }
+            guard step == SQLITE_ROW else { throw failure(operation, step) }
+            if let text = sqlite3_column_text(statement, 0) { values.append(String(cString: text)) }
+        }
+    }
+
     private func firstValue<T>(_ sql: String, _ read: (OpaquePointer) -> T?) throws -> T? {
         var statement: OpaquePointer?
         let rc = sqlite3_prepare_v2(handle, sql, -1, &statement, nil)

@@ -62,8 +62,9 @@ public final class EventWriter: Sendable {
     /// The writer thread as a task executor: a task that prefers it (`Task(executorPreference:)`,
     /// `TaskGroup.addTask(executorPreference:)`) runs on that thread between commits, so its
     /// appends are written and answered with no thread hand-off either way. For the node's own
-    /// loops that store what they take (emits, received events), never for user code: while
-    /// such a task runs, nothing is written.
+    /// loops that store what they take (emits, received events) and its recorded answers
+    /// (written, then sent from here), never for user code: while such a task runs, nothing
+    /// is written.
     public var executor: any TaskExecutor { core }
 
     /// Writes what is queued, then stops; later appends fail. Returns without waiting.
@@ -283,7 +284,7 @@ extension EventWriter {
                 let answers = batch.flatMap(\.answers)
                 let results = try store.write { connection -> [[Bool]] in
                     let all = try connection.transaction("append") {
-                        for (requestID, reply) in answers { try EventStore.insertAnswer(requestID: requestID, reply: reply, connection) }
+                        for (requestID, reply) in answers { try store.insertAnswer(requestID: requestID, reply: reply, connection) }
                         return try EventStore.insert(events, cursors: cursors, connection)
                     }
                     var split: [[Bool]] = []

@@ -133,6 +133,23 @@ struct StoreTests {
         #expect(try store.answer(for: "r2") == Array("no".utf8), "a lookup sees what was written after the last one")
     }
 
+    /// Questions are checked against the ids of answers kept in memory before the store is
+    /// read: every path that records an answer must add its id, or a retry is answered twice.
+    @Test func anAnswerRecordedByTheWriterIsFoundByItsRetry() async throws {
+        let dir = temporary()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = try EventStore(directory: dir)
+        let writer = store.writer()
+        for i in 0..<200 {
+            #expect(try store.answer(for: "q-\(i)") == nil)
+            try await writer.recordAnswer(requestID: "q-\(i)", reply: Array("a\(i)".utf8))
+            #expect(try store.answer(for: "q-\(i)") == Array("a\(i)".utf8))
+        }
+        try await writer.recordAnswer(requestID: "q-7", reply: Array("second".utf8))
+        #expect(try store.answer(for: "q-7") == Array("a7".utf8), "a request answered before keeps its first reply")
+        await writer.shutdown()
+    }
+
     @Test func concurrentWritersAreGroupCommittedOnceEach() async throws {
         let dir = temporary()
         defer { try? FileManager.default.removeItem(atPath: dir) }
