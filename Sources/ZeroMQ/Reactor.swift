@@ -29,6 +29,8 @@ final class Reactor: TaskExecutor, @unchecked Sendable {
     /// Sockets with a receiver that waits with a deadline (`receive(timeout:)`).
     private var timed: [ObjectIdentifier: SocketCore] = [:]
     private var pollFDs: [pollfd] = []
+    /// The socket of each descriptor in `pollFDs` after the first (the eventfd).
+    private var pollCores: [SocketCore] = []
     private var stopping = false
     private var thread: Thread!
     /// Every socket of the context that is still open, async or not (any thread).
@@ -188,18 +190,33 @@ final class Reactor: TaskExecutor, @unchecked Sendable {
             // descriptors, which signal a change (any libzmq call may take the signal, so the
             // state is read again on every round, and a task that sends wakes this thread when
             // its call left messages waiting).
+            // A socket whose descriptor was watched, stayed quiet and was not used since is
+            // watched again as it is, without reading its state.
             pollFDs.removeAll(keepingCapacity: true)
             pollFDs.append(pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0))
+            pollCores.removeAll(keepingCapacity: true)
             var retrySoon = false
             var served = false
             for core in registered.values {
                 let (events, retry) = core.prepareForPoll()
                 retrySoon = retrySoon || retry
-                guard events != 0 else { continue }
-                let (ready, fd) = core.readyEvents(events)
-                if ready & Int16(ZMQ_POLLOUT) != 0 { core.flush() }
-                if ready & Int16(ZMQ_POLLIN) != 0 { core.drain() }
-                if ready != 0 { served = true } else if fd >= 0 { pollFDs.append(pollfd(fd: fd, events: Int16(POLLIN), revents: 0)) }
+                var watch = Int32(-1)
+                if events == 0 {
+                    // Not watched.
+                } else if core.isQuiet(for: events) {
+                    watch = core.notifyFD
+                } else {
+                    let (ready, fd) = core.readyEvents(events)
+                    if ready & Int16(ZMQ_POLLOUT) != 0 { core.flush() }
+                    if ready & Int16(ZMQ_POLLIN) != 0 { core.drain() }
+                    if ready != 0 { served = true } else { watch = fd }
+                }
+                core.watchedFor = watch >= 0 ? events : 0
+                core.signalled = false
+                if watch >= 0 {
+                    pollFDs.append(pollfd(fd: watch, events: Int16(POLLIN), revents: 0))
+                    pollCores.append(core)
+                }
             }
             // Deadlines first: a waiter given up on may resume a task on this thread.
             let untilDeadline = expireDeadlines()
@@ -209,6 +226,7 @@ final class Reactor: TaskExecutor, @unchecked Sendable {
             var timeout: Int32 = more ? 0 : (retrySoon ? 1 : -1)
             if untilDeadline >= 0 && (timeout < 0 || untilDeadline < timeout) { timeout = untilDeadline }
             let rc = poll(&pollFDs, nfds_t(pollFDs.count), timeout)
+            for (i, core) in pollCores.enumerated() { core.signalled = rc < 0 || pollFDs[i + 1].revents != 0 }
             if rc < 0 { continue }  // EINTR: look again
             if pollFDs[0].revents & Int16(POLLIN) != 0 {
                 var value: UInt64 = 0

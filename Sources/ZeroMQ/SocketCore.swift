@@ -31,6 +31,15 @@ final class SocketCore: @unchecked Sendable {
     let maxLinger: Int
     /// Whether received messages carry their connection's ZAP User-Id (``SocketOption/receiveUserID(_:)``).
     let readsUserID = Atomic<Bool>(false)
+    /// Set after a libzmq call on the handle outside the reactor's reading of its state (a
+    /// task's own send or receive, a control call, the reactor's flush of queued sends): the
+    /// call may have taken the notification descriptor's signal, so the reactor reads
+    /// ZMQ_EVENTS again instead of trusting a quiet descriptor.
+    let touched = Atomic<Bool>(false)
+    /// Reactor thread only: the events the notification descriptor was watched for in the
+    /// last poll (0: not watched), and whether it signalled there.
+    var watchedFor: Int16 = 0
+    var signalled = false
     /// For the ZAP authenticator: requests are answered on the reactor thread as they arrive.
     var inlineHandler: (@Sendable (Message) -> Message)?
     /// One `zmq_msg_t` for receiving, used under `handleLock` (heap, never copied).
@@ -159,6 +168,7 @@ final class SocketCore: @unchecked Sendable {
 
     /// Runs a short libzmq call on the handle's current owner.
     func control<T: Sendable>(_ operation: String, _ body: @escaping @Sendable (UnsafeMutableRawPointer) throws(ZMQError) -> T) throws(ZMQError) -> T {
+        defer { touched.store(true, ordering: .releasing) }
         let direct: Result<T, ZMQError>? = handleLock.withLock { _ in
             switch state.withLock({ $0.mode }) {
             case .async: return nil
@@ -205,7 +215,10 @@ final class SocketCore: @unchecked Sendable {
     func prepareForPoll() -> (events: Int16, retrySoon: Bool) {
         guard handle != nil else { return (0, false) }
         let hasOutgoing = state.withLock { !$0.outbox.isEmpty }
-        if hasOutgoing { flush(waitMillis: pollOutIsMeaningless ? 1 : 0) }
+        if hasOutgoing {
+            flush(waitMillis: pollOutIsMeaningless ? 1 : 0)
+            touched.store(true, ordering: .relaxed)
+        }
         return state.withLock { s in
             var events: Int16 = 0
             var retry = false
@@ -360,7 +373,16 @@ final class SocketCore: @unchecked Sendable {
     }
 
     /// The socket's notification descriptor (ZMQ_FD, read once). Reactor thread only.
-    private var notifyFD: Int32 = -1
+    private(set) var notifyFD: Int32 = -1
+
+    /// Whether the socket's state is as the reactor last read it, so its descriptor can be
+    /// watched again for `interest` without reading ZMQ_EVENTS (a system call or two): it was
+    /// watched for at least that in the last poll, did not signal there, and no call has
+    /// been made on it since. Reactor thread only.
+    func isQuiet(for interest: Int16) -> Bool {
+        let wasTouched = touched.exchange(false, ordering: .acquiringAndReleasing)
+        return !wasTouched && !signalled && watchedFor != 0 && interest & ~watchedFor == 0 && notifyFD >= 0
+    }
 
     /// Which of `interest` the socket is ready for now (ZMQ_EVENTS), and its notification
     /// descriptor to wait on otherwise. Reactor thread only.
@@ -383,6 +405,7 @@ final class SocketCore: @unchecked Sendable {
     /// that arrived meanwhile, so the reactor is woken when some wait to be read. Called
     /// under `handleLock`.
     func noteDirectSend(handle: UnsafeMutableRawPointer) {
+        touched.store(true, ordering: .releasing)
         guard type.canReceive, state.withLock({ $0.receiving }) else { return }
         var events: Int32 = 0
         var size = MemoryLayout<Int32>.size
@@ -447,6 +470,7 @@ final class SocketCore: @unchecked Sendable {
         guard inlineHandler == nil else { return nil }
         let outcome = handleLock.withLockIfAvailable { _ -> [Message]? in
             guard let handle, state.withLock({ $0.mode == .async && $0.inbox.isEmpty && $0.waiters.isEmpty }) else { return nil }
+            defer { touched.store(true, ordering: .releasing) }
             let (batch, drained) = receiveAvailable(handle: handle, limit: receiveLimit)
             // Stopped at the limit: the reads may have taken the descriptor's signal of what
             // is left, so the reactor is told to look.
