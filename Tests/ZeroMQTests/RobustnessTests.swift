@@ -47,6 +47,39 @@ struct RobustnessTests {
         await context.shutdown()
     }
 
+    /// The reactor reads the state only of sockets whose descriptor signalled or that were
+    /// used since it last looked; the others it watches as they were. With sixteen sockets
+    /// waiting, each message sent to one of them, in a shuffled order, while the others stay
+    /// quiet, must reach its receiver: a socket wrongly taken for quiet would keep its
+    /// message until the deadline.
+    @Test func aMessageToOneOfManyQuietSocketsReachesItsReceiver() async throws {
+        let context = try Context()
+        let pairs = try (0..<16).map { _ in
+            let (pull, push) = (try context.socket(.pull), try context.socket(.push))
+            try link(pull, push, over: .tcp)
+            return (pull: pull, push: push)
+        }
+        let (arrivals, arrived) = AsyncStream<Int>.makeStream()
+        let receivers = pairs.enumerated().map { index, pair in
+            Task {
+                for try await message in pair.pull.messages {
+                    #expect(Int(message[0].string ?? "") == index, "socket \(index) got a message sent to another")
+                    arrived.yield(index)
+                }
+            }
+        }
+        try await within(30, "300 messages, each to one of 16 sockets, received one at a time") {
+            var waiting = arrivals.makeAsyncIterator()
+            for _ in 0..<300 {
+                let target = Int.random(in: 0..<16)
+                try await pairs[target].push.send(Message(Frame("\(target)")))
+                #expect(await waiting.next() == target)
+            }
+        }
+        for receiver in receivers { receiver.cancel() }
+        await context.shutdown()
+    }
+
     /// A receiver reads by itself when nothing waits in the inbox, and the reactor reads for a
     /// receiver that waits: mixing every kind of receive with pauses while a sender streams,
     /// every message arrives once and in order (a `receive` that waited takes one message and
