@@ -225,10 +225,12 @@ final class Reactor: TaskExecutor, @unchecked Sendable {
             let more = served || wakePending.load(ordering: .acquiring) || commands.withLock { !$0.jobs.isEmpty }
             var timeout: Int32 = more ? 0 : (retrySoon ? 1 : -1)
             if untilDeadline >= 0 && (timeout < 0 || untilDeadline < timeout) { timeout = untilDeadline }
-            let rc = poll(&pollFDs, nfds_t(pollFDs.count), timeout)
+            // Nothing to watch and more to do at once (a job resumed here, a socket served):
+            // no system call; a wake is taken below as poll would have reported it.
+            let rc = timeout == 0 && pollCores.isEmpty ? 0 : poll(&pollFDs, nfds_t(pollFDs.count), timeout)
             for (i, core) in pollCores.enumerated() { core.signalled = rc < 0 || pollFDs[i + 1].revents != 0 }
             if rc < 0 { continue }  // EINTR: look again
-            if pollFDs[0].revents & Int16(POLLIN) != 0 {
+            if pollFDs[0].revents & Int16(POLLIN) != 0 || (rc == 0 && wakePending.load(ordering: .acquiring)) {
                 var value: UInt64 = 0
                 _ = read(wakeFD, &value, 8)
                 wakePending.store(false, ordering: .releasing)

@@ -406,7 +406,9 @@ final class SocketCore: @unchecked Sendable {
     /// under `handleLock`.
     func noteDirectSend(handle: UnsafeMutableRawPointer) {
         touched.store(true, ordering: .releasing)
-        guard type.canReceive, state.withLock({ $0.receiving }) else { return }
+        // On the reactor thread (a task that prefers it), the reactor's next look at its
+        // sockets comes right after this task's turn, and reads this one's state (`touched`).
+        guard type.canReceive, !reactor.isReactorThread, state.withLock({ $0.receiving }) else { return }
         var events: Int32 = 0
         var size = MemoryLayout<Int32>.size
         if zmq_getsockopt(handle, ZMQ_EVENTS, &events, &size) == 0, events & ZMQ_POLLIN != 0 { reactor.wake() }
