@@ -548,15 +548,18 @@ struct LivePauseTests {
             }
             try await pub.send(event(1))
             try await eventually(10, "1 is taken live") { try await cluster.history("builder-1").count == 1 }
-            // 2 never comes: 3-7 are held, 8-12 dropped.
+            // 2 never comes: 3-7 are held, 8-12 are more than may be held.
             try await pub.send(batch: (3...12).map(event))
             try await eventually(10, "builder-1 pauses mallory's live events: heartbeats only") {
                 subscriptions.withLock { $0.suffix(2) == ["+_hb/", "-"] }
             }
-            // The ten may come in two batches: the pause follows the first drop, the count the last.
-            try await eventually(10, "8-12 are dropped") {
-                try await cluster.status("builder-1")["counters"]?["pending_dropped"]?.intValue == 5
+            // 8 is dropped, and the pause follows. 9-12 are dropped too when they came in the
+            // same read; read after the pause, they are filtered out by the SUB socket, which
+            // has unsubscribed (they never reach the node, as any live event during a pause).
+            try await eventually(10, "8 is dropped") {
+                try await cluster.status("builder-1")["counters"]?["pending_dropped"]?.intValue ?? 0 >= 1
             }
+            #expect(try await cluster.status("builder-1")["counters"]?["pending_dropped"]?.intValue ?? 0 <= 5)
             #expect(try await cluster.status("builder-1")["counters"]?["live_pauses"]?.intValue == 1)
             // No replay from mallory: after a few tries builder-1 takes what it holds and resumes.
             try await eventually(30, "the live stream comes back\n\(cluster.log("builder-1"))") {
