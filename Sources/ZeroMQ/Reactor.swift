@@ -10,7 +10,9 @@ import Glibc
 /// It blocks in `poll` over the notification descriptors of the sockets that have work (a
 /// waiting receiver, queued sends) plus an eventfd, and runs commands queued from any
 /// thread. Other threads queue a command or touch a socket's queues, then `wake()` it: the
-/// eventfd is written at most once per poll, however many threads call `wake()`.
+/// eventfd is written at most once per poll, however many threads call `wake()`. For 10 s
+/// after a round that watched receive deadlines it sleeps at most 100 ms at a time, so a new
+/// deadline later than that needs no wake (see `watchDeadlines`).
 ///
 /// It is also a task executor (``Context/taskExecutor``): tasks that prefer it run on this
 /// thread between polls, so a receive that waits is resumed on the thread that read the
@@ -28,6 +30,18 @@ final class Reactor: TaskExecutor, @unchecked Sendable {
     private var registered: [ObjectIdentifier: SocketCore] = [:]
     /// Sockets with a receiver that waits with a deadline (`receive(timeout:)`).
     private var timed: [ObjectIdentifier: SocketCore] = [:]
+    /// Sockets given a deadline by another thread since the last round (see `watchDeadlines`).
+    private let newlyTimed = Mutex<[SocketCore]>([])
+    /// Nanoseconds after `clockOrigin` until which the thread may sleep without looking at
+    /// new deadlines: 0 during a round, `UInt64.max` when it sleeps with no timeout.
+    private let sleepsUntil = Atomic<UInt64>(0)
+    private let clockOrigin = ContinuousClock.now
+    /// After a round that watched deadlines, the thread sleeps at most `tick` for a while
+    /// (`tickFor`), so that a receiver that gives the next deadline need not wake it: asks
+    /// and replay pages, each with a timeout, come one after another.
+    private var tickUntil: ContinuousClock.Instant?
+    static let tick = 100  // milliseconds
+    static let tickFor: Duration = .seconds(10)
     private var pollFDs: [pollfd] = []
     /// The socket of each descriptor in `pollFDs` after the first (the eventfd).
     private var pollCores: [SocketCore] = []
@@ -127,23 +141,34 @@ final class Reactor: TaskExecutor, @unchecked Sendable {
     }
 
     /// Keeps an eye on the deadlines of `core`'s waiters until none is left (from any thread:
-    /// off the reactor thread it is queued there).
-    func watchDeadlines(of core: SocketCore) {
+    /// off the reactor thread it is queued for the next round). The thread is woken only when
+    /// `deadline` comes before it would look again by itself. (Queued after the thread
+    /// stopped, it is never looked at: every socket is closed and its waiters failed.)
+    func watchDeadlines(of core: SocketCore, deadline: ContinuousClock.Instant) {
         if isReactorThread {
             timed[ObjectIdentifier(core)] = core
             return
         }
-        submit { reactor in
-            // Run late, after the thread stopped: every socket is closed and its waiters failed.
-            if reactor.isReactorThread { reactor.timed[ObjectIdentifier(core)] = core }
-        }
+        newlyTimed.withLock { $0.append(core) }
+        // Against the thread's store of `sleepsUntil` and its look at `newlyTimed` after it
+        // (see `run`): either it sees this socket, or this sees its new sleep.
+        if nanoseconds(deadline) < sleepsUntil.load(ordering: .sequentiallyConsistent) { wake() }
+    }
+
+    private func nanoseconds(_ instant: ContinuousClock.Instant) -> UInt64 {
+        let (seconds, attoseconds) = (instant - clockOrigin).components
+        return UInt64(clamping: max(0, seconds * 1_000_000_000 + attoseconds / 1_000_000_000))
     }
 
     /// Gives up on waiters whose deadline passed; the poll timeout in milliseconds until the
     /// nearest deadline still ahead (-1: none).
     private func expireDeadlines() -> Int32 {
+        for core in newlyTimed.withLock({ queued in defer { queued.removeAll() }; return queued }) {
+            timed[ObjectIdentifier(core)] = core
+        }
         guard !timed.isEmpty else { return -1 }
         let now = ContinuousClock.now
+        tickUntil = now + Self.tickFor
         var nearest: ContinuousClock.Instant?
         for (id, core) in timed {
             if let next = core.expireWaiters(now: now) { nearest = min(nearest ?? next, next) } else { timed[id] = nil }
@@ -225,9 +250,17 @@ final class Reactor: TaskExecutor, @unchecked Sendable {
             let more = served || wakePending.load(ordering: .acquiring) || commands.withLock { !$0.jobs.isEmpty }
             var timeout: Int32 = more ? 0 : (retrySoon ? 1 : -1)
             if untilDeadline >= 0 && (timeout < 0 || untilDeadline < timeout) { timeout = untilDeadline }
+            if timeout < 0 || timeout > Self.tick, let tickUntil {
+                if ContinuousClock.now < tickUntil { timeout = Int32(Self.tick) } else { self.tickUntil = nil }
+            }
+            // Published before the last look at new deadlines (see `watchDeadlines`).
+            let until = timeout < 0 ? UInt64.max : nanoseconds(.now) + UInt64(timeout) * 1_000_000
+            sleepsUntil.store(until, ordering: .sequentiallyConsistent)
+            if timeout != 0 && newlyTimed.withLock({ !$0.isEmpty }) { timeout = 0 }
             // Nothing to watch and more to do at once (a job resumed here, a socket served):
             // no system call; a wake is taken below as poll would have reported it.
             let rc = timeout == 0 && pollCores.isEmpty ? 0 : poll(&pollFDs, nfds_t(pollFDs.count), timeout)
+            sleepsUntil.store(0, ordering: .sequentiallyConsistent)
             for (i, core) in pollCores.enumerated() { core.signalled = rc < 0 || pollFDs[i + 1].revents != 0 }
             if rc < 0 { continue }  // EINTR: look again
             if pollFDs[0].revents & Int16(POLLIN) != 0 || (rc == 0 && wakePending.load(ordering: .acquiring)) {

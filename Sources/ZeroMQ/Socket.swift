@@ -460,7 +460,7 @@ public final class Socket: Sendable {
                 switch now {
                 case .wait(let wake):
                     if wake { core.reactor.wake() }
-                    if deadline != nil { core.reactor.watchDeadlines(of: core) }
+                    if let deadline { core.reactor.watchDeadlines(of: core, deadline: deadline) }
                 case .give(let messages, let wasFull):
                     // The reactor stops reading at a full inbox: tell it there is room again.
                     if wasFull { core.reactor.wake() }

@@ -80,6 +80,38 @@ struct RobustnessTests {
         await context.shutdown()
     }
 
+    /// After a round with deadlines the reactor looks again at least every 100 ms by itself,
+    /// and a receiver whose deadline comes later does not wake it. One whose deadline comes
+    /// sooner must: twenty receives of 1 ms each time out in a few ms, not at the reactor's
+    /// next look (left to that, each would take about 100 ms). The receiving task runs on
+    /// another context's reactor thread: a thread of its own, so that the cooperative
+    /// threads, busy with the other tests, do not delay it, and not the thread that keeps the
+    /// deadline, so that the deadline is handed over as from any task.
+    @Test func aDeadlineSoonerThanTheReactorsNextLookWakesIt() async throws {
+        let context = try Context()
+        let runner = try Context()
+        let pull = try context.socket(.pull)
+        _ = try pull.bind(Transport.tcp.bindEndpoint())
+        let waited = try await Task(executorPreference: runner.taskExecutor) {
+            var waited: [Duration] = []
+            for _ in 0..<20 {
+                let start = ContinuousClock.now
+                do {
+                    _ = try await pull.receive(timeout: .milliseconds(1))
+                    Issue.record("a message came from nowhere")
+                } catch let error as ZMQError {
+                    #expect(error.code == .again)
+                }
+                waited.append(ContinuousClock.now - start)
+            }
+            return waited
+        }.value
+        let median = waited.sorted()[waited.count / 2]
+        #expect(median < .milliseconds(50), "1 ms timeouts took \(waited)")
+        await context.shutdown()
+        await runner.shutdown()
+    }
+
     /// A receiver reads by itself when nothing waits in the inbox, and the reactor reads for a
     /// receiver that waits: mixing every kind of receive with pauses while a sender streams,
     /// every message arrives once and in order (a `receive` that waited takes one message and
