@@ -212,11 +212,12 @@ final class Reactor: TaskExecutor, @unchecked Sendable {
             // Each socket's state is read under its lock (ZMQ_EVENTS), never by `zmq_poll`: a
             // task may send on a socket itself while this thread waits (see `Socket.send`).
             // What is ready is served now; the rest is waited for on the sockets' notification
-            // descriptors, which signal a change (any libzmq call may take the signal, so the
-            // state is read again on every round, and a task that sends wakes this thread when
-            // its call left messages waiting).
-            // A socket whose descriptor was watched, stayed quiet and was not used since is
-            // watched again as it is, without reading its state.
+            // descriptors, which signal a change. Any libzmq call may take the signal, so the
+            // state is read again after a signal, after any call made on the socket since the
+            // last read (`SocketCore.touched`) and when the events wanted grow; a socket that
+            // was watched, stayed quiet and was not used is watched again as it is (see
+            // `SocketCore.isQuiet`). A task that sends wakes this thread when its call left
+            // messages waiting.
             pollFDs.removeAll(keepingCapacity: true)
             pollFDs.append(pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0))
             pollCores.removeAll(keepingCapacity: true)

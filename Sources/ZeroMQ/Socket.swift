@@ -599,8 +599,10 @@ extension Socket {
             }
 
             /// What `for try await` calls: runs where the loop runs (the default version of
-            /// this requirement hops to the generic executor and back for every message).
-            /// Inlined into the loop: a message already taken costs no async call.
+            /// this requirement hops to the generic executor and back for every message), as
+            /// `nonisolated(nonsending)`: an `isolated` parameter instead would make the runtime
+            /// check the task's executor on every call. Inlined into the loop: a message
+            /// already taken costs no async call.
             @inlinable
             nonisolated(nonsending) public mutating func next(isolation actor: (any Actor)?) async throws -> Message? {
                 if let message = buffer.pop() { return message }
