@@ -188,7 +188,7 @@ struct EnvelopeFields {
     func epoch() throws(EnvelopeError) -> String {
         guard let text = try optionalString(.epoch), !text.isEmpty else { return "" }
         guard Epoch.isValid(text) else {
-            throw EnvelopeError(.badName, field: "epoch", "field \"epoch\" must be 1-64 bytes of letters, digits and dashes (got \"\(text.prefix(80))\")")
+            throw EnvelopeError(.badName, field: EnvelopeKey.epoch.name, "field \"epoch\" must be 1-64 bytes of letters, digits and dashes (got \"\(text.prefix(80))\")")
         }
         return text
     }
@@ -296,10 +296,10 @@ public enum EnvelopeCodec {
         let fields = try EnvelopeFields(parsing: bytes, keepingPayload: true)
         let v = try fields.required(.v)
         guard case .number(let n) = v, n == n.rounded(), abs(n) < 1e15 else {
-            throw .wrongType("v", expected: "an integer", got: v)
+            throw .wrongType(EnvelopeKey.v.name, expected: "an integer", got: v)
         }
         guard Int(n) == version else {
-            throw EnvelopeError(.unknownVersion, field: "v", "unknown version \(Int(n)) (this node reads version \(version))")
+            throw EnvelopeError(.unknownVersion, field: EnvelopeKey.v.name, "unknown version \(Int(n)) (this node reads version \(version))")
         }
         let id = try fields.id(.id)
         let origin = try fields.name(.origin)
@@ -308,7 +308,7 @@ public enum EnvelopeCodec {
         let stream = try fields.name(.stream)
         let type = try fields.eventType()
         let timestamp = try fields.timestamp()
-        guard let range = fields.payloadRange else { throw .missing("payload") }
+        guard let range = fields.payloadRange else { throw .missing(EnvelopeKey.payload.name) }
         let (payload, within) = keep(range)
         return Event(
             id: id, origin: origin, epoch: epoch, seq: seq, stream: stream, type: type, timestamp: timestamp,

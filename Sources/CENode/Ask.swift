@@ -244,16 +244,8 @@ extension Node {
             return
         }
         let question = Question(requestID: request.requestID, fromNode: request.fromNode, fromPool: request.fromPool, question: request.question)
-        let answered: [UInt8]
         do {
-            answered = Wire.reply(requestID: request.requestID, answeredBy: spec.name, answer: try await respond(to: question))
-        } catch is CancellationError {
-            throw CancellationError()
-        } catch {
-            await sendReply(Wire.errorReply(requestID: request.requestID, answeredBy: spec.name, error: "\(error)"), to: request, router: router)
-            return
-        }
-        do {
+            let answered = Wire.reply(requestID: request.requestID, answeredBy: spec.name, answer: try await respond(to: question))
             // Recorded (so that a retry of this request gets the same answer, not a second
             // one) and sent from the writer's thread: the commit is followed by the reply with
             // no thread hand-off between them.

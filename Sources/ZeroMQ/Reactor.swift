@@ -254,8 +254,9 @@ final class Reactor: TaskExecutor, @unchecked Sendable {
             if timeout < 0 || timeout > Self.tick, let tickUntil {
                 if ContinuousClock.now < tickUntil { timeout = Int32(Self.tick) } else { self.tickUntil = nil }
             }
-            // Published before the last look at new deadlines (see `watchDeadlines`).
-            let until = timeout < 0 ? UInt64.max : nanoseconds(.now) + UInt64(timeout) * 1_000_000
+            // Published before the last look at new deadlines (see `watchDeadlines`); a round
+            // that goes on at once is still awake (0: no clock read).
+            let until = timeout < 0 ? UInt64.max : timeout == 0 ? 0 : nanoseconds(.now) + UInt64(timeout) * 1_000_000
             sleepsUntil.store(until, ordering: .sequentiallyConsistent)
             if timeout != 0 && newlyTimed.withLock({ !$0.isEmpty }) { timeout = 0 }
             // Nothing to watch and more to do at once (a job resumed here, a socket served):

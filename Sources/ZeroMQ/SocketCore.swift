@@ -381,7 +381,7 @@ final class SocketCore: @unchecked Sendable {
     /// been made on it since. Reactor thread only.
     func isQuiet(for interest: Int16) -> Bool {
         let wasTouched = touched.exchange(false, ordering: .acquiringAndReleasing)
-        return !wasTouched && !signalled && watchedFor != 0 && interest & ~watchedFor == 0 && notifyFD >= 0
+        return !wasTouched && !signalled && watchedFor != 0 && interest & ~watchedFor == 0
     }
 
     /// Which of `interest` the socket is ready for now (ZMQ_EVENTS), and its notification
