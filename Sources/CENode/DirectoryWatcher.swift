@@ -1,3 +1,4 @@
+import CECore
 import Foundation
 import Synchronization
 #if canImport(Glibc)
@@ -37,6 +38,8 @@ final class DirectoryWatcher: Sendable {
     }
 
     private func run() {
+        // Named from the thread itself (see ``ThreadName``).
+        ThreadName.set("ce-folder-watch")
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
         var fds = [pollfd(fd: inotify, events: Int16(POLLIN), revents: 0), pollfd(fd: stopPipe.read, events: Int16(POLLIN), revents: 0)]
         loop: while true {

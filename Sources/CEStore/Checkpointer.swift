@@ -1,3 +1,4 @@
+import CECore
 import Foundation
 import Synchronization
 
@@ -49,7 +50,7 @@ final class Checkpointer: Sendable {
         self.path = path
         self.threshold = threshold
         let thread = Thread { [self] in run() }
-        thread.name = "ce-store-checkpoint"
+        thread.name = "ce-checkpoint"
         thread.start()
     }
 
@@ -90,6 +91,8 @@ final class Checkpointer: Sendable {
     }
 
     private func run() {
+        // Named from the thread itself (see ``ThreadName``).
+        ThreadName.set("ce-checkpoint")
         var connection: Connection?
         while true {
             wakeup.lock()

@@ -1,3 +1,4 @@
+import CECore
 import Foundation
 internal import GRDBSQLite
 import Synchronization
@@ -183,6 +184,8 @@ final class EventIndex: Sendable {
     }
 
     private func run(_ connection: Connection) {
+        // Named from the thread itself (see ``ThreadName``).
+        ThreadName.set("ce-store-index")
         var nextPass = ContinuousClock.now
         while true {
             wakeup.lock()

@@ -203,6 +203,8 @@ extension EventWriter {
         /// The writer thread: waits on the condition (no polling) until requests are queued
         /// or the writer closes; stops once closed and nothing is left.
         func run() {
+            // Named from the thread itself (see ``ThreadName``).
+            ThreadName.set("ce-store-writer")
             var gather: (deadline: ContinuousClock.Instant, callers: Int)?
             let executor = asUnownedTaskExecutor()
             var jobs: [UnownedJob] = []

@@ -222,6 +222,24 @@ struct StoreTests {
         #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == Data(repeating: 0x5A, count: 64 * 1024))
     }
 
+    /// The store's threads carry their names where `top -H` and `perf` read them (the kernel's
+    /// `comm`), not only in Foundation's view of the thread.
+    @Test func theStoresThreadsAreNamedForTheKernel() async throws {
+        let dir = temporary()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = try EventStore(directory: dir)
+        let writer = store.writer()
+        defer { writer.close() }
+        func names() -> Set<String> {
+            let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+            return Set(tasks.compactMap { try? String(contentsOfFile: "/proc/self/task/\($0)/comm", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines) })
+        }
+        let wanted: Set = ["ce-store-writer", "ce-store-index", "ce-checkpoint"]
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !wanted.isSubset(of: names()) && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(wanted.subtracting(names()).isEmpty, "threads: \(names().sorted())")
+    }
+
     /// Waits (with a deadline, never a fixed delay) until the paused writer holds `count` events.
     func waitUntilQueued(_ writer: EventWriter, _ count: Int) async {
         let deadline = ContinuousClock.now + .seconds(30)
