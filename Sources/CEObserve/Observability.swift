@@ -42,30 +42,30 @@ struct ScrapeGauges: Sendable {
 
     func update(node: Node, coordinator: CoordinatorService?, hub: Hub, clusterHub: Hub?) {
         let status = node.status()
-        registry.makeGauge(name: "ce_node_last_seq", help: "This node's last event sequence").set(status["last_seq"]?.intValue ?? 0)
+        registry.gauge("ce_node_last_seq", help: "This node's last event sequence").set(status["last_seq"]?.intValue ?? 0)
         for peer in status["peers"]?.arrayValue ?? [] {
             guard let name = peer["name"]?.stringValue else { continue }
             let labels = [("peer", name), ("pool", peer["pool"]?.stringValue ?? "")]
-            registry.makeGauge(name: "ce_peer_up", labels: labels, help: "1 while the peer's heartbeats arrive").set(peer["up"]?.boolValue == true ? 1 : 0)
+            registry.gauge("ce_peer_up", labels, help: "1 while the peer's heartbeats arrive").set(peer["up"]?.boolValue == true ? 1 : 0)
             if let ms = peer["last_heard_ms"]?.doubleValue {
-                registry.makeGauge(name: "ce_peer_last_heard_seconds", labels: labels, help: "Seconds since the peer's last heartbeat").set(ms / 1000)
+                registry.gauge("ce_peer_last_heard_seconds", labels, help: "Seconds since the peer's last heartbeat").set(ms / 1000)
             }
             if let last = peer["last_seq"]?.intValue, let cursor = peer["cursor"]?.intValue {
-                registry.makeGauge(name: "ce_peer_lag_events", labels: labels, help: "The peer's last sequence minus this node's cursor on it")
+                registry.gauge("ce_peer_lag_events", labels, help: "The peer's last sequence minus this node's cursor on it")
                     .set(max(0, last - cursor))
             }
             if let waiting = peer["waiting"]?.intValue {
-                registry.makeGauge(name: "ce_peer_held_events", labels: labels, help: "Live events of the peer held behind a gap").set(waiting)
+                registry.gauge("ce_peer_held_events", labels, help: "Live events of the peer held behind a gap").set(waiting)
             }
         }
-        registry.makeGauge(name: "ce_http_stream_clients", labels: [("stream", "events")], help: "Clients connected to an event stream")
+        registry.gauge("ce_http_stream_clients", [("stream", "events")], help: "Clients connected to an event stream")
             .set(hub.clientCount)
-        registry.makeGauge(name: "ce_http_stream_dropped", labels: [("stream", "events")], help: "Stream updates dropped for slow clients since start")
+        registry.gauge("ce_http_stream_dropped", [("stream", "events")], help: "Stream updates dropped for slow clients since start")
             .set(hub.droppedCount)
         if let clusterHub {
-            registry.makeGauge(name: "ce_http_stream_clients", labels: [("stream", "dashboard")], help: "Clients connected to an event stream")
+            registry.gauge("ce_http_stream_clients", [("stream", "dashboard")], help: "Clients connected to an event stream")
                 .set(clusterHub.clientCount)
-            registry.makeGauge(name: "ce_http_stream_dropped", labels: [("stream", "dashboard")], help: "Stream updates dropped for slow clients since start")
+            registry.gauge("ce_http_stream_dropped", [("stream", "dashboard")], help: "Stream updates dropped for slow clients since start")
                 .set(clusterHub.droppedCount)
         }
         guard let coordinator else { return }
@@ -73,28 +73,36 @@ struct ScrapeGauges: Sendable {
         for gate in coordination["gates"]?.arrayValue ?? [] {
             guard let name = gate["gate"]?.stringValue else { continue }
             let labels = [("gate", name)]
-            registry.makeGauge(name: "ce_gate_waiting_seconds", labels: labels, help: "Seconds the gate's current round has been open")
+            registry.gauge("ce_gate_waiting_seconds", labels, help: "Seconds the gate's current round has been open")
                 .set(gate["waiting_s"]?.doubleValue ?? 0)
-            registry.makeGauge(name: "ce_gate_missing_pools", labels: labels, help: "Pools the gate's current round still waits for")
+            registry.gauge("ce_gate_missing_pools", labels, help: "Pools the gate's current round still waits for")
                 .set(gate["missing"]?.arrayValue?.count ?? 0)
-            registry.makeGauge(name: "ce_gate_round", labels: labels, help: "The gate's current round").set(gate["round"]?.intValue ?? 0)
+            registry.gauge("ce_gate_round", labels, help: "The gate's current round").set(gate["round"]?.intValue ?? 0)
         }
         let conflicts = coordination["conflicts"]?.arrayValue ?? []
-        registry.makeGauge(name: "ce_conflicts_open", help: "Open conflicts").set(conflicts.count)
-        registry.makeGauge(name: "ce_conflict_oldest_age_seconds", help: "Age of the oldest open conflict (0: none open)")
+        registry.gauge("ce_conflicts_open", help: "Open conflicts").set(conflicts.count)
+        registry.gauge("ce_conflict_oldest_age_seconds", help: "Age of the oldest open conflict (0: none open)")
             .set(conflicts.compactMap { $0["open_s"]?.doubleValue }.max() ?? 0)
-        registry.makeGauge(name: "ce_conflict_max_escalation_level", help: "Highest escalation level among open conflicts (0: first resolver)")
+        registry.gauge("ce_conflict_max_escalation_level", help: "Highest escalation level among open conflicts (0: first resolver)")
             .set(conflicts.compactMap { $0["level"]?.intValue }.max() ?? 0)
     }
 
     /// A gate passed: how long its round waited.
     func gatePassed(_ event: Event) {
         guard let gate = event.payload["gate"]?.stringValue, let waited = event.payload["waited_s"]?.doubleValue else { return }
-        registry.makeValueHistogram(name: "ce_gate_wait_seconds", labels: [("gate", gate)], buckets: Observability.gateWaitBuckets,
-                                    help: "Seconds a gate round waited before it passed").record(waited)
+        registry.makeValueHistogram(
+            descriptor: .init(metricName: "ce_gate_wait_seconds", unitName: "", helpText: "Seconds a gate round waited before it passed"),
+            labels: [("gate", gate)], buckets: Observability.gateWaitBuckets).record(waited)
     }
 }
 
 extension Prometheus.Gauge {
     func set(_ value: Int) { set(Double(value)) }
+}
+
+extension PrometheusCollectorRegistry {
+    /// The gauge named `name` (whole: the bus's names carry their unit already), with `labels`.
+    func gauge(_ name: String, _ labels: [(String, String)] = [], help: String) -> Prometheus.Gauge {
+        makeGauge(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help), labels: labels)
+    }
 }
