@@ -655,7 +655,6 @@ func reportGates(pools: Int, rounds: Int, latencies: [Double], coordinatorReceiv
     await context.shutdown()
 }
 
-/// Resident memory of a process, from /proc (KiB).
 /// CPU time (user and system, every thread) a process has used so far, in seconds; -1 when
 /// it cannot be read. Fields 14 and 15 of `/proc/PID/stat`, in clock ticks.
 func cpuSeconds(_ pid: Int32? = nil) -> Double {
@@ -667,6 +666,7 @@ func cpuSeconds(_ pid: Int32? = nil) -> Double {
     return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
 }
 
+/// Resident memory of a process, from /proc (KiB).
 func residentKiB(_ pid: Int32? = nil) -> Int {
     let path = pid.map { "/proc/\($0)/status" } ?? "/proc/self/status"
     guard let text = try? String(contentsOfFile: path, encoding: .utf8),
