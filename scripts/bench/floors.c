@@ -34,7 +34,8 @@ static int by_value(const void *a, const void *b) {
 
 static void report(const char *what, double *samples, int n) {
     qsort(samples, n, sizeof(double), by_value);
-    printf("floor: %s: p50 %.1f us, p99 %.1f us (%d samples)\n", what, samples[n / 2], samples[n * 99 / 100], n);
+    printf("floor: %s: p50 %.1f us, p99 %.1f us, p99.9 %.1f us, max %.1f us (%d samples)\n", what, samples[n / 2],
+           samples[n * 99 / 100], samples[n * 999 / 1000], samples[n - 1], n);
 }
 
 /* Appends and fdatasyncs `count` times to `path`, timing each sync into `samples`. */
