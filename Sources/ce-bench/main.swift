@@ -438,12 +438,12 @@ try? FileManager.default.removeItem(atPath: temporaryRoot)
 /// 10 k events/s the thread serving those timers took a sixth of the process's CPU, beside the
 /// origin node it shares the machine with.
 func pacedEmits(_ count: Int, perSecond rate: Int, _ emit: @escaping @Sendable () async throws -> UInt64) async throws -> [(seq: UInt64, start: ContinuousClock.Instant, ack: Double)] {
-    final class Paced: Sendable {
-        let state = Mutex<(results: [(seq: UInt64, start: ContinuousClock.Instant, ack: Double)], failure: (any Error)?, left: Int)>(([], nil, 0))
-    }
-    let paced = Paced()
-    paced.state.withLock { $0.left = count }
     guard count > 0 else { return [] }
+    final class Paced: Sendable {
+        let state: Mutex<(results: [(seq: UInt64, start: ContinuousClock.Instant, ack: Double)], failure: (any Error)?, left: Int)>
+        init(_ count: Int) { state = Mutex(([], nil, count)) }
+    }
+    let paced = Paced(count)
     return try await withCheckedThrowingContinuation { continuation in
         let thread = Thread {
             ThreadName.set("ce-bench-pacer")
