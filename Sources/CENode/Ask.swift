@@ -148,6 +148,9 @@ extension Node {
 
     /// Serves the pool's REP endpoint with a ROUTER, so several questions are answered at
     /// once. REQ clients see plain REQ/REP: [routing id, empty delimiter, body].
+    /// It runs on the reactor's thread and keeps its own work small there (parsing a request,
+    /// the in-flight table, the recorded answer of a question asked again); handlers and replay pages run in tasks of the global pool, so a
+    /// slow handler never holds up the sockets.
     func answerLoop(router: Socket) async throws {
         try await withThrowingDiscardingTaskGroup { group in
             for try await message in router.messages {
@@ -165,7 +168,7 @@ extension Node {
                     } else if kind == "replay" {
                         // A relay page waits for the intake's turn: answered beside the loop,
                         // which goes on reading (questions are never held behind a replay).
-                        group.addTask {
+                        group.addTask(executorPreference: globalConcurrentExecutor) {
                             let reply = await self.replayReply(object)
                             try? await router.send(Message([peer, Frame([])] + reply))
                         }
@@ -203,7 +206,7 @@ extension Node {
                     continue
                 }
                 state.withLock { $0.inFlight[request.requestID] = [peer] }
-                group.addTask { try? await self.answer(request, router: router) }  // its failures are its own: the loop goes on
+                group.addTask(executorPreference: globalConcurrentExecutor) { try? await self.answer(request, router: router) }  // its failures are its own: the loop goes on
             }
         }
     }

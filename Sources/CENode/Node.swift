@@ -332,7 +332,9 @@ public final class Node: Sendable {
                     group.addTask(executorPreference: writing) { try await self.receiveLoop(sub: sub.socket, from: sub.peer.name, feed: sockets.feed); return "receive from \(sub.peer.name)" }
                     group.addTask { try await self.redialLoop(sub: sub.socket, events: sub.events); return "redial \(sub.peer.name)" }
                 }
-                group.addTask { try await self.answerLoop(router: sockets.router); return "answer" }
+                // The answer loop reads its requests on the reactor's thread, which resumes it
+                // with no hand-off; each question is answered in a task of the global pool.
+                group.addTask(executorPreference: context.taskExecutor) { try await self.answerLoop(router: sockets.router); return "answer" }
                 if let replay = sockets.replay {
                     group.addTask { try await self.replayServeLoop(router: replay); return "replay" }
                 }

@@ -400,3 +400,17 @@ func withCluster(
     }
     await cluster.tearDown()
 }
+
+/// Runs `body` with the node of a one-node cluster (pool planner, no security) running in
+/// this process, then stops it and removes the cluster's folder.
+func withNodeInProcess(_ body: (Node) async throws -> Void) async throws {
+    let cluster = try await Cluster.make([.init(name: "planner-1", pool: "planner")], pools: "", settings: "security: none\n  heartbeat_ms: 200")
+    let node = try Node(options: try Node.Options(topology: cluster.topology, name: "planner-1"))
+    let running = Task { try await node.run() }
+    var failure: (any Error)?
+    do { try await body(node) } catch { failure = error }
+    running.cancel()
+    _ = try? await running.value
+    await cluster.tearDown()
+    if let failure { throw failure }
+}

@@ -9,7 +9,7 @@ import Testing
 /// together, as its documentation says.
 @Suite("Batch emits") struct EmitBatchTests {
     @Test func aBatchEmittedToAnIdleNodeIsStoredInOneTransaction() async throws {
-        try await withNode { node in
+        try await withNodeInProcess { node in
             _ = try await node.emit(.planReady)
             // Idle: the emit loop waits for the next batch.
             try await eventually(10, "the emit loop waits again") { node.emits.takerWaits }
@@ -24,7 +24,7 @@ import Testing
     }
 
     @Test func aRefusedEventFailsAloneAndTheRestOfItsBatchIsStored() async throws {
-        try await withNode { node in
+        try await withNodeInProcess { node in
             _ = try await node.emit(.planReady)
             // An event of another origin, held here, whose id an emit then tries to take.
             let foreign = Event(id: "taken-id", origin: "builder-1", seq: 1, stream: "builder", type: .buildReady, timestamp: Date(), payload: .null)
@@ -49,18 +49,5 @@ import Testing
             await #expect(throws: NodeError.self) { try await node.emit([Node.Emission(.planReady, payload: 6), Node.Emission(.planReady, id: "taken-id")]) }
             #expect(try await node.emit([Node.Emission(.planReady, payload: 7)]).map(\.payload) == [7])
         }
-    }
-
-    /// Runs `body` with a node of a one-node cluster running in this process, then stops it.
-    private func withNode(_ body: (Node) async throws -> Void) async throws {
-        let cluster = try await Cluster.make([.init(name: "planner-1", pool: "planner")], pools: "", settings: "security: none\n  heartbeat_ms: 200")
-        let node = try Node(options: try Node.Options(topology: cluster.topology, name: "planner-1"))
-        let running = Task { try await node.run() }
-        var failure: (any Error)?
-        do { try await body(node) } catch { failure = error }
-        running.cancel()
-        _ = try? await running.value
-        await cluster.tearDown()
-        if let failure { throw failure }
     }
 }
