@@ -234,7 +234,14 @@ struct StoreTests {
             let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
             return Set(tasks.compactMap { try? String(contentsOfFile: "/proc/self/task/\($0)/comm", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines) })
         }
-        let wanted: Set = ["ce-store-writer", "ce-store-index", "ce-checkpoint"]
+        // The writer's own thread, read from that thread (a task that prefers it runs there).
+        let writerName = await Task(executorPreference: writer.executor) {
+            (try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+        }.value
+        #expect(writerName == "ce-store-writer")
+        // The index and checkpoint threads have no executor to ask: they are looked for among
+        // the process's threads (where another test's store may show them too).
+        let wanted: Set = ["ce-store-index", "ce-checkpoint"]
         let deadline = ContinuousClock.now + .seconds(10)
         while !wanted.isSubset(of: names()) && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
         #expect(wanted.subtracting(names()).isEmpty, "threads: \(names().sorted())")
