@@ -141,7 +141,10 @@ extension Node {
         throw AskError(kind: .refused, description: "\(by) could not answer: \(object["error"]?.stringValue ?? "no reason given")")
     }
 
-    /// Sets the Swift handler that answers questions addressed to this node's pool.
+    /// Sets the Swift handler that answers questions addressed to this node's pool. Each
+    /// question is answered in a task of its own on the global pool, several at once; what
+    /// the handler returns is recorded durably before it is sent, so a retried question gets
+    /// the same answer without the handler being called again.
     public func answerQuestions(with handler: @escaping @Sendable (Question) async throws -> JSONValue) {
         state.withLock { $0.questionHandler = handler }
     }
