@@ -152,8 +152,9 @@ extension Node {
     /// Serves the pool's REP endpoint with a ROUTER, so several questions are answered at
     /// once. REQ clients see plain REQ/REP: [routing id, empty delimiter, body].
     /// It runs on the reactor's thread and keeps its own work small there (parsing a request,
-    /// the in-flight table, the recorded answer of a question asked again); handlers and replay pages run in tasks of the global pool, so a
-    /// slow handler never holds up the sockets.
+    /// the in-flight table, the recorded answer of a question asked again); handlers and
+    /// replay pages run in tasks of the global pool, so a slow handler never holds up the
+    /// sockets.
     func answerLoop(router: Socket) async throws {
         try await withThrowingDiscardingTaskGroup { group in
             for try await message in router.messages {
