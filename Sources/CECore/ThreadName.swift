@@ -4,7 +4,8 @@ import Foundation
 /// it. Foundation's `Thread.name` does not reach the kernel on Linux, and Swift does not see
 /// `pthread_setname_np` (a GNU extension) or the variadic `prctl`; writing the thread's own
 /// `comm` file is what both do. Names are cut to 15 bytes, the kernel's limit. Not fatal
-/// when it fails: the thread keeps its process's name.
+/// when it fails: the thread keeps its process's name. (The ZeroMQ layer, which depends on
+/// nothing of the bus's, names its reactor thread itself, through `prctl` in its C shim.)
 public enum ThreadName {
     public static func set(_ name: String) {
         #if os(Linux)

@@ -195,7 +195,8 @@ final class Reactor: TaskExecutor, @unchecked Sendable {
 
     private func run() {
         // Named from the thread itself (Foundation names only its own view of the thread),
-        // so `top -H`, `perf` and debuggers show it.
+        // so `top -H`, `perf` and debuggers show it; the bus's own threads use CECore's
+        // `ThreadName`, which this layer does not depend on.
         ce_name_this_thread("zmq-reactor")
         let executor = asUnownedTaskExecutor()
         while true {
