@@ -30,7 +30,7 @@ struct Keys: ParsableCommand {
             if addToKeysFile {
                 let file = try selection.keysFile()
                 do { try KeysFile.set(node: name, publicKey: pair.publicKey, in: file) } catch {
-                    throw ValidationError("cannot update \(file): \(error.localizedDescription)")
+                    throw ValidationError("cannot update the keys file: \(error)")
                 }
                 FileHandle.standardError.write(Data("listed its public key in \(file)\n".utf8))
             }
@@ -84,23 +84,5 @@ struct KeySelection: ParsableArguments {
             throw ValidationError("\(topology) has no settings.keys_file: add one (a path relative to the topology), or put the printed key into the node's public_key:")
         }
         return file
-    }
-}
-
-/// The keys file: one `node: "public key"` line per node (YAML).
-enum KeysFile {
-    static func line(node: String, publicKey: String) -> String { "\(node): \"\(publicKey)\"" }
-
-    /// Sets a node's line, keeping the others (written beside, then renamed over).
-    static func set(node: String, publicKey: String, in file: String) throws {
-        let old = (try? String(contentsOfFile: file, encoding: .utf8)) ?? ""
-        var lines = old.split(separator: "\n", omittingEmptySubsequences: false).map(String.init).filter {
-            !$0.hasPrefix(node + ":") && !$0.hasPrefix("\"\(node)\":")
-        }
-        while lines.last == "" { lines.removeLast() }
-        lines.append(line(node: node, publicKey: publicKey))
-        let folder = (file as NSString).deletingLastPathComponent
-        if !folder.isEmpty { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
-        try (lines.joined(separator: "\n") + "\n").write(toFile: file, atomically: true, encoding: .utf8)
     }
 }
