@@ -88,7 +88,7 @@ public struct Conflicts: Sendable {
         closed.insert(id)
         return [Emission(.conflictClosed, [
             "conflict_id": .string(id), "subject": .string(conflict.subject),
-            "decision": event.payload["decision"] ?? .null, "resolved_by": .string(event.stream),
+            "decision": event.payload["decision"] ?? .null, "resolved_by": .string(ConflictLedger.resolver(event)),
             "parties": .array(conflict.parties.map(JSONValue.string)),
         ], correlationID: id)]
     }

@@ -12,6 +12,8 @@ public struct Topology: Sendable, Hashable {
     public var pools: [String: PoolSpec]
     public var gates: [GateSpec]
     public var conflicts: ConflictSettings
+    /// `custom_types`: event types beyond the catalog that this cluster's nodes may emit.
+    public var customTypes: [EventType] = []
 
     public func node(named name: String) -> NodeSpec? { nodes.first { $0.name == name } }
     public func nodes(inPool pool: String) -> [NodeSpec] { nodes.filter { $0.pool == pool } }
@@ -22,6 +24,16 @@ public struct Topology: Sendable, Hashable {
 
     /// The event types a pool subscribes to, or nil for all of them.
     public func subscriptions(forPool pool: String) -> [EventType]? { pools[pool]?.subscribe }
+
+    /// The event types a node admits without `allow_custom_type`: the catalog, `custom_types`,
+    /// and every type the file names (subscribe lists, gates' required events).
+    public var knownTypes: Set<EventType> {
+        var types = Set(EventType.catalog.keys)
+        types.formUnion(customTypes)
+        for spec in pools.values { types.formUnion(spec.subscribe ?? []) }
+        for gate in gates { types.formUnion(gate.requireEvents) }
+        return types
+    }
 
     /// Nodes the file gives no public key (neither `public_key:` nor `settings.keys_file`).
     public var nodesWithoutKeys: [String] { nodes.filter { $0.publicKey == nil }.map(\.name) }

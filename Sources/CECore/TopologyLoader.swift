@@ -25,6 +25,7 @@ import Yams
 ///         data: .ce-data/planner-1   # optional; default .ce-data/<name>, relative to the working directory
 ///         workspace: ws/planner      # optional event folder root
 ///         public_key: "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"   # the node's CURVE public key (40 Z85 characters)
+///     custom_types: [schema_v1, early_feedback]   # optional; event types beyond the catalog that nodes may emit
 ///     pools:                         # optional; keys are pools that have nodes
 ///       planner: {subscribe: [build_ready, review_complete]}   # event types, or "all" (the default)
 ///     gates:                         # optional
@@ -229,12 +230,18 @@ public enum TopologyLoader {
             var topology = Topology(
                 file: file, cluster: "cluster", settings: TopologySettings(), nodes: [], pools: [:], gates: [],
                 conflicts: ConflictSettings())
-            let topKeys = ["version", "cluster", "settings", "coordinator", "nodes", "pools", "gates", "conflicts"]
+            let topKeys = ["version", "cluster", "settings", "coordinator", "nodes", "pools", "gates", "conflicts", "custom_types"]
             guard let top = mapping(root, "", allowed: topKeys) else { return topology }
             if let version = int(top, "version", "", range: 0...Int.max, required: true), version != 1 {
                 problem("version", top["version"], "unsupported version \(version) (this release reads version 1)")
             }
             if let cluster = name(top, "cluster", "") { topology.cluster = cluster }
+            if let types = top["custom_types"] {
+                topology.customTypes = eventTypes(types, "custom_types")
+                for (i, type) in topology.customTypes.enumerated() where type.isStandard {
+                    problem("custom_types[\(i)]", nil, "\(type) is a standard type; list only types outside the catalog")
+                }
+            }
             if let s = top["settings"] {
                 readSettings(s, into: &topology.settings)
             }

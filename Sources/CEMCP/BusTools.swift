@@ -54,13 +54,7 @@ public final class BusTools: Sendable {
 
     /// The event types this cluster knows: the catalog, the coordinator's, and every type the
     /// topology names (subscriptions, gates). Others need `allow_custom_type`.
-    var knownTypes: [String] {
-        var types = Set(EventType.catalog.keys.map(\.rawValue))
-        types.formUnion([EventType.gatePassed, .gateTimedOut, .gateRejected, .conflictResolved, .conflictClosed, .poolUp, .poolDown].map(\.rawValue))
-        for spec in topology.pools.values { types.formUnion((spec.subscribe ?? []).map(\.rawValue)) }
-        for gate in topology.gates { types.formUnion(gate.requireEvents.map(\.rawValue)) }
-        return types.sorted()
-    }
+    var knownTypes: [String] { Admission(topology: topology, busTypes: Node.busTypes).knownTypes.map(\.rawValue).sorted() }
 
     var poolList: String { topology.poolNames.sorted().joined(separator: ", ") }
 
@@ -143,6 +137,7 @@ public final class BusTools: Sendable {
             throw ToolError("\(args.tool): unknown event type \"\(type.rawValue)\" (known: \(knownTypes.joined(separator: ", "))); to introduce a new type on purpose, call again with allow_custom_type: true")
         }
         var fields: [String: JSONValue] = ["event_type": .string(type.rawValue), "payload": args.json("payload") ?? .null]
+        if allowCustom { fields["allow_custom_type"] = true }
         let stream = try args.name("stream")
         if let stream { fields["stream"] = .string(stream) }
         let target = try args.name("target")

@@ -32,6 +32,13 @@ extension Node {
         return id
     }
 
+    /// `"allow_custom_type": true` admits a type the catalog and the topology do not name.
+    static func allowCustomType(_ request: [String: JSONValue]) throws -> Bool {
+        guard let value = request["allow_custom_type"] else { return false }
+        guard let flag = value.boolValue else { throw NodeError("\"allow_custom_type\" must be true or false") }
+        return flag
+    }
+
     func control(_ body: [UInt8]) async -> JSONValue {
         func failure(_ text: String) -> JSONValue { ["ok": false, "error": .string(text)] }
         let request: [String: JSONValue]
@@ -51,7 +58,8 @@ extension Node {
                     emissions.append(Emission(
                         try EventType(validating: typeName), payload: item["payload"] ?? .null, stream: item["stream"]?.stringValue,
                         correlationID: item["correlation_id"]?.stringValue, target: item["target"]?.stringValue,
-                        id: try Self.emitID(item.objectValue ?? [:])))
+                        id: try Self.emitID(item.objectValue ?? [:]),
+                        allowCustomType: try Self.allowCustomType(request) || Self.allowCustomType(item.objectValue ?? [:])))
                 } catch {
                     return failure("events[\(index)]: \(error)")
                 }
@@ -69,7 +77,7 @@ extension Node {
                 let event = try await emit(
                     type, payload: request["payload"] ?? .null, stream: request["stream"]?.stringValue,
                     correlationID: request["correlation_id"]?.stringValue, target: request["target"]?.stringValue,
-                    id: try Self.emitID(request))
+                    id: try Self.emitID(request), allowCustomType: try Self.allowCustomType(request))
                 return ["ok": true, "event": try JSONValue(parsing: EnvelopeCodec.encode(event))]
             } catch {
                 return failure("\(error)")

@@ -80,6 +80,8 @@ public final class Node: Sendable {
     /// Which node of a pool the next `ask` tries first.
     let nextResponder = Atomic<UInt64>(0)
     let askSockets = KeptSockets(limit: 8)
+    /// What every emitted event is checked against, whichever door it came through.
+    let admission: Admission
     /// Counters and histograms, resolved once (NodeMetrics.swift).
     public let metrics: NodeMetrics
     /// When this node was made (peers are not taken for down before a few heartbeats passed).
@@ -94,6 +96,7 @@ public final class Node: Sendable {
         var correlationID: String?
         var target: String?
         var id: String?
+        var allowCustomType = false
         var complete: @Sendable (Result<Event, any Error>) -> Void
     }
 
@@ -107,13 +110,19 @@ public final class Node: Sendable {
         /// The caller's id for the event: emitting it again is answered with the event as
         /// stored, not a second event (a retry after a lost reply).
         public var id: String?
-        public init(_ type: EventType, payload: JSONValue = .null, stream: String? = nil, correlationID: String? = nil, target: String? = nil, id: String? = nil) {
+        /// Admit a type that is neither in the catalog nor named by the topology (on purpose).
+        public var allowCustomType: Bool
+        public init(
+            _ type: EventType, payload: JSONValue = .null, stream: String? = nil, correlationID: String? = nil, target: String? = nil,
+            id: String? = nil, allowCustomType: Bool = false
+        ) {
             self.type = type
             self.payload = payload
             self.stream = stream
             self.correlationID = correlationID
             self.target = target
             self.id = id
+            self.allowCustomType = allowCustomType
         }
     }
 
@@ -142,6 +151,8 @@ public final class Node: Sendable {
         /// The store's last rowid once everything received up to it was written to the
         /// event folder's inbox; saved (meta `inbox_rowid`) with the next heartbeat.
         var inboxMark: Int64?
+        /// The cluster's conflicts as the stored events tell them: a resolve is checked against it.
+        var conflicts = ConflictLedger()
         /// Extra control commands (the coordinator adds `gates`).
         var controlCommands: [String: @Sendable ([String: JSONValue]) async -> JSONValue] = [:]
     }
@@ -191,9 +202,17 @@ public final class Node: Sendable {
         var settings = Context.Settings()
         settings.linger = 1000
         self.context = try Context(settings)
-        self.state = Mutex(State(
+        self.admission = Admission(topology: options.topology, busTypes: Self.busTypes)
+        var state = State(
             lastSeq: try store.maxSeq(origin: spec.name, epoch: store.epoch),
-            marks: try store.lastSeqByType(origin: spec.name, epoch: store.epoch)))
+            marks: try store.lastSeqByType(origin: spec.name, epoch: store.epoch))
+        var query = EventQuery()
+        query.types = ConflictLedger.types.map(\.rawValue)
+        query.limit = Int.max
+        for stored in try store.events(query) {
+            if let event = try? stored.decoded() { state.conflicts.take(event) }
+        }
+        self.state = Mutex(state)
         self.eventFolder = try options.workspace.map { try EventFolder(workspace: $0) }
         self.intake = Intake(types: Self.subscribedTypes(pool: spec.pool, topology: options.topology), maxHeld: options.maxHeld)
         let metrics = NodeMetrics(
@@ -501,6 +520,11 @@ public final class Node: Sendable {
 
     static let heartbeatPrefix = Array("_hb/".utf8)
 
+    /// Types the bus itself emits, admitted like the catalog's.
+    public static let busTypes: [EventType] = [
+        .gatePassed, .gateTimedOut, .gateRejected, .conflictResolved, .conflictClosed, .poolUp, .poolDown,
+    ]
+
     /// The types a pool's nodes subscribe to (nil: all): the topology's list, plus what the
     /// coordinator decides, which concerns every pool.
     public static func subscribedTypes(pool: String, topology: Topology) -> [EventType]? {
@@ -517,14 +541,15 @@ public final class Node: Sendable {
     /// Returns the event as stamped (id, origin, seq, timestamp).
     public func emit(
         _ type: EventType, payload: JSONValue = .null, stream: String? = nil,
-        correlationID: String? = nil, target: String? = nil, id: String? = nil
+        correlationID: String? = nil, target: String? = nil, id: String? = nil, allowCustomType: Bool = false
     ) async throws -> Event {
         let start = ContinuousClock.now
         defer { NodeMetrics.record(metrics.emitDuration, since: start) }
         return try await withCheckedThrowingContinuation { continuation in
             let pending = PendingEmit(
                 type: type, stream: stream ?? spec.pool, payload: payload,
-                correlationID: correlationID, target: target, id: id, complete: { continuation.resume(with: $0) })
+                correlationID: correlationID, target: target, id: id, allowCustomType: allowCustomType,
+                complete: { continuation.resume(with: $0) })
             if !emits.put(pending) {
                 continuation.resume(throwing: NodeError("node \(spec.name) is not running"))
             }
@@ -557,6 +582,7 @@ public final class Node: Sendable {
                 PendingEmit(
                     type: emission.type, stream: emission.stream ?? spec.pool, payload: emission.payload,
                     correlationID: emission.correlationID, target: emission.target, id: emission.id,
+                    allowCustomType: emission.allowCustomType,
                     complete: { result in
                         let done = results.state.withLock { s -> [Result<Event, any Error>?]? in
                             s.results[index] = result
@@ -589,12 +615,9 @@ public final class Node: Sendable {
             /// Ids given in this batch, and emits that repeat one of them.
             var batchIDs: [String: Int] = [:]
             var repeats: [(index: Int, complete: @Sendable (Result<Event, any Error>) -> Void)] = []
+            var ledger = state.withLock { $0.conflicts }
             let now = Date()
-            for pending in batch {
-                guard Name.isValid(pending.stream) else {
-                    pending.complete(.failure(NodeError("stream \"\(pending.stream)\" is not a valid name ([A-Za-z0-9_.-], 1-64 bytes)")))
-                    continue
-                }
+            for var pending in batch {
                 // An event emitted again with the id it already has (an event file found again
                 // after a crash, a caller retrying an emit it got no answer for) is not stored or
                 // sent twice: the caller gets the event as stored.
@@ -613,15 +636,27 @@ public final class Node: Sendable {
                     }
                     batchIDs[id] = events.count
                 }
-                let event = Event(
-                    id: pending.id ?? EventID.make(now: now), origin: spec.name, epoch: store.epoch, seq: first, stream: pending.stream,
-                    type: pending.type, timestamp: now, payload: pending.payload,
-                    correlationID: pending.correlationID, target: pending.target)
+                let event: Event
+                let envelope: [UInt8]
+                do {
+                    try admit(&pending, ledger: ledger)
+                    event = Event(
+                        id: pending.id ?? EventID.make(now: now), origin: spec.name, epoch: store.epoch, seq: first, stream: pending.stream,
+                        type: pending.type, timestamp: now, payload: pending.payload,
+                        correlationID: pending.correlationID, target: pending.target)
+                    envelope = EnvelopeCodec.encode(event)
+                    try admission.check(envelopeBytes: envelope.count)
+                } catch {
+                    if let id = pending.id { batchIDs.removeValue(forKey: id) }
+                    pending.complete(.failure(error))
+                    continue
+                }
+                ledger.take(event)
                 first += 1
                 if options.replay { markFrames.append(marks.bytes()) }
                 marks.advance(type: event.type.rawValue, seq: event.seq)
                 events.append(event)
-                records.append(StoredEvent(event: event, envelope: EnvelopeCodec.encode(event), receivedAt: now))
+                records.append(StoredEvent(event: event, envelope: envelope, receivedAt: now))
                 waiting.append(pending.complete)
             }
             if events.isEmpty { continue }
@@ -660,6 +695,26 @@ public final class Node: Sendable {
             broadcast(events)
             for (event, c) in zip(events, waiting) { c(.success(event)) }
             for r in repeats { r.complete(.success(events[r.index])) }
+        }
+    }
+
+    /// The checks every emit passes, whichever door it came through (the envelope's size is
+    /// checked once it is encoded). A resolve is checked against the conflicts as stored
+    /// here and gets `resolved_by` set to who resolved.
+    private func admit(_ pending: inout PendingEmit, ledger: ConflictLedger) throws {
+        guard Name.isValid(pending.stream) else {
+            throw NodeError("stream \"\(pending.stream)\" is not a valid name ([A-Za-z0-9_.-], 1-64 bytes)")
+        }
+        try admission.check(type: pending.type, allowCustom: pending.allowCustomType)
+        try admission.check(target: pending.target)
+        try admission.check(correlationID: pending.correlationID)
+        if pending.type == .conflictResolved {
+            guard case .object(var payload) = pending.payload, let id = payload["conflict_id"]?.stringValue else {
+                throw NodeError("conflict_resolved needs a payload with \"conflict_id\" and \"decision\"")
+            }
+            if let refusal = ledger.refusal(resolving: id) { throw NodeError("cannot resolve: \(refusal)") }
+            if payload["resolved_by"]?.stringValue != "human" { payload["resolved_by"] = .string(pending.stream) }
+            pending.payload = .object(payload)
         }
     }
 
@@ -785,7 +840,10 @@ public final class Node: Sendable {
     /// Hands a stored batch to the listeners, and one signal for the batch.
     func broadcast(_ events: [Event]) {
         guard !events.isEmpty else { return }
-        let (listeners, signals) = state.withLock { (Array($0.listeners.values), Array($0.signals.values)) }
+        let (listeners, signals) = state.withLock { s in
+            for event in events where ConflictLedger.types.contains(event.type) { s.conflicts.take(event) }
+            return (Array(s.listeners.values), Array(s.signals.values))
+        }
         for signal in signals { signal.yield(()) }
         var drops = 0
         for listener in listeners {

@@ -171,6 +171,8 @@ struct Emit: AsyncParsableCommand {
     var target: String?
     @Option(help: "An event file (keys stream, event_type, payload) instead of flags.")
     var file: String?
+    @Flag(help: "Emit a type that neither the catalog nor the topology names, on purpose.")
+    var customType = false
 
     func run() async throws {
         var request: [String: JSONValue] = ["cmd": "emit"]
@@ -192,6 +194,7 @@ struct Emit: AsyncParsableCommand {
             if let correlationId { request["correlation_id"] = .string(correlationId) }
             if let target { request["target"] = .string(target) }
         }
+        if customType { request["allow_custom_type"] = true }
         let reply = try await ControlClient(dataDirectory: try selection.dataDirectory()).call(.object(request))
         printJSON(reply["event"] ?? .null)
     }
