@@ -196,7 +196,30 @@ struct TopologyTests {
         expectProblem(problems("version: 1\nnodes:\n  - {name: a, host: h, ports: {pub: 1, rep: 2}}"), "nodes[0].pool: missing required key")
         expectProblem(problems("version: 1\nnodes:\n  - {name: a, pool: p, host: h}"), "nodes[0].ports: missing required key")
         expectProblem(problems("version: one\nnodes: []"), #"version: wrong type: expected an integer, got "one""#)
-        expectProblem(problems("version: 1\nnodez: []\nnodes: []"), #"nodez: unknown key "nodez" (allowed: version, cluster, settings, coordinator, nodes, pools, gates, conflicts) (line 2)"#)
+        expectProblem(problems("version: 1\nnodez: []\nnodes: []"), #"nodez: unknown key "nodez" (allowed: version, cluster, settings, coordinator, nodes, pools, gates, conflicts, custom_types) (line 2)"#)
+        expectProblem(problems("version: 1\ncustom_types: [plan_ready, Bad]\nnodes: []"), "custom_types[0]: plan_ready is a standard type; list only types outside the catalog")
+        expectProblem(problems("version: 1\ncustom_types: [plan_ready, Bad]\nnodes: []"), "custom_types[1]: event type 'Bad' may only contain a-z, 0-9 and _")
+    }
+
+    @Test func knownTypesAreTheCatalogTheCustomTypesAndWhatTheFileNames() throws {
+        let topology = try TopologyLoader.parse(yaml: """
+            version: 1
+            custom_types: [schema_v1]
+            nodes:
+              - {name: a, pool: p, host: 127.0.0.1, ports: {pub: 1, rep: 2}}
+            pools:
+              p: {subscribe: [lint_report]}
+            gates:
+              - {name: g, pools: [p], require_events: [security_clear]}
+            """)
+        let names = Set(topology.knownTypes.map(\.rawValue))
+        #expect(names.isSuperset(of: ["plan_ready", "schema_v1", "lint_report", "security_clear"]))
+        #expect(!names.contains("early_feedback"))
+        let admission = Admission(topology: topology, busTypes: [])
+        #expect(throws: AdmissionError.self) { try admission.check(type: EventType(validating: "schema_v2"), allowCustom: false) }
+        #expect(Admission.nearest("schema_v2", among: names) == "schema_v1")
+        #expect(Admission.nearest("zzzzzzzz", among: names) == nil)
+        try admission.check(type: EventType(validating: "schema_v2"), allowCustom: true)
     }
 
     @Test func missingAndUnreadableFiles() throws {

@@ -64,6 +64,8 @@ final class Cluster: @unchecked Sendable {
         }
         yaml += coordinator
         yaml += pools
+        // The custom types of the demo's topology, unless the test names its own.
+        if !pools.contains("custom_types:") { yaml += "\ncustom_types: [schema_v1, early_feedback]\n" }
         topologyPath = root + "/topology.yaml"
         try yaml.write(toFile: topologyPath, atomically: true, encoding: .utf8)
         topology = try TopologyLoader.load(path: topologyPath)
