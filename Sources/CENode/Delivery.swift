@@ -115,6 +115,11 @@ struct Delivery: Sendable {
     /// Per origin followed but never heard and held nothing from: the track its first line
     /// starts with (the catch-up point).
     var unheard: [String: Track] = [:]
+    /// Origins whose current epoch is only claimed: taken from the peers' survey (or read back
+    /// at start), not yet heard from the origin itself. The origin's own word wins: an event or
+    /// heartbeat of it in another epoch makes that epoch current, older or not, so a peer that
+    /// claims a newer epoch for an origin cannot make this node ignore the origin's live events.
+    var claimed: Set<String> = []
     /// Cursors moved without storing an event (a heartbeat showed nothing was missed).
     var unsaved: [Line: UInt64] = [:]
 
@@ -184,12 +189,20 @@ struct Delivery: Sendable {
     mutating func liveLine(_ origin: String, _ epoch: String, _ live: inout Live) -> Line? {
         let line = Line(origin, epoch)
         if let now = current[origin] {
-            if epoch == now { return line }
-            if epoch < now { return nil }
+            if epoch == now {
+                claimed.remove(origin)
+                return line
+            }
+            if epoch < now && !claimed.contains(origin) { return nil }
+            claimed.remove(origin)
             let old = Line(origin, now)
             tracks[old]?.retired = true
             if tracks[old]?.replaying == false { live.replayFrom.insert(old) }
-            if tracks[line] == nil { tracks[line] = Track(cursor: 0) }  // a new store numbers from 1
+            if tracks[line] == nil {
+                tracks[line] = Track(cursor: 0)  // a new store numbers from 1
+            } else {
+                tracks[line]!.retired = false
+            }
             current[origin] = epoch
             live.newEpochs.append((old, line))
             return line
@@ -212,7 +225,8 @@ struct Delivery: Sendable {
 
     /// Lines peers hold that this node has no track for (a refill, or a line missed while
     /// away): each starts at 0 and is to be replayed. A line newer than the origin's current
-    /// one becomes current (the old one is retired). Returns the lines added.
+    /// one becomes current (the old one is retired), as a claim until the origin speaks
+    /// (``claimed``). Returns the lines added.
     mutating func adopt(_ lines: [Line], own: String) -> [Line] {
         var added: [Line] = []
         for line in lines.sorted() where tracks[line] == nil {
@@ -224,11 +238,13 @@ struct Delivery: Sendable {
                 if line.epoch > now {
                     tracks[Line(line.origin, now)]?.retired = true
                     current[line.origin] = line.epoch
+                    claimed.insert(line.origin)
                 } else {
                     track.retired = true
                 }
             } else if unheard.removeValue(forKey: line.origin) != nil {
                 current[line.origin] = line.epoch
+                claimed.insert(line.origin)
             } else {
                 continue  // an origin this node does not follow
             }

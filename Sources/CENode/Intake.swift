@@ -153,6 +153,8 @@ extension Node {
         for (line, _) in delivery.tracks where !line.origin.isEmpty && line.origin != spec.name && delivery.current[line.origin] != line.epoch {
             delivery.tracks[line]!.retired = true
         }
+        // Read back, not heard: the origin's own word decides once it speaks.
+        delivery.claimed = Set(delivery.current.keys)
         for peer in topology.peers(of: spec.name) where delivery.current[peer.name] == nil {
             var track = Delivery.Track()
             switch options.catchUp {

@@ -241,6 +241,41 @@ struct DeliveryTests {
         #expect(subscriber.delivery.cursorsToSave(for: live.take, force: false) == [Line("o", "e2"): 1])
     }
 
+    /// A newer epoch that a peer claims for an origin in the survey is believed only until the
+    /// origin speaks: its next live event, in the epoch it really numbers in, is taken, and the
+    /// claimed line is retired. Without a claim, an older epoch stays stale.
+    @Test func aClaimedEpochGivesWayWhenTheOriginSpeaks() {
+        let origin = Origin(types: ["plan_ready", "plan_ready", "plan_ready"])
+        var subscriber = Subscriber(subscribed: ["plan_ready"])
+        subscriber.apply(subscriber.delivery.receive(Array(origin.log.prefix(1))))
+        let heard = Self.line
+        // The survey: a listed peer says it holds the origin in a newer epoch "zz".
+        let claim = Line("o", "zz")
+        #expect(subscriber.delivery.adopt([claim], own: "me") == [claim])
+        #expect(subscriber.delivery.current["o"] == "zz" && subscriber.delivery.claimed == ["o"])
+        // The origin goes on in the epoch it numbers in: taken at once, the claim retired.
+        let live = subscriber.delivery.receive([origin.log[1]])
+        #expect(live.take.map(\.event.seq) == [2], "the origin's own live event is taken")
+        #expect(subscriber.delivery.current["o"] == heard.epoch && subscriber.delivery.claimed.isEmpty)
+        #expect(subscriber.delivery.tracks[claim]?.retired == true)
+        #expect(subscriber.delivery.tracks[heard]?.retired == false && subscriber.delivery.tracks[heard]?.cursor == 2)
+    }
+
+    /// A refilled store (the origin never heard) takes the newest surveyed epoch as current, but
+    /// the origin speaking in another one makes that one current, keeping what was refilled.
+    @Test func aRefillsNewestEpochIsOnlyClaimedUntilTheOriginSpeaks() {
+        var delivery = Delivery(types: nil)
+        delivery.unheard["o"] = Delivery.Track(cursor: 0)
+        _ = delivery.adopt([Line("o", "e1"), Line("o", "e9")], own: "me")
+        #expect(delivery.current["o"] == "e9" && delivery.claimed == ["o"])
+        delivery.tracks[Line("o", "e1")]!.cursor = 4  // refilled up to 4 from relays
+        let event = Event(id: "o-5", origin: "o", epoch: "e1", seq: 5, stream: "s", type: .planReady,
+                          timestamp: Date(timeIntervalSince1970: 1_800_000_000), payload: .null)
+        let live = delivery.receive([Delivery.Held(event: event, envelope: [1], marks: [:])])
+        #expect(live.take.map(\.event.id) == ["o-5"], "the origin's event after the refilled ones is taken")
+        #expect(delivery.current["o"] == "e1" && delivery.tracks[Line("o", "e9")]?.retired == true)
+    }
+
     /// A refill takes on every line peers hold: the newest epoch of an origin becomes its
     /// current one, older ones and this node's own earlier lines are retired (replayed from
     /// relays only); origins not followed are left out.
