@@ -9,6 +9,8 @@ public struct Question: Sendable {
     public let fromNode: String
     public let fromPool: String
     public let question: JSONValue
+    /// When the asker stops waiting for the answer: an answer given later reaches nobody.
+    public let deadline: ContinuousClock.Instant
 }
 
 /// REQ sockets that got their reply, kept per node they dial for the next request (at most
@@ -63,9 +65,8 @@ extension Node {
         }
         let timeout = timeout ?? .milliseconds(topology.settings.askTimeoutMilliseconds)
         let retries = retries ?? topology.settings.askRetries
-        let request = Wire.Request(
+        var request = Wire.Request(
             requestID: EventID.make(), fromNode: spec.name, fromPool: spec.pool, pool: pool, question: question)
-        let body = Message(request.json.serialized())
         state.withLock { $0.counters.asksSent += 1 }
         let first = Int(nextResponder.add(1, ordering: .relaxed).oldValue % UInt64(responders.count))
         var forgedReplies = 0
@@ -74,9 +75,13 @@ extension Node {
         for attempt in 0...retries {
             let node = responders[(first + attempt) % responders.count]
             let socket = try askSocket(to: node)
+            // The responder learns how long this asker still waits (this attempt and the
+            // retries left), so it stops waiting for its agents when the asker does.
+            let waiting = timeout * (retries + 1 - attempt) / .milliseconds(1)
+            request.waitMilliseconds = Int(min(waiting.rounded(.up), Double(Wire.Request.maxWaitMilliseconds)))
             let reply: Message
             do {
-                try await socket.send(body)
+                try await socket.send(Message(request.json.serialized()))
                 reply = try await socket.receive(timeout: timeout)
             } catch let error as ZMQError where error.code == .again {
                 socket.close()
@@ -250,7 +255,14 @@ extension Node {
             await sendReply(Wire.errorReply(requestID: request.requestID, answeredBy: spec.name, error: "\(spec.name) serves pool \(spec.pool), not \(request.pool)"), to: request, router: router)
             return
         }
-        let question = Question(requestID: request.requestID, fromNode: request.fromNode, fromPool: request.fromPool, question: request.question)
+        // The asker's deadline is the `wait_ms` its request carries, counted from now. An asker
+        // that does not say (an older node, a raw client) is taken to wait as this node's own
+        // asks do by default: the topology's ask timeout times its attempts.
+        let settings = topology.settings
+        let wait = request.waitMilliseconds ?? settings.askTimeoutMilliseconds * (settings.askRetries + 1)
+        let question = Question(
+            requestID: request.requestID, fromNode: request.fromNode, fromPool: request.fromPool, question: request.question,
+            deadline: .now + .milliseconds(wait))
         do {
             let answered = Wire.reply(requestID: request.requestID, answeredBy: spec.name, answer: try await respond(to: question))
             // Recorded (so that a retry of this request gets the same answer, not a second
@@ -264,6 +276,10 @@ extension Node {
             }
         } catch is CancellationError {
             throw CancellationError()
+        } catch is QuestionExpired {
+            // The asker's deadline: it gets no reply, its last attempt ends on its own timeout
+            // (a moment later, by the time it spent between attempts), as "did not answer".
+            state.withLock { _ = $0.inFlight.removeValue(forKey: request.requestID) }
         } catch {
             await sendReply(Wire.errorReply(requestID: request.requestID, answeredBy: spec.name, error: "\(error)"), to: request, router: router)
         }

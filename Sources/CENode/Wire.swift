@@ -12,20 +12,30 @@ enum Wire {
         var fromPool: String
         var pool: String
         var question: JSONValue
+        /// `wait_ms`: how long the asker still waits for the answer from when it sent this
+        /// request (its timeout times the attempts it has left); nil from an asker that does
+        /// not say.
+        var waitMilliseconds: Int?
+
+        /// The largest `wait_ms` taken (30 days); an asker that waits longer says this.
+        static let maxWaitMilliseconds = 30 * 24 * 3_600_000
 
         var json: JSONValue {
-            [
+            var object: [String: JSONValue] = [
                 "v": .number(Double(Wire.version)), "request_id": .string(requestID), "from_node": .string(fromNode),
                 "from_pool": .string(fromPool), "pool": .string(pool), "question": question,
             ]
+            if let waitMilliseconds { object["wait_ms"] = .number(Double(waitMilliseconds)) }
+            return .object(object)
         }
 
-        init(requestID: String, fromNode: String, fromPool: String, pool: String, question: JSONValue) {
+        init(requestID: String, fromNode: String, fromPool: String, pool: String, question: JSONValue, waitMilliseconds: Int? = nil) {
             self.requestID = requestID
             self.fromNode = fromNode
             self.fromPool = fromPool
             self.pool = pool
             self.question = question
+            self.waitMilliseconds = waitMilliseconds
         }
 
         /// Parses a request body; the error names what is wrong.
@@ -42,6 +52,12 @@ enum Wire {
             }
             guard let question = object["question"] else { throw WireError("request is missing \"question\"") }
             self.question = question
+            if let value = object["wait_ms"], value != .null {
+                guard let n = value.intValue, (0...Self.maxWaitMilliseconds).contains(n) else {
+                    throw WireError("request field \"wait_ms\" must be an integer from 0 to \(Self.maxWaitMilliseconds), not \(value.serializedString)")
+                }
+                self.waitMilliseconds = n
+            }
         }
     }
 
