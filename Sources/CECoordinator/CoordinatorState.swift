@@ -3,19 +3,25 @@ import Foundation
 
 /// Everything the coordinator decides, as one value: feed it every event (in store order)
 /// and a clock tick now and then; publish what it returns. Rebuilding after a restart is
-/// feeding it the stored events again (with their own timestamps as the clock).
+/// feeding it the stored events again (with their own timestamps as the clock), so a stored
+/// report opens its gate's round at the report's time again.
 public struct CoordinatorState: Sendable {
     public private(set) var gates: Gates
     public private(set) var conflicts: Conflicts
     public private(set) var liveness: Liveness
 
-    public init(topology: Topology, now: Date) {
+    /// Every gate in round 1, idle; no conflict open; every pool unheard.
+    public init(topology: Topology) {
         var nodesByPool: [String: Set<String>] = [:]
         for node in topology.nodes where !node.isCoordinator { nodesByPool[node.pool, default: []].insert(node.name) }
-        gates = Gates(specs: topology.gates, nodesByPool: nodesByPool, now: now)
+        gates = Gates(specs: topology.gates, nodesByPool: nodesByPool)
         conflicts = Conflicts(resolvers: topology.conflicts.resolvers, escalateAfter: topology.conflicts.escalateAfterSeconds)
         liveness = Liveness(nodesByPool: nodesByPool, timeout: Double(topology.settings.heartbeatMilliseconds) * 3 / 1000)
     }
+
+    /// The clock is not read: gate rounds open with their first report, not when the state is made.
+    @available(*, deprecated, renamed: "init(topology:)", message: "gate rounds open with their first report; the clock is not needed")
+    public init(topology: Topology, now: Date) { self.init(topology: topology) }
 
     public mutating func handle(_ event: Event, now: Date) -> [Emission] {
         var out = conflicts.handle(event, now: now)
@@ -30,17 +36,23 @@ public struct CoordinatorState: Sendable {
     }
 
     /// Gates and conflicts as JSON: who aligned, who is missing (and whether it is down), how long.
+    ///
+    /// Per gate, `state` is `idle` (nobody has started the round: `opened_at` is null and
+    /// `waiting_s` 0), `waiting` (open: `opened_at` is when, `waiting_s` how long since) or
+    /// `timed_out` (open past its deadline, `gate_timed_out` said).
     public func status(now: Date) -> JSONValue {
         let gateList: [JSONValue] = gates.specs.map { spec in
             let round = gates.rounds[spec.name]!
             let missing = gates.missing(spec.name)
+            let state = round.isIdle ? "idle" : round.timedOut ? "timed_out" : "waiting"
             return [
-                "gate": .string(spec.name), "round": .number(Double(round.number)),
+                "gate": .string(spec.name), "round": .number(Double(round.number)), "state": .string(state),
                 "aligned": .array(round.reported.keys.sorted().map(JSONValue.string)),
                 "missing": .array(missing.map { pool in
                     ["pool": .string(pool), "up": .bool(liveness.isUp(pool: pool, now: now))]
                 }),
-                "waiting_s": .number(now.timeIntervalSince(round.openedAt).rounded()),
+                "opened_at": round.openedAt.map { .string(Timestamp.format($0)) } ?? .null,
+                "waiting_s": .number(round.openedAt.map { now.timeIntervalSince($0).rounded() } ?? 0),
                 "blocked_by_conflict": .bool(spec.subject.map { conflicts.openSubjects.contains($0) } ?? false),
             ]
         }

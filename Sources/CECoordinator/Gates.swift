@@ -5,14 +5,27 @@ import Foundation
 /// every required pool has (and the required event types were seen, and no conflict on the
 /// gate's subject is open), the gate passes, publishes `gate_passed` and re-arms for the next
 /// round. A value type: no I/O, the clock comes in with each call.
+///
+/// A round is idle until work on it starts: it opens with its first accepted report, or with
+/// the first of the gate's required events, whichever comes first (a refused report does not
+/// open it). Its deadline and the `waited_s` of its `gate_passed` run from that moment; an
+/// idle round never times out, however long nobody works.
 public struct Gates: Sendable {
     public struct Round: Sendable, Hashable {
         public var number = 1
-        public var openedAt: Date
+        /// When the round opened (the clock of the call that opened it); nil while it is idle.
+        public var openedAt: Date? = nil
         /// Pool -> nodes of that pool that reported this round.
         public var reported: [String: Set<String>] = [:]
         public var seen: Set<EventType> = []
         public var timedOut = false
+
+        /// Nobody has reported for the round, nor was a required event seen: no clock runs.
+        public var isIdle: Bool { openedAt == nil }
+
+        mutating func open(at now: Date) {
+            if openedAt == nil { openedAt = now }
+        }
     }
 
     public let specs: [GateSpec]
@@ -20,10 +33,11 @@ public struct Gates: Sendable {
     public let nodesByPool: [String: Set<String>]
     public private(set) var rounds: [String: Round]
 
-    public init(specs: [GateSpec], nodesByPool: [String: Set<String>], now: Date) {
+    /// Every gate starts in round 1, idle.
+    public init(specs: [GateSpec], nodesByPool: [String: Set<String>]) {
         self.specs = specs
         self.nodesByPool = nodesByPool
-        self.rounds = Dictionary(uniqueKeysWithValues: specs.map { ($0.name, Round(openedAt: now)) })
+        self.rounds = Dictionary(uniqueKeysWithValues: specs.map { ($0.name, Round()) })
     }
 
     func spec(_ name: String) -> GateSpec? { specs.first { $0.name == name } }
@@ -51,6 +65,7 @@ public struct Gates: Sendable {
         } else {
             for spec in specs where spec.requireEvents.contains(event.type) {
                 rounds[spec.name]?.seen.insert(event.type)
+                rounds[spec.name]?.open(at: now)
             }
         }
         out += passReady(now: now, openSubjects: openSubjects)
@@ -79,6 +94,7 @@ public struct Gates: Sendable {
             return reject(gate, "\(spec.everyNode ? event.origin : "pool " + event.stream) already reported for round \(round.number)")
         }
         round.reported[event.stream, default: []].insert(event.origin)
+        round.open(at: now)
         rounds[gate] = round
         return []
     }
@@ -90,29 +106,31 @@ public struct Gates: Sendable {
                 Set(spec.requireEvents).isSubset(of: round.seen)
             else { continue }
             if let subject = spec.subject, openSubjects.contains(subject) { continue }
+            // A round that passes has had a report, so it is open.
+            let openedAt = round.openedAt ?? now
             out.append(Emission(.gatePassed, [
                 "gate": .string(spec.name), "round": .number(Double(round.number)),
                 "pools": .array(spec.pools.map(JSONValue.string)),
-                "waited_s": .number((now.timeIntervalSince(round.openedAt) * 1000).rounded() / 1000),
+                "waited_s": .number((now.timeIntervalSince(openedAt) * 1000).rounded() / 1000),
             ]))
-            rounds[spec.name] = Round(number: round.number + 1, openedAt: now)
+            rounds[spec.name] = Round(number: round.number + 1)
         }
         return out
     }
 
-    /// Re-checks gates (a conflict closed) and deadlines.
+    /// Re-checks gates (a conflict closed) and the deadlines of open rounds.
     public mutating func tick(now: Date, openSubjects: Set<String>) -> [Emission] {
         var out = passReady(now: now, openSubjects: openSubjects)
         for spec in specs {
             guard let deadline = spec.deadlineSeconds, var round = rounds[spec.name], !round.timedOut,
-                now.timeIntervalSince(round.openedAt) >= deadline
+                let openedAt = round.openedAt, now.timeIntervalSince(openedAt) >= deadline
             else { continue }
             round.timedOut = true
             rounds[spec.name] = round
             out.append(Emission(.gateTimedOut, [
                 "gate": .string(spec.name), "round": .number(Double(round.number)),
                 "missing": .array(missing(spec.name).map(JSONValue.string)),
-                "waited_s": .number(now.timeIntervalSince(round.openedAt).rounded()),
+                "waited_s": .number(now.timeIntervalSince(openedAt).rounded()),
             ]))
         }
         return out

@@ -125,10 +125,13 @@ function renderGates(s) {
       missing.append(el("span", { class: m.up ? "" : "missing-down", text: m.pool + (m.up ? "" : " (down)") }));
     });
     if (!g.missing.length) missing.textContent = "-";
-    const state = g.blocked_by_conflict ? ["held", "held by a conflict"] : g.missing.length ? ["waiting", "waiting " + dur(g.waiting_s)] : ["ready", "ready"];
+    // An idle round has not started (no report yet): nothing is late and no clock runs.
+    const idle = g.state === "idle";
+    const state = g.blocked_by_conflict ? ["held", "held by a conflict"] : idle ? ["idle", "idle"]
+      : g.missing.length ? ["waiting", "waiting " + dur(g.waiting_s)] : ["ready", "ready"];
     body.append(el("tr", { "data-gate": g.gate },
       el("td", { text: g.gate }), el("td", { text: num(g.round) }), el("td", { text: g.aligned.join(", ") || "-" }), missing,
-      el("td", { text: dur(g.waiting_s) }), el("td", { class: "state-" + state[0], text: state[1] })));
+      el("td", { text: idle ? "-" : dur(g.waiting_s) }), el("td", { class: "state-" + state[0], text: state[1] })));
   }
 }
 
@@ -273,6 +276,7 @@ th { text-align: left; color: var(--dim); font-weight: 500; border-bottom: 1px s
 td { padding: 4px; border-bottom: 1px solid #1d252e; vertical-align: top; }
 .missing-down { color: var(--down); }
 .state-ready { color: var(--up); }
+.state-idle { color: var(--dim); }
 .state-waiting { color: var(--warn); }
 .state-held { color: var(--down); }
 td input { width: 140px; background: var(--bg); color: var(--text); border: 1px solid var(--line); border-radius: 3px; padding: 2px 4px; }

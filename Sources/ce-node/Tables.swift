@@ -117,11 +117,13 @@ enum Tables {
             let missing = (g["missing"]?.arrayValue ?? []).map { m in
                 (m["pool"]?.stringValue ?? "?") + (m["up"]?.boolValue == false ? " (down)" : "")
             }
-            var state = missing.isEmpty ? "ready" : "waiting"
+            // An idle round has not started: nobody is late for it, and no clock runs.
+            let idle = g["state"]?.stringValue == "idle"
+            var state = idle ? "idle" : missing.isEmpty ? "ready" : "waiting"
             if g["blocked_by_conflict"]?.boolValue == true { state = "held by a conflict" }
             return [
                 g["gate"]?.stringValue ?? "?", number(g["round"]), aligned.isEmpty ? "-" : aligned.joined(separator: ", "),
-                missing.isEmpty ? "-" : missing.joined(separator: ", "), duration(seconds: g["waiting_s"]?.doubleValue), state,
+                missing.isEmpty ? "-" : missing.joined(separator: ", "), idle ? "-" : duration(seconds: g["waiting_s"]?.doubleValue), state,
             ]
         }
         return table("Quality gates", ["Gate", "Round", "Aligned", "Missing", "Waiting", "State"], rows)

@@ -35,7 +35,7 @@ struct CoordinatorStateTests {
     }
 
     @Test mutating func gatePassesWhenEveryPoolReportedAndRequiredEventsSeenThenReArms() {
-        var state = CoordinatorState(topology: topology, now: t0)
+        var state = CoordinatorState(topology: topology)
         #expect(state.handle(sync("planner-1", "architecture_approval"), now: t0).isEmpty)
         #expect(state.handle(sync("builder-2", "architecture_approval"), now: t0).isEmpty)
         #expect(state.handle(sync("reviewer-1", "architecture_approval"), now: t0).isEmpty)  // architecture_complete not seen yet
@@ -51,14 +51,14 @@ struct CoordinatorStateTests {
     }
 
     @Test mutating func everyNodeGateWaitsForEachNodeOfThePool() {
-        var state = CoordinatorState(topology: topology, now: t0)
+        var state = CoordinatorState(topology: topology)
         #expect(state.handle(sync("builder-1", "all_builders"), now: t0).isEmpty)
         let out = state.handle(sync("builder-2", "all_builders"), now: t0)
         #expect(out.map(\.type) == [.gatePassed])
     }
 
     @Test mutating func rejectionsForDuplicatesUnknownGatesOutsidersAndWrongRounds() {
-        var state = CoordinatorState(topology: topology, now: t0)
+        var state = CoordinatorState(topology: topology)
         _ = state.handle(sync("builder-1", "architecture_approval"), now: t0)
         let twice = state.handle(sync("builder-2", "architecture_approval"), now: t0)  // same pool
         #expect(twice.map(\.type) == [.gateRejected])
@@ -77,7 +77,7 @@ struct CoordinatorStateTests {
     }
 
     @Test mutating func deadlineNamesTheMissingPoolsOnceAndStatusSaysTheyAreDown() {
-        var state = CoordinatorState(topology: topology, now: t0)
+        var state = CoordinatorState(topology: topology)
         _ = state.handle(sync("planner-1", "architecture_approval"), now: t0)
         state.heard(node: "planner-1", at: t0 + 59)
         state.heard(node: "builder-1", at: t0 + 59)
@@ -94,7 +94,7 @@ struct CoordinatorStateTests {
     }
 
     @Test mutating func conflictsOpenMergeEscalateAndClose() {
-        var state = CoordinatorState(topology: topology, now: t0)
+        var state = CoordinatorState(topology: topology)
         let detected = event("reviewer-1", .conflictDetected, ["subject": "architecture", "parties": ["builder"], "description": "no tests"])
         let asked = state.handle(detected, now: t0)
         #expect(asked.map(\.type) == [.resolutionNeeded])
@@ -121,7 +121,7 @@ struct CoordinatorStateTests {
     }
 
     @Test mutating func aGateStaysShutWhileAConflictOnItsSubjectIsOpen() {
-        var state = CoordinatorState(topology: topology, now: t0)
+        var state = CoordinatorState(topology: topology)
         let conflict = event("reviewer-1", .conflictDetected, ["subject": "architecture", "parties": ["builder"]])
         _ = state.handle(conflict, now: t0)
         _ = state.handle(event("planner-1", .architectureComplete), now: t0)
@@ -133,7 +133,7 @@ struct CoordinatorStateTests {
     }
 
     @Test mutating func livenessReportsChangesOnlyAndIgnoresOutOfOrderAndClockJumps() {
-        var state = CoordinatorState(topology: topology, now: t0)
+        var state = CoordinatorState(topology: topology)
         state.heard(node: "planner-1", at: t0)
         let first = state.tick(now: t0 + 0.1)
         #expect(first.map(\.type) == [.poolUp])
@@ -143,7 +143,7 @@ struct CoordinatorStateTests {
         let down = state.tick(now: t0 + 3600).filter { $0.type == .poolDown || $0.type == .poolUp }
         #expect(down.map(\.type) == [.poolDown])
         #expect(down[0].payload["pool"]?.stringValue == "planner")
-        #expect(state.tick(now: t0 + 3601).isEmpty)  // the gate's timeout was said at +3600 too
+        #expect(state.tick(now: t0 + 3601).isEmpty)
         // The clock jumps back: nothing is said twice.
         #expect(state.tick(now: t0 + 1).count <= 1)
     }
@@ -153,10 +153,10 @@ struct CoordinatorStateTests {
         events.append(event("reviewer-1", .conflictDetected, ["subject": "api", "parties": ["builder"]], at: 1))
         events.append(sync("planner-1", "architecture_approval", at: 2))
         events.append(sync("builder-1", "architecture_approval", at: 3))
-        var live = CoordinatorState(topology: topology, now: t0)
+        var live = CoordinatorState(topology: topology)
         var emitted: [Emission] = []
         for e in events { emitted += live.handle(e, now: e.timestamp) }
-        var rebuilt = CoordinatorState(topology: topology, now: t0)
+        var rebuilt = CoordinatorState(topology: topology)
         for e in events { _ = rebuilt.handle(e, now: e.timestamp) }
         #expect(rebuilt.gates.rounds == live.gates.rounds)
         #expect(rebuilt.conflicts.open == live.conflicts.open)
@@ -172,19 +172,75 @@ struct CoordinatorStateTests {
     /// level since then, and the next tick does not escalate to it again.
     @Test mutating func escalationsReadBackAreNotMadeAgain() {
         let detected = event("reviewer-1", .conflictDetected, ["subject": "api", "parties": ["builder"]], at: 1)
-        var live = CoordinatorState(topology: topology, now: t0)
+        var live = CoordinatorState(topology: topology)
         _ = live.handle(detected, now: detected.timestamp)
         let escalations = live.tick(now: t0 + 40)
         #expect(escalations.map(\.target) == ["human"])
-        var rebuilt = CoordinatorState(topology: topology, now: t0)
+        var rebuilt = CoordinatorState(topology: topology)
         _ = rebuilt.handle(detected, now: detected.timestamp)
         let published = Event(id: "esc", origin: "coordinator", seq: 9, stream: "coordinator", type: .resolutionNeeded,
                               timestamp: t0 + 40, payload: escalations[0].payload, correlationID: escalations[0].correlationID)
         _ = rebuilt.handle(published, now: published.timestamp)
         #expect(rebuilt.conflicts.open == live.conflicts.open)
         #expect(!rebuilt.tick(now: t0 + 100).contains { $0.type == .resolutionNeeded }, "escalated once, not again")
-        var forgetful = CoordinatorState(topology: topology, now: t0)
+        var forgetful = CoordinatorState(topology: topology)
         _ = forgetful.handle(detected, now: detected.timestamp)
         #expect(forgetful.tick(now: t0 + 100).contains { $0.type == .resolutionNeeded }, "without the escalation read back, it is escalated (the test can fail)")
+    }
+
+    /// A round nobody has started has no clock: it never times out, and status says it is idle.
+    @Test mutating func anIdleRoundNeverTimesOut() {
+        var state = CoordinatorState(topology: topology)
+        #expect(state.status(now: t0 + 10)["gates"]?[0]?["state"] == "idle")
+        #expect(!state.tick(now: t0 + 3600).contains { $0.type == .gateTimedOut }, "round 1 before anybody started")
+        // Work starts late: the required event opens round 1, and it passes five seconds later.
+        let start = 4000.0
+        _ = state.handle(event("planner-1", .architectureComplete, at: start), now: t0 + start)
+        var passed: [Emission] = []
+        for node in ["planner-1", "builder-1", "reviewer-1"] {
+            passed += state.handle(sync(node, "architecture_approval", at: start + 5), now: t0 + start + 5)
+        }
+        #expect(passed.map(\.type) == [.gatePassed])
+        #expect(passed.first?.payload["waited_s"]?.doubleValue == 5, "counted from the opening, not from the start")
+        // Round 2: nobody works on it, however long.
+        for later in [60.0, 600, 86_400] {
+            #expect(!state.tick(now: t0 + start + 5 + later).contains { $0.type == .gateTimedOut }, "round 2, \(later) s after the pass")
+        }
+        let gate = state.status(now: t0 + start + 90_000)["gates"]?[0]
+        #expect(gate?["round"]?.intValue == 2)
+        #expect(gate?["state"] == "idle")
+        #expect(gate?["opened_at"] == .null)
+        #expect(gate?["waiting_s"]?.doubleValue == 0)
+    }
+
+    /// The first report opens the round: its deadline, `waited_s` and status run from then.
+    @Test mutating func theDeadlineRunsFromTheFirstReport() {
+        var state = CoordinatorState(topology: topology)
+        // A refused report (a round that is not the current one) does not open the round.
+        #expect(state.handle(sync("builder-1", "architecture_approval", at: 900, round: 2), now: t0 + 900).map(\.type) == [.gateRejected])
+        #expect(state.gates.rounds["architecture_approval"]?.isIdle == true)
+        _ = state.handle(sync("builder-1", "architecture_approval", at: 1000), now: t0 + 1000)
+        #expect(state.gates.rounds["architecture_approval"]?.openedAt == t0 + 1000)
+        #expect(state.gates.rounds["all_builders"]?.isIdle == true, "a report opens its own gate only")
+        let waiting = state.status(now: t0 + 1030)["gates"]?[0]
+        #expect(waiting?["state"] == "waiting")
+        #expect(waiting?["opened_at"]?.stringValue == Timestamp.format(t0 + 1000))
+        #expect(waiting?["waiting_s"]?.doubleValue == 30)
+        #expect(!state.tick(now: t0 + 1059).contains { $0.type == .gateTimedOut })
+        let late = state.tick(now: t0 + 1060).filter { $0.type == .gateTimedOut }
+        #expect(late.count == 1)
+        #expect(late.first?.payload["waited_s"]?.doubleValue == 60)
+        #expect(late.first?.payload["missing"] == ["planner", "reviewer"])
+        #expect(state.status(now: t0 + 1061)["gates"]?[0]?["state"] == "timed_out")
+    }
+
+    /// Rebuilt from the store long after, a stored report opened its round at its own time.
+    @Test mutating func aReplayedReportOpensTheRoundAtItsOwnTime() {
+        let report = sync("planner-1", "architecture_approval", at: 500)
+        var rebuilt = CoordinatorState(topology: topology)
+        _ = rebuilt.handle(report, now: report.timestamp)
+        #expect(rebuilt.gates.rounds["architecture_approval"]?.openedAt == t0 + 500)
+        #expect(rebuilt.status(now: t0 + 530)["gates"]?[0]?["waiting_s"]?.doubleValue == 30)
+        #expect(rebuilt.tick(now: t0 + 560).contains { $0.type == .gateTimedOut })
     }
 }
