@@ -131,16 +131,16 @@ public final class BusServer: Sendable {
         case "ce://topology": return topologyJSON().serializedString
         case "ce://questions":
             do { return try await tools.pendingQuestions(nil).serializedString } catch { throw MCPError.internalError(error.description) }
-        case "ce://events": return try events(type: nil)
+        case "ce://events": return try await events(type: nil)
         default:
-            if let type = try eventType(in: uri) { return try events(type: type) }
+            if let type = try eventType(in: uri) { return try await events(type: type) }
             throw MCPError.invalidParams("unknown resource \(uri) (resources: ce://catalog, ce://topology, ce://events, ce://events/{event_type}, ce://questions)")
         }
     }
 
-    func events(type: String?) throws -> String {
+    func events(type: String?) async throws -> String {
         do {
-            return JSONValue.object(["events": .array(try tools.latest(type: type, count: 20))]).serializedString
+            return JSONValue.object(["events": .array(try await tools.latest(type: type, count: 20))]).serializedString
         } catch {
             throw MCPError.internalError("\(error)")
         }
@@ -262,9 +262,9 @@ public final class BusServer: Sendable {
         var known: [String] = []
         while !Task.isCancelled {
             do {
-                let reply = try await tools.link.call(
-                    ["cmd": "questions", "wait_ms": 20_000, "known": .array(known.map(JSONValue.string))], timeout: .seconds(25))
-                let ids = (reply["questions"]?.arrayValue ?? []).compactMap { $0["request_id"]?.stringValue }
+                let reply = try await tools.link.call(.questions(waitMilliseconds: 20_000, known: known), timeout: .seconds(25))
+                guard case .questions(let list) = reply else { throw NodeLink.mismatch }
+                let ids = list.map(\.requestID)
                 if !Set(ids).subtracting(known).isEmpty, subscriptions.withLock({ $0.contains("ce://questions") }) {
                     await notify(server, "ce://questions")
                 }

@@ -1,15 +1,14 @@
 import CECore
 import CECoordinator
 import CENode
-import CEStore
 import Foundation
 import MCP
 import Synchronization
 import ZeroMQ
 
 /// The bus as MCP tools for the agent of one node's pool: each tool is a control request to
-/// the running node (or, for `history`, a read of its store), with its arguments checked first
-/// so that a bad call gets a sentence saying what is wrong.
+/// the running node, with its arguments checked first so that a bad call gets a sentence
+/// saying what is wrong (the node checks again: it decides).
 public final class BusTools: Sendable {
     /// What the tools need to know; everything but the topology and the node is defaulted.
     public struct Settings: Sendable {
@@ -35,7 +34,6 @@ public final class BusTools: Sendable {
     public let settings: Settings
     let link: NodeLink
     let coordinator: NodeLink?
-    private let store = Mutex<EventStore?>(nil)
 
     public init(settings: Settings, context: Context) {
         self.settings = settings
@@ -67,7 +65,7 @@ public final class BusTools: Sendable {
             switch name {
             case "emit": value = try await emit(arguments)
             case "wait_for_events": value = try await waitForEvents(arguments)
-            case "history": value = try history(arguments)
+            case "history": value = try await history(arguments)
             case "ask": value = try await ask(arguments)
             case "pending_questions": value = try await pendingQuestions(arguments)
             case "answer": value = try await answer(arguments)
@@ -101,21 +99,18 @@ public final class BusTools: Sendable {
             guard case .array(let items)? = args.values["events"], (1...10_000).contains(items.count) else {
                 throw ToolError("emit: argument \"events\" must be an array of 1 to 10000 event objects")
             }
-            var events: [JSONValue] = []
+            var events: [ControlRequest.EmitItem] = []
             for (index, item) in items.enumerated() {
                 guard case .object(let object) = item else { throw ToolError("emit: events[\(index)] must be an object, not \(item.kind)") }
                 let itemArgs = try Arguments(
                     tool: "emit events[\(index)]", values: object, allowed: ["event_type", "payload", "target", "correlation_id", "stream"])
-                events.append(.object(try checkedEvent(itemArgs, allowCustom: custom)))
+                events.append(try checkedEvent(itemArgs, allowCustom: custom))
             }
-            let reply = try await link.call(["cmd": "emit", "events": .array(events)], timeout: .seconds(60))
-            let stored = reply["events"]?.arrayValue ?? []
+            guard case .events(let ids) = try await link.call(.emitBatch(events), timeout: .seconds(60)) else { throw NodeLink.mismatch }
+            let stored: [JSONValue] = ids.map { ["id": .string($0.id), "seq": .number(Double($0.seq))] }
             return ["events": .array(stored), "count": .number(Double(stored.count)), "durable": true]
         }
-        var request = try checkedEvent(args, allowCustom: custom)
-        request["cmd"] = "emit"
-        let reply = try await link.call(.object(request), timeout: .seconds(30))
-        return Self.stamped(reply["event"] ?? .null)
+        return Self.stamped(try await link.emit(try checkedEvent(args, allowCustom: custom)))
     }
 
     /// What the agent needs of an emitted event.
@@ -129,100 +124,96 @@ public final class BusTools: Sendable {
 
     /// One event's control request fields, checked: its type known (or allowed as custom),
     /// names well formed, the target a pool, the whole event within the cluster's message size.
-    func checkedEvent(_ args: Arguments, allowCustom: Bool) throws(ToolError) -> [String: JSONValue] {
+    func checkedEvent(_ args: Arguments, allowCustom: Bool) throws(ToolError) -> ControlRequest.EmitItem {
         let typeName = try args.requiredString("event_type", "the event type, e.g. plan_ready; see the resource ce://catalog")
         let type: EventType
         do { type = try EventType(validating: typeName) } catch { throw ToolError("\(args.tool): \(error)") }
         if !allowCustom && !knownTypes.contains(type.rawValue) {
             throw ToolError("\(args.tool): unknown event type \"\(type.rawValue)\" (known: \(knownTypes.joined(separator: ", "))); to introduce a new type on purpose, call again with allow_custom_type: true")
         }
-        var fields: [String: JSONValue] = ["event_type": .string(type.rawValue), "payload": args.json("payload") ?? .null]
-        if allowCustom { fields["allow_custom_type"] = true }
+        let payload = args.json("payload") ?? .null
         let stream = try args.name("stream")
-        if let stream { fields["stream"] = .string(stream) }
         let target = try args.name("target")
         if let target {
             let targets = topology.poolNames.union(topology.conflicts.resolvers)
             guard targets.contains(target) else {
                 throw ToolError("\(args.tool): target \"\(target)\" is not a pool of \(topology.file) (pools: \(targets.sorted().joined(separator: ", ")))")
             }
-            fields["target"] = .string(target)
         }
         let correlation = try args.string("correlation_id")
         if let correlation {
             guard (1...128).contains(correlation.utf8.count) else {
                 throw ToolError("\(args.tool): correlation_id must be 1-128 bytes (got \(correlation.utf8.count))")
             }
-            fields["correlation_id"] = .string(correlation)
         }
         // The event as it will travel (a sequence and an id of the largest size), against the limit.
         let probe = Event(
             id: String(repeating: "f", count: 36), origin: settings.node.name, seq: 9_007_199_254_740_992,
-            stream: stream ?? pool, type: type, timestamp: Date(), payload: fields["payload"]!, correlationID: correlation, target: target)
+            stream: stream ?? pool, type: type, timestamp: Date(), payload: payload, correlationID: correlation, target: target)
         let size = EnvelopeCodec.encode(probe).count
         let limit = topology.settings.maxMessageBytes
         if size > limit {
             throw ToolError("\(args.tool): the event would be \(size) bytes, more than the cluster's limit of \(limit) bytes (settings.max_message_bytes); send a smaller payload, e.g. a path or a summary instead of the content")
         }
-        return fields
+        return ControlRequest.EmitItem(type, payload: payload, stream: stream, correlationID: correlation, target: target, allowCustomType: allowCustom)
     }
 
     // MARK: wait_for_events, history
 
     func waitForEvents(_ values: [String: Value]?) async throws(ToolError) -> JSONValue {
         let args = try Arguments(tool: "wait_for_events", values: values, allowed: ["types", "origin", "pool", "after", "since", "max_count", "timeout_s"])
-        var request: [String: JSONValue] = ["cmd": "events_after"]
+        var request = ControlRequest.EventsAfter()
         var notes: [String] = []
         if let types = try args.strings("types") {
             guard !types.isEmpty else { throw ToolError("wait_for_events: \"types\" must name at least one event type (leave it out for every type)") }
-            var checked: [JSONValue] = []
+            var checked: [EventType] = []
             let subscribed = Node.subscribedTypes(pool: pool, topology: topology)?.map(\.rawValue)
             for name in types {
-                do { checked.append(.string(try EventType(validating: name).rawValue)) } catch { throw ToolError("wait_for_events: \(error)") }
+                do { checked.append(try EventType(validating: name)) } catch { throw ToolError("wait_for_events: \(error)") }
                 if let subscribed, !subscribed.contains(name) {
                     notes.append("node \(settings.node.name) (pool \(pool)) does not subscribe to \(name): only \(name) events emitted through this node reach its store")
                 }
             }
-            request["types"] = .array(checked)
+            request.types = checked
         }
         if let origin = try args.name("origin") {
             guard topology.node(named: origin) != nil else {
                 throw ToolError("wait_for_events: origin \"\(origin)\" is not a node of \(topology.file) (nodes: \(topology.nodes.map(\.name).joined(separator: ", ")))")
             }
-            request["origin"] = .string(origin)
+            request.origin = origin
         }
         if let pool = try args.name("pool") {
             guard topology.poolNames.contains(pool) else { throw ToolError("wait_for_events: pool \"\(pool)\" is not a pool of \(topology.file) (pools: \(poolList))") }
-            request["stream"] = .string(pool)
+            request.stream = pool
         }
         switch args.values["after"] {
         case nil, .null?: break
-        case .string("now")?: request["after"] = "now"
-        case .int(let n)? where n >= 0: request["after"] = .number(Double(n))
-        case .double(let d)? where d >= 0 && d.rounded() == d && d <= 9_007_199_254_740_992: request["after"] = .number(d)
+        case .string("now")?: request.after = .now
+        case .int(let n)? where n >= 0: request.after = .row(Int64(n))
+        case .double(let d)? where d >= 0 && d.rounded() == d && d <= 9_007_199_254_740_992: request.after = .row(Int64(d))
         case let other?:
             throw ToolError("wait_for_events: \"after\" must be a cursor (the next_cursor of an earlier call, an integer ≥ 0) or \"now\", not \(other)")
         }
-        if let since = try args.timestamp("since") { request["since"] = .string(since) }
-        let limit = try args.int("max_count", in: 1...1000) ?? 50
-        request["limit"] = .number(Double(limit))
+        request.since = try args.timestamp("since").flatMap(Timestamp.parse)
+        request.limit = try args.int("max_count", in: 1...1000) ?? 50
         let wait = try args.seconds("timeout_s", max: maxWaitSeconds) ?? settings.defaultWait
-        request["wait_ms"] = .number(Double(wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000))
-        let reply = try await link.call(.object(request), timeout: wait + .seconds(5))
-        let events = reply["events"]?.arrayValue ?? []
+        request.waitMilliseconds = Self.milliseconds(wait)
+        guard case .eventsAfter(let events, let cursor) = try await link.call(.eventsAfter(request), timeout: wait + .seconds(5)) else {
+            throw NodeLink.mismatch
+        }
         var out: [String: JSONValue] = [
             "events": .array(events), "count": .number(Double(events.count)),
-            "next_cursor": reply["cursor"] ?? 0, "timed_out": .bool(events.isEmpty),
+            "next_cursor": .number(Double(cursor)), "timed_out": .bool(events.isEmpty),
         ]
         if !notes.isEmpty { out["notes"] = .array(notes.map(JSONValue.string)) }
         return .object(out)
     }
 
-    func history(_ values: [String: Value]?) throws(ToolError) -> JSONValue {
+    func history(_ values: [String: Value]?) async throws(ToolError) -> JSONValue {
         let args = try Arguments(tool: "history", values: values, allowed: ["event_type", "pool", "origin", "after_seq", "since", "until", "limit", "newest_first"])
-        var query = EventQuery()
+        var query = ControlRequest.HistoryQuery()
         if let name = try args.string("event_type") {
-            do { query.type = try EventType(validating: name).rawValue } catch { throw ToolError("history: \(error)") }
+            do { query.types = [try EventType(validating: name)] } catch { throw ToolError("history: \(error)") }
         }
         query.stream = try args.name("pool")
         query.origin = try args.name("origin")
@@ -233,35 +224,24 @@ public final class BusTools: Sendable {
         query.since = try args.timestamp("since").flatMap(Timestamp.parse)
         query.until = try args.timestamp("until").flatMap(Timestamp.parse)
         query.limit = try args.int("limit", in: 1...1000) ?? 100
-        query.descending = try args.bool("newest_first") ?? false
-        let rows: [StoredEvent]
-        do { rows = try openStore().events(query) } catch let error as ToolError { throw error } catch { throw ToolError("history: \(error)") }
-        let events = rows.compactMap { try? JSONValue(parsing: $0.envelope) }
-        return ["events": .array(events), "count": .number(Double(events.count))]
-    }
-
-    /// The node's store, opened on first use (read beside the running node, as `ce-node history` does).
-    func openStore() throws -> EventStore {
-        if let store = store.withLock({ $0 }) { return store }
-        let directory = link.dataDirectory
-        guard FileManager.default.fileExists(atPath: directory + "/events.sqlite") else {
-            throw ToolError("history: no event store at \(directory)/events.sqlite (node \(settings.node.name) has not run here yet)")
-        }
-        let opened = try EventStore(directory: directory)
-        return store.withLock { s in
-            if let s { return s }
-            s = opened
-            return opened
-        }
+        query.newestFirst = try args.bool("newest_first") ?? false
+        guard case .history(let events, let truncated) = try await link.call(.history(query), timeout: .seconds(30)) else { throw NodeLink.mismatch }
+        return ["events": .array(events), "count": .number(Double(events.count)), "truncated": .bool(truncated)]
     }
 
     /// The newest `count` events of a type (nil: any), oldest first: what the event resources show.
-    func latest(type: String?, count: Int) throws -> [JSONValue] {
-        var query = EventQuery()
-        query.type = type
+    func latest(type: String?, count: Int) async throws -> [JSONValue] {
+        var query = ControlRequest.HistoryQuery()
+        query.types = try type.map { [try EventType(validating: $0)] }
         query.limit = count
-        query.descending = true
-        return try openStore().events(query).reversed().compactMap { try? JSONValue(parsing: $0.envelope) }
+        query.newestFirst = true
+        guard case .history(let events, _) = try await link.call(.history(query), timeout: .seconds(30)) else { throw NodeLink.mismatch }
+        return events.reversed()
+    }
+
+    /// A duration in whole milliseconds.
+    static func milliseconds(_ d: Duration) -> Int {
+        Int(d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000)
     }
 
     // MARK: ask, pending_questions, answer
@@ -278,19 +258,18 @@ public final class BusTools: Sendable {
         // The node retries on a fresh socket with the same request id (answered once); the
         // attempts share the wait.
         let attemptMs = max(1, total / Int64(attempts))
-        let reply = try await link.call(
-            ["cmd": "ask", "pool": .string(target), "question": question, "timeout_ms": .number(Double(attemptMs))],
-            timeout: wait + .seconds(5))
-        return ["pool": .string(target), "answer": reply["answer"] ?? .null]
+        guard case .answer(let answer) = try await link.call(
+            .ask(pool: target, question: question, timeoutMilliseconds: Int(attemptMs)), timeout: wait + .seconds(5))
+        else { throw NodeLink.mismatch }
+        return ["pool": .string(target), "answer": answer]
     }
 
     func pendingQuestions(_ values: [String: Value]?) async throws(ToolError) -> JSONValue {
         let args = try Arguments(tool: "pending_questions", values: values, allowed: ["timeout_s"])
         let wait = try args.seconds("timeout_s", max: maxWaitSeconds)
-        var request: [String: JSONValue] = ["cmd": "questions"]
-        if let wait { request["wait_ms"] = .number(Double(wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000)) }
-        let reply = try await link.call(.object(request), timeout: (wait ?? .zero) + .seconds(5))
-        let questions = reply["questions"]?.arrayValue ?? []
+        let request = ControlRequest.questions(waitMilliseconds: wait.map(Self.milliseconds) ?? 0, known: [])
+        let reply = try await link.call(request, timeout: (wait ?? .zero) + .seconds(5))
+        let questions = reply.json["questions"]?.arrayValue ?? []
         return ["questions": .array(questions), "count": .number(Double(questions.count)), "pool": .string(pool)]
     }
 
@@ -298,7 +277,7 @@ public final class BusTools: Sendable {
         let args = try Arguments(tool: "answer", values: values, allowed: ["request_id", "answer"])
         let id = try args.requiredString("request_id", "the request_id of a question from pending_questions")
         guard let answer = args.json("answer"), answer != .null else { throw args.missing("answer", "the answer, text or JSON") }
-        _ = try await link.call(["cmd": "answer", "request_id": .string(id), "answer": answer], timeout: .seconds(10))
+        _ = try await link.call(.answer(requestID: id, answer: answer), timeout: .seconds(10))
         return ["request_id": .string(id), "answered": true]
     }
 
@@ -315,8 +294,7 @@ public final class BusTools: Sendable {
         }
         var payload: [String: JSONValue] = ["gate": .string(gate)]
         if let round = try args.int("round", in: 1...1_000_000_000) { payload["round"] = .number(Double(round)) }
-        let reply = try await link.call(["cmd": "emit", "event_type": "sync_point_reached", "payload": .object(payload)], timeout: .seconds(30))
-        var out = Self.stamped(reply["event"] ?? .null)
+        var out = Self.stamped(try await link.emit(.init(.syncPointReached, payload: .object(payload))))
         if case .object(var o) = out {
             o["gate"] = .string(gate)
             o["next"] = "the coordinator emits gate_passed when every pool of the gate has reported; wait_for_events with types [gate_passed, gate_rejected] to see it"
@@ -333,7 +311,8 @@ public final class BusTools: Sendable {
         guard coordinator.isRunning else {
             throw ToolError("\(tool): the coordinator (node \(spec.name)) is not running on this host (no process listens on \(coordinator.controlPath)); its gates and conflicts are read through its local control endpoint")
         }
-        return try await coordinator.call(["cmd": "gates"], timeout: .seconds(10))["coordinator"] ?? [:]
+        guard case .gates(let gates) = try await coordinator.call(.gates, timeout: .seconds(10)) else { throw NodeLink.mismatch }
+        return gates
     }
 
     func gates(_ values: [String: Value]?) async throws(ToolError) -> JSONValue {
@@ -362,11 +341,9 @@ public final class BusTools: Sendable {
         // An open conflict on the same subject takes this report in (the coordinator merges it).
         let open = (try? await coordinatorStatus("report_conflict"))?["conflicts"]?.arrayValue ?? []
         let existing = open.first { $0["subject"]?.stringValue == subject }?["conflict_id"]?.stringValue
-        let reply = try await link.call([
-            "cmd": "emit", "event_type": "conflict_detected",
-            "payload": ["subject": .string(subject), "parties": .array(parties.map(JSONValue.string)), "description": .string(description)],
-        ], timeout: .seconds(30))
-        let event = reply["event"] ?? .null
+        let event = try await link.emit(.init(
+            .conflictDetected,
+            payload: ["subject": .string(subject), "parties": .array(parties.map(JSONValue.string)), "description": .string(description)]))
         return [
             "conflict_id": .string(existing ?? event["id"]?.stringValue ?? ""), "merged_into_open_conflict": .bool(existing != nil),
             "event": Self.stamped(event),
@@ -385,11 +362,9 @@ public final class BusTools: Sendable {
                 throw ToolError("resolve: no open conflict \"\(id)\" (open: \(ids.isEmpty ? "none" : ids.joined(separator: ", ")))")
             }
         }
-        let reply = try await link.call([
-            "cmd": "emit", "event_type": "conflict_resolved", "correlation_id": .string(id),
-            "payload": ["conflict_id": .string(id), "decision": decision, "resolved_by": .string(pool)],
-        ], timeout: .seconds(30))
-        return ["conflict_id": .string(id), "event": Self.stamped(reply["event"] ?? .null),
+        let event = try await link.emit(.init(
+            .conflictResolved, payload: ["conflict_id": .string(id), "decision": decision, "resolved_by": .string(pool)], correlationID: id))
+        return ["conflict_id": .string(id), "event": Self.stamped(event),
                 "next": "the coordinator closes the conflict and tells the parties with conflict_closed"]
     }
 
@@ -397,8 +372,8 @@ public final class BusTools: Sendable {
 
     func status(_ values: [String: Value]?) async throws(ToolError) -> JSONValue {
         _ = try Arguments(tool: "status", values: values, allowed: [])
-        let reply = try await link.call(["cmd": "status"], timeout: .seconds(10))
-        guard case .object(var status)? = reply["status"] else { return reply["status"] ?? .null }
+        guard case .status(let reply) = try await link.call(.status, timeout: .seconds(10)) else { throw NodeLink.mismatch }
+        guard case .object(var status) = reply else { return reply }
         // lag: how far this node's cursor is behind what the peer last said it emitted.
         if case .array(let peers)? = status["peers"] {
             status["peers"] = .array(peers.map { peer in

@@ -4,106 +4,41 @@ import Foundation
 import Synchronization
 
 // Control commands for agents that hold a connection to their node (`ce-node mcp`):
-//
-//   {"cmd":"events_after","after":ROWID,"types"?,"origin"?,"stream"?,"since"?,"limit"?,"wait_ms"?}
-//       -> {"ok":true,"events":[<envelope>...],"cursor":ROWID}
-//   {"cmd":"questions","wait_ms"?,"known"?:[request ids]}
-//       -> {"ok":true,"questions":[{"request_id","from_node","from_pool","question","asked_at","waiting_ms"}...]}
-//   {"cmd":"answer","request_id":ID,"answer":<JSON>}
-//       -> {"ok":true,"request_id":ID}
-//
-// PROTOCOL.md ("Control endpoint") documents them.
+// `events_after`, `questions` and `answer` (ControlRequest in CECore; PROTOCOL.md, "Control
+// endpoint", documents them).
 
 extension Node {
-    /// The longest a control command may wait (`wait_ms`).
-    public static let maxControlWaitMilliseconds = 600_000
-
-    /// Serves the agent commands; nil for a command that is not one of them.
-    func agentControl(_ request: [String: JSONValue]) async -> JSONValue? {
-        switch request["cmd"]?.stringValue {
-        case "events_after": return await eventsAfter(request)
-        case "questions": return await pendingQuestions(request)
-        case "answer": return answerQuestion(request)
-        default: return nil
-        }
-    }
-
     // MARK: events_after
 
-    /// What an `events_after` request selects.
-    struct EventFilter: Sendable {
-        var types: [String]?
-        var origin: String?
-        var stream: String?
-        var since: Date?
-
-        func matches(_ event: Event) -> Bool {
+    /// The events stored after a cursor (the store's row id), optionally waiting up to
+    /// `wait_ms` for the first one. The reply's `cursor` is where the next call continues:
+    /// every matching event stored up to it has been returned, so none is missed between calls.
+    func eventsAfter(_ q: ControlRequest.EventsAfter) async -> ControlReply {
+        func failure(_ text: String) -> ControlReply { .failure("events_after: " + text) }
+        var cursor: Int64 = 0
+        switch q.after {
+        case .row(let n): cursor = n
+        case .now:
+            do { cursor = try store.lastRowID() } catch { return failure("\(error)") }
+        }
+        let types = q.types.map { Set($0.map(\.rawValue)) }
+        let (origin, stream, since) = (q.origin, q.stream, q.since)
+        let matches: @Sendable (Event) -> Bool = { event in
             if let types, !types.contains(event.type.rawValue) { return false }
             if let origin, event.origin != origin { return false }
             if let stream, event.stream != stream { return false }
             if let since, event.timestamp < since { return false }
             return true
         }
-    }
-
-    /// The events stored after a cursor (the store's row id), optionally waiting up to
-    /// `wait_ms` for the first one. The reply's `cursor` is where the next call continues:
-    /// every matching event stored up to it has been returned, so none is missed between calls.
-    func eventsAfter(_ request: [String: JSONValue]) async -> JSONValue {
-        func failure(_ text: String) -> JSONValue { ["ok": false, "error": .string("events_after: " + text)] }
-        var filter = EventFilter()
-        var cursor: Int64 = 0
-        switch request["after"] {
-        case nil, .null?: break
-        case .string("now")?:
-            do { cursor = try store.lastRowID() } catch { return failure("\(error)") }
-        case let value?:
-            guard let n = value.intValue, n >= 0 else { return failure("\"after\" must be a cursor (an integer ≥ 0) or \"now\", not \(value)") }
-            cursor = Int64(n)
-        }
-        if let value = request["types"], value != .null {
-            guard let items = value.arrayValue, !items.isEmpty else { return failure("\"types\" must be a non-empty array of event types") }
-            var types: [String] = []
-            for item in items {
-                guard let name = item.stringValue else { return failure("\"types\" must hold strings, not \(item)") }
-                do { types.append(try EventType(validating: name).rawValue) } catch { return failure("\(error)") }
-            }
-            filter.types = types
-        }
-        for key in ["origin", "stream"] {
-            guard let value = request[key], value != .null else { continue }
-            guard let name = value.stringValue, Name.isValid(name) else {
-                return failure("\"\(key)\" must be a name ([A-Za-z0-9_.-], 1-64 bytes), not \(value)")
-            }
-            if key == "origin" { filter.origin = name } else { filter.stream = name }
-        }
-        if let value = request["since"], value != .null {
-            guard let text = value.stringValue, let date = Timestamp.parse(text) else {
-                return failure("\"since\" must be an ISO 8601 date-time with a zone (2026-11-25T03:40:14Z), not \(value)")
-            }
-            filter.since = date
-        }
-        var limit = 100
-        if let value = request["limit"], value != .null {
-            guard let n = value.intValue, (1...1000).contains(n) else { return failure("\"limit\" must be an integer from 1 to 1000, not \(value)") }
-            limit = n
-        }
-        var wait = 0
-        if let value = request["wait_ms"], value != .null {
-            guard let n = value.intValue, (0...Self.maxControlWaitMilliseconds).contains(n) else {
-                return failure("\"wait_ms\" must be an integer from 0 to \(Self.maxControlWaitMilliseconds), not \(value)")
-            }
-            wait = n
-        }
-        let deadline = ContinuousClock.now + .milliseconds(wait)
+        let deadline = ContinuousClock.now + .milliseconds(q.waitMilliseconds)
         // Listen before the first read, so an event stored between the read and the wait is seen.
-        let live = wait > 0 ? events(buffer: 1000) : nil
+        let live = q.waitMilliseconds > 0 ? events(buffer: 1000) : nil
         var query = EventQuery()
-        query.types = filter.types
-        query.origin = filter.origin
-        query.stream = filter.stream
-        query.since = filter.since
-        query.limit = limit
+        query.types = q.types?.map(\.rawValue)
+        query.origin = q.origin
+        query.stream = q.stream
+        query.since = q.since
+        query.limit = q.limit
         while true {
             do {
                 // Read the last row id first: a row committed after it has a larger id and is
@@ -112,22 +47,16 @@ extension Node {
                 query.afterRowID = cursor
                 let rows = try store.events(query)
                 if let newest = rows.last {
-                    cursor = rows.count == limit ? newest.rowID : max(newest.rowID, last)
-                    let envelopes = rows.compactMap { try? JSONValue(parsing: $0.envelope) }
-                    return ["ok": true, "events": .array(envelopes), "cursor": .number(Double(cursor))]
+                    cursor = rows.count == q.limit ? newest.rowID : max(newest.rowID, last)
+                    return .eventsAfter(events: rows.compactMap { try? JSONValue(parsing: $0.envelope) }, cursor: cursor)
                 }
                 cursor = max(cursor, last)
             } catch {
                 return failure("\(error)")
             }
-            guard let live, ContinuousClock.now < deadline else {
-                return ["ok": true, "events": [], "cursor": .number(Double(cursor))]
-            }
-            let wanted = filter
-            let seen = await firstElement(of: live, until: deadline) { wanted.matches($0) }
-            if !seen && ContinuousClock.now >= deadline {
-                return ["ok": true, "events": [], "cursor": .number(Double(cursor))]
-            }
+            guard let live, ContinuousClock.now < deadline else { return .eventsAfter(events: [], cursor: cursor) }
+            let seen = await firstElement(of: live, until: deadline, where: matches)
+            if !seen && ContinuousClock.now >= deadline { return .eventsAfter(events: [], cursor: cursor) }
             if !seen { return failure("node \(spec.name) is stopping") }
         }
     }
@@ -135,29 +64,15 @@ extension Node {
     // MARK: Questions
 
     /// The questions addressed to this pool that wait for an answer through the control
-    /// endpoint; with `wait_ms`, waits until one is pending that is not in `known`. Each call
+    /// endpoint; with a wait, waits until one is pending that is not in `known`. Each call
     /// also tells the node an answerer is attached (see ``AnswerDesk``).
-    func pendingQuestions(_ request: [String: JSONValue]) async -> JSONValue {
-        func failure(_ text: String) -> JSONValue { ["ok": false, "error": .string("questions: " + text)] }
-        var wait = 0
-        if let value = request["wait_ms"], value != .null {
-            guard let n = value.intValue, (0...Self.maxControlWaitMilliseconds).contains(n) else {
-                return failure("\"wait_ms\" must be an integer from 0 to \(Self.maxControlWaitMilliseconds), not \(value)")
-            }
-            wait = n
-        }
-        var known = Set<String>()
-        if let value = request["known"], value != .null {
-            guard let items = value.arrayValue else { return failure("\"known\" must be an array of request ids") }
-            known = Set(items.compactMap(\.stringValue))
-        }
+    func pendingQuestions(waitMilliseconds wait: Int, known: Set<String>) async -> ControlReply {
         let desk = answerDesk
         desk.attach()
         defer { desk.detach() }
         if wait > 0 {
             let deadline = ContinuousClock.now + .milliseconds(wait)
             let changes = desk.changes()
-            let known = known
             if desk.pending().allSatisfy({ known.contains($0.question.requestID) }) {
                 _ = await firstElement(of: changes, until: deadline) { _ in
                     !desk.pending().allSatisfy { known.contains($0.question.requestID) }
@@ -165,26 +80,19 @@ extension Node {
             }
         }
         let now = Date()
-        let list: [JSONValue] = desk.pending().map { item in
-            [
-                "request_id": .string(item.question.requestID), "from_node": .string(item.question.fromNode),
-                "from_pool": .string(item.question.fromPool), "question": item.question.question,
-                "asked_at": .string(Timestamp.format(item.askedAt)),
-                "waiting_ms": .number((now.timeIntervalSince(item.askedAt) * 1000).rounded()),
-            ]
-        }
-        return ["ok": true, "questions": .array(list)]
+        return .questions(desk.pending().map { item in
+            ControlReply.PendingQuestion(
+                requestID: item.question.requestID, fromNode: item.question.fromNode, fromPool: item.question.fromPool,
+                question: item.question.question, askedAt: item.askedAt,
+                waitingMilliseconds: Int((now.timeIntervalSince(item.askedAt) * 1000).rounded()))
+        })
     }
 
     /// Answers a pending question; the answer is recorded in the store before the asker
     /// gets it, and a second answer to the same question is refused.
-    func answerQuestion(_ request: [String: JSONValue]) -> JSONValue {
-        func failure(_ text: String) -> JSONValue { ["ok": false, "error": .string("answer: " + text)] }
-        guard let id = request["request_id"]?.stringValue, !id.isEmpty, id.utf8.count <= 128 else {
-            return failure("needs \"request_id\", a string of 1-128 bytes (see the questions command)")
-        }
-        guard let answer = request["answer"] else { return failure("needs \"answer\" (any JSON)") }
-        if answerDesk.answer(id, with: answer) { return ["ok": true, "request_id": .string(id)] }
+    func answerQuestion(_ id: String, _ answer: JSONValue) -> ControlReply {
+        func failure(_ text: String) -> ControlReply { .failure("answer: " + text) }
+        if answerDesk.answer(id, with: answer) { return .answered(requestID: id) }
         if let stored = try? store.answer(for: id), let reply = try? JSONValue(parsing: stored) {
             let by = reply["answered_by"]?.stringValue ?? spec.name
             return failure("question \(id) was already answered (by \(by)); each question is answered once")

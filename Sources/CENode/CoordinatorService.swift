@@ -24,11 +24,11 @@ public final class CoordinatorService: Sendable {
         // missed however long the rebuild takes; the signal only says when to look.
         let stored = node.storedSignal()
         let ready = Atomic<Bool>(false)
-        node.addControlCommand("gates") { [self] _ in
+        node.provideGates { [self] in
             guard ready.load(ordering: .acquiring) else {
-                return ["ok": false, "error": "the coordinator is rebuilding its state (refilling its store from the pools first); ask again shortly"]
+                return .failure("the coordinator is rebuilding its state (refilling its store from the pools first); ask again shortly")
             }
-            return ["ok": true, "coordinator": self.state.withLock { $0.status(now: Date()) }]
+            return .gates(self.state.withLock { $0.status(now: Date()) })
         }
         // A new store is refilled from the pools first (a coordinator whose disk was lost):
         // its decisions come back with the pools' copies, so none is published twice.

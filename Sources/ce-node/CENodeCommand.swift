@@ -175,28 +175,22 @@ struct Emit: AsyncParsableCommand {
     var customType = false
 
     func run() async throws {
-        var request: [String: JSONValue] = ["cmd": "emit"]
+        var item: ControlRequest.EmitItem
         if let file {
             guard let data = FileManager.default.contents(atPath: file) else { throw ValidationError("cannot read \(file)") }
             let parsed: AgentEventFile
             do { parsed = try AgentEventFile.parse([UInt8](data)) } catch { throw ValidationError("\(file): \(error)") }
-            request["event_type"] = .string(parsed.type.rawValue)
-            request["stream"] = .string(parsed.stream)
-            request["payload"] = parsed.payload
-            if let c = parsed.correlationID { request["correlation_id"] = .string(c) }
-            if let t = parsed.target { request["target"] = .string(t) }
+            item = .init(parsed.type, payload: parsed.payload, stream: parsed.stream, correlationID: parsed.correlationID, target: parsed.target)
         } else {
             guard let eventType else { throw ValidationError("give --type TYPE (or --file FILE)") }
-            do { _ = try EventType(validating: eventType) } catch { throw ValidationError("--type: \(error)") }
-            request["event_type"] = .string(eventType)
-            do { request["payload"] = try JSONValue(parsing: payload) } catch { throw ValidationError("--payload is not valid JSON: \(error)") }
-            if let stream { request["stream"] = .string(stream) }
-            if let correlationId { request["correlation_id"] = .string(correlationId) }
-            if let target { request["target"] = .string(target) }
+            let type: EventType
+            do { type = try EventType(validating: eventType) } catch { throw ValidationError("--type: \(error)") }
+            let value: JSONValue
+            do { value = try JSONValue(parsing: payload) } catch { throw ValidationError("--payload is not valid JSON: \(error)") }
+            item = .init(type, payload: value, stream: stream, correlationID: correlationId, target: target)
         }
-        if customType { request["allow_custom_type"] = true }
-        let reply = try await ControlClient(dataDirectory: try selection.dataDirectory()).call(.object(request))
-        printJSON(reply["event"] ?? .null)
+        item.allowCustomType = customType
+        printJSON(try await ControlClient(dataDirectory: try selection.dataDirectory()).emit(item))
     }
 }
 
@@ -212,11 +206,7 @@ struct Ask: AsyncParsableCommand {
 
     func run() async throws {
         let q = (try? JSONValue(parsing: question)) ?? .string(question)
-        var request: [String: JSONValue] = ["cmd": "ask", "pool": .string(pool), "question": q]
-        if let timeoutMs { request["timeout_ms"] = .number(Double(timeoutMs)) }
-        let reply = try await ControlClient(dataDirectory: try selection.dataDirectory())
-            .call(.object(request), timeout: .seconds(600))
-        printJSON(reply["answer"] ?? .null)
+        printJSON(try await ControlClient(dataDirectory: try selection.dataDirectory()).ask(pool: pool, question: q, timeoutMilliseconds: timeoutMs))
     }
 }
 
@@ -226,8 +216,7 @@ struct Status: AsyncParsableCommand {
     @Flag(help: "Print the status as JSON (for scripts).") var json = false
 
     func run() async throws {
-        let reply = try await ControlClient(dataDirectory: try selection.dataDirectory()).call(["cmd": "status"], timeout: .seconds(5))
-        let status = reply["status"] ?? .null
+        let status = try await ControlClient(dataDirectory: try selection.dataDirectory()).status(timeout: .seconds(5))
         if json { printJSON(status) } else { print(Tables.status(status), terminator: "") }
     }
 }
@@ -245,28 +234,45 @@ struct History: AsyncParsableCommand {
     @Flag(help: "Newest first.") var newestFirst = false
 
     func run() async throws {
-        let directory = try selection.dataDirectory()
-        guard FileManager.default.fileExists(atPath: directory + "/events.sqlite") else {
-            throw ValidationError("no event store at \(directory)/events.sqlite")
+        var q = ControlRequest.HistoryQuery()
+        if let eventType {
+            do { q.types = [try EventType(validating: eventType)] } catch { throw ValidationError("--type: \(error)") }
         }
-        let store = try EventStore(directory: directory)
-        var query = EventQuery()
-        query.type = eventType
-        query.stream = stream
-        query.origin = origin
-        query.afterSeq = afterSeq
-        query.limit = limit
-        query.descending = newestFirst
-        if let since {
-            guard let d = Timestamp.parse(since) else { throw ValidationError("--since is not an ISO 8601 time: \(since)") }
-            query.since = d
+        q.stream = stream
+        q.origin = origin
+        q.afterSeq = afterSeq
+        guard (1...ControlRequest.HistoryQuery.maxHistory).contains(limit) else {
+            throw ValidationError("--limit must be from 1 to \(ControlRequest.HistoryQuery.maxHistory)")
         }
-        if let until {
-            guard let d = Timestamp.parse(until) else { throw ValidationError("--until is not an ISO 8601 time: \(until)") }
-            query.until = d
+        q.limit = limit
+        q.newestFirst = newestFirst
+        for (flag, text) in [("--since", since), ("--until", until)] {
+            guard let text else { continue }
+            guard let d = Timestamp.parse(text) else { throw ValidationError("\(flag) is not an ISO 8601 time: \(text)") }
+            if flag == "--since" { q.since = d } else { q.until = d }
         }
-        for event in try store.events(query) {
-            print(String(decoding: event.envelope, as: UTF8.self))
+        let client = ControlClient(dataDirectory: try selection.dataDirectory())
+        let events: [JSONValue]
+        let truncated: Bool
+        if client.isRunning {
+            (events, truncated) = try await client.history(q)
+        } else {
+            // The node is down: read its store directly (the audit trail outlives the process).
+            guard FileManager.default.fileExists(atPath: client.paths.store) else {
+                throw ValidationError("no event store at \(client.paths.store)")
+            }
+            var query = EventQuery()
+            query.types = q.types?.map(\.rawValue)
+            (query.stream, query.origin, query.afterSeq, query.since, query.until) = (q.stream, q.origin, q.afterSeq, q.since, q.until)
+            query.limit = q.limit + 1
+            query.descending = q.newestFirst
+            let rows = try EventStore(directory: client.paths.data).events(query)
+            events = rows.prefix(q.limit).compactMap { try? JSONValue(parsing: $0.envelope) }
+            truncated = rows.count > q.limit
+        }
+        for event in events { printJSON(event) }
+        if truncated {
+            FileHandle.standardError.write(Data("history: stopped at --limit \(q.limit); more events match (raise --limit, or narrow with --since/--type)\n".utf8))
         }
     }
 }
@@ -291,7 +297,7 @@ struct Tail: AsyncParsableCommand {
                 try sub.set(.subscribe(Topic.subscriptionPrefix(for: type)))
             }
         }
-        try sub.connect("ipc://" + (directory.hasPrefix("/") ? directory : FileManager.default.currentDirectoryPath + "/" + directory) + "/feed.sock")
+        try sub.connect(NodePaths(dataDirectory: directory).feedEndpoint)
         var seen = 0
         for try await message in sub.messages {
             guard message.count == 2, let event = try? EnvelopeCodec.decode(message[1].bytes) else { continue }
@@ -336,8 +342,7 @@ struct Gates: AsyncParsableCommand {
     @Flag(help: "Print the gates as JSON (for scripts).") var json = false
 
     func run() async throws {
-        let reply = try await ControlClient(dataDirectory: try coordinatorData(selection)).call(["cmd": "gates"], timeout: .seconds(5))
-        let gates = reply["coordinator"]?["gates"] ?? .array([])
+        let gates = try await ControlClient(dataDirectory: try coordinatorData(selection)).gates(timeout: .seconds(5))["gates"] ?? .array([])
         if json { printJSON(gates) } else { print(Tables.gates(gates), terminator: "") }
     }
 }
@@ -348,8 +353,7 @@ struct Conflicts: AsyncParsableCommand {
     @Flag(help: "Print the conflicts as JSON (for scripts).") var json = false
 
     func run() async throws {
-        let reply = try await ControlClient(dataDirectory: try coordinatorData(selection)).call(["cmd": "gates"], timeout: .seconds(5))
-        let conflicts = reply["coordinator"]?["conflicts"] ?? .array([])
+        let conflicts = try await ControlClient(dataDirectory: try coordinatorData(selection)).gates(timeout: .seconds(5))["conflicts"] ?? .array([])
         if json { printJSON(conflicts) } else { print(Tables.conflicts(conflicts), terminator: "") }
     }
 }
@@ -401,10 +405,7 @@ struct Resolve: AsyncParsableCommand {
 
     func run() async throws {
         let value = (try? JSONValue(parsing: decision)) ?? .string(decision)
-        let reply = try await ControlClient(dataDirectory: try coordinatorData(selection)).call([
-            "cmd": "emit", "event_type": "conflict_resolved",
-            "payload": ["conflict_id": .string(conflictID), "decision": value, "resolved_by": "human"],
-        ])
-        printJSON(reply["event"] ?? .null)
+        printJSON(try await ControlClient(dataDirectory: try coordinatorData(selection)).emit(
+            .init(.conflictResolved, payload: ["conflict_id": .string(conflictID), "decision": value, "resolved_by": "human"])))
     }
 }

@@ -123,14 +123,14 @@ struct Demo: AsyncParsableCommand {
         // Wait for every node to answer on its control endpoint, then for heartbeats between all.
         for node in cluster.nodes {
             try await waitFor("\(node.name) to start", seconds: 30) {
-                (try? await ControlClient(dataDirectory: node.data).call(["cmd": "status"], timeout: .seconds(1))) != nil
+                (try? await ControlClient(dataDirectory: node.data).status(timeout: .seconds(1))) != nil
             }
             try timeline.follow(node, context: context)
         }
         try await waitFor("every node to hear every peer", seconds: 30) {
             for node in cluster.nodes {
-                guard let status = try? await ControlClient(dataDirectory: node.data).call(["cmd": "status"], timeout: .seconds(1)),
-                    let peers = status["status"]?["peers"]?.arrayValue,
+                guard let status = try? await ControlClient(dataDirectory: node.data).status(timeout: .seconds(1)),
+                    let peers = status["peers"]?.arrayValue,
                     peers.allSatisfy({ $0["up"]?.boolValue == true })
                 else { return false }
             }
@@ -142,10 +142,8 @@ struct Demo: AsyncParsableCommand {
 
         func emit(_ node: String, _ type: String, _ payload: JSONValue, target: String? = nil) async throws {
             guard let spec = cluster.node(named: node) else { throw ValidationError("the demo needs a node named \(node) in the topology") }
-            var request: [String: JSONValue] = ["cmd": "emit", "event_type": .string(type), "payload": payload]
-            if let target { request["target"] = .string(target) }
-            let reply = try await ControlClient(dataDirectory: spec.data).call(.object(request))
-            guard let id = reply["event"]?["id"]?.stringValue else { throw ValidationError("emit gave no event id") }
+            let event = try await ControlClient(dataDirectory: spec.data).emit(.init(try EventType(validating: type), payload: payload, target: target))
+            guard let id = event["id"]?.stringValue else { throw ValidationError("emit gave no event id") }
             try await timeline.waitUntilDelivered(id)
         }
 
@@ -166,12 +164,12 @@ struct Demo: AsyncParsableCommand {
         let answerer = Task { try await answerAsPlannerAgent(workspace: planner.workspace ?? planner.data) }
         let builder = cluster.node(named: "builder-1")!
         let askedAt = ContinuousClock.now
-        let reply = try await ControlClient(dataDirectory: builder.data).call(
-            ["cmd": "ask", "pool": "planner", "question": ["text": "Sessions in a cookie or a bearer token?"]], timeout: .seconds(30))
+        let answer = try await ControlClient(dataDirectory: builder.data).ask(
+            pool: "planner", question: ["text": "Sessions in a cookie or a bearer token?"], timeout: .seconds(30))
         let rtt = ContinuousClock.now - askedAt
         _ = try? await answerer.value
         timeline.note("builder-1 asked pool planner: \"Sessions in a cookie or a bearer token?\"")
-        timeline.note("  answer \(reply["answer"]?.serializedString ?? "?") in \(format(rtt))")
+        timeline.note("  answer \(answer.serializedString) in \(format(rtt))")
         // 5. Builders deliver.
         try await emit("builder-1", "build_ready", ["artifact": "login-api", "commit": "a1b2c3"])
         try await emit("builder-2", "implementation_complete", ["artifact": "login-ui"])
@@ -182,14 +180,12 @@ struct Demo: AsyncParsableCommand {
         try await timeline.waitForCoordinator("resolution_needed")
         try await timeline.waitForCoordinator("resolution_needed", second: true)
         let coordinator = cluster.coordinator!
-        let open = try await ControlClient(dataDirectory: coordinator.data).call(["cmd": "gates"])
-        guard let conflictID = open["coordinator"]?["conflicts"]?[0]?["conflict_id"]?.stringValue else {
+        let open = try await ControlClient(dataDirectory: coordinator.data).gates()
+        guard let conflictID = open["conflicts"]?[0]?["conflict_id"]?.stringValue else {
             throw ValidationError("the coordinator shows no open conflict")
         }
-        _ = try await ControlClient(dataDirectory: coordinator.data).call([
-            "cmd": "emit", "event_type": "conflict_resolved",
-            "payload": ["conflict_id": .string(conflictID), "decision": "add an expiry test", "resolved_by": "human"],
-        ])
+        _ = try await ControlClient(dataDirectory: coordinator.data).emit(
+            .init(.conflictResolved, payload: ["conflict_id": .string(conflictID), "decision": "add an expiry test", "resolved_by": "human"]))
         timeline.note("a human resolved conflict \(conflictID.prefix(8)): \"add an expiry test\"")
         try await timeline.waitForCoordinator("conflict_closed")
         // 7. Reviewers do the full review; release readiness; approval.
@@ -257,8 +253,7 @@ final class Timeline: Sendable {
     func follow(_ node: NodeSpec, context: Context) throws {
         let sub = try context.socket(.sub)
         try sub.set(.subscribe([]))
-        let dir = node.data.hasPrefix("/") ? node.data : FileManager.default.currentDirectoryPath + "/" + node.data
-        try sub.connect("ipc://" + dir + "/feed.sock")
+        try sub.connect(NodePaths(dataDirectory: node.data).feedEndpoint)
         feeds.withLock { $0.append((node.name, sub)) }
     }
 
