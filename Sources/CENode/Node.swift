@@ -153,8 +153,8 @@ public final class Node: Sendable {
         var inboxMark: Int64?
         /// The cluster's conflicts as the stored events tell them: a resolve is checked against it.
         var conflicts = ConflictLedger()
-        /// Extra control commands (the coordinator adds `gates`).
-        var controlCommands: [String: @Sendable ([String: JSONValue]) async -> JSONValue] = [:]
+        /// The coordinator's `gates` command, on the coordinator's node.
+        var gatesProvider: (@Sendable () async -> ControlReply)?
     }
 
     /// What a node has done since it started.
@@ -316,9 +316,9 @@ public final class Node: Sendable {
     // MARK: Endpoints
 
     /// The local control endpoint (`ce-node emit/ask/status` talk to it).
-    public var controlEndpoint: String { "ipc://" + absolute(options.dataDirectory) + "/control.sock" }
+    public var controlEndpoint: String { NodePaths(dataDirectory: options.dataDirectory).controlEndpoint }
     /// The local feed: every event this node stores, as it is stored (`ce-node tail`).
-    public var feedEndpoint: String { "ipc://" + absolute(options.dataDirectory) + "/feed.sock" }
+    public var feedEndpoint: String { NodePaths(dataDirectory: options.dataDirectory).feedEndpoint }
 
     // MARK: Running
 
@@ -864,9 +864,9 @@ public final class Node: Sendable {
     /// When each peer was last heard (heartbeats), by node name.
     public var peerHeartbeats: [String: Date] { state.withLock { $0.peers.mapValues(\.lastSeen) } }
 
-    /// Adds a command to the control endpoint: `{"cmd": name, ...}` -> the handler's JSON.
-    public func addControlCommand(_ name: String, _ handler: @escaping @Sendable ([String: JSONValue]) async -> JSONValue) {
-        state.withLock { $0.controlCommands[name] = handler }
+    /// Serves the control endpoint's `gates` command (the coordinator's service does).
+    public func provideGates(_ provider: @escaping @Sendable () async -> ControlReply) {
+        state.withLock { $0.gatesProvider = provider }
     }
 
     /// The events in this node's store, in the order stored.
@@ -942,7 +942,7 @@ public final class Node: Sendable {
                 "pub": .string(spec.bindPubEndpoint), "rep": .string(spec.bindRepEndpoint),
                 "control": .string(controlEndpoint), "feed": .string(feedEndpoint),
             ],
-            "store": .string(options.dataDirectory + "/events.sqlite"),
+            "store": .string(NodePaths(dataDirectory: options.dataDirectory).store),
             "index": indexStatus(),
             "security": .string(topology.settings.security.rawValue),
         ]
@@ -966,6 +966,3 @@ public struct NodeError: Error, CustomStringConvertible, Sendable {
     public init(_ description: String) { self.description = description }
 }
 
-func absolute(_ path: String) -> String {
-    path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
-}
