@@ -30,4 +30,7 @@ extension EventType {
     /// A pool's liveness changed: `{"pool","nodes"}`.
     public static let poolUp = try! EventType(validating: "pool_up")
     public static let poolDown = try! EventType(validating: "pool_down")
+    /// A node received an event it cannot take (larger than its own `max_message_bytes`): the
+    /// hole in that line, `{"origin","epoch","seq","id","event_type","bytes","limit"}`.
+    public static let eventSkipped = try! EventType(validating: "event_skipped")
 }

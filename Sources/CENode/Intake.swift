@@ -260,6 +260,15 @@ extension Node {
         }
         let cursors = intake.state.withLock { $0.cursorsToSave(for: held, force: force) }
         if held.isEmpty && cursors.isEmpty { return }
+        // An event larger than this node takes (its limit is smaller than the origin's) is a
+        // hole: its line moves past it, so what follows is taken in order, and it is said.
+        let limit = topology.settings.maxMessageBytes
+        var holes: [Intake.Held] = []
+        var held = held
+        if held.contains(where: { $0.envelope.count > limit }) {
+            holes = held.filter { $0.envelope.count > limit }
+            held.removeAll { $0.envelope.count > limit }
+        }
         let received = Date()
         let records = held.map { StoredEvent(event: $0.event, envelope: $0.envelope, receivedAt: received) }
         let fresh: [Bool]
@@ -290,6 +299,29 @@ extension Node {
         metrics.duplicates.increment(by: duplicates)
         metrics.delivered.increment(by: records.count - duplicates)
         metrics.stored(origins: zip(held, fresh).lazy.filter(\.1).map(\.0.event.origin))
+        if !holes.isEmpty { await recordHoles(holes, limit: limit) }
+    }
+
+    /// Says each skipped event where an operator sees it: the status counter and a metric,
+    /// the log, and an `event_skipped` event of this node (stored here and sent to its peers).
+    private func recordHoles(_ holes: [Intake.Held], limit: Int) async {
+        state.withLock { $0.counters.skipped += holes.count }
+        metrics.skipped.increment(by: holes.count)
+        var emissions: [Emission] = []
+        for hole in holes {
+            let e = hole.event
+            logger.error("""
+                skipped \(e.origin)'s event \(e.id) (seq \(e.seq), \(e.type)): it is \(hole.envelope.count) bytes, more than this node's \
+                limit of \(limit) (settings.max_message_bytes; the origin's topology allows more): not stored here, the line goes on after it
+                """)
+            emissions.append(Emission(.eventSkipped, payload: [
+                "origin": .string(e.origin), "epoch": .string(e.epoch), "seq": .number(Double(e.seq)), "id": .string(e.id),
+                "event_type": .string(e.type.rawValue), "bytes": .number(Double(hole.envelope.count)), "limit": .number(Double(limit)),
+            ]))
+        }
+        for case .failure(let error) in await emitEach(emissions) {
+            logger.error("could not store the event_skipped record: \(error)")
+        }
     }
 
     /// Starts the replay loop for a line, or tells the running one to go round again.

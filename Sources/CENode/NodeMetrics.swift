@@ -42,6 +42,9 @@ public struct NodeMetrics: Sendable {
     public let pendingDropped: Counter
     /// Times a peer's live events were paused while this node caught up by replay.
     public let livePauses: Counter
+    /// Events received that this node cannot take (larger than its own limit): holes in
+    /// their lines, each said in the log and in an `event_skipped` event.
+    public let skipped: Counter
     public let listenerDrops: Counter
     /// Events per store transaction, and how long each transaction took (fsync included).
     public let commitBatch: Recorder
@@ -77,6 +80,7 @@ public struct NodeMetrics: Sendable {
         replayedOut = counter("ce_replay_events_served_total")
         pendingDropped = counter("ce_events_held_dropped_total")
         livePauses = counter("ce_live_pauses_total")
+        skipped = counter("ce_events_skipped_total")
         listenerDrops = counter("ce_listener_drops_total")
         commitBatch = Recorder(label: "ce_store_commit_batch_events", dimensions: [], aggregate: true, factory: factory)
         commitDuration = CoreMetrics.Timer(label: "ce_store_commit_duration_seconds", dimensions: [], factory: factory)

@@ -201,7 +201,7 @@ extension Node {
         } else {
             socket = try context.socket(.req)
             do {
-                try socket.set([.linger(milliseconds: 0), .maxMessageSize(Int64(topology.settings.maxMessageBytes))])
+                try socket.set([.linger(milliseconds: 0), .maxMessageSize(Self.receiveCeiling(topology.settings))])
                 try security.dial(socket, to: source)
                 try socket.connect(source.replayEndpoint ?? source.repEndpoint)
             } catch {
