@@ -178,6 +178,8 @@ public final class Node: Sendable {
         /// Times a peer's live events were paused because this node fell too far behind
         /// (it read them by replay until it caught up).
         public var livePauses = 0
+        /// Events received that this node could not take (larger than its own limit).
+        public var skipped = 0
         /// Messages whose claimed origin (`origin`, `answered_by`, `from_node`) is not the
         /// node whose key sent them; CURVE handshakes the allow-list refused.
         public var forged = 0
@@ -462,7 +464,7 @@ public final class Node: Sendable {
             let sub = try context.socket(.sub)
             try security.dial(sub, to: peer)
             try sub.set([
-                .maxMessageSize(Int64(settings.maxMessageBytes)), .receiveHighWaterMark(Self.highWaterMark),
+                .maxMessageSize(Self.receiveCeiling(settings)), .receiveHighWaterMark(Self.highWaterMark),
                 .reconnectInterval(milliseconds: 100), .reconnectIntervalMax(milliseconds: 2000),
                 .heartbeatInterval(milliseconds: settings.heartbeatMilliseconds),
                 .heartbeatTimeout(milliseconds: settings.heartbeatMilliseconds * 3),
@@ -522,8 +524,16 @@ public final class Node: Sendable {
 
     /// Types the bus itself emits, admitted like the catalog's.
     public static let busTypes: [EventType] = [
-        .gatePassed, .gateTimedOut, .gateRejected, .conflictResolved, .conflictClosed, .poolUp, .poolDown,
+        .gatePassed, .gateTimedOut, .gateRejected, .conflictResolved, .conflictClosed, .poolUp, .poolDown, .eventSkipped,
     ]
+
+    /// What libzmq lets in on the sockets that bring peers' events (live and replayed): more
+    /// than this node's own limit, so an authenticated peer's event that is too large here is
+    /// received and skipped with a record of the hole (Intake), instead of the connection
+    /// dropping on it again and again and the line stalling behind it.
+    static func receiveCeiling(_ settings: TopologySettings) -> Int64 {
+        Int64(max(settings.maxMessageBytes, 64 << 20))
+    }
 
     /// The types a pool's nodes subscribe to (nil: all): the topology's list, plus what the
     /// coordinator decides, which concerns every pool.
@@ -935,7 +945,7 @@ public final class Node: Sendable {
                 "replays": .number(Double(counters.replays)), "replay_requests": .number(Double(counters.replayRequests)),
                 "replayed_in": .number(Double(counters.replayedIn)), "replayed_out": .number(Double(counters.replayedOut)),
                 "pending_dropped": .number(Double(counters.pendingDropped)),
-                "live_pauses": .number(Double(counters.livePauses)),
+                "live_pauses": .number(Double(counters.livePauses)), "skipped": .number(Double(counters.skipped)),
                 "forged": .number(Double(counters.forged)), "handshakes_refused": .number(Double(counters.handshakesRefused)),
             ],
             "endpoints": [
