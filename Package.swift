@@ -108,7 +108,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "ce-bench",
-            dependencies: ["CENode", "CECore", "CEStore", "CECoordinator", "CEObserve"]
+            dependencies: ["CENode", "CECore", "CEStore", "CECoordinator", "CEObserve", "ZeroMQ", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ"]),
         .testTarget(name: "CECoreTests", dependencies: ["CECore"]),
