@@ -378,15 +378,7 @@ extension Node {
     /// whose sources all fail is retried while the origin is away; an older line ends once
     /// every peer reachable was asked.
     func replayLoop(_ line: Line, feed: Socket) async {
-        var backoff = Duration.milliseconds(100)
-        var failures = 0
-        // Until a source answered, the ask timeout (a source that never answers is found out
-        // soon); once pages flow, a page (up to 4 MiB, from a node that may be busy catching
-        // up itself) gets longer, so a slow reply is not dropped and asked for again.
-        let firstTimeout = Duration.milliseconds(max(1000, topology.settings.askTimeoutMilliseconds))
-        let pageTimeout = Duration.milliseconds(max(5000, topology.settings.askTimeoutMilliseconds))
-        var answered = false
-        var timeout: Duration { answered ? pageTimeout : firstTimeout }
+        var plan = ReplayPlan(askTimeoutMilliseconds: topology.settings.askTimeoutMilliseconds)
         let types = intake.state.withLock { $0.tracks[line]?.own == true } ? nil : intake.types.map { $0.sorted() }
         /// The next page, asked for while the one before was being stored, and decoded.
         var ahead: (reply: Replay.Reply, source: NodeSpec)?
@@ -407,11 +399,10 @@ extension Node {
                 return (point.after, point.since, d.tracks[line]?.retired ?? true)
             }
             let request = Replay.Request(line: line, after: after, types: types, since: since, fromNode: spec.name)
-            var sources: [NodeSpec] = []
-            if !retired, let origin = topology.node(named: line.origin) { sources.append(origin) }
-            let relays = relays(for: line, types: types.map(Set.init))
-            // While the origin is down, ask those that hold its events first.
-            if !retired && looksDown(line.origin) { sources = relays + sources } else { sources += relays }
+            let origin = topology.node(named: line.origin)
+            let sources = ReplayPlan.sources(
+                origin: origin, retired: retired, originDown: !retired && looksDown(line.origin),
+                relays: relays(for: line, types: types.map(Set.init)))
             var got: (reply: Replay.Reply, source: NodeSpec)?
             var reasons: [String] = []
             /// Sources that could not be asked (down, refused, timed out), as opposed to those
@@ -425,7 +416,7 @@ extension Node {
                     state.withLock { $0.counters.replayRequests += 1 }
                     metrics.replayRequestsMade.increment()
                     do {
-                        let reply = try await fetchReplay(from: source, request, timeout: timeout, kept: connection)
+                        let reply = try await fetchReplay(from: source, request, timeout: plan.timeout, kept: connection)
                         // A relay that holds nothing past this node's cursor: try the next one.
                         if source.name != line.origin && reply.through <= after && reply.events.isEmpty {
                             reasons.append("\(source.name) holds nothing after \(after)")
@@ -441,40 +432,30 @@ extension Node {
                 }
             }
             guard let (reply, source) = got else {
-                failures += 1
-                // An older epoch (or this node's own): no origin to wait for. It ends once every
-                // peer answered with nothing more, or after a minute of peers failing to answer
-                // (the survey starts it again when one shows it holds more); what is held
-                // behind a gap is then taken as it is.
-                if retired || topology.node(named: line.origin) == nil, unreachable == 0 || failures >= 30 {
+                switch plan.failed(unreachable: unreachable, originServes: !retired && origin != nil, originUp: isUp(line.origin)) {
+                case .end:
+                    // What is held behind a gap is taken as it is.
                     let taken = (try? await intake.turn.run { try await self.takeWithoutReplay(line, feed: feed) }) ?? 0
                     if taken > 0 || unreachable > 0 {
                         logger.notice("replay of \(line) ended (\(reasons.isEmpty ? "no peer can relay it" : reasons.joined(separator: "; ")))\(taken > 0 ? ": took \(taken) waiting events as they came" : "")")
                     }
                     return
-                }
-                if failures == 1 || failures % 20 == 0 {
-                    logger.notice("replay of \(line) failed (\(failures) times so far), retrying: \(reasons.joined(separator: "; "))")
-                }
-                // An origin that is alive (its heartbeats arrive) but never answers a replay
-                // (a publisher of another make, a replay port that is wrong): take its events
-                // as they come rather than hold them forever.
-                if failures >= 5 && isUp(line.origin) {
+                case .takeAsTheyCame:
                     do {
                         let taken = try await intake.turn.run { try await self.takeWithoutReplay(line, feed: feed) }
                         logger.warning("\(line.origin) is alive but answers no replay (\(reasons.joined(separator: "; "))): took \(taken) waiting events as they came; events it published in gaps before them may be missing here")
                         return
                     } catch {
                         logger.error("storing \(line.origin)'s waiting events failed: \(error)")
+                        try? await Task.sleep(for: plan.storeFailed())
                     }
+                case .retry(let wait, let log):
+                    if log { logger.notice("replay of \(line) failed (\(plan.failures) times so far), retrying: \(reasons.joined(separator: "; "))") }
+                    try? await Task.sleep(for: wait)
                 }
-                try? await Task.sleep(for: backoff)
-                backoff = min(backoff * 2, .seconds(2))
                 continue
             }
-            failures = 0
-            backoff = .milliseconds(100)
-            answered = true
+            plan.gotPage()
             let more: Bool
             do {
                 if reply.through < reply.lastSeq {
@@ -482,7 +463,7 @@ extension Node {
                     // may have been asked for already), the one after it is asked for, and the
                     // next one is decoded. Each starts at the end of the page before it;
                     // whatever the store step moves the cursor past is filtered out when taken.
-                    let wait = timeout
+                    let wait = plan.timeout
                     let next = rawAhead ?? pageTask(line, after: reply.through, types: types, from: source, timeout: wait, kept: connection)
                     rawAhead = nil
                     async let prefetch: (reply: Replay.Reply, following: Task<Replay.RawPage?, Never>?)? = {
@@ -509,8 +490,7 @@ extension Node {
             } catch {
                 if Task.isCancelled { return }
                 logger.error("storing replayed events of \(line) failed, retrying: \(error)")
-                try? await Task.sleep(for: backoff)
-                backoff = min(backoff * 2, .seconds(2))
+                try? await Task.sleep(for: plan.storeFailed())
                 continue
             }
             if !more {
