@@ -20,9 +20,6 @@ public struct CoordinatorState: Sendable {
     }
 
     /// The clock is not read: gate rounds open with their first report, not when the state is made.
-    @available(*, deprecated, renamed: "init(topology:)", message: "gate rounds open with their first report; the clock is not needed")
-    public init(topology: Topology, now: Date) { self.init(topology: topology) }
-
     public mutating func handle(_ event: Event, now: Date) -> [Emission] {
         var out = conflicts.handle(event, now: now)
         out += gates.handle(event, now: now, openSubjects: conflicts.openSubjects)

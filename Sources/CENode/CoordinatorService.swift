@@ -15,7 +15,7 @@ public final class CoordinatorService: Sendable {
     public init(node: Node, tickInterval: Duration = .milliseconds(250)) {
         self.node = node
         self.tickInterval = tickInterval
-        self.state = Mutex(CoordinatorState(topology: node.topology, now: Date()))
+        self.state = Mutex(CoordinatorState(topology: node.topology))
     }
 
     /// Serves until cancelled; run it beside `node.run()`.
@@ -37,8 +37,8 @@ public final class CoordinatorService: Sendable {
         let started = ContinuousClock.now
         await node.waitForRefill()
         // Rebuild from the store: every event the state machines act on, with its own time as
-        // the clock. Gates have been open since the first of them (or since now, on a fresh
-        // store). A refilled store holds the events origin by origin: they go in by their time.
+        // the clock, so a round opens at its first report's own time. A refilled store holds
+        // the events origin by origin: they go in by their time.
         let types = Self.types(node.topology)
         var events: [Event] = []
         var after: Int64 = 0
@@ -49,7 +49,7 @@ public final class CoordinatorService: Sendable {
             events += page.map(\.event)
         }
         if refilling { events.sort { $0.timestamp < $1.timestamp } }
-        var rebuilt = CoordinatorState(topology: node.topology, now: events.first?.timestamp ?? Date())
+        var rebuilt = CoordinatorState(topology: node.topology)
         var decided: [Emission] = []
         var published = Set<String>()
         for event in events {

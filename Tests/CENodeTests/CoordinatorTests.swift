@@ -50,8 +50,7 @@ struct CoordinatorTests {
         try await withCluster(Self.nodes, pools: Self.config, start: ["coordinator", "planner-1", "builder-1"]) { cluster in
             cluster.kill("builder-1")
             try await cluster.emit("planner-1", "sync_point_reached", ["gate": "quick"])
-            // The deadline runs from the coordinator's start: long enough for the planner's
-            // report to arrive first on a loaded machine.
+            // The round opens with the planner's report; its deadline runs from then.
             try await eventually(40, "the gate times out") { !(try await coordinatorEvents(cluster, "gate_timed_out")).isEmpty }
             let timedOut = try await coordinatorEvents(cluster, "gate_timed_out").first { $0["payload"]?["gate"]?.stringValue == "quick" }
             #expect(timedOut?["payload"]?["missing"] == ["builder"])
