@@ -470,7 +470,7 @@ public final class Node: Sendable {
                 .heartbeatTimeout(milliseconds: settings.heartbeatMilliseconds * 3),
             ])
             for prefix in subscriptionPrefixes { try sub.set(.subscribe(prefix)) }
-            let events = try sub.monitor([.connected, .disconnected])
+            let events = try sub.monitor(Redialer.watched)
             try sub.connect(peer.pubEndpoint)
             subs.append(PeerSubscription(peer: peer, socket: sub, events: events))
             intake.subscriptions.withLock { $0[peer.name] = sub }
@@ -742,28 +742,7 @@ public final class Node: Sendable {
     /// a peer): a peer connection that stays down is dialled again, so one bad message never
     /// cuts a node off from a peer for good.
     private func redialLoop(sub: Socket, events: MonitorEvents) async throws {
-        final class Endpoints: Sendable { let set = Mutex<Set<String>>([]) }
-        let connected = Endpoints()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for try await event in events {
-                switch event.kind {
-                case .connected?:
-                    connected.set.withLock { _ = $0.insert(event.endpoint) }
-                case .disconnected?:
-                    connected.set.withLock { _ = $0.remove(event.endpoint) }
-                    let endpoint = event.endpoint
-                    group.addTask {
-                        try await Task.sleep(for: .seconds(1))
-                        guard !connected.set.withLock({ $0.contains(endpoint) }) else { return }
-                        self.logger.notice("peer connection \(endpoint) dropped and not restored by libzmq: dialling again")
-                        try? sub.disconnect(endpoint)
-                        try? sub.connect(endpoint)
-                    }
-                default:
-                    break
-                }
-            }
-        }
+        try await redial(sub: sub, events: events)  // Redial.swift: once per endpoint, backing off
     }
 
     func reject(_ reason: String, _ kind: RejectReason) {
