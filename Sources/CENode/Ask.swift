@@ -67,7 +67,7 @@ extension Node {
         let retries = retries ?? topology.settings.askRetries
         var request = Wire.Request(
             requestID: EventID.make(), fromNode: spec.name, fromPool: spec.pool, pool: pool, question: question)
-        state.withLock { $0.counters.asksSent += 1 }
+        count(.askSent)
         let first = Int(nextResponder.add(1, ordering: .relaxed).oldValue % UInt64(responders.count))
         var forgedReplies = 0
         let start = ContinuousClock.now
@@ -99,8 +99,7 @@ extension Node {
             }
             return value
         }
-        state.withLock { $0.counters.asksFailed += 1 }
-        metrics.askFailures.increment()
+        count(.askFailed)
         if forgedReplies > 0 {
             throw AskError(
                 kind: .refused,
@@ -140,8 +139,7 @@ extension Node {
             return nil
         }
         if object["status"]?.stringValue == "ok", let answer = object["answer"] { return answer }
-        state.withLock { $0.counters.asksFailed += 1 }
-        metrics.askFailures.increment()
+        count(.askFailed)
         let by = object["answered_by"]?.stringValue ?? pool
         throw AskError(kind: .refused, description: "\(by) could not answer: \(object["error"]?.stringValue ?? "no reason given")")
     }
@@ -205,12 +203,12 @@ extension Node {
                 let joined = state.withLock { s -> Bool in
                     guard s.inFlight[request.requestID] != nil else { return false }
                     s.inFlight[request.requestID]!.append(peer)
-                    s.counters.repeatedQuestions += 1
+                    count(.repeatedQuestion, in: &s)
                     return true
                 }
                 if joined { continue }
                 if let stored = try? store.answer(for: request.requestID) {
-                    state.withLock { $0.counters.repeatedQuestions += 1 }
+                    count(.repeatedQuestion)
                     try? await router.send(Message([peer, Frame([]), Frame(stored)]))
                     continue
                 }
@@ -270,8 +268,7 @@ extension Node {
             // no thread hand-off between them.
             try await withTaskExecutorPreference(writer.executor) {
                 try await self.writer.recordAnswer(requestID: request.requestID, reply: answered)
-                self.state.withLock { $0.counters.questionsAnswered += 1 }
-                self.metrics.questionsAnswered.increment()
+                self.count(.questionAnswered)
                 await self.sendReply(answered, to: request, router: router)
             }
         } catch is CancellationError {

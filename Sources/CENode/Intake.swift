@@ -215,11 +215,9 @@ extension Node {
                 return live
             }
             state.withLock { s in
-                s.counters.duplicates += live.duplicates
-                s.counters.pendingDropped += live.dropped
+                if live.duplicates + live.stale > 0 { count(.duplicates(live.duplicates + live.stale), in: &s) }
+                if live.dropped > 0 { count(.pendingDropped(live.dropped), in: &s) }
             }
-            metrics.duplicates.increment(by: live.duplicates)
-            metrics.pendingDropped.increment(by: live.dropped)
             for (line, seq, cursor) in live.regressions {
                 logger.error("""
                     \(line.origin) says its last sequence in epoch \(line.epoch) is \(seq), but this node holds its events \
@@ -230,7 +228,6 @@ extension Node {
             for (old, new) in live.newEpochs {
                 logger.notice("\(new.origin) numbers its events in a new epoch \(new.epoch) (its store was replaced): taking them from sequence 1; its epoch \(old.epoch.isEmpty ? "(none)" : old.epoch) is kept, held here up to \(intake.state.withLock { $0.tracks[old]?.cursor ?? 0 })")
             }
-            if live.stale > 0 { metrics.duplicates.increment(by: live.stale) }
             var replayFrom = live.replayFrom
             do {
                 try await storeAndHandOver(live.take, feed: feed)
@@ -293,11 +290,9 @@ extension Node {
             state.withLock { $0.inboxMark = mark }
         }
         state.withLock { s in
-            s.counters.received += records.count - duplicates
-            s.counters.duplicates += duplicates
+            count(.received(records.count - duplicates), in: &s)
+            if duplicates > 0 { count(.duplicates(duplicates), in: &s) }
         }
-        metrics.duplicates.increment(by: duplicates)
-        metrics.delivered.increment(by: records.count - duplicates)
         metrics.stored(origins: zip(held, fresh).lazy.filter(\.1).map(\.0.event.origin))
         if !holes.isEmpty { await recordHoles(holes, limit: limit) }
     }
@@ -305,8 +300,7 @@ extension Node {
     /// Says each skipped event where an operator sees it: the status counter and a metric,
     /// the log, and an `event_skipped` event of this node (stored here and sent to its peers).
     private func recordHoles(_ holes: [Intake.Held], limit: Int) async {
-        state.withLock { $0.counters.skipped += holes.count }
-        metrics.skipped.increment(by: holes.count)
+        count(.skipped(holes.count))
         var emissions: [Emission] = []
         for hole in holes {
             let e = hole.event
@@ -328,7 +322,7 @@ extension Node {
     func startReplay(of line: Line) {
         let start = intake.state.withLock { $0.startReplay(of: line) }
         guard start else { return }
-        state.withLock { $0.counters.replays += 1 }
+        count(.replayStarted)
         intake.refill.withLock { r in if r.wanted && !r.done { r.lines.insert(line) } }
         intake.replayRequests.put(line)
     }
@@ -413,8 +407,7 @@ extension Node {
                 ahead = nil
             } else {
                 for source in sources {
-                    state.withLock { $0.counters.replayRequests += 1 }
-                    metrics.replayRequestsMade.increment()
+                    count(.replayRequest)
                     do {
                         let reply = try await fetchReplay(from: source, request, timeout: plan.timeout, kept: connection)
                         // A relay that holds nothing past this node's cursor: try the next one.
@@ -525,8 +518,7 @@ extension Node {
             logger.warning("pausing \(peer)'s live events failed (they are taken or dropped as they come): \(error)")
             return
         }
-        state.withLock { $0.counters.livePauses += 1 }
-        metrics.livePauses.increment()
+        count(.livePause)
         logger.info("\(peer)'s live events paused: this node fell too far behind, it reads them by replay")
     }
 
@@ -547,8 +539,7 @@ extension Node {
     /// fails (the replay loop then asks again as it does after any failure).
     func pageTask(_ line: Line, after: UInt64, types: [String]?, from source: NodeSpec, timeout: Duration, kept: KeptSockets) -> Task<Replay.RawPage?, Never> {
         let request = Replay.Request(line: line, after: after, types: types, since: nil, fromNode: spec.name)
-        state.withLock { $0.counters.replayRequests += 1 }
-        metrics.replayRequestsMade.increment()
+        count(.replayRequest)
         return Task { try? await self.requestPage(from: source, request, timeout: timeout, kept: kept) }
     }
 
@@ -556,8 +547,7 @@ extension Node {
     private func takeReplayed(_ reply: Replay.Reply, _ line: Line, feed: Socket) async throws -> Bool {
         let page = Delivery.Page(lastSeq: reply.lastSeq, through: reply.through, events: reply.events)
         let accepted = intake.state.withLock { $0.takePage(page, from: line) }
-        state.withLock { $0.counters.replayedIn += reply.events.count }
-        metrics.replayedIn.increment(by: reply.events.count)
+        count(.replayedIn(reply.events.count))
         try await storeAndHandOver(accepted, feed: feed)
         intake.refill.withLock { r in if r.wanted && !r.done { r.events += accepted.count } }
         return intake.state.withLock { $0.pageStored(page, from: line) }

@@ -678,7 +678,7 @@ public final class Node: Sendable {
                 for r in repeats { r.complete(.failure(error)) }
                 continue
             }
-            metrics.emitted.increment(by: events.count)
+            count(.emitted(events.count))
             metrics.stored(events.count, from: spec.name)
             var wire: [Message] = []
             var local: [Message] = []
@@ -697,7 +697,6 @@ public final class Node: Sendable {
                 state.withLock { s in
                     s.lastSeq = events.last!.seq
                     s.marks = marks.marks
-                    s.counters.emitted += events.count
                 }
                 try? await pub.send(batch: wire)
             }
@@ -746,8 +745,7 @@ public final class Node: Sendable {
     }
 
     func reject(_ reason: String, _ kind: RejectReason) {
-        state.withLock { $0.counters.rejected += 1 }
-        metrics.rejected(kind)
+        count(.rejected(kind))
         logger.warning("rejected a message: \(reason)")
     }
 
@@ -841,8 +839,7 @@ public final class Node: Sendable {
             }
         }
         if drops > 0 {
-            state.withLock { $0.counters.listenerDrops += drops }
-            metrics.listenerDrops.increment(by: drops)
+            count(.listenerDrops(drops))
         }
     }
 

@@ -54,7 +54,15 @@ public struct NodeMetrics: Sendable {
     /// From `ask` called to the answer (retries included), by outcome.
     public let askDuration: CoreMetrics.Timer
     public let askFailures: Counter
+    public let asksSent: Counter
     public let questionsAnswered: Counter
+    /// Retries of a question answered (or being answered) already: answered once.
+    public let repeatedQuestions: Counter
+    /// Replays started (a gap, a silent tail, a restart).
+    public let replays: Counter
+    /// Messages whose claimed origin is not the node whose key sent them; handshakes refused.
+    public let forged: Counter
+    public let handshakesRefused: Counter
     /// Event-folder files taken as events, and files moved to `rejected/`.
     public let folderFilesPicked: Counter
     public let folderFilesRejected: Counter
@@ -87,7 +95,12 @@ public struct NodeMetrics: Sendable {
         emitDuration = CoreMetrics.Timer(label: "ce_emit_duration_seconds", dimensions: [], factory: factory)
         askDuration = CoreMetrics.Timer(label: "ce_ask_duration_seconds", dimensions: [], factory: factory)
         askFailures = counter("ce_asks_failed_total")
+        asksSent = counter("ce_asks_total")
         questionsAnswered = counter("ce_questions_answered_total")
+        repeatedQuestions = counter("ce_questions_repeated_total")
+        replays = counter("ce_replays_total")
+        forged = counter("ce_forged_total")
+        handshakesRefused = counter("ce_handshakes_refused_total")
         folderFilesPicked = counter("ce_event_files_total", [("result", "picked")])
         folderFilesRejected = counter("ce_event_files_total", [("result", "rejected")])
     }

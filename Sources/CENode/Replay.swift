@@ -172,9 +172,7 @@ extension Node {
             frames.append(Frame(event.envelope))
         }
         if frames.count == stored.count && stored.count == request.limit { through = stored.last!.seq }
-        state.withLock { $0.counters.replayedOut += frames.count }
-        metrics.replayRequestsServed.increment()
-        metrics.replayedOut.increment(by: frames.count)
+        count(.replayServed(frames.count))
         let header: JSONValue = [
             "v": .number(Double(Wire.version)), "status": "ok", "origin": .string(line.origin), "epoch": .string(line.epoch),
             "answered_by": .string(spec.name),

@@ -142,7 +142,7 @@ final class NodeSecurity: Sendable {
 extension Node {
     /// Counts and logs a message whose claimed origin is not the node that sent it.
     func forged(_ what: String, claimed: String, sender: String) {
-        state.withLock { $0.counters.forged += 1 }
+        count(.forged)
         logger.warning("rejected a forged \(what): it claims to come from \(claimed) but \(sender) sent it", metadata: [
             "ce.claimed": .string(claimed), "ce.sender": .string(sender),
         ])
@@ -150,7 +150,7 @@ extension Node {
 
     /// A refused handshake, from the reactor thread: counted; logged once per peer address.
     func refusedHandshake(_ denial: Authenticator.Denial) {
-        state.withLock { $0.counters.handshakesRefused += 1 }
+        count(.handshakeRefused)
         let first = security.refusedLogged.withLock { logged -> Bool in
             guard logged.count < 1000 else { return false }
             return logged.insert(denial.address).inserted
