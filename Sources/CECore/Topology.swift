@@ -63,6 +63,11 @@ public struct TopologySettings: Sendable, Hashable {
     /// False when `keys_file` names a file that does not exist (yet): nodes refuse to start
     /// with CURVE then, saying which command makes the keys.
     public var keysFileFound = true
+    /// `settings.http_token_file` resolved against the topology file's folder, if given: the
+    /// file holding the bearer token that HTTP requests which change state (`POST /resolve`)
+    /// must carry. Nil: every HTTP port is read-only. The file is read (and checked) by the
+    /// process that takes such requests, when it starts; this is only where it is.
+    public var httpTokenFile: String?
     public init() {}
 }
 

@@ -14,6 +14,9 @@ import Yams
 ///       max_message_bytes: 1048576   # larger inbound messages drop the connection, 1024-2^30
 ///       security: curve              # curve (default): CURVE + an allow-list of the keys below; none: plain TCP
 ///       keys_file: keys.yaml         # optional; a mapping node name -> public key, relative to this file
+///       http_token_file: http.token  # optional; relative to this file; without it HTTP ports are read-only,
+///                                    # with it POST /resolve needs "Authorization: Bearer <the file's text>"
+///                                    # (the file: mode 0600 or stricter, not empty; read when the coordinator starts)
 ///     coordinator:                   # optional; a node of the reserved pool "coordinator"
 ///       name / host / bind / ports / data / workspace   (as for nodes; no pool key)
 ///     nodes:                         # required, at least one
@@ -329,7 +332,7 @@ public enum TopologyLoader {
         }
 
         mutating func readSettings(_ node: Yams.Node, into settings: inout TopologySettings) {
-            let keys = ["heartbeat_ms", "ask_timeout_ms", "ask_retries", "max_message_bytes", "security", "keys_file"]
+            let keys = ["heartbeat_ms", "ask_timeout_ms", "ask_retries", "max_message_bytes", "security", "keys_file", "http_token_file"]
             guard let m = mapping(node, "settings", allowed: keys) else { return }
             if let v = string(m, "security", "settings") {
                 if let mode = SecurityMode(rawValue: v) {
@@ -338,12 +341,19 @@ public enum TopologyLoader {
                     problem("settings.security", m["security"], "expected curve or none, got \"\(v)\"")
                 }
             }
+            let folder = (file as NSString).deletingLastPathComponent
             if let v = string(m, "keys_file", "settings") {
                 if v.isEmpty {
                     problem("settings.keys_file", m["keys_file"], "empty path")
                 } else {
-                    let folder = (file as NSString).deletingLastPathComponent
                     settings.keysFile = v.hasPrefix("/") || folder.isEmpty ? v : folder + "/" + v
+                }
+            }
+            if let v = string(m, "http_token_file", "settings") {
+                if v.isEmpty {
+                    problem("settings.http_token_file", m["http_token_file"], "empty path")
+                } else {
+                    settings.httpTokenFile = v.hasPrefix("/") || folder.isEmpty ? v : folder + "/" + v
                 }
             }
             if let v = int(m, "heartbeat_ms", "settings", range: 10...600_000) { settings.heartbeatMilliseconds = v }

@@ -246,6 +246,9 @@ public final class ClusterView: Sendable {
             "coordinator": topology.coordinator.map { .string($0.name) } ?? .null,
             "coordinator_reachable": .bool(coordination != nil),
             "resolvers": .array((topology.conflicts.resolvers.isEmpty ? ["human"] : topology.conflicts.resolvers).map(JSONValue.string)),
+            // What the page may do: "token" (resolve, sending the token a person types in) or
+            // "read_only" (no settings.http_token_file: POST /resolve is refused).
+            "resolve": topology.settings.httpTokenFile == nil ? "read_only" : "token",
             "clients": .number(Double(hub.clientCount)), "dropped": .number(Double(hub.droppedCount)),
         ]
         if timeline { out["timeline"] = .array(s.timeline) }
@@ -255,8 +258,9 @@ public final class ClusterView: Sendable {
     // MARK: Acting
 
     /// Closes a conflict as the human resolver (what `ce-node resolve` does): through the
-    /// coordinator in this process, or the coordinator's HTTP server.
-    public func resolve(conflictID: String, decision: JSONValue) async throws -> JSONValue {
+    /// coordinator in this process, or the coordinator's HTTP server, which is sent
+    /// `authorization` (the header of the request that asked for this) to check.
+    public func resolve(conflictID: String, decision: JSONValue, authorization: String? = nil) async throws -> JSONValue {
         if let local, local.node.spec.isCoordinator {
             return try await Self.resolve(on: local.node, conflictID: conflictID, decision: decision)
         }
@@ -264,10 +268,23 @@ public final class ClusterView: Sendable {
             throw NodeError("the topology's coordinator has no ports.metrics, so the dashboard cannot reach it to resolve")
         }
         let body: JSONValue = ["conflict_id": .string(conflictID), "decision": decision]
-        let (status, reply) = try await HTTPClient.fetch(.POST, url + "/resolve", body: body.serialized())
+        let (status, reply) = try await HTTPClient.fetch(
+            .POST, url + "/resolve", body: body.serialized(), headers: authorization.map { [("Authorization", $0)] } ?? [])
         let value = (try? JSONValue(parsing: reply)) ?? .null
-        guard status == .ok else { throw NodeError(value["error"]?.stringValue ?? "the coordinator answered \(status.code)") }
+        guard status == .ok else {
+            let message = value["error"]?.stringValue ?? "the coordinator answered \(status.code)"
+            // The coordinator's refusal of the request (a bad token, a bad body) is the asker's to see as it is.
+            if (400..<500).contains(Int(status.code)) { throw CoordinatorRefusal(status: Int(status.code), message: message) }
+            throw NodeError(message)
+        }
         return value
+    }
+
+    /// The coordinator refused a request passed on to it (4xx): its status and its reason.
+    struct CoordinatorRefusal: Error, CustomStringConvertible {
+        let status: Int
+        let message: String
+        var description: String { message }
     }
 
     static func resolve(on node: Node, conflictID: String, decision: JSONValue) async throws -> JSONValue {

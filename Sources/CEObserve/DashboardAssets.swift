@@ -35,7 +35,10 @@ enum DashboardAssets {
     </section>
     <section id="conflicts-section">
       <h2>Open conflicts</h2>
-      <table id="conflicts"><thead><tr><th>Subject</th><th>Parties</th><th>Resolver</th><th>Level</th><th>Open</th><th>Decide as human</th></tr></thead><tbody></tbody></table>
+      <table id="conflicts"><thead><tr><th>Subject</th><th>Parties</th><th>Resolver</th><th>Level</th><th>Open</th><th id="decide-head">Decide as human</th></tr></thead><tbody></tbody></table>
+      <p id="resolve-note" class="note" hidden></p>
+      <form id="token-form" class="note" hidden><label>HTTP token <input id="token-input" type="password" autocomplete="off" aria-label="HTTP token"></label> <button>Use</button> kept in this tab only</form>
+      <p id="token-set" class="note" hidden>HTTP token set for this tab <button type="button" id="token-forget">Forget</button></p>
       <p id="resolve-result" role="status"></p>
     </section>
   </div>
@@ -135,29 +138,62 @@ function renderGates(s) {
   }
 }
 
+// Resolving needs the token of the topology's settings.http_token_file (snapshot.resolve is
+// "token"); without one the server refuses it and the page shows conflicts read-only. The
+// token is typed in once and kept in this tab's sessionStorage; the server never sends it.
+const tokenKey = "ce-http-token";
+const token = () => sessionStorage.getItem(tokenKey) || "";
+const canResolve = (s) => s && s.resolve === "token";
+
+function renderAccess(s) {
+  const writable = canResolve(s), known = token() !== "";
+  $("decide-head").hidden = !writable;
+  $("resolve-note").hidden = writable;
+  $("resolve-note").textContent = writable ? "" : "Read-only: resolving from this page needs settings.http_token_file in the topology (docs/PROTOCOL.md); meanwhile ce-node resolve on the coordinator's host does it.";
+  $("token-form").hidden = !writable || known;
+  $("token-set").hidden = !writable || !known;
+}
+$("token-form").onsubmit = (e) => {
+  e.preventDefault();
+  const typed = $("token-input").value.trim();
+  if (typed) sessionStorage.setItem(tokenKey, typed);
+  $("token-input").value = "";
+  renderAccess(snapshot);
+};
+$("token-forget").onclick = () => { sessionStorage.removeItem(tokenKey); renderAccess(snapshot); };
+
 function renderConflicts(s) {
+  renderAccess(s);
   const body = $("conflicts").tBodies[0];
   const typing = document.activeElement && document.activeElement.closest && document.activeElement.closest("#conflicts");
   if (typing) return; // do not replace the field a person is typing in
   body.replaceChildren();
-  if (!s.conflicts.length) body.append(el("tr", {}, el("td", { colspan: 6, class: "empty", text: s.coordinator_reachable ? "no open conflicts" : "-" })));
+  const writable = canResolve(s), columns = writable ? 6 : 5;
+  if (!s.conflicts.length) body.append(el("tr", {}, el("td", { colspan: columns, class: "empty", text: s.coordinator_reachable ? "no open conflicts" : "-" })));
   for (const c of s.conflicts) {
-    const input = el("input", { placeholder: "decision", "aria-label": "decision for " + c.subject });
-    const button = el("button", { text: "Resolve" });
-    button.onclick = () => resolve(c.conflict_id, input.value, button);
+    let decide = null;
+    if (writable) {
+      const input = el("input", { placeholder: "decision", "aria-label": "decision for " + c.subject });
+      const button = el("button", { text: "Resolve" });
+      button.onclick = () => resolve(c.conflict_id, input.value, button);
+      decide = el("td", {}, input, " ", button);
+    }
     body.append(el("tr", { "data-conflict": c.conflict_id, title: c.conflict_id },
       el("td", { text: c.subject }), el("td", { text: c.parties.join(", ") }), el("td", { class: "resolver", text: c.resolver }),
-      el("td", { text: num(c.level) }), el("td", { text: dur(c.open_s) }), el("td", {}, input, " ", button)));
+      el("td", { text: num(c.level) }), el("td", { text: dur(c.open_s) }), decide));
   }
 }
 
 async function resolve(id, decision, button) {
   if (!decision.trim()) { $("resolve-result").textContent = "write a decision first"; return; }
+  if (!token()) { $("resolve-result").textContent = "enter the HTTP token first"; $("token-input").focus(); return; }
   button.disabled = true;
   try {
-    const r = await fetch("/resolve", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ conflict_id: id, decision }) });
+    const r = await fetch("/resolve", { method: "POST", headers: { "content-type": "application/json", authorization: "Bearer " + token() }, body: JSON.stringify({ conflict_id: id, decision }) });
     const body = await r.json();
-    $("resolve-result").textContent = r.ok ? "resolved " + id + " (event " + body.event.id + ")" : "could not resolve: " + body.error;
+    if (r.status === 401) { sessionStorage.removeItem(tokenKey); renderAccess(snapshot); }
+    $("resolve-result").textContent = r.ok ? "resolved " + id + " (event " + body.event.id + ")"
+      : r.status === 401 ? "the token was refused: enter it again" : "could not resolve: " + body.error;
   } catch (e) {
     $("resolve-result").textContent = "could not resolve: " + e;
   }
@@ -282,6 +318,9 @@ td { padding: 4px; border-bottom: 1px solid #1d252e; vertical-align: top; }
 td input { width: 140px; background: var(--bg); color: var(--text); border: 1px solid var(--line); border-radius: 3px; padding: 2px 4px; }
 td button { background: #1f6feb; color: white; border: 0; border-radius: 3px; padding: 3px 8px; cursor: pointer; }
 .empty { color: var(--dim); font-style: italic; }
+.note { color: var(--dim); font-size: 12px; margin: 8px 0 0; }
+.note input { width: 180px; background: var(--bg); color: var(--text); border: 1px solid var(--line); border-radius: 3px; padding: 2px 4px; }
+.note button { background: var(--line); color: var(--text); border: 0; border-radius: 3px; padding: 2px 8px; cursor: pointer; }
 footer { color: var(--dim); font-size: 11px; padding: 0 18px 12px; }
 """#
 }

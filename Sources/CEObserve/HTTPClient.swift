@@ -34,9 +34,10 @@ enum HTTPClient {
         return Target(host: String(host), port: port, path: rest.isEmpty ? "/" : String(rest))
     }
 
-    /// Sends one request; hands each body chunk to `onBody` as it arrives; returns the status.
+    /// Sends one request (with `headers` besides its own); hands each body chunk to `onBody`
+    /// as it arrives; returns the status.
     static func request(
-        _ method: HTTPMethod, _ url: String, body: [UInt8]? = nil,
+        _ method: HTTPMethod, _ url: String, body: [UInt8]? = nil, headers extra: [(String, String)] = [],
         onBody: @Sendable (ByteBuffer) async throws -> Void
     ) async throws -> HTTPResponseStatus {
         let target = try parse(url)
@@ -49,7 +50,7 @@ enum HTTPClient {
                 }
             }
         return try await channel.executeThenClose { inbound, outbound in
-            var headers = HTTPHeaders([("Host", "\(target.host):\(target.port)"), ("Connection", "close")])
+            var headers = HTTPHeaders([("Host", "\(target.host):\(target.port)"), ("Connection", "close")] + extra)
             if let body {
                 headers.add(name: "Content-Type", value: "application/json")
                 headers.add(name: "Content-Length", value: "\(body.count)")
@@ -71,7 +72,8 @@ enum HTTPClient {
 
     /// A whole response body (at most `limit` bytes), within `timeout`.
     static func fetch(
-        _ method: HTTPMethod = .GET, _ url: String, body: [UInt8]? = nil, timeout: Duration = .seconds(3), limit: Int = 8 << 20
+        _ method: HTTPMethod = .GET, _ url: String, body: [UInt8]? = nil, headers: [(String, String)] = [],
+        timeout: Duration = .seconds(3), limit: Int = 8 << 20
     ) async throws -> (status: HTTPResponseStatus, body: [UInt8]) {
         final class Collected: Sendable {
             let bytes = Mutex<[UInt8]>([])
@@ -79,7 +81,7 @@ enum HTTPClient {
         let collected = Collected()
         let status = try await withThrowingTaskGroup(of: HTTPResponseStatus?.self) { group in
             group.addTask {
-                try await request(method, url, body: body) { buffer in
+                try await request(method, url, body: body, headers: headers) { buffer in
                     let over = collected.bytes.withLock { b -> Bool in
                         b += buffer.readableBytesView
                         return b.count > limit

@@ -143,7 +143,7 @@ struct TopologyTests {
         expectProblem(found, #"cluster: name "my cluster" may only contain"#)
         expectProblem(found, #"settings.heartbeat_ms: wrong type: expected an integer, got "fast""#)
         expectProblem(found, "settings.ask_retries: 1000 is outside 0-100")
-        expectProblem(found, #"settings.tiemout: unknown key "tiemout" (allowed: heartbeat_ms, ask_timeout_ms, ask_retries, max_message_bytes, security, keys_file)"#)
+        expectProblem(found, #"settings.tiemout: unknown key "tiemout" (allowed: heartbeat_ms, ask_timeout_ms, ask_retries, max_message_bytes, security, keys_file, http_token_file)"#)
         expectProblem(found, #"coordinator.bind: bad address "somewhere": expected * or an IP address"#)
         expectProblem(found, #"nodes[0].name: name "bad name" may only contain"#)
         expectProblem(found, #"nodes[1].pool: the pool name "coordinator" is reserved"#)
