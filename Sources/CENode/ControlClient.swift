@@ -107,7 +107,7 @@ public final class ControlClient: Sendable {
     private func exchange(_ request: JSONValue, timeout: Duration) async throws -> JSONValue {
         let path = paths.controlSocket
         guard FileManager.default.fileExists(atPath: path) else {
-            throw NodeError("node \(name) is not running: no control endpoint at \(path) (start it with `ce-node run`)")
+            throw NodeError("no node is running with its control endpoint at \(path) (start it with `ce-node run`)")
         }
         let context = try self.context ?? Context()
         let owned = self.context == nil

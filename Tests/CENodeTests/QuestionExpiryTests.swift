@@ -69,7 +69,8 @@ struct QuestionExpiryTests {
             #expect(note.contains("not delivered"), "\(note)")
             #expect(try String(contentsOfFile: folder + "/rejected/\(id).json", encoding: .utf8).contains("token"))
             #expect(FileManager.default.fileExists(atPath: unfinished))
-            #expect(cluster.log("planner-1").contains("reply file \(id).json refused"))
+            // Logged right after the file moves: wait for the line rather than race it.
+            try await eventually(5, "the refusal is logged") { cluster.log("planner-1").contains("reply file \(id).json refused") }
 
             // Nobody got the late answer: only the patient question was answered.
             let counters = try await cluster.status("planner-1")["counters"]
