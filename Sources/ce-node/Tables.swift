@@ -2,8 +2,35 @@ import CECore
 import Foundation
 
 /// What `status`, `gates` and `conflicts` print for a person: a heading, aligned `key: value`
-/// lines and boxed tables, as the `nats` CLI does; `--json` prints the data instead.
+/// lines and boxed tables, as the `nats` CLI does; `history` and `tail` print a line an event.
+/// `--json` prints the data instead.
 enum Tables {
+    /// Payloads longer than this are cut (with …) in ``event(_:)``.
+    static let payloadWidth = 120
+
+    /// One event on one line, as `history` and `tail` print it:
+    ///
+    ///     2026-11-25T10:00:00.123Z  planner-1#12  plan_ready  stream=planner  target=builder  {"feature":"login"}
+    ///
+    /// time, origin#sequence, type, then the optional fields that are set, then the payload as
+    /// compact JSON (none when it is null).
+    static func event(_ e: JSONValue) -> String {
+        var parts = [
+            e["timestamp"]?.stringValue ?? "?", (e["origin"]?.stringValue ?? "?") + "#" + number(e["seq"]),
+            e["event_type"]?.stringValue ?? "?",
+        ]
+        for (label, key) in [("stream", "stream"), ("target", "target"), ("correlation", "correlation_id")] {
+            if let value = e[key]?.stringValue { parts.append(label + "=" + value) }
+        }
+        if let payload = e["payload"], payload != .null { parts.append(clip(payload.serializedString, to: payloadWidth)) }
+        return parts.joined(separator: "  ")
+    }
+
+    /// `text` if it has at most `width` characters, else its first `width - 1` and "…".
+    static func clip(_ text: String, to width: Int) -> String {
+        text.count <= width ? text : String(text.prefix(width - 1)) + "…"
+    }
+
     /// A boxed table with a title row; cells are plain text.
     static func table(_ title: String, _ header: [String], _ rows: [[String]]) -> String {
         var widths = header.map(\.count)

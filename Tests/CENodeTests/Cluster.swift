@@ -224,7 +224,7 @@ final class Cluster: @unchecked Sendable {
 
     /// Events stored at a node (its audit trail), read through `ce-node history`.
     func history(_ name: String, type: String? = nil) async throws -> [JSONValue] {
-        var args = ["history", "--data", data(name), "--limit", "100000"]
+        var args = ["history", "--data", data(name), "--limit", "100000", "--json"]
         if let type { args += ["--type", type] }
         let out = try await run(args)
         return out.split(separator: "\n").compactMap { try? JSONValue(parsing: String($0)) }

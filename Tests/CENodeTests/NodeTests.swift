@@ -142,7 +142,7 @@ struct NodeTests {
         try await withCluster([.init(name: "planner-1", pool: "planner"), .init(name: "builder-1", pool: "builder")]) { cluster in
             let tail = Process()
             tail.executableURL = Cluster.binary
-            tail.arguments = ["tail", "--data", cluster.data("builder-1"), "--type", "build_ready", "--count", "1"]
+            tail.arguments = ["tail", "--data", cluster.data("builder-1"), "--type", "build_ready", "--count", "1", "--json"]
             let pipe = Pipe()
             tail.standardOutput = pipe
             try tail.run()
