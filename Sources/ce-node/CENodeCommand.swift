@@ -18,8 +18,17 @@ struct CENodeCommand: AsyncParsableCommand {
 
 /// `--topology FILE --node NAME`, or `--data DIR` for commands that only need the data folder.
 struct NodeSelection: ParsableArguments {
-    @Option(name: .long, help: "The topology file ($CE_TOPOLOGY when set).")
-    var topology: String = ProcessInfo.processInfo.environment["CE_TOPOLOGY"] ?? "topology/demo.yaml"
+    @Option(name: .customLong("topology"), help: "The topology file (default: $CE_TOPOLOGY, else topology/demo.yaml).")
+    var topologyFile: String?
+
+    /// `--topology`, else `$CE_TOPOLOGY`, else the demo's.
+    var topology: String { topologyFile ?? ProcessInfo.processInfo.environment["CE_TOPOLOGY"] ?? "topology/demo.yaml" }
+
+    /// Whether the user named a topology (`--topology`, `--node` or `$CE_TOPOLOGY`): then the
+    /// names given to flags are checked against it (``KnownNames``).
+    var namesTopology: Bool {
+        topologyFile != nil || nodeName != nil || ProcessInfo.processInfo.environment["CE_TOPOLOGY"] != nil
+    }
 
     @Option(name: .long, help: "The node's name in the topology (default: $CE_NODE).")
     var node: String?
@@ -206,6 +215,7 @@ struct Ask: AsyncParsableCommand {
 
     func run() async throws {
         let q = (try? JSONValue(parsing: question)) ?? .string(question)
+        if let problem = try selection.knownNames()?.unknownPool(pool) { throw CommandError(problem) }
         printJSON(try await ControlClient(dataDirectory: try selection.dataDirectory()).ask(pool: pool, question: q, timeoutMilliseconds: timeoutMs))
     }
 }

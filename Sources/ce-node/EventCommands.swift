@@ -47,7 +47,11 @@ struct History: AsyncParsableCommand {
         }
         let store = StoredEvents(client: ControlClient(dataDirectory: try selection.dataDirectory(), name: selection.nodeName))
         let (events, truncated) = try await store.history(q)
-        if events.isEmpty && !json { print("No stored events match") }
+        if events.isEmpty {
+            // Nothing matched: a misspelt name is the likely reason, said as such.
+            try await store.check(types: q.types ?? [], origin: origin, against: try selection.knownNames())
+            if !json { print("No stored events match") }
+        }
         var out = EventPrinter(json: json)
         _ = out.print(events)
         if truncated {
@@ -95,6 +99,7 @@ struct Tail: AsyncParsableCommand {
             follow.since = date
         }
         let client = ControlClient(dataDirectory: try selection.dataDirectory(), name: selection.nodeName)
+        try await StoredEvents(client: client).check(types: types, origin: origin, against: try selection.knownNames())
 
         var out = EventPrinter(json: json, limit: count)
         // Ids printed from the backlog, dropped if the live reads bring them again.
@@ -163,6 +168,24 @@ struct StoredEvents {
         query.descending = q.newestFirst
         let rows = try EventStore(directory: client.paths.data).events(query)
         return (rows.prefix(q.limit).compactMap { try? JSONValue(parsing: $0.envelope) }, rows.count > q.limit)
+    }
+
+    /// Throws when an event type or origin asked for is neither in the topology nor in any
+    /// stored event (a type introduced with --custom-type is found in the store).
+    func check(types: [EventType], origin: String?, against names: KnownNames?) async throws {
+        guard let names else { return }
+        let here = "nor in the events stored at \(client.name)"
+        for type in types {
+            guard let problem = names.unknownType(type.rawValue, where: here) else { continue }
+            var q = ControlRequest.HistoryQuery()
+            (q.types, q.limit) = ([type], 1)
+            if try await history(q).events.isEmpty { throw CommandError(problem) }
+        }
+        if let origin, let problem = names.unknownNode(origin, where: here) {
+            var q = ControlRequest.HistoryQuery()
+            (q.origin, q.limit) = (origin, 1)
+            if try await history(q).events.isEmpty { throw CommandError(problem) }
+        }
     }
 }
 
