@@ -215,8 +215,15 @@ struct Ask: AsyncParsableCommand {
 
     func run() async throws {
         let q = (try? JSONValue(parsing: question)) ?? .string(question)
-        if let problem = try selection.knownNames()?.unknownPool(pool) { throw CommandError(problem) }
-        printJSON(try await ControlClient(dataDirectory: try selection.dataDirectory()).ask(pool: pool, question: q, timeoutMilliseconds: timeoutMs))
+        if let timeoutMs, timeoutMs < 1 { throw ValidationError("--timeout-ms must be at least 1, not \(timeoutMs)") }
+        let names = try selection.knownNames()
+        if let problem = names?.unknownPool(pool) { throw CommandError(problem) }
+        let client = ControlClient(dataDirectory: try selection.dataDirectory(), name: selection.nodeName)
+        do {
+            printJSON(try await client.ask(pool: pool, question: q, timeoutMilliseconds: timeoutMs))
+        } catch let error as NodeError where Unanswered.matches(error, pool: pool) {
+            throw CommandError(error.description + "\n" + Unanswered.explanation(pool: pool, topology: names?.topology, timeoutMilliseconds: timeoutMs))
+        }
     }
 }
 
