@@ -110,6 +110,10 @@ struct Run: AsyncParsableCommand {
         options.refill = !noRefill
         options.maxHeld = maxHeld
         let node = try Node(options: options)
+        // Under systemd (Type=notify): READY=1 once the node serves, watchdog pings, STOPPING=1.
+        let systemd = SystemdNotifier()
+        let systemdLogger = Logger(label: "ce.systemd")
+        if let problem = systemd.problem { systemdLogger.warning("\(problem)") }
         // The coordinator node also runs the coordinator's state machines.
         let service = node.spec.isCoordinator ? CoordinatorService(node: node) : nil
         let http = node.spec.metricsPort.map { port in
@@ -137,12 +141,16 @@ struct Run: AsyncParsableCommand {
                     }
                 }
                 group.addTask { try await node.run() }
+                if systemd.isActive { group.addTask { await systemd.serve(node: node, logger: systemdLogger) } }
                 if let service { group.addTask { try await service.run() } }
                 try await group.next()
                 group.cancelAll()
             }
         }
-        let signals = SignalWatcher([SIGINT, SIGTERM]) { task.cancel() }
+        let signals = SignalWatcher([SIGINT, SIGTERM]) {
+            systemd.send("STOPPING=1", logger: systemdLogger)
+            task.cancel()
+        }
         defer { signals.cancel() }
         try await task.value
     }
