@@ -84,7 +84,8 @@ public struct NodeSpec: Sendable, Hashable {
     /// The HTTP port of `/metrics`, `/status.json` and `/events` (and the dashboard on the
     /// coordinator); nil: no HTTP server.
     public var metricsPort: Int? = nil
-    /// The node's data folder (event store, control endpoint), relative to the working directory.
+    /// The node's data folder (event store, control endpoint): absolute, or relative to the
+    /// topology file's folder (absolute once the file is loaded with ``TopologyLoader/load(path:)``).
     public var data: String
     /// The workspace whose `.ce-events/` file-only agents use, if any.
     public var workspace: String?

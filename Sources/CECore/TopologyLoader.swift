@@ -25,8 +25,8 @@ import Yams
 ///         host: 127.0.0.1            # required; how peers reach it: IPv4, IPv6 or a DNS name
 ///         bind: 0.0.0.0              # optional; "*" or an IP; default host if an IP literal, else *
 ///         ports: {pub: 7110, rep: 7111, replay: 7112, metrics: 7119}   # pub, rep required; replay, metrics optional; 1-65535
-///         data: .ce-data/planner-1   # optional; default .ce-data/<name>, relative to the working directory
-///         workspace: ws/planner      # optional event folder root
+///         data: .ce-data/planner-1   # optional; default .ce-data/<name>, relative to this file's folder
+///         workspace: ws/planner      # optional event folder root, relative to this file's folder
 ///         public_key: "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"   # the node's CURVE public key (40 Z85 characters)
 ///     custom_types: [schema_v1, early_feedback]   # optional; event types beyond the catalog that nodes may emit
 ///     pools:                         # optional; keys are pools that have nodes
@@ -55,11 +55,22 @@ public enum TopologyLoader {
         guard let text = String(data: data, encoding: .utf8) else {
             throw TopologyError(file: path, problems: [.init(path: "(file)", message: "the file is not UTF-8 text")])
         }
-        return try parse(yaml: text, file: path)
+        // Paths in the file are relative to its folder, made absolute here, so every command
+        // reads the same folders whatever its working directory.
+        let folder = URL(fileURLWithPath: path).deletingLastPathComponent().standardizedFileURL.path
+        return try parse(yaml: text, file: path, folder: folder)
     }
 
     /// Validates a topology given as text; `file` names it in problems.
+    /// Validates a topology given as text; `file` names it in problems. Relative paths in it
+    /// (`data`, `workspace`, `keys_file`, `http_token_file`) are taken relative to `folder`
+    /// (default: the folder of `file`, as given).
     public static func parse(yaml: String, file: String = "topology.yaml") throws(TopologyError) -> Topology {
+        try parse(yaml: yaml, file: file, folder: nil)
+    }
+
+    /// ``parse(yaml:file:)`` with relative paths taken from `folder`.
+    public static func parse(yaml: String, file: String, folder: String?) throws(TopologyError) -> Topology {
         let root: Yams.Node?
         do {
             root = try Yams.compose(yaml: yaml)
@@ -67,7 +78,7 @@ public enum TopologyLoader {
             throw TopologyError(file: file, problems: [yamlProblem(error)])
         }
         guard let root else { throw TopologyError(file: file, problems: [.init(path: "(file)", message: "the file is empty")]) }
-        var reader = Reader(file: file)
+        var reader = Reader(file: file, folder: folder ?? (file as NSString).deletingLastPathComponent)
         var topology = reader.topology(root)
         reader.readKeysFile(into: &topology)
         if !reader.problems.isEmpty { throw TopologyError(file: file, problems: reader.problems) }
@@ -95,6 +106,17 @@ public enum TopologyLoader {
     /// Walks the YAML tree, building the topology and collecting problems.
     struct Reader {
         let file: String
+        /// The folder relative paths in the file are taken from ("": the working directory).
+        let folder: String
+        init(file: String, folder: String) {
+            self.file = file
+            self.folder = folder
+        }
+
+        /// A path of the file: absolute as given, else relative to the file's folder.
+        func resolve(_ path: String) -> String {
+            path.hasPrefix("/") || folder.isEmpty ? path : (folder.hasSuffix("/") ? folder : folder + "/") + path
+        }
         var problems: [TopologyError.Problem] = []
         /// For each node read: its key path and its YAML mapping (for the lines of cross-node problems).
         var nodeSources: [(path: String, keys: [String: Yams.Node])] = []
@@ -341,19 +363,18 @@ public enum TopologyLoader {
                     problem("settings.security", m["security"], "expected curve or none, got \"\(v)\"")
                 }
             }
-            let folder = (file as NSString).deletingLastPathComponent
             if let v = string(m, "keys_file", "settings") {
                 if v.isEmpty {
                     problem("settings.keys_file", m["keys_file"], "empty path")
                 } else {
-                    settings.keysFile = v.hasPrefix("/") || folder.isEmpty ? v : folder + "/" + v
+                    settings.keysFile = resolve(v)
                 }
             }
             if let v = string(m, "http_token_file", "settings") {
                 if v.isEmpty {
                     problem("settings.http_token_file", m["http_token_file"], "empty path")
                 } else {
-                    settings.httpTokenFile = v.hasPrefix("/") || folder.isEmpty ? v : folder + "/" + v
+                    settings.httpTokenFile = resolve(v)
                 }
             }
             if let v = int(m, "heartbeat_ms", "settings", range: 10...600_000) { settings.heartbeatMilliseconds = v }
@@ -407,8 +428,8 @@ public enum TopologyLoader {
             nodeSources.append((path, m))
             var spec = NodeSpec(
                 name: name, pool: pool, host: host, bind: bind ?? (Self.isIPLiteral(host) ? host : "*"),
-                pubPort: pub, repPort: rep, replayPort: replay, data: data ?? ".ce-data/\(name)",
-                workspace: workspace, isCoordinator: coordinator, publicKey: publicKey)
+                pubPort: pub, repPort: rep, replayPort: replay, data: resolve(data ?? ".ce-data/\(name)"),
+                workspace: workspace.map(resolve), isCoordinator: coordinator, publicKey: publicKey)
             spec.metricsPort = metrics
             return spec
         }

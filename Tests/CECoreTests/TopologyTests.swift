@@ -201,6 +201,32 @@ struct TopologyTests {
         expectProblem(problems("version: 1\ncustom_types: [plan_ready, Bad]\nnodes: []"), "custom_types[1]: event type 'Bad' may only contain a-z, 0-9 and _")
     }
 
+    /// Paths in a topology are relative to its folder, whatever the working directory.
+    @Test func pathsAreRelativeToTheTopologyFile() throws {
+        let dir = NSTemporaryDirectory() + "topo-" + UUID().uuidString.prefix(8)
+        try FileManager.default.createDirectory(atPath: dir + "/conf", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try """
+            version: 1
+            settings: {keys_file: keys.yaml, security: none}
+            nodes:
+              - {name: a, pool: p, host: 127.0.0.1, ports: {pub: 1, rep: 2}, data: ../data/a, workspace: ws/a}
+              - {name: b, pool: p, host: 127.0.0.1, ports: {pub: 3, rep: 4}}
+              - {name: c, pool: p, host: 127.0.0.1, ports: {pub: 5, rep: 6}, data: /var/ce/c}
+            """.write(toFile: dir + "/conf/t.yaml", atomically: true, encoding: .utf8)
+        // Not the working directory's: the file's folder (the paths come out absolute, so no
+        // later change of directory moves them).
+        let topology = try TopologyLoader.load(path: dir + "/conf/../conf/t.yaml")
+        let base = URL(fileURLWithPath: dir).standardizedFileURL.resolvingSymlinksInPath().path
+        func real(_ path: String) -> String { URL(fileURLWithPath: path).standardizedFileURL.resolvingSymlinksInPath().path }
+        #expect(real(topology.node(named: "a")!.data) == base + "/data/a")
+        #expect(real(topology.node(named: "a")!.workspace!) == base + "/conf/ws/a")
+        #expect(real(topology.node(named: "b")!.data) == base + "/conf/.ce-data/b")
+        #expect(topology.node(named: "c")!.data == "/var/ce/c")
+        #expect(real(topology.settings.keysFile!) == base + "/conf/keys.yaml")
+        #expect(topology.node(named: "a")!.data.hasPrefix("/"), "absolute once loaded")
+    }
+
     @Test func knownTypesAreTheCatalogTheCustomTypesAndWhatTheFileNames() throws {
         let topology = try TopologyLoader.parse(yaml: """
             version: 1
