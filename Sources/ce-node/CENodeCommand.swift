@@ -5,6 +5,7 @@ import CEObserve
 import CEStore
 import Foundation
 import Logging
+import ServiceLifecycle
 import ZeroMQ
 
 @main
@@ -121,8 +122,7 @@ struct Run: AsyncParsableCommand {
                 node: node, coordinator: service, registry: registry, host: node.spec.metricsBindHost, port: port,
                 dashboard: node.spec.isCoordinator)
         }
-        let task = Task {
-            try await withThrowingTaskGroup(of: Void.self) { group in
+        let process = NodeService { try await withThrowingTaskGroup(of: Void.self) { group in
                 if let http {
                     // The HTTP port first: one that is taken stops the node before it starts.
                     let (bound, ready) = AsyncStream<Bool>.makeStream()
@@ -146,13 +146,38 @@ struct Run: AsyncParsableCommand {
                 try await group.next()
                 group.cancelAll()
             }
-        }
-        let signals = SignalWatcher([SIGINT, SIGTERM]) {
+        } stopping: {
             systemd.send("STOPPING=1", logger: systemdLogger)
-            task.cancel()
         }
-        defer { signals.cancel() }
-        try await task.value
+        // SIGTERM and SIGINT shut the group down gracefully: the node's parts are cancelled
+        // and it closes its sockets and store before the process ends.
+        let group = ServiceGroup(
+            services: [process], gracefulShutdownSignals: [.sigterm, .sigint], logger: Logger(label: "ce.lifecycle"))
+        try await group.run()
+    }
+}
+
+/// A node with its coordinator service, HTTP side and systemd notifications, as one
+/// swift-service-lifecycle service: a graceful shutdown of its group cancels them together.
+struct NodeService: Service {
+    let body: @Sendable () async throws -> Void
+    let stopping: @Sendable () -> Void
+
+    init(_ body: @escaping @Sendable () async throws -> Void, stopping: @escaping @Sendable () -> Void) {
+        self.body = body
+        self.stopping = stopping
+    }
+
+    func run() async throws {
+        do {
+            try await withGracefulShutdownHandler {
+                try await cancelWhenGracefulShutdown { try await body() }
+            } onGracefulShutdown: {
+                stopping()
+            }
+        } catch is CancellationError {
+            // Cancelled by a graceful shutdown: a clean stop.
+        }
     }
 }
 
