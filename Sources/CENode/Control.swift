@@ -49,13 +49,8 @@ extension Node {
                 return .failure("\(error)")
             }
         case .emitBatch(let items):
-            let emissions = items.map {
-                Emission(
-                    $0.type, payload: $0.payload, stream: $0.stream, correlationID: $0.correlationID, target: $0.target, id: $0.id,
-                    allowCustomType: $0.allowCustomType)
-            }
             var ids: [ControlReply.EmittedID] = []
-            for (index, result) in await emitEach(emissions).enumerated() {
+            for (index, result) in await emitEach(items).enumerated() {
                 switch result {
                 case .success(let event): ids.append(.init(id: event.id, seq: event.seq))
                 case .failure(let error): return .failure("events[\(index)]: \(error)")

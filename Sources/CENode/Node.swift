@@ -100,31 +100,9 @@ public final class Node: Sendable {
         var complete: @Sendable (Result<Event, any Error>) -> Void
     }
 
-    /// One event of ``emit(_:)``.
-    public struct Emission: Sendable {
-        public var type: EventType
-        public var payload: JSONValue
-        public var stream: String?
-        public var correlationID: String?
-        public var target: String?
-        /// The caller's id for the event: emitting it again is answered with the event as
-        /// stored, not a second event (a retry after a lost reply).
-        public var id: String?
-        /// Admit a type that is neither in the catalog nor named by the topology (on purpose).
-        public var allowCustomType: Bool
-        public init(
-            _ type: EventType, payload: JSONValue = .null, stream: String? = nil, correlationID: String? = nil, target: String? = nil,
-            id: String? = nil, allowCustomType: Bool = false
-        ) {
-            self.type = type
-            self.payload = payload
-            self.stream = stream
-            self.correlationID = correlationID
-            self.target = target
-            self.id = id
-            self.allowCustomType = allowCustomType
-        }
-    }
+    /// One event of ``emit(_:)``: what a control request's emit carries (its caller's id makes
+    /// emitting it again return the stored event, not a second one).
+    public typealias Emission = ControlRequest.EmitItem
 
     struct Peer: Sendable {
         var pool: String

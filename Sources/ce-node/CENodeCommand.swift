@@ -81,9 +81,13 @@ struct Run: AsyncParsableCommand {
         "Where to start on an origin this node holds nothing from: beginning, now, a sequence number, or a timestamp.",
         valueName: "point"))
     var catchUp: String = "beginning"
-    @Flag(help: "Plain PUB/SUB: no sequence tracking, no replay (events missed while away stay missed); for measuring what the guarantees cost.")
+    // Switches for measuring only (ce-bench uses them): kept out of the help a user reads.
+    @Flag(help: ArgumentHelp(
+        "Plain PUB/SUB: no sequence tracking, no replay (events missed while away stay missed); for measuring what the guarantees cost.",
+        visibility: .hidden))
     var noReplay = false
-    @Flag(help: "Record no metrics (swift-metrics' no-op handlers; /metrics answers 404); for measuring what they cost.")
+    @Flag(help: ArgumentHelp(
+        "Record no metrics (swift-metrics' no-op handlers; /metrics answers 404); for measuring what they cost.", visibility: .hidden))
     var noMetrics = false
     @Flag(help: "Refuse to start on a damaged store (leave it for inspection) and do not refill a new store from the peers.")
     var noRefill = false
