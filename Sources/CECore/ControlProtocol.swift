@@ -110,7 +110,9 @@ public enum ControlRequest: Sendable, Equatable {
         /// 1 to ``maxHistory``.
         public var limit = 100
         public var newestFirst = false
-        public static let maxHistory = 1_000_000
+        /// Large enough for "everything" in scripts (a census reads whole stores); the reply holds
+        /// what matched, so a caller that wants less says so.
+        public static let maxHistory = 100_000_000
         public init() {}
     }
 }
