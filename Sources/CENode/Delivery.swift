@@ -190,7 +190,7 @@ struct Delivery: Sendable {
         let line = Line(origin, epoch)
         if let now = current[origin] {
             if epoch == now {
-                claimed.remove(origin)
+                if !claimed.isEmpty { claimed.remove(origin) }
                 return line
             }
             if epoch < now && !claimed.contains(origin) { return nil }

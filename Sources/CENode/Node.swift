@@ -806,7 +806,8 @@ public final class Node: Sendable {
     func broadcast(_ events: [Event]) {
         guard !events.isEmpty else { return }
         let (listeners, signals) = state.withLock { s in
-            for event in events where ConflictLedger.types.contains(event.type) { s.conflicts.take(event) }
+            // By index: iterating would copy every event (a retain and a release per string).
+            for i in events.indices where ConflictLedger.types.contains(events[i].type) { s.conflicts.take(events[i]) }
             return (Array(s.listeners.values), Array(s.signals.values))
         }
         for signal in signals { signal.yield(()) }
