@@ -81,19 +81,9 @@ extension Node {
 
     /// `history`: the events stored here, as the query selects; says when it stopped at its limit.
     func history(_ q: ControlRequest.HistoryQuery) -> ControlReply {
-        var query = EventQuery()
-        query.types = q.types?.map(\.rawValue)
-        query.stream = q.stream
-        query.origin = q.origin
-        query.afterSeq = q.afterSeq
-        query.since = q.since
-        query.until = q.until
-        query.descending = q.newestFirst
-        query.limit = q.limit + 1
         do {
-            let rows = try store.events(query)
-            let events = rows.prefix(q.limit).compactMap { try? JSONValue(parsing: $0.envelope) }
-            return .history(events: events, truncated: rows.count > q.limit)
+            let (events, truncated) = try store.history(q)
+            return .history(events: events, truncated: truncated)
         } catch {
             return .failure("history: \(error)")
         }

@@ -740,3 +740,22 @@ public final class EventStore: Sendable {
     /// A group-commit writer for this store.
     public func writer() -> EventWriter { EventWriter(store: self) }
 }
+
+extension EventStore {
+    /// The control protocol's `history`: the events the query selects, as stored, and whether
+    /// more matched than its limit. The node answers with it, and `ce-node history` reads a
+    /// stopped node's store with it, so both give the same answer.
+    public func history(_ q: ControlRequest.HistoryQuery) throws -> (events: [JSONValue], truncated: Bool) {
+        var query = EventQuery()
+        query.types = q.types?.map(\.rawValue)
+        query.stream = q.stream
+        query.origin = q.origin
+        query.afterSeq = q.afterSeq
+        query.since = q.since
+        query.until = q.until
+        query.descending = q.newestFirst
+        query.limit = q.limit + 1
+        let rows = try events(query)
+        return (rows.prefix(q.limit).compactMap { try? JSONValue(parsing: $0.envelope) }, rows.count > q.limit)
+    }
+}

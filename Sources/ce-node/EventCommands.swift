@@ -161,13 +161,7 @@ struct StoredEvents {
         guard FileManager.default.fileExists(atPath: client.paths.store) else {
             throw ValidationError("no event store at \(client.paths.store)")
         }
-        var query = EventQuery()
-        query.types = q.types?.map(\.rawValue)
-        (query.stream, query.origin, query.afterSeq, query.since, query.until) = (q.stream, q.origin, q.afterSeq, q.since, q.until)
-        query.limit = q.limit + 1
-        query.descending = q.newestFirst
-        let rows = try EventStore(directory: client.paths.data).events(query)
-        return (rows.prefix(q.limit).compactMap { try? JSONValue(parsing: $0.envelope) }, rows.count > q.limit)
+        return try EventStore(directory: client.paths.data).history(q)
     }
 
     /// Throws when an event type or origin asked for is neither in the topology nor in any
