@@ -21,6 +21,7 @@ public struct CoordinatorState: Sendable {
 
     /// The clock is not read: gate rounds open with their first report, not when the state is made.
     public mutating func handle(_ event: Event, now: Date) -> [Emission] {
+        if event.type == .poolUp || event.type == .poolDown { liveness.observe(event) }
         var out = conflicts.handle(event, now: now)
         out += gates.handle(event, now: now, openSubjects: conflicts.openSubjects)
         return out
@@ -28,8 +29,11 @@ public struct CoordinatorState: Sendable {
 
     public mutating func heard(node: String, at: Date) { liveness.heard(node: node, at: at) }
 
-    public mutating func tick(now: Date) -> [Emission] {
-        liveness.tick(now: now) + conflicts.tick(now: now) + gates.tick(now: now, openSubjects: conflicts.openSubjects)
+    /// Deadlines, escalations and (with `liveness`) pool liveness changes due at `now`. A
+    /// standby leaves liveness to the active coordinator's `pool_up`/`pool_down` (it follows
+    /// them), so that on taking over it says only what changed since.
+    public mutating func tick(now: Date, liveness tickLiveness: Bool = true) -> [Emission] {
+        (tickLiveness ? liveness.tick(now: now) : []) + conflicts.tick(now: now) + gates.tick(now: now, openSubjects: conflicts.openSubjects)
     }
 
     /// Gates and conflicts as JSON: who aligned, who is missing (and whether it is down), how long.

@@ -23,6 +23,12 @@ public struct Liveness: Sendable {
         (nodesByPool[pool] ?? []).contains { node in lastHeard[node].map { now.timeIntervalSince($0) < timeout } ?? false }
     }
 
+    /// A `pool_up` or `pool_down` published (by either coordinator): the pools up as said.
+    public mutating func observe(_ event: Event) {
+        guard let pool = event.payload["pool"]?.stringValue, nodesByPool[pool] != nil else { return }
+        if event.type == .poolUp { up.insert(pool) } else if event.type == .poolDown { up.remove(pool) }
+    }
+
     public mutating func tick(now: Date) -> [Emission] {
         var out: [Emission] = []
         for pool in nodesByPool.keys.sorted() {

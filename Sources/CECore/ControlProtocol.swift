@@ -26,6 +26,8 @@ public enum ControlRequest: Sendable, Equatable {
     case history(HistoryQuery)
     /// The coordinator's gates and open conflicts (coordinator only).
     case gates
+    /// Moves the active coordinator's role to its standby (the active coordinator only).
+    case handover
 
     /// The protocol version this release speaks; a request may say `"v"`, and a node refuses another.
     public static let version = 1
@@ -36,7 +38,7 @@ public enum ControlRequest: Sendable, Equatable {
 
     /// The commands, as they appear in `cmd`.
     public enum Command: String, Sendable, CaseIterable {
-        case status, emit, ask, events_after, questions, answer, history, gates
+        case status, emit, ask, events_after, questions, answer, history, gates, handover
     }
 
     public var command: Command {
@@ -49,6 +51,7 @@ public enum ControlRequest: Sendable, Equatable {
         case .answer: .answer
         case .history: .history
         case .gates: .gates
+        case .handover: .handover
         }
     }
 
@@ -130,7 +133,7 @@ extension ControlRequest {
     public var json: JSONValue {
         var o: [String: JSONValue] = ["v": .number(Double(Self.version)), "cmd": .string(command.rawValue)]
         switch self {
-        case .status, .gates:
+        case .status, .gates, .handover:
             break
         case .emit(let item):
             o.merge(item.fields) { a, _ in a }
@@ -188,6 +191,7 @@ extension ControlRequest {
         switch command {
         case .status: self = .status
         case .gates: self = .gates
+        case .handover: self = .handover
         case .emit:
             if let events = o["events"] {
                 guard case .array(let items) = events, (1...Self.maxBatch).contains(items.count) else {
@@ -365,6 +369,8 @@ public enum ControlReply: Sendable, Equatable {
     case history(events: [JSONValue], truncated: Bool)
     /// The coordinator's gates and conflicts.
     case gates(JSONValue)
+    /// The handover begun: `{"term": N, "to": name}`.
+    case handover(JSONValue)
     case failure(String)
 
     public struct EmittedID: Sendable, Equatable {
@@ -412,6 +418,7 @@ public enum ControlReply: Sendable, Equatable {
         case .answered(let id): ["ok": true, "request_id": .string(id)]
         case .history(let events, let truncated): ["ok": true, "events": .array(events), "truncated": .bool(truncated)]
         case .gates(let g): ["ok": true, "coordinator": g]
+        case .handover(let h): ["ok": true, "handover": h]
         case .failure(let text): ["ok": false, "error": .string(text)]
         }
     }
@@ -450,6 +457,7 @@ public enum ControlReply: Sendable, Equatable {
         case .answer: self = .answered(requestID: try field("request_id").stringValue ?? "")
         case .history: self = .history(events: try field("events").arrayValue ?? [], truncated: o["truncated"]?.boolValue ?? false)
         case .gates: self = .gates(try field("coordinator"))
+        case .handover: self = .handover(try field("handover"))
         }
     }
 }

@@ -20,7 +20,14 @@ public struct Topology: Sendable, Hashable {
     /// Every node but the named one.
     public func peers(of name: String) -> [NodeSpec] { nodes.filter { $0.name != name } }
     public var poolNames: Set<String> { Set(nodes.map(\.pool)) }
+    /// The coordinator the file names first (active in term 0).
     public var coordinator: NodeSpec? { nodes.first { $0.isCoordinator } }
+    /// The coordinator section's `standby`, if any.
+    public var standby: NodeSpec? { coordinators.dropFirst().first }
+    /// The coordinator and its standby (empty without a coordinator section).
+    public var coordinators: [NodeSpec] { nodes.filter(\.isCoordinator) }
+    /// The nodes that vote on a takeover: every node outside the pool "coordinator".
+    public var poolNodes: [NodeSpec] { nodes.filter { !$0.isCoordinator } }
 
     /// The event types a pool subscribes to, or nil for all of them.
     public func subscriptions(forPool pool: String) -> [EventType]? { pools[pool]?.subscribe }
@@ -68,6 +75,9 @@ public struct TopologySettings: Sendable, Hashable {
     /// must carry. Nil: every HTTP port is read-only. The file is read (and checked) by the
     /// process that takes such requests, when it starts; this is only where it is.
     public var httpTokenFile: String?
+    /// `settings.coordinator_failover_ms`: how long the active coordinator must be silent
+    /// before its standby takes over (with a majority of pool nodes hearing it down); 0: never.
+    public var coordinatorFailoverMilliseconds = 5000
     public init() {}
 }
 

@@ -17,8 +17,11 @@ import Yams
 ///       http_token_file: http.token  # optional; relative to this file; without it HTTP ports are read-only,
 ///                                    # with it POST /resolve needs "Authorization: Bearer <the file's text>"
 ///                                    # (the file: mode 0600 or stricter, not empty; read when the coordinator starts)
+///       coordinator_failover_ms: 5000  # default 5000 (or 3 x heartbeat_ms if longer); a standby takes over after the coordinator is silent this long
+///                                    # (and most pool nodes hear it down); 0: never by itself; else >= 3 x heartbeat_ms
 ///     coordinator:                   # optional; a node of the reserved pool "coordinator"
-///       name / host / bind / ports / data / workspace   (as for nodes; no pool key)
+///       name / host / bind / ports / data / workspace / public_key   (as for nodes; no pool key)
+///       standby:                     # optional; a second coordinator that takes over (same keys, no standby)
 ///     nodes:                         # required, at least one
 ///       - name: planner-1            # required, unique; [A-Za-z0-9_.-], 1-64 bytes
 ///         pool: planner              # required; a name, not "coordinator"
@@ -272,6 +275,9 @@ public enum TopologyLoader {
             }
             if let c = top["coordinator"], let spec = nodeSpec(c, "coordinator", coordinator: true) {
                 topology.nodes.append(spec)
+                if let s = c.mapping?[Yams.Node("standby")], let standby = nodeSpec(s, "coordinator.standby", coordinator: true, standby: true) {
+                    topology.nodes.append(standby)
+                }
             }
             if let n = top["nodes"] {
                 if case .sequence(let seq) = n {
@@ -354,7 +360,10 @@ public enum TopologyLoader {
         }
 
         mutating func readSettings(_ node: Yams.Node, into settings: inout TopologySettings) {
-            let keys = ["heartbeat_ms", "ask_timeout_ms", "ask_retries", "max_message_bytes", "security", "keys_file", "http_token_file"]
+            let keys = [
+                "heartbeat_ms", "ask_timeout_ms", "ask_retries", "max_message_bytes", "security", "keys_file", "http_token_file",
+                "coordinator_failover_ms",
+            ]
             guard let m = mapping(node, "settings", allowed: keys) else { return }
             if let v = string(m, "security", "settings") {
                 if let mode = SecurityMode(rawValue: v) {
@@ -381,11 +390,23 @@ public enum TopologyLoader {
             if let v = int(m, "ask_timeout_ms", "settings", range: 1...3_600_000) { settings.askTimeoutMilliseconds = v }
             if let v = int(m, "ask_retries", "settings", range: 0...100) { settings.askRetries = v }
             if let v = int(m, "max_message_bytes", "settings", range: 1024...(1 << 30)) { settings.maxMessageBytes = v }
+            if let v = int(m, "coordinator_failover_ms", "settings", range: 0...3_600_000) {
+                if v != 0 && v < 3 * settings.heartbeatMilliseconds {
+                    problem(
+                        "settings.coordinator_failover_ms", m["coordinator_failover_ms"],
+                        "\(v) ms is shorter than three heartbeats (3 x heartbeat_ms = \(3 * settings.heartbeatMilliseconds) ms): a standby would take over from a coordinator that is only slow; use 0 to turn failover off")
+                } else {
+                    settings.coordinatorFailoverMilliseconds = v
+                }
+            } else {
+                settings.coordinatorFailoverMilliseconds = max(5000, 3 * settings.heartbeatMilliseconds)
+            }
         }
 
-        mutating func nodeSpec(_ node: Yams.Node, _ path: String, coordinator: Bool) -> NodeSpec? {
+        mutating func nodeSpec(_ node: Yams.Node, _ path: String, coordinator: Bool, standby: Bool = false) -> NodeSpec? {
             var allowed = ["name", "host", "bind", "ports", "data", "workspace", "public_key"]
             if !coordinator { allowed.insert("pool", at: 1) }
+            if coordinator && !standby { allowed.append("standby") }
             guard let m = mapping(node, path, allowed: allowed) else { return nil }
             let name = name(m, "name", path, required: true)
             var pool: String? = "coordinator"

@@ -76,6 +76,11 @@ extension Node {
                 return .failure("node \(spec.name) is not the coordinator: gates and conflicts are kept by the coordinator's node")
             }
             return await gates()
+        case .handover:
+            guard let handover = state.withLock({ $0.handoverProvider }) else {
+                return .failure("node \(spec.name) is not a coordinator: only the active coordinator hands its role over")
+            }
+            return await handover()
         }
     }
 

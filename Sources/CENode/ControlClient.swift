@@ -100,6 +100,12 @@ public final class ControlClient: Sendable {
         return g
     }
 
+    /// Hands the active coordinator's role to its standby: `{"term": N, "to": name}`.
+    public func handover(timeout: Duration = .seconds(30)) async throws -> JSONValue {
+        guard case .handover(let h) = try await call(.handover, timeout: timeout) else { throw Self.mismatch }
+        return h
+    }
+
     static let mismatch = NodeError("the node's reply does not answer the request (a node of another version?)")
 
     // MARK: The exchange

@@ -281,7 +281,7 @@ extension Node {
         let duplicates = fresh.lazy.filter { !$0 }.count
         // New events, except this node's own earlier ones refilled from peers (handed over
         // when they were emitted).
-        let handed = zip(held, fresh).compactMap { held, isNew in isNew && held.event.origin != spec.name ? held : nil }
+        let handed = takeDecisions(zip(held, fresh).compactMap { held, isNew in isNew ? held : nil }).filter { $0.event.origin != spec.name }
         try? await feed.send(batch: handed.map { Message([Frame(Topic.bytes(type: $0.event.type, stream: $0.event.stream)), Frame($0.envelope)]) })
         let events = handed.map(\.event)
         broadcast(events)

@@ -109,6 +109,11 @@ public final class Node: Sendable {
         var lastSeen: Date
         var epoch: String
         var lastSeq: UInt64
+        /// What its heartbeat said of the coordinators: the highest term it knows, the
+        /// coordinators it hears, and (a coordinator's) whether it is the active one.
+        var term = 0
+        var hears: Set<String> = []
+        var role: String? = nil
     }
 
     struct State: Sendable {
@@ -131,8 +136,11 @@ public final class Node: Sendable {
         var inboxMark: Int64?
         /// The cluster's conflicts as the stored events tell them: a resolve is checked against it.
         var conflicts = ConflictLedger()
-        /// The coordinator's `gates` command, on the coordinator's node.
+        /// Which coordinator decisions this node takes, and who the active coordinator is.
+        var decisions: DecisionLedger
+        /// The coordinator's `gates` and `handover` commands, on a coordinator's node.
         var gatesProvider: (@Sendable () async -> ControlReply)?
+        var handoverProvider: (@Sendable () async -> ControlReply)?
     }
 
     /// What a node has done since it started.
@@ -162,6 +170,8 @@ public final class Node: Sendable {
         /// node whose key sent them; CURVE handshakes the allow-list refused.
         public var forged = 0
         public var handshakesRefused = 0
+        /// Coordinator decisions stored but not handed over (fenced by a newer term, or decided already).
+        public var decisionsDropped = 0
     }
 
     public init(options: Options) throws {
@@ -185,12 +195,16 @@ public final class Node: Sendable {
         self.admission = Admission(topology: options.topology, busTypes: Self.busTypes)
         var state = State(
             lastSeq: try store.maxSeq(origin: spec.name, epoch: store.epoch),
-            marks: try store.lastSeqByType(origin: spec.name, epoch: store.epoch))
+            marks: try store.lastSeqByType(origin: spec.name, epoch: store.epoch),
+            decisions: DecisionLedger(topology: options.topology))
         var query = EventQuery()
-        query.types = ConflictLedger.types.map(\.rawValue)
+        query.types = Array(Set(ConflictLedger.types + DecisionLedger.types)).map(\.rawValue)
         query.limit = Int.max
+        // In store order, as they were taken when they were stored.
         for stored in try store.events(query) {
-            if let event = try? stored.decoded() { state.conflicts.take(event) }
+            guard let event = try? stored.decoded() else { continue }
+            state.conflicts.take(event)
+            _ = state.decisions.take(event)
         }
         self.state = Mutex(state)
         self.eventFolder = try options.workspace.map { try EventFolder(workspace: $0) }
@@ -503,6 +517,7 @@ public final class Node: Sendable {
     /// Types the bus itself emits, admitted like the catalog's.
     public static let busTypes: [EventType] = [
         .gatePassed, .gateTimedOut, .gateRejected, .conflictResolved, .conflictClosed, .poolUp, .poolDown, .eventSkipped,
+        .coordinatorActive,
     ]
 
     /// What libzmq lets in on the sockets that bring peers' events (live and replayed): more
@@ -519,8 +534,7 @@ public final class Node: Sendable {
         guard let types = topology.subscriptions(forPool: pool) else { return nil }
         // Every decision of the coordinator goes to every node: pools act on them, and a
         // coordinator that loses its store is rebuilt from any pool's copies.
-        let coordinatorTypes: [EventType] = [.gatePassed, .gateTimedOut, .gateRejected, .resolutionNeeded, .conflictClosed, .poolUp, .poolDown]
-        return types + coordinatorTypes.filter { !types.contains($0) }
+        return types + DecisionLedger.types.filter { !types.contains($0) }
     }
 
     // MARK: Emitting
@@ -603,7 +617,7 @@ public final class Node: Sendable {
             /// Ids given in this batch, and emits that repeat one of them.
             var batchIDs: [String: Int] = [:]
             var repeats: [(index: Int, complete: @Sendable (Result<Event, any Error>) -> Void)] = []
-            var ledger = state.withLock { $0.conflicts }
+            var (ledger, decisions) = state.withLock { ($0.conflicts, $0.decisions) }
             let now = Date()
             for var pending in batch {
                 // An event emitted again with the id it already has (an event file found again
@@ -628,6 +642,7 @@ public final class Node: Sendable {
                 let envelope: [UInt8]
                 do {
                     try admit(&pending, ledger: ledger)
+                    try admitDecision(pending, decisions: decisions)
                     event = Event(
                         id: pending.id ?? EventID.make(now: now), origin: spec.name, epoch: store.epoch, seq: first, stream: pending.stream,
                         type: pending.type, timestamp: now, payload: pending.payload,
@@ -640,6 +655,7 @@ public final class Node: Sendable {
                     continue
                 }
                 ledger.take(event)
+                _ = decisions.take(event)
                 first += 1
                 if options.replay { markFrames.append(marks.bytes()) }
                 marks.advance(type: event.type.rawValue, seq: event.seq)
@@ -679,6 +695,9 @@ public final class Node: Sendable {
                 try? await pub.send(batch: wire)
             }
             try? await feed.send(batch: local)
+            if events.contains(where: { DecisionLedger.types.contains($0.type) }) {
+                state.withLock { s in for e in events where DecisionLedger.types.contains(e.type) { _ = s.decisions.take(e) } }
+            }
             broadcast(events)
             for (event, c) in zip(events, waiting) { c(.success(event)) }
             for r in repeats { r.complete(.success(events[r.index])) }
@@ -688,6 +707,29 @@ public final class Node: Sendable {
     /// The checks every emit passes, whichever door it came through (the envelope's size is
     /// checked once it is encoded). A resolve is checked against the conflicts as stored
     /// here and gets `resolved_by` set to who resolved.
+    /// A coordinator decision is emitted only by a coordinator, in the current term, and once
+    /// per gate round or conflict level; a claim of the active role only for a newer term.
+    private func admitDecision(_ pending: PendingEmit, decisions: DecisionLedger) throws {
+        guard DecisionLedger.types.contains(pending.type) else { return }
+        let coordinators = topology.coordinators.map(\.name)
+        guard spec.isCoordinator else {
+            throw NodeError("\(pending.type) is a coordinator's decision: only \(coordinators.isEmpty ? "a coordinator" : coordinators.joined(separator: " or ")) emits it")
+        }
+        let term = max(0, pending.payload["term"]?.intValue ?? 0)
+        if pending.type == .coordinatorActive {
+            guard term > decisions.term else {
+                throw NodeError("coordinator_active for term \(term), but term \(decisions.term) (\(decisions.active ?? "?")) has begun already")
+            }
+            return
+        }
+        guard term >= decisions.term else {
+            throw NodeError("\(pending.type) of term \(term) is fenced: \(decisions.active ?? "?") is the active coordinator in term \(decisions.term)")
+        }
+        if let key = DecisionLedger.key(pending.type, pending.payload, pending.correlationID), decisions.taken.contains(key) {
+            throw NodeError("\(key) was decided already")
+        }
+    }
+
     private func admit(_ pending: inout PendingEmit, ledger: ConflictLedger) throws {
         guard Name.isValid(pending.stream) else {
             throw NodeError("stream \"\(pending.stream)\" is not a valid name ([A-Za-z0-9_.-], 1-64 bytes)")
@@ -741,10 +783,17 @@ public final class Node: Sendable {
             reject("heartbeat with a malformed epoch", .heartbeat)
             return nil
         }
-        let peer = Peer(
+        var peer = Peer(
             pool: body["pool"]?.stringValue ?? "?", lastSeen: Date(), epoch: epoch,
             lastSeq: UInt64(max(0, body["seq"]?.intValue ?? 0)))
-        state.withLock { $0.peers[origin] = peer }
+        peer.term = max(0, body["term"]?.intValue ?? 0)
+        peer.hears = Set((body["coordinators"]?.arrayValue ?? []).compactMap(\.stringValue))
+        peer.role = body["role"]?.stringValue
+        state.withLock { s in
+            s.peers[origin] = peer
+            // A coordinator says it is active in a newer term: believed at once (its own word).
+            if peer.role == "active" { s.decisions.heard(active: origin, term: peer.term) }
+        }
         let marks = body["marks"].flatMap(Marks.from)
         return (origin, epoch, peer.lastSeq, marks)
     }
@@ -759,16 +808,33 @@ public final class Node: Sendable {
                 if line.warning { logger.warning("\(line.text)") } else { logger.notice("\(line.text)") }
             }
             try await publishing.run {
-                let (seq, marks) = state.withLock { ($0.lastSeq, $0.marks) }
-                let body: JSONValue = [
+                let (seq, marks, coordination) = state.withLock { ($0.lastSeq, $0.marks, coordinatorWord(in: $0)) }
+                var body: [String: JSONValue] = [
                     "origin": .string(spec.name), "pool": .string(spec.pool), "epoch": .string(store.epoch), "seq": .number(Double(seq)),
                     "marks": Marks.value(marks),
                     "timestamp": .string(Timestamp.format(Date())),
                 ]
-                try await pub.send(Message([topic, Frame(body.serialized())]))
+                body.merge(coordination) { a, _ in a }
+                try await pub.send(Message([topic, Frame(JSONValue.object(body).serialized())]))
             }
             try await Task.sleep(for: interval)
         }
+    }
+
+    /// What this node's heartbeat says of the coordinators: the highest term it knows, the
+    /// coordinators it heard within the failover time (its vote), and on a coordinator
+    /// whether it is the active one.
+    private func coordinatorWord(in s: State) -> [String: JSONValue] {
+        guard !topology.coordinators.isEmpty else { return [:] }
+        let failover = topology.settings.coordinatorFailoverMilliseconds
+        let window = Double(failover > 0 ? failover : topology.settings.heartbeatMilliseconds * 3) / 1000
+        let now = Date()
+        let heard = topology.coordinators.map(\.name).filter { name in
+            name == spec.name || s.peers[name].map { now.timeIntervalSince($0.lastSeen) < window } ?? false
+        }
+        var word: [String: JSONValue] = ["term": .number(Double(s.decisions.term)), "coordinators": .array(heard.map(JSONValue.string))]
+        if spec.isCoordinator { word["role"] = .string(s.decisions.active == spec.name ? "active" : "standby") }
+        return word
     }
 
     // MARK: Listening in process
@@ -803,6 +869,27 @@ public final class Node: Sendable {
     }
 
     /// Hands a stored batch to the listeners, and one signal for the batch.
+    /// Takes the coordinator decisions among newly stored events into the ledger, in store
+    /// order, and returns those to hand over: a decision fenced by a newer term, or one whose
+    /// gate round or conflict level was decided already, stays in the store (the history
+    /// keeps it) but reaches no one here.
+    func takeDecisions(_ held: [Intake.Held]) -> [Intake.Held] {
+        guard held.contains(where: { DecisionLedger.types.contains($0.event.type) }) else { return held }
+        var dropped: [(Event, String)] = []
+        let kept = state.withLock { s in
+            held.filter { h in
+                guard DecisionLedger.types.contains(h.event.type), case .drop(let why) = s.decisions.take(h.event) else { return true }
+                dropped.append((h.event, why))
+                count(.decisionDropped, in: &s)
+                return false
+            }
+        }
+        for (event, why) in dropped { logger.notice("not handing over \(event.origin)'s \(event.type) \(event.id): \(why)") }
+        // The coordinator reads every stored decision (dropped ones too) from the store.
+        if kept.isEmpty && !dropped.isEmpty { for signal in state.withLock({ Array($0.signals.values) }) { signal.yield(()) } }
+        return kept
+    }
+
     func broadcast(_ events: [Event]) {
         guard !events.isEmpty else { return }
         let (listeners, signals) = state.withLock { s in
@@ -832,6 +919,11 @@ public final class Node: Sendable {
     /// Serves the control endpoint's `gates` command (the coordinator's service does).
     public func provideGates(_ provider: @escaping @Sendable () async -> ControlReply) {
         state.withLock { $0.gatesProvider = provider }
+    }
+
+    /// Serves the `handover` command (the coordinator service, on a coordinator's node).
+    public func provideHandover(_ provider: @escaping @Sendable () async -> ControlReply) {
+        state.withLock { $0.handoverProvider = provider }
     }
 
     /// The events in this node's store, in the order stored.
@@ -902,7 +994,9 @@ public final class Node: Sendable {
                 "pending_dropped": .number(Double(counters.pendingDropped)),
                 "live_pauses": .number(Double(counters.livePauses)), "skipped": .number(Double(counters.skipped)),
                 "forged": .number(Double(counters.forged)), "handshakes_refused": .number(Double(counters.handshakesRefused)),
+                "decisions_dropped": .number(Double(counters.decisionsDropped)),
             ],
+            "coordinator": coordinatorStatus(),
             "endpoints": [
                 "pub": .string(spec.bindPubEndpoint), "rep": .string(spec.bindRepEndpoint),
                 "control": .string(controlEndpoint), "feed": .string(feedEndpoint),
@@ -915,6 +1009,50 @@ public final class Node: Sendable {
 }
 
 extension Node {
+    /// Who decides, as this node knows it: the term, the active coordinator, and the last
+    /// takeover or handover (when, why). Null without a coordinator section.
+    func coordinatorStatus() -> JSONValue {
+        guard !topology.coordinators.isEmpty else { return .null }
+        let d = state.withLock { $0.decisions }
+        return [
+            "term": .number(Double(d.term)), "active": d.active.map(JSONValue.string) ?? .null,
+            "since": d.lastClaim.map { .string(Timestamp.format($0.at)) } ?? .null,
+            "reason": d.lastClaim.map { .string($0.reason) } ?? .null,
+            "previous": d.lastClaim?.previous.map(JSONValue.string) ?? .null,
+            "standby": topology.standby.map { .string($0.name) } ?? .null,
+        ]
+    }
+
+    /// What a peer's newest heartbeat said of the coordinators, and when it was heard.
+    public struct PeerWord: Sendable {
+        public var at: Date
+        public var term: Int
+        /// The coordinators it heard within the failover time.
+        public var hears: Set<String>
+        /// A coordinator's: "active" or "standby".
+        public var role: String?
+    }
+
+    /// Every peer's newest heartbeat, by name (a coordinator's election reads them).
+    public var peerWords: [String: PeerWord] {
+        state.withLock { $0.peers.mapValues { PeerWord(at: $0.lastSeen, term: $0.term, hears: $0.hears, role: $0.role) } }
+    }
+
+    /// The coordinators' term and the active one, as this node's ledger says.
+    public var coordinatorTerm: (term: Int, active: String?, lastClaim: DecisionLedger.Claim?) {
+        state.withLock { ($0.decisions.term, $0.decisions.active, $0.decisions.lastClaim) }
+    }
+
+    /// Whether a decision with this key was taken here.
+    public func decided(_ key: String) -> Bool { state.withLock { $0.decisions.taken.contains(key) } }
+
+    /// How far this node holds an origin's current line (its last stored sequence there).
+    public func held(origin: String) -> (epoch: String, seq: UInt64)? {
+        intake.state.withLock { d in
+            d.current[origin].flatMap { epoch in d.tracks[Line(origin, epoch)]?.cursor.map { (epoch, $0) } }
+        }
+    }
+
     /// How far the store's index file (by type, by stream) has read the event table; queries
     /// read the rest from the event table, so this is about speed, never about answers.
     func indexStatus() -> JSONValue {

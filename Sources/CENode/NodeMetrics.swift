@@ -63,6 +63,12 @@ public struct NodeMetrics: Sendable {
     /// Messages whose claimed origin is not the node whose key sent them; handshakes refused.
     public let forged: Counter
     public let handshakesRefused: Counter
+    /// Coordinator decisions stored but not handed over (fenced by a newer term, or decided already).
+    public let decisionsDropped: Counter
+    /// On a coordinator: the term it knows, 1 while it is the active one, takeovers it made.
+    public let coordinatorTerm: Gauge
+    public let coordinatorActive: Gauge
+    public let takeovers: Counter
     /// Event-folder files taken as events, and files moved to `rejected/`.
     public let folderFilesPicked: Counter
     public let folderFilesRejected: Counter
@@ -101,6 +107,10 @@ public struct NodeMetrics: Sendable {
         replays = counter("ce_replays_total")
         forged = counter("ce_forged_total")
         handshakesRefused = counter("ce_handshakes_refused_total")
+        decisionsDropped = counter("ce_decisions_dropped_total")
+        coordinatorTerm = Gauge(label: "ce_coordinator_term", dimensions: [], factory: factory)
+        coordinatorActive = Gauge(label: "ce_coordinator_active", dimensions: [], factory: factory)
+        takeovers = counter("ce_coordinator_takeovers_total")
         folderFilesPicked = counter("ce_event_files_total", [("result", "picked")])
         folderFilesRejected = counter("ce_event_files_total", [("result", "rejected")])
     }

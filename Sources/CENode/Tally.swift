@@ -24,6 +24,8 @@ extension Node {
         case livePause
         case skipped(Int)
         case forged, handshakeRefused
+        /// A coordinator decision stored but not handed over (fenced, or decided already).
+        case decisionDropped
     }
 
     func count(_ what: Count) {
@@ -88,6 +90,9 @@ extension Node {
         case .handshakeRefused:
             s.counters.handshakesRefused += 1
             metrics.handshakesRefused.increment()
+        case .decisionDropped:
+            s.counters.decisionsDropped += 1
+            metrics.decisionsDropped.increment()
         }
     }
 }

@@ -277,9 +277,13 @@ struct Status: AsyncParsableCommand {
 
 struct CoordinatorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "coordinator", abstract: "Run the topology's coordinator node (gates, conflicts, liveness).")
+        commandName: "coordinator",
+        abstract: "Run the topology's coordinator node (gates, conflicts, liveness), or its standby with --node.",
+        subcommands: [Handover.self])
     @Option(help: "The topology file ($CE_TOPOLOGY when set).")
     var topology: String = ProcessInfo.processInfo.environment["CE_TOPOLOGY"] ?? "topology/demo.yaml"
+    @Option(help: "Which coordinator to run: the coordinator section's name (the default) or its standby's.")
+    var node: String?
     @Option(help: "Log level.") var logLevel: String = "info"
     @Option(help: "Store durability: full or normal.") var durability: String = "full"
 
@@ -287,17 +291,44 @@ struct CoordinatorCommand: AsyncParsableCommand {
         let loaded: Topology
         do { loaded = try TopologyLoader.load(path: topology) } catch { throw ValidationError("\(error)") }
         guard let coordinator = loaded.coordinator else { throw ValidationError("\(topology) has no coordinator section") }
-        let run = try Run.parse(["--topology", topology, "--node", coordinator.name, "--log-level", logLevel, "--durability", durability])
+        let name = node ?? coordinator.name
+        guard loaded.coordinators.contains(where: { $0.name == name }) else {
+            throw ValidationError("\(name) is not a coordinator in \(topology) (coordinators: \(loaded.coordinators.map(\.name).joined(separator: ", ")))")
+        }
+        let run = try Run.parse(["--topology", topology, "--node", name, "--log-level", logLevel, "--durability", durability])
         try await run.run()
+    }
+
+    struct Handover: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Move the active coordinator's role to the standby (for maintenance); run it on the active coordinator's host.")
+        /// `--topology` and `--node` are the coordinator command's (given before or after `handover`).
+        @ParentCommand var coordinator: CoordinatorCommand
+
+        func run() async throws {
+            var selection = try NodeSelection.parse(["--topology", coordinator.topology])
+            selection.node = coordinator.node
+            let reply = try await ControlClient(dataDirectory: try coordinatorData(selection)).handover(timeout: .seconds(30))
+            let to = reply["to"]?.stringValue ?? "?"
+            let term = reply["term"]?.intValue ?? 0
+            if reply["confirmed"]?.boolValue == true {
+                print("\(to) is the active coordinator in term \(term)")
+            } else {
+                print("handed over to \(to) in term \(term); it has not said it is active yet (ce-node gates shows the role)")
+            }
+        }
     }
 }
 
-/// The coordinator's data folder, from the topology.
+/// The data folder of the coordinator on this host: `--data`, `--node`, else the first of the
+/// coordinator and its standby whose control socket is here.
 func coordinatorData(_ selection: NodeSelection) throws -> String {
     if let data = selection.data { return data }
+    if selection.nodeName != nil { return try selection.dataDirectory() }
     let topology = try selection.load()
-    guard let coordinator = topology.coordinator else { throw ValidationError("\(selection.topology) has no coordinator section") }
-    return coordinator.data
+    guard let first = topology.coordinator else { throw ValidationError("\(selection.topology) has no coordinator section") }
+    let here = topology.coordinators.first { FileManager.default.fileExists(atPath: NodePaths(dataDirectory: $0.data).controlSocket) }
+    return (here ?? first).data
 }
 
 struct Gates: AsyncParsableCommand {
@@ -306,8 +337,18 @@ struct Gates: AsyncParsableCommand {
     @Flag(help: "Print the gates as JSON (for scripts).") var json = false
 
     func run() async throws {
-        let gates = try await ControlClient(dataDirectory: try coordinatorData(selection)).gates(timeout: .seconds(5))["gates"] ?? .array([])
-        if json { printJSON(gates) } else { print(Tables.gates(gates), terminator: "") }
+        let reply = try await ControlClient(dataDirectory: try coordinatorData(selection)).gates(timeout: .seconds(5))
+        let gates = reply["gates"] ?? .array([])
+        if json { printJSON(gates) } else {
+            if let role = reply["role"]?.stringValue, let term = reply["term"]?.intValue {
+                var line = "this coordinator: \(role), term \(term); active: \(reply["active"]?.stringValue ?? "none")"
+                if let last = reply["last_takeover"], let at = last["at"]?.stringValue {
+                    line += "; since \(at): \(last["reason"]?.stringValue ?? "")"
+                }
+                print(line)
+            }
+            print(Tables.gates(gates), terminator: "")
+        }
     }
 }
 

@@ -143,7 +143,7 @@ struct TopologyTests {
         expectProblem(found, #"cluster: name "my cluster" may only contain"#)
         expectProblem(found, #"settings.heartbeat_ms: wrong type: expected an integer, got "fast""#)
         expectProblem(found, "settings.ask_retries: 1000 is outside 0-100")
-        expectProblem(found, #"settings.tiemout: unknown key "tiemout" (allowed: heartbeat_ms, ask_timeout_ms, ask_retries, max_message_bytes, security, keys_file, http_token_file)"#)
+        expectProblem(found, #"settings.tiemout: unknown key "tiemout" (allowed: heartbeat_ms, ask_timeout_ms, ask_retries, max_message_bytes, security, keys_file, http_token_file, coordinator_failover_ms)"#)
         expectProblem(found, #"coordinator.bind: bad address "somewhere": expected * or an IP address"#)
         expectProblem(found, #"nodes[0].name: name "bad name" may only contain"#)
         expectProblem(found, #"nodes[1].pool: the pool name "coordinator" is reserved"#)
@@ -270,6 +270,36 @@ struct TopologyTests {
 
     static let keyA = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
     static let keyB = "Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID"
+
+    @Test func aStandbyCoordinatorAndTheFailoverTime() throws {
+        let yaml = """
+            version: 1
+            settings: { heartbeat_ms: 200, coordinator_failover_ms: 2000 }
+            coordinator:
+              name: coord-a
+              host: 10.0.0.1
+              ports: { pub: 7100, rep: 7101 }
+              standby: { name: coord-b, host: 10.0.0.2, ports: { pub: 7100, rep: 7101 } }
+            nodes:
+              - { name: planner-1, pool: planner, host: 10.0.0.3, ports: { pub: 7110, rep: 7111 } }
+            """
+        let t = try TopologyLoader.parse(yaml: yaml)
+        #expect(t.coordinators.map(\.name) == ["coord-a", "coord-b"])
+        #expect(t.coordinator?.name == "coord-a" && t.standby?.name == "coord-b")
+        #expect(t.standby?.pool == "coordinator" && t.standby?.isCoordinator == true)
+        #expect(t.poolNodes.map(\.name) == ["planner-1"])
+        #expect(t.settings.coordinatorFailoverMilliseconds == 2000)
+        // The default: 5 s, or three heartbeats when they are longer.
+        #expect(try TopologyLoader.parse(yaml: "version: 1\nnodes: [{ name: a, pool: p, host: h, ports: { pub: 1, rep: 2 } }]").settings.coordinatorFailoverMilliseconds == 5000)
+        #expect(try TopologyLoader.parse(yaml: "version: 1\nsettings: { heartbeat_ms: 4000 }\nnodes: [{ name: a, pool: p, host: h, ports: { pub: 1, rep: 2 } }]").settings.coordinatorFailoverMilliseconds == 12000)
+        // Shorter than three heartbeats, a standby of a standby, two nodes of one name.
+        expectProblem(problems(yaml.replacingOccurrences(of: "coordinator_failover_ms: 2000", with: "coordinator_failover_ms: 500")),
+                      "settings.coordinator_failover_ms: 500 ms is shorter than three heartbeats")
+        expectProblem(problems(yaml.replacingOccurrences(of: "ports: { pub: 7100, rep: 7101 } }", with: "ports: { pub: 7100, rep: 7101 }, standby: {} }")),
+                      "coordinator.standby.standby")
+        expectProblem(problems(yaml.replacingOccurrences(of: "name: coord-b", with: "name: coord-a")), "coordinator.standby.name")
+        #expect(problems(yaml.replacingOccurrences(of: "coordinator_failover_ms: 2000", with: "coordinator_failover_ms: 0")) == ["(valid)"])
+    }
 
     @Test func securityIsCurveByDefaultAndNoneOnlyWhenSaid() throws {
         let base = "nodes:\n  - {name: a, pool: p, host: h, ports: {pub: 1, rep: 2}}\n"
