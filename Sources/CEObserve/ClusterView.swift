@@ -202,7 +202,11 @@ public final class ClusterView: Sendable {
             for peer in n.status?["peers"]?.arrayValue ?? [] where peer["up"]?.boolValue == true {
                 if let p = peer["name"]?.stringValue { heardUp.insert(p) }
             }
-            if topology.node(named: name)?.isCoordinator == true, n.reachable { coordination = n.coordination }
+            // With a standby, the active coordinator's view (the standby's follows it).
+            if topology.node(named: name)?.isCoordinator == true, n.reachable, let c = n.coordination,
+               coordination == nil || c["role"]?.stringValue?.hasPrefix("active") == true {
+                coordination = c
+            }
         }
         let nodes: [JSONValue] = topology.nodes.map { spec in
             let n = s.nodes[spec.name]
@@ -243,8 +247,12 @@ public final class ClusterView: Sendable {
             "nodes": .array(nodes),
             "pools": .array(pools.keys.sorted().map { ["pool": .string($0), "nodes": .array(pools[$0]!.map(JSONValue.string))] }),
             "gates": coordination?["gates"] ?? .array([]), "conflicts": coordination?["conflicts"] ?? .array([]),
-            "coordinator": topology.coordinator.map { .string($0.name) } ?? .null,
+            "coordinator": (coordination?["active"]?.stringValue ?? topology.coordinator?.name).map(JSONValue.string) ?? .null,
             "coordinator_reachable": .bool(coordination != nil),
+            // Who decides: the term, the standby, the last takeover or handover (when, why).
+            "term": coordination?["term"] ?? .null,
+            "standby": topology.standby == nil ? .null : topology.coordinators.map(\.name).first { $0 != (coordination?["active"]?.stringValue ?? topology.coordinator?.name) }.map(JSONValue.string) ?? .null,
+            "last_takeover": coordination?["last_takeover"] ?? .null,
             "resolvers": .array((topology.conflicts.resolvers.isEmpty ? ["human"] : topology.conflicts.resolvers).map(JSONValue.string)),
             // What the page may do: "token" (resolve, sending the token a person types in) or
             // "read_only" (no settings.http_token_file: POST /resolve is refused).

@@ -94,6 +94,12 @@ enum Tables {
             ("Publishes", status["endpoints"]?["pub"]?.stringValue ?? "?"), ("Store", status["store"]?.stringValue ?? "?"),
             ("Epoch", status["epoch"]?.stringValue.map { $0.isEmpty ? "(none: a store made before epochs)" : $0 } ?? "?"),
         ]
+        if let c = status["coordinator"], c != .null {
+            var text = "\(c["active"]?.stringValue ?? "none") is active, term \(number(c["term"]))"
+            if let standby = c["standby"]?.stringValue { text += " (standby \(standby) in the topology)" }
+            if let since = c["since"]?.stringValue { text += "; since \(since): \(c["reason"]?.stringValue ?? "")" }
+            lines.append(("Coordinator", text))
+        }
         if let refill = status["refill"], refill != .null {
             let state = refill["done"]?.boolValue == true ? "done" : "under way"
             lines.append(("Refill", "\(state): \(number(refill["events"])) events of \(number(refill["lines"])) lines, \(number(refill["peers_answered"])) peers answered"))

@@ -62,6 +62,14 @@ function renderNodes(s) {
 function renderGates(s) {
   const body = $("gates").tBodies[0];
   body.replaceChildren();
+  let line = "";
+  if (s.coordinator_reachable) {
+    line = "Decided by " + s.coordinator + (s.term != null ? " (term " + s.term + ")" : "");
+    if (s.standby) line += "; standby " + s.standby;
+    const t = s.last_takeover;
+    if (t) line += "; since " + t.at + ": " + t.reason;
+  }
+  $("coordinator-line").textContent = line;
   if (!s.coordinator_reachable) {
     body.append(el("tr", {}, el("td", { colspan: 6, class: "empty", text: s.coordinator ? "coordinator " + s.coordinator + " not reachable" : "no coordinator in this topology" })));
     return;
