@@ -55,7 +55,14 @@ final class Cluster: @unchecked Sendable {
             let host = node.host ?? hosts.address(of: node.name)
             let metrics = node.metrics ? ", metrics: \(hosts.mode == .namespaces ? 7002 : try freePort())" : ""
             if node.pool == "coordinator" {
-                coordinator = "coordinator:\n  name: \(node.name)\n  host: \(host)\n  ports: { pub: \(pub), rep: \(rep)\(metrics) }\n  data: \(root)/\(node.name)\n" + key(node.name)
+                let entry = "name: \(node.name)\nhost: \(host)\nports: { pub: \(pub), rep: \(rep)\(metrics) }\ndata: \(root)/\(node.name)\n"
+                    + (keys[node.name].map { "public_key: \"\($0.publicKey)\"\n" } ?? "")
+                if coordinator.isEmpty {
+                    coordinator = "coordinator:\n" + Self.indented(entry, by: 2)
+                } else {
+                    // A second coordinator is the first one's standby, a mapping inside its section.
+                    coordinator += "  standby:\n" + Self.indented(entry, by: 4)
+                }
                 continue
             }
             yaml += "  - name: \(node.name)\n    pool: \(node.pool)\n    host: \(host)\n    ports: { pub: \(pub), rep: \(rep)\(metrics) }\n    data: \(root)/\(node.name)\n"
@@ -69,6 +76,11 @@ final class Cluster: @unchecked Sendable {
         topologyPath = root + "/topology.yaml"
         try yaml.write(toFile: topologyPath, atomically: true, encoding: .utf8)
         topology = try TopologyLoader.load(path: topologyPath)
+    }
+
+    /// Indents every line of `text` (which ends in a newline) by `spaces`.
+    private static func indented(_ text: String, by spaces: Int) -> String {
+        text.split(separator: "\n").map { String(repeating: " ", count: spaces) + $0 + "\n" }.joined()
     }
 
     /// Makes a cluster on a thread of its own (see the initializer).
@@ -86,6 +98,18 @@ final class Cluster: @unchecked Sendable {
     func heal(_ node: String) async throws {
         let hosts = self.hosts
         try await offThePool { try hosts.heal(node) }
+    }
+
+    /// Cuts the link between two nodes' hosts only, on a thread of its own (`ip` and `iptables` run).
+    func cutLink(_ a: String, _ b: String) async throws {
+        let hosts = self.hosts
+        try await offThePool { try hosts.cutLink(a, b) }
+    }
+
+    /// Mends the link between two nodes' hosts, on a thread of its own.
+    func healLink(_ a: String, _ b: String) async throws {
+        let hosts = self.hosts
+        try await offThePool { try hosts.healLink(a, b) }
     }
 
     func launch(_ names: [String]) async throws {

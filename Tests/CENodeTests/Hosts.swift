@@ -92,6 +92,34 @@ final class Hosts: Sendable {
         try Self.ip(["-n", prefix + "sw", "link", "set", "\(prefix)s\(index[node]!)", "up"])
     }
 
+    /// Cuts the path between two hosts only: each drops whatever comes from the other, as a
+    /// broken link between two racks would, while both still reach every other host. The
+    /// rules live in the two hosts' namespaces and go with them; `healLink` removes them.
+    func cutLink(_ a: String, _ b: String) throws {
+        try filter(a, ["-I", "INPUT", "-s", address(of: b), "-j", "DROP"])
+        try filter(b, ["-I", "INPUT", "-s", address(of: a), "-j", "DROP"])
+    }
+
+    func healLink(_ a: String, _ b: String) throws {
+        try filter(a, ["-D", "INPUT", "-s", address(of: b), "-j", "DROP"])
+        try filter(b, ["-D", "INPUT", "-s", address(of: a), "-j", "DROP"])
+    }
+
+    /// Changes the packet filter inside the node's host. Dropping on the way in on both sides,
+    /// never on the way out: a packet refused on its way out fails the sender's system call,
+    /// which a real broken link does not.
+    private func filter(_ node: String, _ rule: [String]) throws {
+        guard mode == .namespaces, let iptables = Self.iptablesPath else {
+            throw TestFailure("no link between two hosts can be cut here (\(mode == .namespaces ? "no iptables" : reason))")
+        }
+        try Self.ip(["netns", "exec", prefix + "h\(index[node]!)", iptables, "-w"] + rule)
+    }
+
+    /// Whether this machine can cut the link between two hosts: namespaces (root and `ip`) and iptables.
+    static var linksCanBeCut: Bool { getuid() == 0 && FileManager.default.isExecutableFile(atPath: ipPath) && iptablesPath != nil }
+
+    static let iptablesPath = ["/usr/sbin/iptables", "/sbin/iptables", "/usr/bin/iptables"].first { FileManager.default.isExecutableFile(atPath: $0) }
+
     /// Deletes the namespaces (their links go with them). Stop the nodes first.
     func tearDown() { removeNamespaces() }
 

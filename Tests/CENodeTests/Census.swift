@@ -1,0 +1,289 @@
+import CECore
+import CENode
+import CEStore
+import Foundation
+import Synchronization
+import Testing
+import ZeroMQ
+
+// What the cluster tests count: the stores read directly, every pool emitting through its
+// control endpoint, every node's feed watched, and the census that compares them.
+
+extension Cluster {
+    func storedEvents(_ name: String, origin: String? = nil, type: String? = nil) throws -> [Event] {
+        let store = try EventStore(directory: data(name), durability: .normal)
+        var query = EventQuery()
+        query.origin = origin
+        query.type = type
+        query.limit = 10_000_000
+        return try store.events(query).map { try $0.decoded() }
+    }
+
+    func storedCount(_ name: String, origin: String) throws -> Int {
+        var query = EventQuery()
+        query.origin = origin
+        return try EventStore(directory: data(name), durability: .normal).count(query)
+    }
+
+    func storedSeqs(_ name: String, origin: String) throws -> [UInt64] {
+        try storedEvents(name, origin: origin).map(\.seq)
+    }
+
+    /// Waits until every node's cursor for every origin reaches that origin's last sequence
+    /// (read from its store when it is down for good) and every refill and replay has ended,
+    /// then checks every store against every origin's: each running node holds exactly the
+    /// events of its subscribed types of every line, none twice, in sequence order per line.
+    /// `seconds` bounds the wait for the stores to catch up.
+    func census(streams: Streams, down: Set<String> = [], seconds: Double = 90) async throws {
+        let names = processes.keys.sorted()
+        let running = names.filter { !down.contains($0) }
+        try await eventually(seconds, "every node catches up with every origin") {
+            var last: [String: Int] = [:]
+            var statuses: [String: JSONValue] = [:]
+            for name in running {
+                statuses[name] = try await status(name)
+                last[name] = statuses[name]!["last_seq"]?.intValue ?? -1
+            }
+            for name in down {
+                let store = try EventStore(directory: data(name), durability: .normal)
+                last[name] = Int(try store.maxSeq(origin: name, epoch: store.epoch))
+            }
+            for name in running {
+                let status = statuses[name]!
+                if let refill = status["refill"], refill != .null, refill["done"]?.boolValue != true { return false }
+                if (status["lines"]?.arrayValue ?? []).contains(where: { $0["replaying"]?.boolValue == true }) { return false }
+                for peer in status["peers"]?.arrayValue ?? [] {
+                    guard let origin = peer["name"]?.stringValue, let target = last[origin] else { continue }
+                    if peer["cursor"]?.intValue != target { return false }
+                }
+            }
+            return true
+        }
+        var checked = 0
+        for origin in names {
+            let sent = try storedEvents(origin, origin: origin)
+            for name in running where name != origin {
+                let types = Node.subscribedTypes(pool: topology.node(named: name)!.pool, topology: topology)
+                let expected = sent.filter { types?.contains($0.type) ?? true }.map(\.id)
+                let held = try storedEvents(name, origin: origin)
+                let heldIDs = Set(held.map(\.id))
+                let expectedIDs = Set(expected)
+                let missing = sent.filter { expectedIDs.contains($0.id) && !heldIDs.contains($0.id) }.map { "\($0.type.rawValue)#\($0.seq)" }
+                let extra = held.filter { !expectedIDs.contains($0.id) }.map { "\($0.type.rawValue)#\($0.seq)@\($0.epoch.prefix(8))" }
+                // On a mismatch, what the origin's own store holds, by epoch, to tell a
+                // store that lost events from one that was replaced.
+                let epochs = Dictionary(grouping: sent, by: { String($0.epoch.prefix(8)) }).mapValues(\.count)
+                #expect(missing.isEmpty && extra.isEmpty, "\(name) holds \(held.count) of \(origin)'s events, expected \(expected.count): missing \(missing.prefix(10)), extra \(extra.prefix(10)); \(origin)'s store holds \(sent.count) of its own events, by epoch \(epochs)")
+                #expect(held.count == heldIDs.count)
+                for (epoch, events) in Dictionary(grouping: held, by: \.epoch) {
+                    let seqs = events.map(\.seq)
+                    #expect(seqs == seqs.sorted() && Set(seqs).count == seqs.count, "\(name) stored \(origin)@\(epoch)'s events out of order")
+                }
+                checked += held.count
+            }
+        }
+        #expect(checked > 0)
+        // Every event acknowledged to an emitter is in its origin's store with that sequence.
+        for (origin, acked) in streams.acknowledged() {
+            let stored = Dictionary(uniqueKeysWithValues: try storedEvents(origin, origin: origin).map { ($0.id, $0.seq) })
+            let lost = acked.filter { stored[$0.key] != $0.value }
+            #expect(lost.isEmpty, "\(origin) lost or renumbered \(lost.count) acknowledged events")
+        }
+        let doubled = streams.handedOverTwice()
+        #expect(doubled.isEmpty, "handed over twice: \(doubled.prefix(5))")
+        print("census: \(checked) events checked across \(running.count) stores; \(streams.acknowledged().values.map(\.count).reduce(0, +)) acknowledged emits")
+    }
+}
+
+/// Every pool node emitting a steady stream through its control endpoint (a batch of two
+/// events every 25 ms), and every node's feed watched: what was acknowledged, what each
+/// node handed over.
+final class Streams: Sendable {
+    /// What the emitters and the feed watchers saw.
+    final class Record: Sendable {
+        let acked = Mutex<[String: [String: UInt64]]>([:])
+        let fed = Mutex<[String: [String: Int]]>([:])
+        let stopping = Atomic<Bool>(false)
+        /// Emitters that skip their rounds for now, and those in the middle of one.
+        let paused = Mutex<Set<String>>([])
+        let busy = Mutex<Set<String>>([])
+        /// The coordinator decisions each node handed over, in the order its watcher read them.
+        let taken = Mutex<[Taken]>([])
+    }
+
+    /// A coordinator decision a node handed over, and when its feed watcher read it.
+    struct Taken: Sendable {
+        let node: String
+        let event: Event
+        let at: ContinuousClock.Instant
+        var key: String? { Streams.decisionKey(event) }
+        var term: Int? { event.payload["term"]?.intValue }
+    }
+
+    /// The event types only a coordinator publishes.
+    static let decisionTypes: Set<String> = [
+        "gate_passed", "gate_timed_out", "gate_rejected", "resolution_needed", "conflict_closed", "pool_up", "pool_down",
+    ]
+
+    /// What makes a decision one of a kind: a node takes each key once, whichever coordinator
+    /// published it. Nil for the liveness reports, which are not keyed.
+    static func decisionKey(_ event: Event) -> String? {
+        let payload = event.payload
+        func text(_ field: String) -> String { payload[field]?.stringValue ?? payload[field]?.intValue.map(String.init) ?? "?" }
+        switch event.type.rawValue {
+        case "gate_passed", "gate_timed_out": return "\(event.type.rawValue)/\(text("gate"))/\(text("round"))"
+        case "resolution_needed": return "resolution_needed/\(payload["conflict_id"]?.stringValue ?? event.correlationID ?? "?")/\(text("level"))"
+        case "conflict_closed": return "conflict_closed/\(payload["conflict_id"]?.stringValue ?? event.correlationID ?? "?")"
+        case "gate_rejected": return "gate_rejected/\(event.correlationID ?? "?")"
+        default: return nil
+        }
+    }
+    let context: Context
+    let record = Record()
+    let emitters: [Task<Void, Never>]
+    /// One feed watcher per node (a task reading a SUB on its feed).
+    let watchers = Mutex<[String: Task<Void, Never>]>([:])
+    let cluster: Cluster
+
+    static func watch(_ name: String, cluster: Cluster, context: Context, record: Record) throws -> Task<Void, Never> {
+        let feed = try context.socket(.sub)
+        try feed.set(.subscribe([]))
+        try feed.connect("ipc://" + cluster.data(name) + "/feed.sock")
+        return Task {
+            do {
+                for try await message in feed.messages {
+                    guard message.count == 2, let event = try? EnvelopeCodec.decode(message[1].bytes), event.origin != name else { continue }
+                    record.fed.withLock { $0[name, default: [:]][event.id, default: 0] += 1 }
+                    if Self.decisionTypes.contains(event.type.rawValue) {
+                        let taken = Taken(node: name, event: event, at: .now)
+                        record.taken.withLock { $0.append(taken) }
+                    }
+                }
+            } catch {}
+            feed.close()
+        }
+    }
+
+    init(cluster: Cluster, types: [String: [String]]) throws {
+        let context = try Context()
+        self.context = context
+        self.cluster = cluster
+        let record = self.record
+        for name in cluster.topology.nodes.map(\.name) {
+            let watcher = try Self.watch(name, cluster: cluster, context: context, record: record)
+            watchers.withLock { $0[name] = watcher }
+        }
+
+        var emitters: [Task<Void, Never>] = []
+        for (name, kinds) in types {
+            let endpoint = "ipc://" + cluster.data(name) + "/control.sock"
+            emitters.append(Task {
+                var round = 0
+                var socket: Socket?
+                while !record.stopping.load(ordering: .relaxed) && !Task.isCancelled {
+                    let skip = record.paused.withLock { paused in
+                        record.busy.withLock { busy in
+                            if paused.contains(name) { busy.remove(name) } else { busy.insert(name) }
+                        }
+                        return paused.contains(name)
+                    }
+                    if skip {
+                        try? await Task.sleep(for: .milliseconds(25))
+                        continue
+                    }
+                    round += 1
+                    let batch: [JSONValue] = (0..<2).map { i in
+                        ["event_type": .string(kinds[(round * 2 + i) % kinds.count]), "payload": ["round": .number(Double(round))]]
+                    }
+                    do {
+                        if socket == nil {
+                            let fresh = try context.socket(.req)
+                            try fresh.set(.linger(milliseconds: 0))
+                            try fresh.connect(endpoint)
+                            socket = fresh
+                        }
+                        try await socket!.send(Message(JSONValue.object(["cmd": "emit", "events": .array(batch)]).serialized()))
+                        let reply = try JSONValue(parsing: try await socket!.receive(timeout: .seconds(2))[0].bytes)
+                        for event in reply["events"]?.arrayValue ?? [] {
+                            if let id = event["id"]?.stringValue, let seq = event["seq"]?.intValue {
+                                record.acked.withLock { $0[name, default: [:]][id] = UInt64(seq) }
+                            }
+                        }
+                    } catch {
+                        socket?.close()  // the node is down: a fresh socket once it is back
+                        socket = nil
+                    }
+                    try? await Task.sleep(for: .milliseconds(25))
+                }
+                socket?.close()
+            })
+        }
+        self.emitters = emitters
+    }
+
+    var count: Int { record.acked.withLock { $0.values.map(\.count).reduce(0, +) } }
+
+    func waitForEvents(_ n: Int) async throws {
+        try await eventually(60, "the pools emit \(n) events") { self.count >= n }
+    }
+
+    func waitForMoreEvents(_ n: Int) async throws {
+        let target = count + n
+        try await eventually(60, "the pools emit \(n) more events") { self.count >= target }
+    }
+
+    func acknowledged() -> [String: [String: UInt64]] { record.acked.withLock { $0 } }
+
+    /// Stops one node's emitter after the round it is in (waits until that round ended).
+    func pause(_ name: String) async throws {
+        record.paused.withLock { _ = $0.insert(name) }
+        try await eventually(10, "\(name)'s emitter pauses") { !self.record.busy.withLock { $0.contains(name) } }
+    }
+
+    func resume(_ name: String) { record.paused.withLock { _ = $0.remove(name) } }
+
+    /// A node whose store is replaced hands its history over again (it cannot know what its
+    /// agents had): "never twice" is counted per store from here on.
+    /// The node's watcher is replaced (what its old one had queued is dropped with it).
+    func forget(_ name: String) async throws {
+        let old = watchers.withLock { $0.removeValue(forKey: name) }
+        old?.cancel()
+        await old?.value
+        record.fed.withLock { $0[name] = [:] }
+        record.taken.withLock { $0.removeAll { $0.node == name } }
+        let fresh = try Self.watch(name, cluster: cluster, context: context, record: record)
+        watchers.withLock { $0[name] = fresh }
+    }
+
+    /// The coordinator decisions the nodes handed over (all of them, or those of one node).
+    func taken(at node: String? = nil) -> [Taken] {
+        record.taken.withLock { all in node.map { node in all.filter { $0.node == node } } ?? all }
+    }
+
+    /// How often each decision key was handed over at a node.
+    func takenKeys(at node: String) -> [String: Int] {
+        taken(at: node).reduce(into: [:]) { counts, taken in
+            if let key = taken.key { counts[key, default: 0] += 1 }
+        }
+    }
+
+    /// The first time one of `nodes` handed the decision `key` over, if any did.
+    func firstTaken(_ key: String, at nodes: [String]) -> Taken? {
+        taken().filter { nodes.contains($0.node) && $0.key == key }.min { $0.at < $1.at }
+    }
+
+    func handedOverTwice() -> [String] {
+        record.fed.withLock { $0.flatMap { node, ids in ids.filter { $0.value > 1 }.map { "\(node): \($0.key)" } } }
+    }
+
+    func stopEmitting() async {
+        record.stopping.store(true, ordering: .relaxed)
+        for task in emitters { await task.value }
+    }
+
+    func finish() async {
+        await stopEmitting()
+        for task in watchers.withLock({ Array($0.values) }) { task.cancel() }
+        await context.shutdown()
+    }
+}
