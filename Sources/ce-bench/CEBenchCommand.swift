@@ -14,6 +14,6 @@ struct CEBenchCommand: AsyncParsableCommand {
             """,
         subcommands: [
             StoreBenchmark.self, EmitBenchmark.self, BusBenchmark.self, GatesBenchmark.self, ReplayBenchmark.self,
-            RefillBenchmark.self, CodecBenchmark.self, LinkBenchmark.self,
+            RefillBenchmark.self, CodecBenchmark.self, LinkBenchmark.self, FailoverBenchmark.self,
         ])
 }

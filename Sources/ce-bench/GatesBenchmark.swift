@@ -27,6 +27,9 @@ struct GatesBenchmark: AsyncParsableCommand {
     @Option(name: .customLong("heartbeat-ms"), help: ArgumentHelp("The topology's heartbeat interval.", valueName: "ms"))
     var heartbeatMilliseconds = 500
 
+    @Flag(help: "A standby coordinator beside the coordinator (it keeps the state, the coordinator decides).")
+    var standby = false
+
     @OptionGroup var security: SecurityOptions
 
     func validate() throws {
@@ -38,7 +41,8 @@ struct GatesBenchmark: AsyncParsableCommand {
         let cluster = try BenchCluster(security)
         defer { cluster.remove() }
         var yaml = "version: 1\nsettings: { heartbeat_ms: \(heartbeatMilliseconds)\(cluster.securitySetting) }\n"
-        yaml += "coordinator: { name: coordinator, \(try cluster.place("coordinator")) }\nnodes:\n"
+        let standbyEntry = standby ? ", standby: { name: coordinator-2, \(try cluster.place("coordinator-2")) }" : ""
+        yaml += "coordinator: { name: coordinator, \(try cluster.place("coordinator"))\(standbyEntry) }\nnodes:\n"
         for i in 0..<pools {
             yaml += "  - { name: n\(i), pool: p\(i), \(try cluster.place("n\(i)")) }\n"
         }
@@ -60,13 +64,13 @@ struct GatesBenchmark: AsyncParsableCommand {
         }
         let coordinator = nodes.first { $0.spec.isCoordinator }!
         let poolNodes = nodes.filter { !$0.spec.isCoordinator }
-        let service = CoordinatorService(node: coordinator)
+        let services = nodes.filter(\.spec.isCoordinator).map { CoordinatorService(node: $0) }
         final class Arrivals: Sendable { let byRound = Mutex<[Int: [String: ContinuousClock.Instant]]>([:]) }
         let box = Arrivals()
         let running = Task {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for node in nodes { group.addTask { try await node.run() } }
-                group.addTask { try await service.run() }
+                for service in services { group.addTask { try await service.run() } }
                 for node in poolNodes {
                     let stream = node.events()
                     group.addTask {
@@ -112,7 +116,7 @@ struct GatesBenchmark: AsyncParsableCommand {
 
     func report(rounds: Int, latencies: [Double], coordinatorReceived handled: Int) {
         let latencies = latencies.sorted()
-        print(String(format: "gates: %d pools, %d rounds: last report -> gate_passed stored at every pool: p50 %.1f ms, p99 %.1f ms; coordinator received %d events (%.1f per gate for %d pools) and published one decision per gate; %d TCP subscriptions in the mesh",
+        print("gates\(standby ? " (with a standby)" : ""): " + String(format: "%d pools, %d rounds: last report -> gate_passed stored at every pool: p50 %.1f ms, p99 %.1f ms; coordinator received %d events (%.1f per gate for %d pools) and published one decision per gate; %d TCP subscriptions in the mesh",
                      pools, latencies.count, percentile(latencies, 0.5), percentile(latencies, 0.99), handled,
                      Double(handled) / Double(rounds), pools, (pools + 1) * pools))
     }
