@@ -19,8 +19,8 @@ public struct Conflicts: Sendable {
         public var level = 0
     }
 
-    public let resolvers: [String]
-    public let escalateAfter: TimeInterval
+    public private(set) var resolvers: [String]
+    public private(set) var escalateAfter: TimeInterval
     public private(set) var open: [String: Conflict] = [:]
     public private(set) var closed: Set<String> = []
 
@@ -30,6 +30,17 @@ public struct Conflicts: Sendable {
     }
 
     public var openSubjects: Set<String> { Set(open.values.map(\.subject)) }
+
+    /// A new resolver chain: open conflicts keep their level (the last resolver's, when the
+    /// chain got shorter) and when they were asked.
+    public mutating func reconfigure(resolvers: [String], escalateAfter: TimeInterval) {
+        self.resolvers = resolvers.isEmpty ? ["human"] : resolvers
+        self.escalateAfter = escalateAfter
+        for (id, var conflict) in open where conflict.level >= self.resolvers.count {
+            conflict.level = self.resolvers.count - 1
+            open[id] = conflict
+        }
+    }
 
     public mutating func handle(_ event: Event, now: Date) -> [Emission] {
         switch event.type {

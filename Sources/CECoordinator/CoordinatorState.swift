@@ -29,6 +29,17 @@ public struct CoordinatorState: Sendable {
 
     public mutating func heard(node: String, at: Date) { liveness.heard(node: node, at: at) }
 
+    /// Takes a reloaded topology, keeping what is under way: a gate that stays keeps its
+    /// round and the reports of pools still in it (a pool added to it must report in the
+    /// current round), a gate added starts idle in round 1; open conflicts stay open at their
+    /// level under the new resolver chain; liveness keeps what it heard.
+    public mutating func reconfigure(_ topology: Topology) {
+        let next = CoordinatorState(topology: topology)
+        gates.reconfigure(specs: next.gates.specs, nodesByPool: next.gates.nodesByPool)
+        conflicts.reconfigure(resolvers: next.conflicts.resolvers, escalateAfter: next.conflicts.escalateAfter)
+        liveness.reconfigure(nodesByPool: next.liveness.nodesByPool)
+    }
+
     /// Deadlines, escalations and (with `liveness`) pool liveness changes due at `now`. A
     /// standby leaves liveness to the active coordinator's `pool_up`/`pool_down` (it follows
     /// them), so that on taking over it says only what changed since.

@@ -28,9 +28,9 @@ public struct Gates: Sendable {
         }
     }
 
-    public let specs: [GateSpec]
+    public private(set) var specs: [GateSpec]
     /// Nodes of each pool (for gates that ask every node).
-    public let nodesByPool: [String: Set<String>]
+    public private(set) var nodesByPool: [String: Set<String>]
     public private(set) var rounds: [String: Round]
 
     /// Every gate starts in round 1, idle.
@@ -41,6 +41,23 @@ public struct Gates: Sendable {
     }
 
     func spec(_ name: String) -> GateSpec? { specs.first { $0.name == name } }
+
+    /// New gate definitions: a gate that stays keeps its round, its opening time and the
+    /// reports of the pools (and nodes) still in it; a new gate starts idle in round 1.
+    public mutating func reconfigure(specs: [GateSpec], nodesByPool: [String: Set<String>]) {
+        var next: [String: Round] = [:]
+        for spec in specs {
+            guard var round = rounds[spec.name] else {
+                next[spec.name] = Round()
+                continue
+            }
+            round.reported = round.reported.filter { spec.pools.contains($0.key) }
+            next[spec.name] = round
+        }
+        self.specs = specs
+        self.nodesByPool = nodesByPool
+        rounds = next
+    }
 
     /// Pools of the gate not yet aligned this round (for every-node gates: pools with a node missing).
     public func missing(_ gate: String) -> [String] {

@@ -4,7 +4,7 @@ import Foundation
 /// Pool liveness from node heartbeats: a pool is up while any of its nodes was heard within
 /// `timeout`; changes are published as `pool_up` / `pool_down`.
 public struct Liveness: Sendable {
-    public let nodesByPool: [String: Set<String>]
+    public private(set) var nodesByPool: [String: Set<String>]
     public let timeout: TimeInterval
     public private(set) var lastHeard: [String: Date] = [:]
     public private(set) var up: Set<String> = []
@@ -17,6 +17,12 @@ public struct Liveness: Sendable {
     public mutating func heard(node: String, at: Date) {
         if let previous = lastHeard[node], previous > at { return }  // out of order: keep the newest
         lastHeard[node] = at
+    }
+
+    /// New pools and members: what was heard stays; a pool that is gone is no longer said up.
+    public mutating func reconfigure(nodesByPool: [String: Set<String>]) {
+        self.nodesByPool = nodesByPool
+        up = up.filter { nodesByPool[$0] != nil }
     }
 
     public func isUp(pool: String, now: Date) -> Bool {

@@ -28,6 +28,8 @@ public enum ControlRequest: Sendable, Equatable {
     case gates
     /// Moves the active coordinator's role to its standby (the active coordinator only).
     case handover
+    /// Re-reads the topology file and applies what changed while the node runs.
+    case reload
 
     /// The protocol version this release speaks; a request may say `"v"`, and a node refuses another.
     public static let version = 1
@@ -38,7 +40,7 @@ public enum ControlRequest: Sendable, Equatable {
 
     /// The commands, as they appear in `cmd`.
     public enum Command: String, Sendable, CaseIterable {
-        case status, emit, ask, events_after, questions, answer, history, gates, handover
+        case status, emit, ask, events_after, questions, answer, history, gates, handover, reload
     }
 
     public var command: Command {
@@ -52,6 +54,7 @@ public enum ControlRequest: Sendable, Equatable {
         case .history: .history
         case .gates: .gates
         case .handover: .handover
+        case .reload: .reload
         }
     }
 
@@ -133,7 +136,7 @@ extension ControlRequest {
     public var json: JSONValue {
         var o: [String: JSONValue] = ["v": .number(Double(Self.version)), "cmd": .string(command.rawValue)]
         switch self {
-        case .status, .gates, .handover:
+        case .status, .gates, .handover, .reload:
             break
         case .emit(let item):
             o.merge(item.fields) { a, _ in a }
@@ -192,6 +195,7 @@ extension ControlRequest {
         case .status: self = .status
         case .gates: self = .gates
         case .handover: self = .handover
+        case .reload: self = .reload
         case .emit:
             if let events = o["events"] {
                 guard case .array(let items) = events, (1...Self.maxBatch).contains(items.count) else {
@@ -371,6 +375,8 @@ public enum ControlReply: Sendable, Equatable {
     case gates(JSONValue)
     /// The handover begun: `{"term": N, "to": name}`.
     case handover(JSONValue)
+    /// The reload applied: `{"digest", "previous"?, "changed": [lines]}`.
+    case reloaded(JSONValue)
     case failure(String)
 
     public struct EmittedID: Sendable, Equatable {
@@ -419,6 +425,7 @@ public enum ControlReply: Sendable, Equatable {
         case .history(let events, let truncated): ["ok": true, "events": .array(events), "truncated": .bool(truncated)]
         case .gates(let g): ["ok": true, "coordinator": g]
         case .handover(let h): ["ok": true, "handover": h]
+        case .reloaded(let r): ["ok": true, "reload": r]
         case .failure(let text): ["ok": false, "error": .string(text)]
         }
     }
@@ -458,6 +465,7 @@ public enum ControlReply: Sendable, Equatable {
         case .history: self = .history(events: try field("events").arrayValue ?? [], truncated: o["truncated"]?.boolValue ?? false)
         case .gates: self = .gates(try field("coordinator"))
         case .handover: self = .handover(try field("handover"))
+        case .reload: self = .reloaded(try field("reload"))
         }
     }
 }

@@ -14,6 +14,9 @@ public struct Topology: Sendable, Hashable {
     public var conflicts: ConflictSettings
     /// `custom_types`: event types beyond the catalog that this cluster's nodes may emit.
     public var customTypes: [EventType] = []
+    /// A digest of the file's text and its keys file's (16 hex digits): nodes say it in their
+    /// heartbeats, so two nodes running different topologies show. Empty when not loaded.
+    public var digest = ""
 
     public func node(named name: String) -> NodeSpec? { nodes.first { $0.name == name } }
     public func nodes(inPool pool: String) -> [NodeSpec] { nodes.filter { $0.pool == pool } }
@@ -162,5 +165,25 @@ public struct TopologyError: Error, Sendable, Equatable, CustomStringConvertible
 
     public var description: String {
         problems.map { "\(file): \($0)" }.joined(separator: "\n")
+    }
+}
+
+/// FNV-1a, 64 bits: tells two texts apart (a topology drifting between nodes); not a
+/// cryptographic hash, nothing is authenticated with it.
+public struct Digest: Sendable {
+    private var value: UInt64 = 0xcbf2_9ce4_8422_2325
+
+    public init() {}
+
+    public mutating func add(_ bytes: [UInt8]) {
+        for byte in bytes {
+            value ^= UInt64(byte)
+            value = value &* 0x0000_0100_0000_01b3
+        }
+    }
+
+    public var hex: String {
+        let digits = String(value, radix: 16)
+        return String(repeating: "0", count: 16 - digits.count) + digits
     }
 }

@@ -64,7 +64,6 @@ public enum TopologyLoader {
         return try parse(yaml: text, file: path, folder: folder)
     }
 
-    /// Validates a topology given as text; `file` names it in problems.
     /// Validates a topology given as text; `file` names it in problems. Relative paths in it
     /// (`data`, `workspace`, `keys_file`, `http_token_file`) are taken relative to `folder`
     /// (default: the folder of `file`, as given).
@@ -85,6 +84,10 @@ public enum TopologyLoader {
         var topology = reader.topology(root)
         reader.readKeysFile(into: &topology)
         if !reader.problems.isEmpty { throw TopologyError(file: file, problems: reader.problems) }
+        var digest = Digest()
+        digest.add(Array(yaml.utf8))
+        if let keys = topology.settings.keysFile, let data = FileManager.default.contents(atPath: keys) { digest.add(Array(data)) }
+        topology.digest = digest.hex
         return topology
     }
 

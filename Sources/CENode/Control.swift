@@ -81,6 +81,8 @@ extension Node {
                 return .failure("node \(spec.name) is not a coordinator: only the active coordinator hands its role over")
             }
             return await handover()
+        case .reload:
+            return await reload()
         }
     }
 

@@ -100,6 +100,12 @@ public final class ControlClient: Sendable {
         return g
     }
 
+    /// Re-reads the node's topology file and applies what changed: `{"digest", "changed": [lines]}`.
+    public func reload(timeout: Duration = .seconds(30)) async throws -> JSONValue {
+        guard case .reloaded(let r) = try await call(.reload, timeout: timeout) else { throw Self.mismatch }
+        return r
+    }
+
     /// Hands the active coordinator's role to its standby: `{"term": N, "to": name}`.
     public func handover(timeout: Duration = .seconds(30)) async throws -> JSONValue {
         guard case .handover(let h) = try await call(.handover, timeout: timeout) else { throw Self.mismatch }

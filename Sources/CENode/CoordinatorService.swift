@@ -18,7 +18,9 @@ public final class CoordinatorService: Sendable {
     let node: Node
     let state: Mutex<CoordinatorState>
     let role: Mutex<Role>
-    let election: Election
+    /// Who votes changes with a reload.
+    let electionBox: Mutex<Election>
+    var election: Election { electionBox.withLock { $0 } }
     /// How often deadlines, escalations, liveness and the election are checked.
     public let tickInterval: Duration
 
@@ -51,7 +53,7 @@ public final class CoordinatorService: Sendable {
         self.tickInterval = tickInterval
         self.state = Mutex(CoordinatorState(topology: node.topology))
         self.role = Mutex(Role())
-        self.election = Election(me: node.spec.name, topology: node.topology)
+        self.electionBox = Mutex(Election(me: node.spec.name, topology: node.topology))
     }
 
     /// How long a standby's own decision waits for the active coordinator's before it is
@@ -71,6 +73,12 @@ public final class CoordinatorService: Sendable {
                 return .failure("the coordinator is rebuilding its state (refilling its store from the pools first); ask again shortly")
             }
             return .gates(self.status())
+        }
+        node.onReload { [self] topology in
+            state.withLock { $0.reconfigure(topology) }
+            electionBox.withLock { $0 = Election(me: node.spec.name, topology: topology) }
+            // A gate whose pools changed may pass now (the pool that left was the one missing).
+            await tick()
         }
         node.provideHandover { [self] in
             guard ready.load(ordering: .acquiring) else { return .failure("the coordinator is rebuilding its state; ask again shortly") }

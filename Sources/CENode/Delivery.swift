@@ -108,7 +108,7 @@ struct Delivery: Sendable {
         }
     }
 
-    let rules: Rules
+    private(set) var rules: Rules
     var tracks: [Line: Track] = [:]
     /// Per origin followed: the epoch its live events are numbered in, as far as heard.
     var current: [String: String] = [:]
@@ -128,6 +128,9 @@ struct Delivery: Sendable {
     }
 
     var types: Set<String>? { rules.types }
+
+    /// A reload changed the subscribed types: what comes from now is taken by the new list.
+    mutating func subscribe(to types: Set<String>?) { rules.types = types }
     func subscribes(_ type: String) -> Bool { rules.subscribes(type) }
 
     // MARK: Live traffic

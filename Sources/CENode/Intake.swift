@@ -55,8 +55,12 @@ final class Intake: Sendable {
     /// that finds nothing).
     let lastSaved = Mutex(ContinuousClock.now)
     let turn = AsyncLock()
-    /// The types this node subscribes to; nil: all.
-    let types: Set<String>?
+    /// The types this node subscribes to; nil: all. A reload may change them.
+    var types: Set<String>? { state.withLock { $0.types } }
+    /// The types this node subscribed to before a reload added some (nil: none added): the
+    /// added ones are held only from then on, so it relays no other (a relay answers for
+    /// every event of a type up to its cursor).
+    let relayableTypes = Mutex<Set<String>?>(nil)
     /// Lines to replay, for the node's replay loop.
     let replayRequests = BatchQueue<Line>()
     /// What peers said they hold, per line: peer -> through (from the survey).
@@ -85,8 +89,7 @@ final class Intake: Sendable {
     }
 
     init(types: [EventType]?, maxHeld: Int) {
-        self.types = types.map { Set($0.map(\.rawValue)) }
-        state = Mutex(Delivery(types: self.types, maxPending: maxHeld, maxPendingBytes: Self.maxPendingBytes))
+        state = Mutex(Delivery(types: types.map { Set($0.map(\.rawValue)) }, maxPending: maxHeld, maxPendingBytes: Self.maxPendingBytes))
     }
 }
 

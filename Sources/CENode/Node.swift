@@ -59,8 +59,17 @@ public final class Node: Sendable {
     }
 
     public let spec: NodeSpec
-    public let topology: Topology
+    /// The topology this node runs: the one it started with, or the last `reload` applied.
+    public var topology: Topology { running.withLock { $0.topology } }
     public let options: Options
+    /// What a reload changes together (Reload.swift).
+    let running: Mutex<Running>
+
+    struct Running: Sendable {
+        var topology: Topology
+        /// What every emitted event is checked against, whichever door it came through.
+        var admission: Admission
+    }
     let store: EventStore
     let writer: EventWriter
     let context: Context
@@ -70,6 +79,8 @@ public final class Node: Sendable {
     /// reads the last sequence and is sent with no event published in between, so it never
     /// tells a subscriber a sequence older than events it has already sent.
     let publishing = AsyncLock()
+    /// Held by a reload, so two never interleave.
+    let reloading = AsyncLock()
     let state: Mutex<State>
     let eventFolder: EventFolder?
     /// Questions answered through the control endpoint (AgentControl.swift).
@@ -81,11 +92,21 @@ public final class Node: Sendable {
     let nextResponder = Atomic<UInt64>(0)
     let askSockets = KeptSockets(limit: 8)
     /// What every emitted event is checked against, whichever door it came through.
-    let admission: Admission
+    var admission: Admission { running.withLock { $0.admission } }
     /// Counters and histograms, resolved once (NodeMetrics.swift).
     public let metrics: NodeMetrics
     /// When this node was made (peers are not taken for down before a few heartbeats passed).
     let startedAt = ContinuousClock.now
+    /// Each peer's SUB and the loops reading it, by peer name.
+    let links = Mutex<[String: PeerLink]>([:])
+    /// The sockets while the node runs (a reload adds and removes peers' SUBs, and rebinds).
+    let live = Mutex<Sockets?>(nil)
+
+    struct PeerLink: Sendable {
+        let socket: Socket
+        let tasks: [Task<Void, Never>]
+    }
+
     /// Who waits for the refill of a new store to end (the coordinator, before it rebuilds).
     let refillWaiters = Mutex<(done: Bool, list: [CheckedContinuation<Void, Never>])>((false, []))
 
@@ -114,6 +135,8 @@ public final class Node: Sendable {
         var term = 0
         var hears: Set<String> = []
         var role: String? = nil
+        /// The digest of the topology it runs (``Topology/digest``); nil from a node that says none.
+        var topology: String? = nil
     }
 
     struct State: Sendable {
@@ -141,6 +164,8 @@ public final class Node: Sendable {
         /// The coordinator's `gates` and `handover` commands, on a coordinator's node.
         var gatesProvider: (@Sendable () async -> ControlReply)?
         var handoverProvider: (@Sendable () async -> ControlReply)?
+        /// Run after each reload with the new topology (the coordinator's).
+        var reloadHandlers: [@Sendable (Topology) async -> Void] = []
     }
 
     /// What a node has done since it started.
@@ -179,7 +204,7 @@ public final class Node: Sendable {
             throw NodeError("node \"\(options.name)\" is not in the topology")
         }
         self.spec = spec
-        self.topology = options.topology
+        self.running = Mutex(Running(topology: options.topology, admission: Admission(topology: options.topology, busTypes: Self.busTypes)))
         self.options = options
         self.logger = options.logger
         self.security = try NodeSecurity(topology: options.topology, node: spec, dataDirectory: options.dataDirectory)
@@ -192,7 +217,6 @@ public final class Node: Sendable {
         var settings = Context.Settings()
         settings.linger = 1000
         self.context = try Context(settings)
-        self.admission = Admission(topology: options.topology, busTypes: Self.busTypes)
         var state = State(
             lastSeq: try store.maxSeq(origin: spec.name, epoch: store.epoch),
             marks: try store.lastSeqByType(origin: spec.name, epoch: store.epoch),
@@ -341,10 +365,8 @@ public final class Node: Sendable {
                 // over with no thread hand-off to the writer and back.
                 let writing = writer.executor
                 group.addTask(executorPreference: writing) { try await self.emitLoop(pub: sockets.pub, feed: sockets.feed); return "emit" }
-                for sub in sockets.subs {
-                    group.addTask(executorPreference: writing) { try await self.receiveLoop(sub: sub.socket, from: sub.peer.name, feed: sockets.feed); return "receive from \(sub.peer.name)" }
-                    group.addTask { try await self.redialLoop(sub: sub.socket, events: sub.events); return "redial \(sub.peer.name)" }
-                }
+                for sub in sockets.subs { startLink(sub, feed: sockets.feed) }
+                live.withLock { $0 = sockets }
                 // The answer loop reads its requests on the reactor's thread, which resumes it
                 // with no hand-off; each question is answered in a task of the global pool.
                 group.addTask(executorPreference: context.taskExecutor) { try await self.answerLoop(router: sockets.router); return "answer" }
@@ -368,10 +390,12 @@ public final class Node: Sendable {
                     logger.error("node loop failed: \(error)")
                     group.cancelAll()
                     finishQueues()
+                    stopLinks()
                     throw error
                 }
                 group.cancelAll()
                 finishQueues()
+                stopLinks()
                 while let _ = try? await group.next() {}
             }
         } catch {
@@ -379,6 +403,12 @@ public final class Node: Sendable {
             throw error
         }
         await shutdown()
+    }
+
+    /// Stops every peer's loops.
+    private func stopLinks() {
+        for name in links.withLock({ Array($0.keys) }) { stopLink(name) }
+        live.withLock { $0 = nil }
     }
 
     /// Ends the loops that wait on a queue rather than on a socket.
@@ -452,21 +482,7 @@ public final class Node: Sendable {
         }
 
         var subs: [PeerSubscription] = []
-        for peer in topology.peers(of: spec.name) {
-            let sub = try context.socket(.sub)
-            try security.dial(sub, to: peer)
-            try sub.set([
-                .maxMessageSize(Self.receiveCeiling(settings)), .receiveHighWaterMark(Self.highWaterMark),
-                .reconnectInterval(milliseconds: 100), .reconnectIntervalMax(milliseconds: 2000),
-                .heartbeatInterval(milliseconds: settings.heartbeatMilliseconds),
-                .heartbeatTimeout(milliseconds: settings.heartbeatMilliseconds * 3),
-            ])
-            for prefix in subscriptionPrefixes { try sub.set(.subscribe(prefix)) }
-            let events = try sub.monitor(Redialer.watched)
-            try sub.connect(peer.pubEndpoint)
-            subs.append(PeerSubscription(peer: peer, socket: sub, events: events))
-            intake.subscriptions.withLock { $0[peer.name] = sub }
-        }
+        for peer in topology.peers(of: spec.name) { subs.append(try openSubscription(to: peer)) }
 
         try FileManager.default.createDirectory(atPath: options.dataDirectory, withIntermediateDirectories: true)
         let control = try context.socket(.router)
@@ -483,6 +499,48 @@ public final class Node: Sendable {
             }
         }
         return Sockets(pub: pub, subs: subs, router: router, control: control, feed: feed, replay: replay)
+    }
+
+    /// A SUB dialling `peer` alone (with CURVE, only its key completes the handshake), with
+    /// this node's subscriptions.
+    func openSubscription(to peer: NodeSpec) throws -> PeerSubscription {
+        let settings = topology.settings
+        let sub = try context.socket(.sub)
+        try security.dial(sub, to: peer)
+        try sub.set([
+            .maxMessageSize(Self.receiveCeiling(settings)), .receiveHighWaterMark(Self.highWaterMark),
+            .reconnectInterval(milliseconds: 100), .reconnectIntervalMax(milliseconds: 2000),
+            .heartbeatInterval(milliseconds: settings.heartbeatMilliseconds),
+            .heartbeatTimeout(milliseconds: settings.heartbeatMilliseconds * 3),
+        ])
+        for prefix in subscriptionPrefixes { try sub.set(.subscribe(prefix)) }
+        let events = try sub.monitor(Redialer.watched)
+        try sub.connect(peer.pubEndpoint)
+        intake.subscriptions.withLock { $0[peer.name] = sub }
+        return PeerSubscription(peer: peer, socket: sub, events: events)
+    }
+
+    /// Starts the loops that read a peer's SUB: receiving (on the writer's thread, as the
+    /// emit loop) and re-dialling. They run until ``stopLink(_:)`` or the node stops.
+    func startLink(_ sub: PeerSubscription, feed: Socket) {
+        let name = sub.peer.name
+        let receive = Task(executorPreference: writer.executor) { [self] in
+            do {
+                try await receiveLoop(sub: sub.socket, from: name, feed: feed)
+            } catch {
+                if !Task.isCancelled && state.withLock({ $0.running }) { logger.error("receiving from \(name) failed: \(error)") }
+            }
+        }
+        let redial = Task { [self] in _ = try? await redialLoop(sub: sub.socket, events: sub.events) }
+        links.withLock { $0[name] = PeerLink(socket: sub.socket, tasks: [receive, redial]) }
+    }
+
+    /// Stops reading a peer and closes its SUB (a reload removed it, or the node stops).
+    func stopLink(_ name: String) {
+        guard let link = links.withLock({ $0.removeValue(forKey: name) }) else { return }
+        for task in link.tasks { task.cancel() }
+        link.socket.close()
+        intake.subscriptions.withLock { _ = $0.removeValue(forKey: name) }
     }
 
     /// Messages queued per peer connection (each way) before live events are dropped.
@@ -618,6 +676,8 @@ public final class Node: Sendable {
             var batchIDs: [String: Int] = [:]
             var repeats: [(index: Int, complete: @Sendable (Result<Event, any Error>) -> Void)] = []
             var (ledger, decisions) = state.withLock { ($0.conflicts, $0.decisions) }
+            // Read once a batch: a reload may change it between batches, never within one.
+            let admission = self.admission
             let now = Date()
             for var pending in batch {
                 // An event emitted again with the id it already has (an event file found again
@@ -641,7 +701,7 @@ public final class Node: Sendable {
                 let event: Event
                 let envelope: [UInt8]
                 do {
-                    try admit(&pending, ledger: ledger)
+                    try admit(&pending, ledger: ledger, admission: admission)
                     try admitDecision(pending, decisions: decisions)
                     event = Event(
                         id: pending.id ?? EventID.make(now: now), origin: spec.name, epoch: store.epoch, seq: first, stream: pending.stream,
@@ -730,7 +790,7 @@ public final class Node: Sendable {
         }
     }
 
-    private func admit(_ pending: inout PendingEmit, ledger: ConflictLedger) throws {
+    private func admit(_ pending: inout PendingEmit, ledger: ConflictLedger, admission: Admission) throws {
         guard Name.isValid(pending.stream) else {
             throw NodeError("stream \"\(pending.stream)\" is not a valid name ([A-Za-z0-9_.-], 1-64 bytes)")
         }
@@ -789,6 +849,7 @@ public final class Node: Sendable {
         peer.term = max(0, body["term"]?.intValue ?? 0)
         peer.hears = Set((body["coordinators"]?.arrayValue ?? []).compactMap(\.stringValue))
         peer.role = body["role"]?.stringValue
+        peer.topology = body["topology"]?.stringValue
         state.withLock { s in
             s.peers[origin] = peer
             // A coordinator says it is active in a newer term: believed at once (its own word).
@@ -813,6 +874,7 @@ public final class Node: Sendable {
                     "origin": .string(spec.name), "pool": .string(spec.pool), "epoch": .string(store.epoch), "seq": .number(Double(seq)),
                     "marks": Marks.value(marks),
                     "timestamp": .string(Timestamp.format(Date())),
+                    "topology": .string(topology.digest),
                 ]
                 body.merge(coordination) { a, _ in a }
                 try await pub.send(Message([topic, Frame(JSONValue.object(body).serialized())]))
@@ -947,6 +1009,7 @@ public final class Node: Sendable {
             var object: [String: JSONValue] = ["name": .string(node.name), "pool": .string(node.pool), "endpoint": .string(node.pubEndpoint)]
             if let heard {
                 let age = now.timeIntervalSince(heard.lastSeen)
+                object["topology"] = heard.topology.map(JSONValue.string) ?? .null
                 object["last_heard_ms"] = .number((age * 1000).rounded())
                 object["last_seq"] = .number(Double(heard.lastSeq))
                 object["epoch"] = .string(heard.epoch)
@@ -997,6 +1060,10 @@ public final class Node: Sendable {
                 "decisions_dropped": .number(Double(counters.decisionsDropped)),
             ],
             "coordinator": coordinatorStatus(),
+            "topology": [
+                "file": .string(topology.file), "digest": .string(topology.digest),
+                "differing": .array(driftingPeers().map(JSONValue.string)),
+            ],
             "endpoints": [
                 "pub": .string(spec.bindPubEndpoint), "rep": .string(spec.bindRepEndpoint),
                 "control": .string(controlEndpoint), "feed": .string(feedEndpoint),
@@ -1021,6 +1088,12 @@ extension Node {
             "previous": d.lastClaim?.previous.map(JSONValue.string) ?? .null,
             "standby": topology.standby.map { .string($0.name) } ?? .null,
         ]
+    }
+
+    /// The peers whose newest heartbeat names another topology than this node runs.
+    public func driftingPeers() -> [String] {
+        let mine = topology.digest
+        return state.withLock { s in s.peers.filter { $0.value.topology.map { $0 != mine } ?? false }.keys.sorted() }
     }
 
     /// What a peer's newest heartbeat said of the coordinators, and when it was heard.

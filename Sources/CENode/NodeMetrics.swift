@@ -69,6 +69,8 @@ public struct NodeMetrics: Sendable {
     public let coordinatorTerm: Gauge
     public let coordinatorActive: Gauge
     public let takeovers: Counter
+    /// Peers whose heartbeats name another topology than this node runs.
+    public let topologyDrift: Gauge
     /// Event-folder files taken as events, and files moved to `rejected/`.
     public let folderFilesPicked: Counter
     public let folderFilesRejected: Counter
@@ -111,6 +113,7 @@ public struct NodeMetrics: Sendable {
         coordinatorTerm = Gauge(label: "ce_coordinator_term", dimensions: [], factory: factory)
         coordinatorActive = Gauge(label: "ce_coordinator_active", dimensions: [], factory: factory)
         takeovers = counter("ce_coordinator_takeovers_total")
+        topologyDrift = Gauge(label: "ce_topology_differing_peers", dimensions: [], factory: factory)
         folderFilesPicked = counter("ce_event_files_total", [("result", "picked")])
         folderFilesRejected = counter("ce_event_files_total", [("result", "rejected")])
     }

@@ -11,6 +11,10 @@ struct PeerWatch: Sendable {
     var up: [String: Bool] = [:]
     var saidNeverHeard: Set<String> = []
     let started = Date()
+    /// Since when each peer has said another topology than this node's, and whether that was said.
+    var drifting: [String: (since: Date, said: Bool)] = [:]
+    /// How long two nodes may disagree about the topology (a reload going round) before it is a warning.
+    static let driftGrace: TimeInterval = 60
 
     /// Called once per heartbeat interval; returns the lines to log.
     mutating func check(_ node: Node) -> [(warning: Bool, text: String)] {
@@ -37,6 +41,18 @@ struct PeerWatch: Sendable {
                 lines.append((false, "peer \(peer.name) heard at last"))
             }
             up[peer.name] = isUp
+        }
+        let differing = Set(node.driftingPeers())
+        node.metrics.topologyDrift.record(differing.count)
+        for name in differing where drifting[name] == nil { drifting[name] = (now, false) }
+        for (name, d) in drifting {
+            if !differing.contains(name) {
+                drifting.removeValue(forKey: name)
+                if d.said { lines.append((false, "peer \(name) runs the same topology as this node again")) }
+            } else if !d.said, now.timeIntervalSince(d.since) > Self.driftGrace {
+                drifting[name] = (d.since, true)
+                lines.append((true, "peer \(name) has run another topology than this node (\(node.topology.digest) of \(node.topology.file)) for \(Int(now.timeIntervalSince(d.since))) s: give every node the same file and run ce-node reload on each"))
+            }
         }
         return lines
     }

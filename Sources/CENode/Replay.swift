@@ -136,6 +136,12 @@ extension Node {
                     return refuse("\(spec.name) does not subscribe to \(missing), so it cannot relay all of \(line)'s events asked for")
                 }
             }
+            if !own, let relayable = intake.relayableTypes.withLock({ $0 }) {
+                guard let asked = request.types, Set(asked).isSubset(of: relayable) else {
+                    let joined = request.types.map { Set($0).subtracting(relayable).sorted().joined(separator: ", ") } ?? "every type"
+                    return refuse("\(spec.name) subscribes to \(joined) only since a reload, so it cannot relay all of \(line)'s events of them")
+                }
+            }
             // A cursor moves before its events are written: read it and the events while no
             // intake step is between the two (one holds the turn from its decision to its write).
             return (try? await intake.turn.run {

@@ -78,9 +78,9 @@ final class NodeSecurity: Sendable {
     let mode: SecurityMode
     /// This node's key pair (CURVE only).
     let keys: CurveKeyPair?
-    /// Node name by public key.
-    let names: [String: String]
-    let allowed: [String]
+    /// Node name by public key, and the keys the ZAP handler admits: the topology's (a reload
+    /// changes both together).
+    let keyring: Mutex<(names: [String: String], allowed: [String])>
     /// Peer addresses whose refused handshakes were logged (each once), bounded.
     let refusedLogged = Mutex<Set<String>>([])
     /// The context's ZAP handler, kept for as long as the node runs (it answers only while referenced).
@@ -90,8 +90,7 @@ final class NodeSecurity: Sendable {
         mode = topology.settings.security
         guard mode == .curve else {
             keys = nil
-            names = [:]
-            allowed = []
+            keyring = Mutex(([:], []))
             return
         }
         if let file = topology.settings.keysFile, !topology.settings.keysFileFound {
@@ -106,8 +105,27 @@ final class NodeSecurity: Sendable {
             throw NodeError("the secret key in \(NodeKeyFile.path(dataDirectory: dataDirectory)) does not belong to node \(node.name): its public key is \(pair.publicKey), \(topology.file) says \(node.publicKey!)")
         }
         keys = pair
-        names = Dictionary(uniqueKeysWithValues: topology.nodes.map { ($0.publicKey!, $0.name) })
-        allowed = topology.nodes.map { $0.publicKey! }
+        keyring = Mutex(Self.keyring(topology))
+    }
+
+    static func keyring(_ topology: Topology) -> (names: [String: String], allowed: [String]) {
+        (Dictionary(uniqueKeysWithValues: topology.nodes.map { ($0.publicKey!, $0.name) }), topology.nodes.map { $0.publicKey! })
+    }
+
+    /// Admits the keys of a reloaded topology and refuses those it no longer lists, at once
+    /// for the ZAP handler (new handshakes) and for the messages' senders. Returns the keys
+    /// no longer admitted.
+    @discardableResult
+    func update(_ topology: Topology) -> [String] {
+        guard isOn else { return [] }
+        let next = Self.keyring(topology)
+        let removed = keyring.withLock { ring -> [String] in
+            let gone = Set(ring.allowed).subtracting(next.allowed)
+            ring = next
+            return Array(gone)
+        }
+        authenticator.withLock { $0?.replace(allowing: next.allowed) }
+        return removed
     }
 
     var isOn: Bool { keys != nil }
@@ -115,7 +133,7 @@ final class NodeSecurity: Sendable {
     /// Starts the context's ZAP handler with every key of the topology (before any server binds).
     func startAuthenticator(_ context: Context, onDenial: @escaping @Sendable (Authenticator.Denial) -> Void) throws {
         guard isOn else { return }
-        let started = try context.startAuthenticator(allowing: allowed, onDenial: onDenial)
+        let started = try context.startAuthenticator(allowing: keyring.withLock { $0.allowed }, onDenial: onDenial)
         authenticator.withLock { $0 = started }
     }
 
@@ -135,7 +153,7 @@ final class NodeSecurity: Sendable {
     /// The node that sent a message on a CURVE server socket; nil when security is off.
     func sender(of message: Message) -> String? {
         guard isOn else { return nil }
-        return message.userID.flatMap { names[$0] } ?? "an unlisted key"
+        return message.userID.flatMap { key in keyring.withLock { $0.names[key] } } ?? "an unlisted key"
     }
 }
 

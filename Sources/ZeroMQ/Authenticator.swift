@@ -41,6 +41,11 @@ public final class Authenticator: Sendable {
     public func allow(_ publicKey: String) { state.withLock { _ = $0.allowed.insert(publicKey) } }
     /// Removes a client key; its next handshake is refused (open connections stay open).
     public func revoke(_ publicKey: String) { state.withLock { _ = $0.allowed.remove(publicKey) } }
+    /// Replaces the allow-list in one step: no handshake sees half of the old and half of the new.
+    public func replace(allowing publicKeys: some Sequence<String>) {
+        let keys = Set(publicKeys)
+        state.withLock { $0.allowed = keys }
+    }
     /// Handshakes admitted and refused so far.
     public var counts: (accepted: Int, denied: Int) { state.withLock { ($0.accepted, $0.denied) } }
 

@@ -6,6 +6,7 @@ import CEStore
 import Foundation
 import Logging
 import ServiceLifecycle
+import UnixSignals
 import ZeroMQ
 
 @main
@@ -13,7 +14,7 @@ struct CENodeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ce-node",
         abstract: "A node of the coordination bus: agent pools on separate hosts exchange events and questions.",
-        subcommands: [Run.self, CoordinatorCommand.self, Emit.self, Tail.self, Ask.self, History.self, Status.self,
+        subcommands: [Run.self, Reload.self, CoordinatorCommand.self, Emit.self, Tail.self, Ask.self, History.self, Status.self,
                       Gates.self, Conflicts.self, Resolve.self, MCPCommand.self, Dashboard.self, Demo.self, Keys.self])
 }
 
@@ -145,6 +146,12 @@ struct Run: AsyncParsableCommand {
                     }
                 }
                 group.addTask { try await node.run() }
+                // SIGHUP: re-read the topology and apply what changed (as `ce-node reload`).
+                group.addTask {
+                    for await _ in await UnixSignalsSequence(trapping: .sighup) {
+                        if case .failure(let why) = await node.reload() { Logger(label: "ce.reload").error("SIGHUP: \(why)") }
+                    }
+                }
                 if systemd.isActive { group.addTask { await systemd.serve(node: node, logger: systemdLogger) } }
                 if let service { group.addTask { try await service.run() } }
                 try await group.next()
@@ -200,6 +207,32 @@ final class SignalWatcher: @unchecked Sendable {
         }
     }
     func cancel() { for s in sources { s.cancel() } }
+}
+
+struct Reload: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Re-read the topology file (and its keys file) on a running node and apply what changed, without a restart.",
+        discussion: """
+            Peers added are dialled and admitted, peers removed are disconnected and refused (their \
+            events stay), subscription lists and gates follow the file. A file that does not validate, \
+            or that changes this node's own entry or the cluster's settings, is refused whole and the \
+            node keeps the topology it runs. SIGHUP does the same.
+            """)
+    @OptionGroup var selection: NodeSelection
+    @Flag(help: "Print the reply as JSON (for scripts).") var json = false
+
+    func run() async throws {
+        let reply = try await ControlClient(dataDirectory: try selection.dataDirectory()).reload(timeout: .seconds(60))
+        if json { printJSON(reply); return }
+        let changed = (reply["changed"]?.arrayValue ?? []).compactMap(\.stringValue)
+        let digest = reply["digest"]?.stringValue ?? "?"
+        if changed.isEmpty {
+            print("\(selection.nodeName ?? "the node") runs topology \(digest): nothing changed for it")
+        } else {
+            print("\(selection.nodeName ?? "the node") now runs topology \(digest):")
+            for line in changed { print("  \(line)") }
+        }
+    }
 }
 
 struct Emit: AsyncParsableCommand {

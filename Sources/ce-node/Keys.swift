@@ -21,7 +21,11 @@ struct Keys: ParsableCommand {
         var addToKeysFile = false
 
         func run() throws {
-            let (name, data) = try selection.resolve()
+            let (name, data) = try selection.resolve(allowingNew: true)
+            let joining = (try? selection.load())?.node(named: name) == nil
+            if joining && addToKeysFile {
+                throw ValidationError("\(name) is not in \(selection.topology) yet, so its key cannot go into the keys file (a key of an unknown node makes the file invalid): run without --add-to-keys-file, add the lines it prints, then reload")
+            }
             let pair: CurveKeyPair
             do { pair = try NodeKeyFile.generate(dataDirectory: data, node: name, force: force) } catch {
                 throw ValidationError("\(error)")
@@ -35,6 +39,17 @@ struct Keys: ParsableCommand {
                 FileHandle.standardError.write(Data("listed its public key in \(file)\n".utf8))
             }
             print(KeysFile.line(node: name, publicKey: pair.publicKey))
+            if joining {
+                let keysFile = (try? selection.load())?.settings.keysFile
+                FileHandle.standardError.write(Data("""
+                    \(name) is not in \(selection.topology) yet. To add it:
+                      1. under nodes:, add its entry (pick its pool, host and ports; data defaults to \(data)):
+                           - { name: \(name), pool: POOL, host: HOST, ports: { pub: 7000, rep: 7001, replay: 7002 } }
+                      2. \(keysFile.map { "add the line above to \($0)" } ?? "give the entry public_key: with the key above")
+                      3. copy the file(s) to every host, run `ce-node reload` on every running node, and start \(name)
+
+                    """.utf8))
+            }
         }
     }
 
@@ -63,12 +78,18 @@ struct KeySelection: ParsableArguments {
     @Option(name: .long, help: "The node's data folder (default: the topology's).")
     var data: String?
 
-    func resolve() throws -> (name: String, data: String) {
+    /// The node and its data folder. `allowingNew`: a node not in the topology yet (a host
+    /// joining) gets the folder its entry would default to, `.ce-data/<name>` beside the file.
+    func resolve(allowingNew: Bool = false) throws -> (name: String, data: String) {
         guard let name = node ?? ProcessInfo.processInfo.environment["CE_NODE"] else {
             throw ValidationError("say which node: --node NAME")
         }
         if let data { return (name, data) }
         let topology = try load()
+        if allowingNew, topology.node(named: name) == nil, Name.isValid(name) {
+            let folder = URL(fileURLWithPath: self.topology).deletingLastPathComponent().standardizedFileURL.path
+            return (name, folder + "/.ce-data/" + name)
+        }
         guard let spec = topology.node(named: name) else {
             throw ValidationError("no node \"\(name)\" in \(self.topology) (nodes: \(topology.nodes.map(\.name).joined(separator: ", ")))")
         }

@@ -1,0 +1,185 @@
+import CECore
+import Foundation
+import ZeroMQ
+
+/// What a reload of the topology changes for one node, worked out before anything is applied.
+/// A file that needs this node restarted (its own entry, the cluster's settings, the
+/// coordinators changed) is refused whole, naming each reason; the node keeps the one it runs.
+/// A value: no I/O.
+struct TopologyChange: Sendable {
+    /// Why the new file cannot be applied live here; empty when it can.
+    var refusals: [String] = []
+    /// What changes, one line each, for the operator.
+    var lines: [String] = []
+    var added: [NodeSpec] = []
+    var removed: [NodeSpec] = []
+    /// Peers whose endpoint or key changed: dialled again.
+    var redialled: [NodeSpec] = []
+    /// This node's subscribed types before and after (nil: all), when they differ.
+    var subscriptions: (before: [EventType]?, after: [EventType]?)?
+
+    init(from old: Topology, to new: Topology, node name: String) {
+        guard let mine = new.node(named: name), let was = old.node(named: name) else {
+            refusals.append("this node, \(name), is not in the new file: stop it instead")
+            return
+        }
+        for (what, changed) in [
+            ("pool", mine.pool != was.pool), ("host", mine.host != was.host), ("bind", mine.bind != was.bind),
+            ("ports", [mine.pubPort, mine.repPort, mine.replayPort ?? 0, mine.metricsPort ?? 0] != [was.pubPort, was.repPort, was.replayPort ?? 0, was.metricsPort ?? 0]),
+            ("data", mine.data != was.data), ("workspace", mine.workspace != was.workspace), ("public key", mine.publicKey != was.publicKey),
+        ] where changed {
+            refusals.append("\(name)'s own \(what) changed: restart this node to take it")
+        }
+        var (a, b) = (old.settings, new.settings)
+        (a.keysFile, b.keysFile, a.keysFileFound, b.keysFileFound) = (nil, nil, true, true)
+        if a != b { refusals.append("settings changed: the cluster's settings need every node restarted") }
+        if old.coordinators.map(\.name) != new.coordinators.map(\.name) {
+            refusals.append("the coordinators changed (\(old.coordinators.map(\.name)) -> \(new.coordinators.map(\.name))): restart the nodes")
+        }
+        let before = Dictionary(uniqueKeysWithValues: old.peers(of: name).map { ($0.name, $0) })
+        let after = Dictionary(uniqueKeysWithValues: new.peers(of: name).map { ($0.name, $0) })
+        added = new.peers(of: name).filter { before[$0.name] == nil }
+        removed = old.peers(of: name).filter { after[$0.name] == nil }
+        redialled = new.peers(of: name).filter { peer in
+            guard let was = before[peer.name] else { return false }
+            return peer.pubEndpoint != was.pubEndpoint || peer.publicKey != was.publicKey || peer.pool != was.pool
+        }
+        for peer in added { lines.append("node \(peer.name) (pool \(peer.pool), \(peer.pubEndpoint)) added: dialled and admitted") }
+        for peer in removed { lines.append("node \(peer.name) removed: disconnected and refused; its events stay") }
+        for peer in redialled { lines.append("node \(peer.name) changed its endpoint, key or pool: dialled again") }
+        let (subBefore, subAfter) = (Node.subscribedTypes(pool: was.pool, topology: old), Node.subscribedTypes(pool: mine.pool, topology: new))
+        if subBefore.map(Set.init) != subAfter.map(Set.init) {
+            subscriptions = (subBefore, subAfter)
+            let describe = { (types: [EventType]?) in types.map { $0.map(\.rawValue).sorted().joined(separator: ", ") } ?? "all" }
+            lines.append("this node's subscriptions: \(describe(subBefore)) -> \(describe(subAfter)) (added types are taken from now on)")
+        }
+        if old.gates != new.gates { lines.append("gates changed: \(new.gates.map(\.name).joined(separator: ", "))") }
+        if old.conflicts != new.conflicts { lines.append("conflict resolvers or escalation changed") }
+        if Set(old.customTypes) != Set(new.customTypes) { lines.append("custom types: \(new.customTypes.map(\.rawValue).joined(separator: ", "))") }
+        for pool in Set(old.pools.keys).union(new.pools.keys).sorted() where pool != mine.pool && old.pools[pool] != new.pools[pool] {
+            lines.append("pool \(pool)'s subscriptions changed")
+        }
+    }
+}
+
+extension Node {
+    /// Re-reads the topology file (and its keys file) and applies the difference while the
+    /// node runs: peers added are dialled and admitted, peers removed are disconnected and
+    /// refused (their events stay here and can be replayed), subscriptions follow the new
+    /// list, and the coordinator takes changed gates. A file that does not validate, or that
+    /// needs a restart here, is refused whole with every reason.
+    public func reload() async -> ControlReply {
+        (try? await reloading.run { await self.applyReload() }) ?? .failure("the reload was cancelled")
+    }
+
+    private func applyReload() async -> ControlReply {
+        let old = topology
+        let new: Topology
+        do {
+            new = try TopologyLoader.load(path: old.file)
+        } catch {
+            return .failure("not reloaded, \(spec.name) keeps running topology \(old.digest): \(error)")
+        }
+        let change = TopologyChange(from: old, to: new, node: spec.name)
+        guard change.refusals.isEmpty else {
+            return .failure("not reloaded, \(spec.name) keeps running topology \(old.digest):\n" + change.refusals.map { "  \($0)" }.joined(separator: "\n"))
+        }
+        if new.digest == old.digest {
+            logger.info("reloaded \(new.file): unchanged (topology \(new.digest))")
+            return .reloaded(["digest": .string(new.digest), "changed": .array([])])
+        }
+        if security.isOn, let missing = Optional(new.nodesWithoutKeys), !missing.isEmpty {
+            return .failure("not reloaded: \(new.file) gives no public key for \(missing.joined(separator: ", "))")
+        }
+        // Keys first: a new peer's handshake is admitted before it is dialled, and a removed
+        // node's is refused from here on.
+        let revoked = security.update(new)
+        running.withLock { $0 = Running(topology: new, admission: Admission(topology: new, busTypes: Self.busTypes)) }
+        if let (before, after) = change.subscriptions { resubscribe(from: before, to: after) }
+        if let sockets = live.withLock({ $0 }) {
+            for peer in change.removed + change.redialled {
+                stopLink(peer.name)
+                state.withLock { _ = $0.peers.removeValue(forKey: peer.name) }
+            }
+            for peer in change.added + change.redialled {
+                do {
+                    startLink(try openSubscription(to: peer), feed: sockets.feed)
+                } catch {
+                    logger.error("reload: cannot dial \(peer.name): \(error)")
+                }
+            }
+            // A removed node's connections into this node's sockets were made before its key
+            // was revoked: the sockets are bound again so that every peer reconnects, through
+            // the new allow-list (the others within a reconnect interval; what they miss
+            // meanwhile comes back by replay).
+            if !revoked.isEmpty { await rebind(sockets) }
+        }
+        for handler in state.withLock({ $0.reloadHandlers }) { await handler(new) }
+        logger.notice("reloaded \(new.file) (topology \(old.digest) -> \(new.digest)): \(change.lines.isEmpty ? "nothing that changes this node" : change.lines.joined(separator: "; "))")
+        return .reloaded(["digest": .string(new.digest), "previous": .string(old.digest), "changed": .array(change.lines.map(JSONValue.string))])
+    }
+
+    /// The SUB filters and the intake follow a changed subscription list. Added types are
+    /// taken from now on; this node relays only the types it had before until it restarts.
+    private func resubscribe(from before: [EventType]?, to after: [EventType]?) {
+        intake.state.withLock { $0.subscribe(to: after.map { Set($0.map(\.rawValue)) }) }
+        let grew = before.map { b in after.map { !Set($0).isSubset(of: b) } ?? true } ?? false
+        if grew {
+            let previous = Set((before ?? []).map(\.rawValue))
+            intake.relayableTypes.withLock { $0 = $0.map { $0.intersection(previous) } ?? previous }
+        }
+        func prefixes(_ types: [EventType]?) -> Set<[UInt8]> {
+            guard let types else { return [[]] }
+            return Set(types.map { Topic.subscriptionPrefix(for: $0) })
+        }
+        let (old, new) = (prefixes(before), prefixes(after))
+        let paused = intake.paused.withLock { $0 }
+        for (peer, sub) in intake.subscriptions.withLock({ $0 }) where !paused.contains(peer) {
+            do {
+                for prefix in new.subtracting(old) { try sub.set(.subscribe(prefix)) }
+                for prefix in old.subtracting(new) { try sub.set(.unsubscribe(prefix)) }
+            } catch {
+                logger.error("reload: cannot change the subscriptions to \(peer): \(error)")
+            }
+        }
+    }
+
+    /// Binds the PUB and ROUTER sockets again: libzmq closes the connections accepted on an
+    /// endpoint when it is unbound, so every peer dials again through the allow-list.
+    /// libzmq closes the listener in its I/O thread after `unbind` returns, so the port may
+    /// still be taken for a moment: the bind is tried again until it succeeds (every 20 ms,
+    /// for up to 10 s, then every second, logged, until it does).
+    private func rebind(_ sockets: Sockets) async {
+        var list: [(Socket, String)] = [(sockets.pub, spec.bindPubEndpoint), (sockets.router, spec.bindRepEndpoint)]
+        if let replay = sockets.replay, let endpoint = spec.bindReplayEndpoint { list.append((replay, endpoint)) }
+        for (socket, endpoint) in list {
+            let bound = (try? socket.lastEndpoint()) ?? endpoint
+            do {
+                try socket.unbind(endpoint.contains("*") ? bound : endpoint)
+            } catch {
+                logger.error("reload: cannot unbind \(endpoint): \(error)")
+                continue
+            }
+            let start = ContinuousClock.now
+            var attempts = 0
+            while true {
+                do {
+                    _ = try socket.bind(endpoint)
+                    break
+                } catch {
+                    attempts += 1
+                    let waited = ContinuousClock.now - start
+                    if waited >= .seconds(10) && attempts % 50 == 0 { logger.error("reload: cannot bind \(endpoint) again yet (\(error)); trying on") }
+                    if Task.isCancelled { return }
+                    try? await Task.sleep(for: waited < .seconds(10) ? .milliseconds(20) : .seconds(1))
+                }
+            }
+        }
+    }
+
+    /// Runs `handler` with the new topology after each reload this node applies (the
+    /// coordinator takes changed gates, resolvers and pools).
+    public func onReload(_ handler: @escaping @Sendable (Topology) async -> Void) {
+        state.withLock { $0.reloadHandlers.append(handler) }
+    }
+}
