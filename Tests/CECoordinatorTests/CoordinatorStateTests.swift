@@ -50,6 +50,33 @@ struct CoordinatorStateTests {
         #expect(state.gates.missing("architecture_approval") == ["planner", "builder", "reviewer"])
     }
 
+    @Test mutating func aReloadKeepsTheOpenRoundAndAPoolAddedToAGateMustReport() throws {
+        var state = CoordinatorState(topology: topology)
+        _ = state.handle(sync("planner-1", "architecture_approval"), now: t0)
+        _ = state.handle(sync("builder-1", "architecture_approval"), now: t0 + 1)
+        // A tester pool joins and the gate now needs it; the reviewer leaves the gate.
+        let grown = try TopologyLoader.parse(yaml: Self.yaml
+            .replacingOccurrences(of: "nodes:\n", with: "nodes:\n  - { name: tester-1, pool: tester, host: 127.0.0.1, ports: { pub: 7150, rep: 7151 } }\n")
+            .replacingOccurrences(of: "pools: [planner, builder, reviewer], require_events", with: "pools: [planner, builder, tester], require_events")
+            .replacingOccurrences(of: "every_node: true }", with: "every_node: true }\n  - { name: new_gate, pools: [tester] }"))
+        state.reconfigure(grown)
+        let round = state.gates.rounds["architecture_approval"]!
+        #expect(round.number == 1 && round.openedAt == t0)
+        #expect(Set(round.reported.keys) == ["planner", "builder"])
+        #expect(state.gates.missing("architecture_approval") == ["tester"])
+        #expect(state.gates.rounds["new_gate"]?.isIdle == true)
+        _ = state.handle(event("planner-1", .architectureComplete), now: t0 + 2)
+        // The tester's reports (its node is not in the first topology the helpers read).
+        let at = t0
+        let tester = { (gate: String, seq: UInt64) in
+            Event(id: "t\(seq)", origin: "tester-1", seq: seq, stream: "tester", type: .syncPointReached, timestamp: at, payload: ["gate": .string(gate)])
+        }
+        #expect(state.handle(tester("new_gate", 1), now: t0 + 2).map(\.type) == [.gatePassed])
+        let passed = state.handle(tester("architecture_approval", 2), now: t0 + 3)
+        #expect(passed.map(\.type) == [.gatePassed])
+        #expect(passed.first?.payload["round"]?.intValue == 1)
+    }
+
     @Test mutating func everyNodeGateWaitsForEachNodeOfThePool() {
         var state = CoordinatorState(topology: topology)
         #expect(state.handle(sync("builder-1", "all_builders"), now: t0).isEmpty)

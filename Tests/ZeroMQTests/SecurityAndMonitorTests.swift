@@ -70,6 +70,36 @@ struct SecurityAndMonitorTests {
         try await within(10, "the stranger's send ends at the shutdown") { try await refused.value }
     }
 
+    @Test func aReplacedAllowListAdmitsTheNewKeyAndRefusesTheOld() async throws {
+        let context = try Context()
+        let serverKeys = try CurveKeyPair.generate()
+        let old = try CurveKeyPair.generate()
+        let new = try CurveKeyPair.generate()
+        let auth = try context.startAuthenticator(allowing: [old.publicKey])
+        auth.replace(allowing: [new.publicKey])
+        let server = try context.socket(.pull)
+        try server.set([.curveServer(true), .curveSecretKey(serverKeys.secretKey)])
+        let endpoint = try server.bind("tcp://127.0.0.1:*")
+        func client(_ keys: CurveKeyPair) throws -> Socket {
+            let socket = try context.socket(.push)
+            try socket.set([
+                .curveServerKey(serverKeys.publicKey), .curvePublicKey(keys.publicKey),
+                .curveSecretKey(keys.secretKey), .immediate(true), .linger(milliseconds: 0),
+            ])
+            try socket.connect(endpoint)
+            return socket
+        }
+        let revoked = try client(old)
+        let monitor = try revoked.monitor([.handshakeFailedAuth, .handshakeSucceeded])
+        let refused = Task { try await revoked.send(Message("with the old key")) }
+        #expect(try await firstEvent(of: monitor, "the old key's handshake outcome").kind == .handshakeFailedAuth)
+        try await client(new).send(Message("with the new key"))
+        #expect(text(try await server.receive(timeout: .seconds(5))) == "with the new key")
+        await #expect { _ = try await server.receive(timeout: .milliseconds(300)) } throws: { ($0 as? ZMQError)?.code == .again }
+        await context.shutdown()
+        try await within(10, "the refused send ends at the shutdown") { try await refused.value }
+    }
+
     @Test func messagesCarryTheClientKeyAsUserIDOnlyWhenAskedAndDenialsAreReported() async throws {
         let context = try Context()
         let serverKeys = try CurveKeyPair.generate()
