@@ -16,6 +16,15 @@ public enum KeysFile {
     /// Sets a node's public key in `file`, keeping the other nodes' (written beside, then
     /// renamed over). A missing file and its folder are made.
     public static func set(node: String, publicKey: String, in file: String) throws(KeysFileError) {
+        try change(node: node, to: publicKey, in: file)
+    }
+
+    /// Removes a node's entry from `file` (a rotation's old key), keeping the others.
+    public static func remove(node: String, in file: String) throws(KeysFileError) {
+        try change(node: node, to: nil, in: file)
+    }
+
+    static func change(node: String, to publicKey: String?, in file: String) throws(KeysFileError) {
         var text = ""
         if let data = FileManager.default.contents(atPath: file) {
             guard let decoded = String(data: data, encoding: .utf8) else {
@@ -36,7 +45,7 @@ public enum KeysFile {
     }
 
     /// The text of a keys file with `node` set to `publicKey`; `file` names it in errors.
-    public static func edited(_ text: String, node: String, publicKey: String, file: String = "keys.yaml") throws(KeysFileError) -> String {
+    public static func edited(_ text: String, node: String, publicKey: String?, file: String = "keys.yaml") throws(KeysFileError) -> String {
         let before = try entries(text, file: file)
         var wanted = before.map
         wanted[node] = publicKey
@@ -51,7 +60,7 @@ public enum KeysFile {
                 return candidate
             }
         }
-        throw KeysFileError(file: file, code: .editFailed, message: "could not set the key of \(node) without changing the other entries: edit the file by hand")
+        throw KeysFileError(file: file, code: .editFailed, message: "could not \(publicKey == nil ? "remove" : "set") the key of \(node) without changing the other entries: edit the file by hand")
     }
 
     /// The file's entries in order; `map` holds them as text.
@@ -87,7 +96,7 @@ public enum KeysFile {
 
     /// Replaces the node's entry in place, or appends its line; nil when the layout is not
     /// one this can edit (the caller rewrites the file then).
-    static func editLines(_ text: String, newline: String, root: Yams.Node.Mapping?, node: String, publicKey: String) -> String? {
+    static func editLines(_ text: String, newline: String, root: Yams.Node.Mapping?, node: String, publicKey: String?) -> String? {
         var lines = text.components(separatedBy: newline)
         if lines.last == "" { lines.removeLast() }
         let keys = (root.map { Array($0) } ?? []).compactMap { pair -> (name: String, line: Int, column: Int)? in
@@ -99,16 +108,16 @@ public enum KeysFile {
             guard key.line < lines.count, lines[key.line].prefix(key.column).allSatisfy({ $0 == " " }) else { return nil }
         }
         let indent = String(repeating: " ", count: keys.first?.column ?? 0)
-        let entry = indent + line(node: node, publicKey: publicKey)
+        let entry = publicKey.map { [indent + line(node: node, publicKey: $0)] } ?? []
         if let index = keys.firstIndex(where: { $0.name == node }) {
             // The entry runs to the next key, less the comments and blank lines before that.
             let start = keys[index].line
             var end = keys.dropFirst(index + 1).map(\.line).min() ?? lines.count
             while end > start + 1, isBlankOrComment(lines[end - 1]) { end -= 1 }
-            lines.replaceSubrange(start..<end, with: [entry])
+            lines.replaceSubrange(start..<end, with: entry)
         } else {
             while let last = lines.last, last.allSatisfy(\.isWhitespace) { lines.removeLast() }
-            lines.append(entry)
+            lines += entry
         }
         return lines.joined(separator: newline) + newline
     }

@@ -48,8 +48,8 @@ public struct Topology: Sendable, Hashable {
     /// Nodes the file gives no public key (neither `public_key:` nor `settings.keys_file`).
     public var nodesWithoutKeys: [String] { nodes.filter { $0.publicKey == nil }.map(\.name) }
 
-    /// The node a CURVE public key belongs to.
-    public func node(withPublicKey key: String) -> NodeSpec? { nodes.first { $0.publicKey == key } }
+    /// The node a CURVE public key (its key or its next one) belongs to.
+    public func node(withPublicKey key: String) -> NodeSpec? { nodes.first { $0.publicKeys.contains(key) } }
 }
 
 /// Whether a cluster's TCP sockets authenticate and encrypt (`settings.security`).
@@ -105,6 +105,11 @@ public struct NodeSpec: Sendable, Hashable {
     public var isCoordinator: Bool
     /// The node's CURVE public key (40 Z85 characters), from `public_key:` or `settings.keys_file`.
     public var publicKey: String? = nil
+    /// The key it rotates to (`next_public_key:`, or `<name>.next` in the keys file): peers
+    /// admit both, and dial it with whichever its servers hold.
+    public var nextPublicKey: String? = nil
+    /// The keys the node may use: its key, then its next one.
+    public var publicKeys: [String] { [publicKey, nextPublicKey].compactMap { $0 } }
 
     private var hostForURL: String { host.contains(":") && !host.hasPrefix("[") ? "[\(host)]" : host }
     private var bindForURL: String { bind.contains(":") && !bind.hasPrefix("[") ? "[\(bind)]" : bind }

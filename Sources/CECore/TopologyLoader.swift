@@ -407,7 +407,7 @@ public enum TopologyLoader {
         }
 
         mutating func nodeSpec(_ node: Yams.Node, _ path: String, coordinator: Bool, standby: Bool = false) -> NodeSpec? {
-            var allowed = ["name", "host", "bind", "ports", "data", "workspace", "public_key"]
+            var allowed = ["name", "host", "bind", "ports", "data", "workspace", "public_key", "next_public_key"]
             if !coordinator { allowed.insert("pool", at: 1) }
             if coordinator && !standby { allowed.append("standby") }
             guard let m = mapping(node, path, allowed: allowed) else { return nil }
@@ -448,6 +448,14 @@ public enum TopologyLoader {
                 problem("\(path).public_key", m["public_key"], "node \"\(name ?? "?")\": \(why)")
                 publicKey = nil
             }
+            var nextKey = string(m, "next_public_key", path)
+            if let key = nextKey, let why = CurveKeyText.problem(key) {
+                problem("\(path).next_public_key", m["next_public_key"], "node \"\(name ?? "?")\": \(why)")
+                nextKey = nil
+            }
+            if let key = nextKey, key == publicKey {
+                problem("\(path).next_public_key", m["next_public_key"], "node \"\(name ?? "?")\": the next key is its current key")
+            }
             guard let name, let pool, let host, let pub, let rep else { return nil }
             nodeSources.append((path, m))
             var spec = NodeSpec(
@@ -455,6 +463,7 @@ public enum TopologyLoader {
                 pubPort: pub, repPort: rep, replayPort: replay, data: resolve(data ?? ".ce-data/\(name)"),
                 workspace: workspace.map(resolve), isCoordinator: coordinator, publicKey: publicKey)
             spec.metricsPort = metrics
+            spec.nextPublicKey = nextKey
             return spec
         }
 
@@ -516,11 +525,12 @@ public enum TopologyLoader {
             }
             var owners: [String: String] = [:]
             for node in topology.nodes {
-                guard let key = node.publicKey else { continue }
-                if let other = owners[key] {
-                    problems.append(.init(path: keyPath(of: node.name), message: "node \"\(node.name)\" has the same public key as \"\(other)\" (each node needs its own key pair)"))
-                } else {
-                    owners[key] = node.name
+                for key in node.publicKeys {
+                    if let other = owners[key], other != node.name {
+                        problems.append(.init(path: keyPath(of: node.name), message: "node \"\(node.name)\" has the same public key as \"\(other)\" (each node needs its own key pair)"))
+                    } else {
+                        owners[key] = node.name
+                    }
                 }
             }
         }
@@ -556,13 +566,25 @@ public enum TopologyLoader {
             let names = topology.nodes.map(\.name)
             let given = Dictionary(topology.nodes.map { ($0.name, $0.publicKey) }, uniquingKeysWith: { a, _ in a })
             var found: [String: String] = [:]
+            var next: [String: String] = [:]
             for (k, v) in entries {
-                guard let name = k.scalar?.string else {
+                guard var name = k.scalar?.string else {
                     fail("keys must be node names", k)
                     continue
                 }
+                // `<node>.next`: the key the node rotates to.
+                let isNext = !names.contains(name) && name.hasSuffix(".next")
+                if isNext { name = String(name.dropLast(5)) }
                 guard names.contains(name) else {
-                    fail("unknown node \"\(name)\" (nodes: \(names.joined(separator: ", ")))", k)
+                    fail("unknown node \"\(name)\" (nodes: \(names.joined(separator: ", ")); \"<node>.next\" names a node's next key)", k)
+                    continue
+                }
+                if isNext {
+                    guard let key = v.scalar?.string, CurveKeyText.problem(key) == nil else {
+                        fail("node \"\(name)\": next public key: expected 40 Z85 characters", v)
+                        continue
+                    }
+                    next[name] = key
                     continue
                 }
                 guard let key = v.scalar?.string else {
@@ -583,6 +605,13 @@ public enum TopologyLoader {
             topology.nodes = topology.nodes.map { node in
                 var node = node
                 if let key = found[node.name] { node.publicKey = key }
+                if let key = next[node.name] {
+                    if key == node.publicKey {
+                        fail("node \"\(node.name)\": its next key is its current key", nil)
+                    } else {
+                        node.nextPublicKey = key
+                    }
+                }
                 return node
             }
         }

@@ -81,6 +81,10 @@ public final class Node: Sendable {
     let publishing = AsyncLock()
     /// Held by a reload, so two never interleave.
     let reloading = AsyncLock()
+    /// When each rotating peer was last dialled with its other key (Redial.swift).
+    let keySwaps = Mutex(KeySwap())
+    /// The peers a key rotation waited for when last said (said again when they change).
+    let keyRotation = Mutex<[String]?>(nil)
     let state: Mutex<State>
     let eventFolder: EventFolder?
     /// Questions answered through the control endpoint (AgentControl.swift).
@@ -535,6 +539,13 @@ public final class Node: Sendable {
         links.withLock { $0[name] = PeerLink(socket: sub.socket, tasks: [receive, redial]) }
     }
 
+    /// Dials a peer again on a new SUB (with the key ``NodeSecurity/serverKey(of:)`` says now).
+    func relink(_ name: String) {
+        guard let peer = topology.node(named: name), let feed = live.withLock({ $0?.feed }) else { return }
+        stopLink(name)
+        do { startLink(try openSubscription(to: peer), feed: feed) } catch { logger.error("cannot dial \(name) again: \(error)") }
+    }
+
     /// Stops reading a peer and closes its SUB (a reload removed it, or the node stops).
     func stopLink(_ name: String) {
         guard let link = links.withLock({ $0.removeValue(forKey: name) }) else { return }
@@ -865,6 +876,7 @@ public final class Node: Sendable {
         var watch = PeerWatch()
         while true {
             saveInboxMark()
+            _ = try? await reloading.run { await rotateKeyIfReady() }
             for line in watch.check(self) {
                 if line.warning { logger.warning("\(line.text)") } else { logger.notice("\(line.text)") }
             }
@@ -1071,11 +1083,24 @@ public final class Node: Sendable {
             "store": .string(NodePaths(dataDirectory: options.dataDirectory).store),
             "index": indexStatus(),
             "security": .string(topology.settings.security.rawValue),
+            "key": keyStatus(),
         ]
     }
 }
 
 extension Node {
+    /// The CURVE key this node uses, the next one the topology names, and whom a rotation
+    /// waits for (peers not yet running this topology). Null without CURVE.
+    func keyStatus() -> JSONValue {
+        guard let inUse = security.keys?.publicKey else { return .null }
+        let next = topology.node(named: spec.name)?.nextPublicKey
+        let waiting = keyRotation.withLock { $0 }
+        return [
+            "public_key": .string(inUse), "next_public_key": next.map(JSONValue.string) ?? .null,
+            "rotation": next == nil || next == inUse ? .null : .array((waiting ?? []).map(JSONValue.string)),
+        ]
+    }
+
     /// Who decides, as this node knows it: the term, the active coordinator, and the last
     /// takeover or handover (when, why). Null without a coordinator section.
     func coordinatorStatus() -> JSONValue {

@@ -147,6 +147,20 @@ struct Redialer: Sendable {
     var pending: Int { links.values.count(where: { $0.wake != nil }) }
 }
 
+/// When a rotating peer may be dialled with its other key: at most once per `spacing` per
+/// peer (a value; its tests drive it).
+struct KeySwap: Sendable {
+    static let spacing: Duration = .milliseconds(500)
+    private var last: [String: ContinuousClock.Instant] = [:]
+
+    /// A handshake with `peer` failed: true when its key is to be swapped now.
+    mutating func take(_ peer: String, now: ContinuousClock.Instant) -> Bool {
+        if let last = last[peer], now - last < Self.spacing { return false }
+        last[peer] = now
+        return true
+    }
+}
+
 /// A small seeded generator: the redialer's jitter is reproducible in its tests.
 struct SplitMix64: RandomNumberGenerator, Sendable {
     private var state: UInt64
@@ -179,7 +193,17 @@ extension Node {
                 }
             }
             var redialer = Redialer(seed: .random(in: .min ... .max))
+            // A rotating peer (two keys in the topology) whose servers fail the handshake with
+            // the key this node dials it with has switched to its other key (or not yet): a new
+            // SUB dials it with the other one at once, at most one swap per peer every
+            // `KeySwap.spacing` (when neither key works, the swaps stay that slow).
             for await input in inputs {
+                if case .event(let kind, _, _) = input, [.handshakeFailedNoDetail, .handshakeFailedProtocol].contains(kind),
+                   keySwaps.withLock({ $0.take(peer, now: .now) }), let spec = topology.node(named: peer), let other = security.alternate(spec) {
+                    logger.info("the handshakes with \(peer) fail: dialling it with its other key \(other)")
+                    // A new SUB: libzmq keeps retrying a dial with the options it was made with.
+                    Task { self.relink(peer) }
+                }
                 let directives = switch input {
                 case .event(let kind, let endpoint, let value): redialer.handle(kind, endpoint: endpoint, value: value, now: .now)
                 case .due(let endpoint): redialer.due(endpoint, now: .now)

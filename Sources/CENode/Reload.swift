@@ -18,7 +18,10 @@ struct TopologyChange: Sendable {
     /// This node's subscribed types before and after (nil: all), when they differ.
     var subscriptions: (before: [EventType]?, after: [EventType]?)?
 
-    init(from old: Topology, to new: Topology, node name: String) {
+    /// `keyInUse`: this node's public key now (nil without CURVE); `nextHeld`: the public key of
+    /// its `curve.next.key`, if it holds one; `dialling`: the key it dials each peer with.
+    init(from old: Topology, to new: Topology, node name: String, keyInUse: String? = nil, nextHeld: String? = nil,
+         dialling: (NodeSpec) -> String? = { $0.publicKey }) {
         guard let mine = new.node(named: name), let was = old.node(named: name) else {
             refusals.append("this node, \(name), is not in the new file: stop it instead")
             return
@@ -26,9 +29,18 @@ struct TopologyChange: Sendable {
         for (what, changed) in [
             ("pool", mine.pool != was.pool), ("host", mine.host != was.host), ("bind", mine.bind != was.bind),
             ("ports", [mine.pubPort, mine.repPort, mine.replayPort ?? 0, mine.metricsPort ?? 0] != [was.pubPort, was.repPort, was.replayPort ?? 0, was.metricsPort ?? 0]),
-            ("data", mine.data != was.data), ("workspace", mine.workspace != was.workspace), ("public key", mine.publicKey != was.publicKey),
+            ("data", mine.data != was.data), ("workspace", mine.workspace != was.workspace),
         ] where changed {
             refusals.append("\(name)'s own \(what) changed: restart this node to take it")
+        }
+        if let keyInUse, !mine.publicKeys.contains(keyInUse) {
+            refusals.append("\(name) uses the key \(keyInUse), which the new file no longer lists for it: restart it with its new key, or rotate without a gap (ce-node keys rotate)")
+        }
+        if let next = mine.nextPublicKey, next != keyInUse, keyInUse != nil, next != nextHeld {
+            refusals.append("the new file names a next key for \(name) (\(next)) that this node does not hold in \(NodeKeyFile.nextName): run `ce-node keys rotate --node \(name)` on its host")
+        }
+        if let next = mine.nextPublicKey, next != was.nextPublicKey, next != keyInUse {
+            lines.append("this node rotates to its next key once every peer runs this file")
         }
         var (a, b) = (old.settings, new.settings)
         (a.keysFile, b.keysFile, a.keysFileFound, b.keysFileFound) = (nil, nil, true, true)
@@ -42,11 +54,15 @@ struct TopologyChange: Sendable {
         removed = old.peers(of: name).filter { after[$0.name] == nil }
         redialled = new.peers(of: name).filter { peer in
             guard let was = before[peer.name] else { return false }
-            return peer.pubEndpoint != was.pubEndpoint || peer.publicKey != was.publicKey || peer.pool != was.pool
+            let keyGone = dialling(was).map { !peer.publicKeys.contains($0) } ?? false
+            return peer.pubEndpoint != was.pubEndpoint || keyGone || peer.pool != was.pool
         }
         for peer in added { lines.append("node \(peer.name) (pool \(peer.pool), \(peer.pubEndpoint)) added: dialled and admitted") }
         for peer in removed { lines.append("node \(peer.name) removed: disconnected and refused; its events stay") }
         for peer in redialled { lines.append("node \(peer.name) changed its endpoint, key or pool: dialled again") }
+        for peer in new.peers(of: name) where before[peer.name] != nil && before[peer.name]!.publicKeys != peer.publicKeys && !redialled.contains(peer) {
+            lines.append("node \(peer.name)'s keys: \(peer.publicKeys.joined(separator: " and ")) admitted")
+        }
         let (subBefore, subAfter) = (Node.subscribedTypes(pool: was.pool, topology: old), Node.subscribedTypes(pool: mine.pool, topology: new))
         if subBefore.map(Set.init) != subAfter.map(Set.init) {
             subscriptions = (subBefore, subAfter)
@@ -80,7 +96,10 @@ extension Node {
         } catch {
             return .failure("not reloaded, \(spec.name) keeps running topology \(old.digest): \(error)")
         }
-        let change = TopologyChange(from: old, to: new, node: spec.name)
+        let nextHeld = (try? NodeKeyFile.load(dataDirectory: options.dataDirectory, node: spec.name, topologyFile: new.file, next: true))?.publicKey
+        let change = TopologyChange(from: old, to: new, node: spec.name, keyInUse: security.keys?.publicKey, nextHeld: nextHeld) { [security] in
+            security.serverKey(of: $0)
+        }
         guard change.refusals.isEmpty else {
             return .failure("not reloaded, \(spec.name) keeps running topology \(old.digest):\n" + change.refusals.map { "  \($0)" }.joined(separator: "\n"))
         }
@@ -149,7 +168,7 @@ extension Node {
     /// libzmq closes the listener in its I/O thread after `unbind` returns, so the port may
     /// still be taken for a moment: the bind is tried again until it succeeds (every 20 ms,
     /// for up to 10 s, then every second, logged, until it does).
-    private func rebind(_ sockets: Sockets) async {
+    func rebind(_ sockets: Sockets) async {
         var list: [(Socket, String)] = [(sockets.pub, spec.bindPubEndpoint), (sockets.router, spec.bindRepEndpoint)]
         if let replay = sockets.replay, let endpoint = spec.bindReplayEndpoint { list.append((replay, endpoint)) }
         for (socket, endpoint) in list {
@@ -175,6 +194,51 @@ extension Node {
                 }
             }
         }
+    }
+
+    /// While the topology names a next key for this node that it holds: switches to it once
+    /// every peer runs this topology (their heartbeats say its digest), so every peer admits
+    /// it. The servers take the new key and are bound again (peers dial again, trying the
+    /// other key of this node when a handshake fails), the subscriptions are dialled again
+    /// with it, and it becomes the node's key on disk. Checked with each heartbeat.
+    func rotateKeyIfReady() async {
+        let topology = self.topology
+        guard security.isOn, let me = topology.node(named: spec.name), let next = me.nextPublicKey,
+              security.keys?.publicKey != next, let sockets = live.withLock({ $0 }) else { return }
+        let fresh = Double(topology.settings.heartbeatMilliseconds) * 3 / 1000
+        let now = Date()
+        let waiting = state.withLock { s in
+            topology.peers(of: spec.name).filter { peer in
+                guard let heard = s.peers[peer.name], now.timeIntervalSince(heard.lastSeen) < fresh else { return true }
+                return heard.topology != topology.digest
+            }.map(\.name)
+        }
+        guard waiting.isEmpty else {
+            let said = keyRotation.withLock { r -> Bool in defer { r = waiting }; return r == waiting }
+            if !said { logger.notice("key rotation: waiting for \(waiting.joined(separator: ", ")) to run topology \(topology.digest) before switching to the next key") }
+            return
+        }
+        guard let pair = security.nextPair(dataDirectory: options.dataDirectory, node: me, topologyFile: topology.file) else {
+            logger.error("key rotation: \(NodeKeyFile.path(dataDirectory: options.dataDirectory, next: true)) does not hold the next key the topology names (\(next))")
+            return
+        }
+        do {
+            try security.switchTo(pair, dataDirectory: options.dataDirectory)
+        } catch {
+            logger.error("key rotation: \(error)")
+            return
+        }
+        for socket in [sockets.pub, sockets.router] + (sockets.replay.map { [$0] } ?? []) {
+            do { try security.serve(socket) } catch { logger.error("key rotation: cannot set the new key on a server socket: \(error)") }
+        }
+        await rebind(sockets)
+        for peer in topology.peers(of: spec.name) {
+            stopLink(peer.name)
+            do { startLink(try openSubscription(to: peer), feed: sockets.feed) } catch { logger.error("key rotation: cannot dial \(peer.name): \(error)") }
+        }
+        askSockets.closeAll()
+        keyRotation.withLock { $0 = nil }
+        logger.notice("switched to the next key \(next): every peer admits it; finish with `ce-node keys rotate --node \(spec.name) --finish` and a reload everywhere")
     }
 
     /// Runs `handler` with the new topology after each reload this node applies (the

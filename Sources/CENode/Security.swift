@@ -8,19 +8,23 @@ import Glibc
 #endif
 
 /// A node's secret key file: `<data>/curve.key`, the 40 Z85 characters of its CURVE secret
-/// key and a newline, readable by the node's user only.
+/// key and a newline, readable by the node's user only. While its key is rotated, the key it
+/// rotates to waits in `<data>/curve.next.key`.
 public enum NodeKeyFile {
     public static let name = "curve.key"
+    public static let nextName = "curve.next.key"
 
-    public static func path(dataDirectory: String) -> String { dataDirectory + "/" + name }
+    public static func path(dataDirectory: String, next: Bool = false) -> String { dataDirectory + "/" + (next ? nextName : name) }
 
     /// Makes a key pair and writes its secret key into the data folder (created 0700 if
     /// missing), mode 0600. An existing key is kept unless `force`: its public key is what
     /// the topology lists, and a new one would lock the node out of its cluster.
-    public static func generate(dataDirectory: String, node: String, force: Bool = false) throws(NodeError) -> CurveKeyPair {
-        let path = path(dataDirectory: dataDirectory)
+    public static func generate(dataDirectory: String, node: String, force: Bool = false, next: Bool = false) throws(NodeError) -> CurveKeyPair {
+        let path = path(dataDirectory: dataDirectory, next: next)
         if FileManager.default.fileExists(atPath: path) && !force {
-            throw NodeError("\(path) already holds a secret key for \(node); keep it (`ce-node keys show --node \(node)` prints its public key) or replace it with --force (then update the topology's key of \(node))")
+            throw NodeError(next
+                ? "\(path) already holds the next key of \(node) (a rotation under way): keep it, or make another with --force"
+                : "\(path) already holds a secret key for \(node); keep it (`ce-node keys show --node \(node)` prints its public key) or replace it with --force (then update the topology's key of \(node))")
         }
         do {
             try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
@@ -46,8 +50,8 @@ public enum NodeKeyFile {
     }
 
     /// Reads a node's key pair from its data folder, refusing a file others may read.
-    public static func load(dataDirectory: String, node: String, topologyFile: String) throws(NodeError) -> CurveKeyPair {
-        let path = path(dataDirectory: dataDirectory)
+    public static func load(dataDirectory: String, node: String, topologyFile: String, next: Bool = false) throws(NodeError) -> CurveKeyPair {
+        let path = path(dataDirectory: dataDirectory, next: next)
         var info = stat()
         guard stat(path, &info) == 0 else {
             throw NodeError("node \(node) has no secret key: \(path) does not exist; make it with `ce-node keys generate --node \(node) --topology \(topologyFile)` and put the public key it prints into the topology")
@@ -76,8 +80,11 @@ public enum NodeKeyFile {
 /// node with that node's key as server key, so what arrives on it comes from that node.
 final class NodeSecurity: Sendable {
     let mode: SecurityMode
-    /// This node's key pair (CURVE only).
-    let keys: CurveKeyPair?
+    /// This node's key pair in use (CURVE only): its key, or its next one once it switched.
+    let current: Mutex<CurveKeyPair?>
+    var keys: CurveKeyPair? { current.withLock { $0 } }
+    /// Per peer with two keys (rotating): the one its servers answered to last, to dial with.
+    let serverKeys = Mutex<[String: String]>([:])
     /// Node name by public key, and the keys the ZAP handler admits: the topology's (a reload
     /// changes both together).
     let keyring: Mutex<(names: [String: String], allowed: [String])>
@@ -89,7 +96,7 @@ final class NodeSecurity: Sendable {
     init(topology: Topology, node: NodeSpec, dataDirectory: String) throws(NodeError) {
         mode = topology.settings.security
         guard mode == .curve else {
-            keys = nil
+            current = Mutex(nil)
             keyring = Mutex(([:], []))
             return
         }
@@ -101,15 +108,18 @@ final class NodeSecurity: Sendable {
             throw NodeError("\(topology.file) gives no public key for \(missing.joined(separator: ", ")) (security is curve): add public_key: to each node, or list them in settings.keys_file; `ce-node keys generate --node NAME` makes a node's key and prints it")
         }
         let pair = try NodeKeyFile.load(dataDirectory: dataDirectory, node: node.name, topologyFile: topology.file)
-        guard pair.publicKey == node.publicKey else {
-            throw NodeError("the secret key in \(NodeKeyFile.path(dataDirectory: dataDirectory)) does not belong to node \(node.name): its public key is \(pair.publicKey), \(topology.file) says \(node.publicKey!)")
+        // Its next key, once it has switched to it (a rotation the topology has not finished).
+        guard node.publicKeys.contains(pair.publicKey) else {
+            throw NodeError("the secret key in \(NodeKeyFile.path(dataDirectory: dataDirectory)) does not belong to node \(node.name): its public key is \(pair.publicKey), \(topology.file) says \(node.publicKeys.joined(separator: " or "))")
         }
-        keys = pair
+        current = Mutex(pair)
         keyring = Mutex(Self.keyring(topology))
     }
 
+    /// Every key of every node (a rotating node's two) to its node.
     static func keyring(_ topology: Topology) -> (names: [String: String], allowed: [String]) {
-        (Dictionary(uniqueKeysWithValues: topology.nodes.map { ($0.publicKey!, $0.name) }), topology.nodes.map { $0.publicKey! })
+        let pairs = topology.nodes.flatMap { node in node.publicKeys.map { ($0, node.name) } }
+        return (Dictionary(pairs, uniquingKeysWith: { a, _ in a }), pairs.map(\.0))
     }
 
     /// Admits the keys of a reloaded topology and refuses those it no longer lists, at once
@@ -145,9 +155,44 @@ final class NodeSecurity: Sendable {
     }
 
     /// Makes a socket a CURVE client of one node: only that node can complete the handshake.
+    /// A rotating node is dialled with the key its servers answered to last.
     func dial(_ socket: Socket, to peer: NodeSpec) throws {
-        guard let keys, let server = peer.publicKey else { return }
+        guard let keys, let server = serverKey(of: peer) else { return }
         try socket.set([.curveServerKey(server), .curvePublicKey(keys.publicKey), .curveSecretKey(keys.secretKey)])
+    }
+
+    /// The key to dial `peer` with.
+    func serverKey(of peer: NodeSpec) -> String? {
+        let chosen = serverKeys.withLock { $0[peer.name] }
+        return chosen.flatMap { peer.publicKeys.contains($0) ? $0 : nil } ?? peer.publicKey
+    }
+
+    /// A handshake with a rotating peer failed: dial it with its other key from now on.
+    /// Nil when the peer has one key.
+    func alternate(_ peer: NodeSpec) -> String? {
+        guard peer.publicKeys.count == 2, let using = serverKey(of: peer) else { return nil }
+        let other = peer.publicKeys.first { $0 != using }!
+        serverKeys.withLock { $0[peer.name] = other }
+        return other
+    }
+
+    /// This node's next key, from `curve.next.key`, when it is the one the topology names next.
+    func nextPair(dataDirectory: String, node: NodeSpec, topologyFile: String) -> CurveKeyPair? {
+        guard isOn, let next = node.nextPublicKey,
+              let pair = try? NodeKeyFile.load(dataDirectory: dataDirectory, node: node.name, topologyFile: topologyFile, next: true),
+              pair.publicKey == next else { return nil }
+        return pair
+    }
+
+    /// Uses the next key from now on, and makes it the node's key on disk: `curve.key` becomes
+    /// `curve.previous.key`, `curve.next.key` becomes `curve.key` (a restart keeps the new key).
+    func switchTo(_ pair: CurveKeyPair, dataDirectory: String) throws(NodeError) {
+        let key = NodeKeyFile.path(dataDirectory: dataDirectory), next = NodeKeyFile.path(dataDirectory: dataDirectory, next: true)
+        let previous = dataDirectory + "/curve.previous.key"
+        guard rename(key, previous) == 0, rename(next, key) == 0 else {
+            throw NodeError("cannot move the next key into place (\(next) -> \(key)): \(String(cString: strerror(errno)))")
+        }
+        current.withLock { $0 = pair }
     }
 
     /// The node that sent a message on a CURVE server socket; nil when security is off.

@@ -60,7 +60,10 @@ extension Socket {
             throw ZMQError(code: .terminated, operation: "monitor", message: "the context was shut down")
         }
         let endpoint = context.uniqueInprocEndpoint("monitor")
-        let mask = kinds.union([.monitorStopped]).reduce(Int32(0)) { $0 | $1.flag }
+        // Not MONITOR_STOPPED: libzmq sends it with a blocking send when the monitor stops (at
+        // the socket's close), which never returns if this reader closed first. The sequence
+        // ends when the reader closes, right after the socket.
+        let mask = kinds.subtracting([.monitorStopped]).reduce(Int32(0)) { $0 | $1.flag }
         try core.control("zmq_socket_monitor") { handle throws(ZMQError) in
             guard zmq_socket_monitor(handle, endpoint, mask) == 0 else {
                 throw ZMQError.last("zmq_socket_monitor", endpoint: endpoint)

@@ -583,6 +583,10 @@ final class SocketCore: @unchecked Sendable {
         handleLock.withLock { _ in
             guard let handle else { return }
             boundLinger(handle, to: bound)
+            // Monitoring stops first: libzmq's I/O thread sends a monitor's events with a
+            // blocking send, so a socket closed while still monitored can block that thread
+            // (and every socket of the context) on an event for a reader already gone.
+            zmq_socket_monitor(handle, nil, 0)
             zmq_close(handle)
             self.handle = nil
         }
@@ -595,6 +599,7 @@ final class SocketCore: @unchecked Sendable {
         handleLock.withLock { _ in
             guard let handle else { return }
             boundLinger(handle, to: 0)
+            zmq_socket_monitor(handle, nil, 0)
             zmq_close(handle)
             self.handle = nil
         }

@@ -118,7 +118,7 @@ struct GatesBenchmark: AsyncParsableCommand {
         let latencies = latencies.sorted()
         print("gates\(standby ? " (with a standby)" : ""): " + String(format: "%d pools, %d rounds: last report -> gate_passed stored at every pool: p50 %.1f ms, p99 %.1f ms; coordinator received %d events (%.1f per gate for %d pools) and published one decision per gate; %d TCP subscriptions in the mesh",
                      pools, latencies.count, percentile(latencies, 0.5), percentile(latencies, 0.99), handled,
-                     Double(handled) / Double(rounds), pools, (pools + 1) * pools))
+                     Double(handled) / Double(rounds), pools, (pools + (standby ? 2 : 1)) * (pools + (standby ? 1 : 0))))
     }
 
     /// The gate benchmark with one `ce-node run` process per node.

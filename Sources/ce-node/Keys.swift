@@ -4,12 +4,74 @@ import CENode
 import Foundation
 import ZeroMQ
 
-/// `ce-node keys generate|show`: a node's CURVE key pair. The secret key stays in the node's
+/// `ce-node keys generate|show|rotate`: a node's CURVE key pair. The secret key stays in the node's
 /// data folder; the public key goes into the topology (`public_key:` or `settings.keys_file`).
 struct Keys: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Make or show a node's CURVE key (the secret key stays in its data folder).",
-        subcommands: [Generate.self, Show.self])
+        subcommands: [Generate.self, Show.self, Rotate.self])
+
+    struct Rotate: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Rotate a node's key with no gap: make its next key (then reload everywhere), or --finish once it switched.",
+            discussion: """
+                1. On the node's host: `ce-node keys rotate --node X --add-to-keys-file` writes the next secret key \
+                beside the current one and lists its public key as `X.next` in the keys file. 2. Copy the keys \
+                file to every host and run `ce-node reload` on every node: peers admit both keys. Once every peer \
+                runs the new file, the node switches to its next key by itself (its log and `ce-node status` say \
+                so). 3. `ce-node keys rotate --node X --finish --add-to-keys-file` makes the next key the node's key \
+                in the keys file and drops the old one; copy it and reload everywhere again.
+                """)
+        @OptionGroup var selection: KeySelection
+        @Flag(help: "Replace a next key made before (a rotation not yet finished).")
+        var force = false
+        @Flag(help: "After the node switched: its next key becomes its key, and the old key leaves the keys file.")
+        var finish = false
+        @Flag(help: "Write the change into the topology's settings.keys_file (else print the lines to put there).")
+        var addToKeysFile = false
+
+        func run() throws {
+            let (name, data) = try selection.resolve()
+            let topology = try selection.load()
+            guard topology.node(named: name) != nil else { throw ValidationError("no node \"\(name)\" in \(selection.topology)") }
+            if finish {
+                let inUse: CurveKeyPair
+                do { inUse = try NodeKeyFile.load(dataDirectory: data, node: name, topologyFile: selection.topology) } catch {
+                    throw ValidationError("\(error)")
+                }
+                guard inUse.publicKey == topology.node(named: name)?.nextPublicKey else {
+                    throw ValidationError("\(name) has not switched to its next key yet (its key is \(inUse.publicKey)): wait until every peer runs the file that names the next key (ce-node status on \(name) says which it waits for)")
+                }
+                if addToKeysFile {
+                    let file = try selection.keysFile()
+                    do {
+                        try KeysFile.set(node: name, publicKey: inUse.publicKey, in: file)
+                        try KeysFile.remove(node: name + ".next", in: file)
+                    } catch { throw ValidationError("cannot update the keys file: \(error)") }
+                    FileHandle.standardError.write(Data("\(file): \(name) now has only its new key; copy it to every host and run `ce-node reload` on every node\n".utf8))
+                } else {
+                    FileHandle.standardError.write(Data("put this line in place of \(name)'s two lines (its key and \(name).next), then reload every node:\n".utf8))
+                }
+                print(KeysFile.line(node: name, publicKey: inUse.publicKey))
+                return
+            }
+            let pair: CurveKeyPair
+            do { pair = try NodeKeyFile.generate(dataDirectory: data, node: name, force: force, next: true) } catch {
+                throw ValidationError("\(error)")
+            }
+            FileHandle.standardError.write(Data("wrote the next secret key of \(name) to \(NodeKeyFile.path(dataDirectory: data, next: true)) (mode 0600)\n".utf8))
+            if addToKeysFile {
+                let file = try selection.keysFile()
+                do { try KeysFile.set(node: name + ".next", publicKey: pair.publicKey, in: file) } catch {
+                    throw ValidationError("cannot update the keys file: \(error)")
+                }
+                FileHandle.standardError.write(Data("listed it as \(name).next in \(file): copy the file to every host and run `ce-node reload` on every node; \(name) switches once every peer runs it\n".utf8))
+            } else {
+                FileHandle.standardError.write(Data("add this line to the keys file (or next_public_key: to \(name)'s entry), copy it to every host and run `ce-node reload` on every node:\n".utf8))
+            }
+            print(KeysFile.line(node: name + ".next", publicKey: pair.publicKey))
+        }
+    }
 
     struct Generate: ParsableCommand {
         static let configuration = CommandConfiguration(
