@@ -33,11 +33,15 @@ extension Cluster {
     /// (read from its store when it is down for good) and every refill and replay has ended,
     /// then checks every store against every origin's: each running node holds exactly the
     /// events of its subscribed types of every line, none twice, in sequence order per line.
-    /// `seconds` bounds the wait for the stores to catch up.
-    func census(streams: Streams, down: Set<String> = [], seconds: Double = 90) async throws {
+    /// `seconds` bounds the wait for the stores to catch up. `reloads`: what reloads of the
+    /// topology changed meanwhile (nodes removed, types taken up), for what each store must hold.
+    func census(streams: Streams, down: Set<String> = [], reloads: Reloads = Reloads(), seconds: Double = 90) async throws {
         let names = processes.keys.sorted()
-        let running = names.filter { !down.contains($0) }
-        try await eventually(seconds, "every node catches up with every origin") {
+        // A removed node hears nobody any more: what it holds of the others is not counted.
+        let running = names.filter { !down.contains($0) && reloads.removed[$0] == nil }
+        var behind: [String] = []
+        try await eventually(seconds, "every node catches up with every origin (\(behind.joined(separator: "; ")))") {
+            behind = []
             var last: [String: Int] = [:]
             var statuses: [String: JSONValue] = [:]
             for name in running {
@@ -48,28 +52,36 @@ extension Cluster {
                 let store = try EventStore(directory: data(name), durability: .normal)
                 last[name] = Int(try store.maxSeq(origin: name, epoch: store.epoch))
             }
+            for (name, through) in reloads.removed { last[name] = Int(through) }
             for name in running {
                 let status = statuses[name]!
-                if let refill = status["refill"], refill != .null, refill["done"]?.boolValue != true { return false }
-                if (status["lines"]?.arrayValue ?? []).contains(where: { $0["replaying"]?.boolValue == true }) { return false }
+                if let refill = status["refill"], refill != .null, refill["done"]?.boolValue != true { behind.append("\(name) refills its store") }
+                for line in status["lines"]?.arrayValue ?? [] where line["replaying"]?.boolValue == true {
+                    behind.append("\(name) replays \(line["origin"]?.stringValue ?? "?")'s line")
+                }
                 for peer in status["peers"]?.arrayValue ?? [] {
                     guard let origin = peer["name"]?.stringValue, let target = last[origin] else { continue }
-                    if peer["cursor"]?.intValue != target { return false }
+                    if peer["cursor"]?.intValue != target {
+                        behind.append("\(name) holds \(origin)'s line through \(peer["cursor"]?.intValue.map(String.init) ?? "nothing"), \(origin) is at \(target)")
+                    }
                 }
             }
-            return true
+            return behind.isEmpty
         }
         var checked = 0
         for origin in names {
             let sent = try storedEvents(origin, origin: origin)
             for name in running where name != origin {
                 let types = Node.subscribedTypes(pool: topology.node(named: name)!.pool, topology: topology)
-                let expected = sent.filter { types?.contains($0.type) ?? true }.map(\.id)
+                let subscribed = sent.filter { types?.contains($0.type) ?? true }
+                let expectation = reloads.expectation(of: name, from: origin, subscribed)
+                let expected = expectation.held.map(\.id)
                 let held = try storedEvents(name, origin: origin)
                 let heldIDs = Set(held.map(\.id))
                 let expectedIDs = Set(expected)
+                let allowedIDs = expectedIDs.union(expectation.either.map(\.id))
                 let missing = sent.filter { expectedIDs.contains($0.id) && !heldIDs.contains($0.id) }.map { "\($0.type.rawValue)#\($0.seq)" }
-                let extra = held.filter { !expectedIDs.contains($0.id) }.map { "\($0.type.rawValue)#\($0.seq)@\($0.epoch.prefix(8))" }
+                let extra = held.filter { !allowedIDs.contains($0.id) }.map { "\($0.type.rawValue)#\($0.seq)@\($0.epoch.prefix(8))" }
                 // On a mismatch, what the origin's own store holds, by epoch, to tell a
                 // store that lost events from one that was replaced.
                 let epochs = Dictionary(grouping: sent, by: { String($0.epoch.prefix(8)) }).mapValues(\.count)
@@ -92,6 +104,41 @@ extension Cluster {
         let doubled = streams.handedOverTwice()
         #expect(doubled.isEmpty, "handed over twice: \(doubled.prefix(5))")
         print("census: \(checked) events checked across \(running.count) stores; \(streams.acknowledged().values.map(\.count).reduce(0, +)) acknowledged emits")
+    }
+}
+
+/// What reloads of the topology changed while the pools emitted, as the census counts it.
+struct Reloads: Sendable {
+    /// Nodes removed from the topology, each with its last sequence when it was removed (its
+    /// emitter paused until every node held it): the others hold its events through that one
+    /// and none after it.
+    var removed: [String: UInt64] = [:]
+    /// Types nodes subscribed to by a reload.
+    var takenUp: [TakenUp] = []
+
+    /// Types a node subscribed to by a reload, which it takes from then on: per origin, the
+    /// events of them up to `before` (the node's cursor for that origin before the reload)
+    /// came earlier and are not held; those past `after` (the origin's last sequence once the
+    /// reload had returned) came later and are held; in between the reload was under way.
+    struct TakenUp: Sendable {
+        var node: String
+        var types: Set<String>
+        var before: [String: UInt64]
+        var after: [String: UInt64]
+    }
+
+    /// Of the events of `origin` that `node` subscribes to by the topology it runs now: those
+    /// it must hold, and those it may hold or not.
+    func expectation(of node: String, from origin: String, _ subscribed: [Event]) -> (held: [Event], either: [Event]) {
+        var events = subscribed
+        if let through = removed[origin] { events = events.filter { $0.seq <= through } }
+        var either: [Event] = []
+        for change in takenUp where change.node == node {
+            let (before, after) = (change.before[origin] ?? 0, change.after[origin] ?? 0)
+            either += events.filter { change.types.contains($0.type.rawValue) && $0.seq > before && $0.seq <= after }
+            events = events.filter { !change.types.contains($0.type.rawValue) || $0.seq > after }
+        }
+        return (events, either)
     }
 }
 
@@ -140,7 +187,8 @@ final class Streams: Sendable {
     }
     let context: Context
     let record = Record()
-    let emitters: [Task<Void, Never>]
+    /// One emitter per streaming node; a node that joins later adds its own.
+    let emitters = Mutex<[Task<Void, Never>]>([])
     /// One feed watcher per node (a task reading a SUB on its feed).
     let watchers = Mutex<[String: Task<Void, Never>]>([:])
     let cluster: Cluster
@@ -173,52 +221,62 @@ final class Streams: Sendable {
             let watcher = try Self.watch(name, cluster: cluster, context: context, record: record)
             watchers.withLock { $0[name] = watcher }
         }
+        for (name, kinds) in types { add(name, kinds) }
+    }
 
-        var emitters: [Task<Void, Never>] = []
-        for (name, kinds) in types {
-            let endpoint = "ipc://" + cluster.data(name) + "/control.sock"
-            emitters.append(Task {
-                var round = 0
-                var socket: Socket?
-                while !record.stopping.load(ordering: .relaxed) && !Task.isCancelled {
-                    let skip = record.paused.withLock { paused in
-                        record.busy.withLock { busy in
-                            if paused.contains(name) { busy.remove(name) } else { busy.insert(name) }
-                        }
-                        return paused.contains(name)
+    /// A node that joined the cluster after the streams began: its feed is watched and,
+    /// with `kinds`, it emits a stream of them as the others do.
+    func join(_ name: String, emitting kinds: [String]?) throws {
+        let watcher = try Self.watch(name, cluster: cluster, context: context, record: record)
+        watchers.withLock { $0[name] = watcher }
+        if let kinds { add(name, kinds) }
+    }
+
+    /// Starts the node's emitter: a batch of two events of `kinds` in turn every 25 ms.
+    private func add(_ name: String, _ kinds: [String]) {
+        let (context, record) = (self.context, self.record)
+        let endpoint = "ipc://" + cluster.data(name) + "/control.sock"
+        let emitter = Task {
+            var round = 0
+            var socket: Socket?
+            while !record.stopping.load(ordering: .relaxed) && !Task.isCancelled {
+                let skip = record.paused.withLock { paused in
+                    record.busy.withLock { busy in
+                        if paused.contains(name) { busy.remove(name) } else { busy.insert(name) }
                     }
-                    if skip {
-                        try? await Task.sleep(for: .milliseconds(25))
-                        continue
-                    }
-                    round += 1
-                    let batch: [JSONValue] = (0..<2).map { i in
-                        ["event_type": .string(kinds[(round * 2 + i) % kinds.count]), "payload": ["round": .number(Double(round))]]
-                    }
-                    do {
-                        if socket == nil {
-                            let fresh = try context.socket(.req)
-                            try fresh.set(.linger(milliseconds: 0))
-                            try fresh.connect(endpoint)
-                            socket = fresh
-                        }
-                        try await socket!.send(Message(JSONValue.object(["cmd": "emit", "events": .array(batch)]).serialized()))
-                        let reply = try JSONValue(parsing: try await socket!.receive(timeout: .seconds(2))[0].bytes)
-                        for event in reply["events"]?.arrayValue ?? [] {
-                            if let id = event["id"]?.stringValue, let seq = event["seq"]?.intValue {
-                                record.acked.withLock { $0[name, default: [:]][id] = UInt64(seq) }
-                            }
-                        }
-                    } catch {
-                        socket?.close()  // the node is down: a fresh socket once it is back
-                        socket = nil
-                    }
-                    try? await Task.sleep(for: .milliseconds(25))
+                    return paused.contains(name)
                 }
-                socket?.close()
-            })
+                if skip {
+                    try? await Task.sleep(for: .milliseconds(25))
+                    continue
+                }
+                round += 1
+                let batch: [JSONValue] = (0..<2).map { i in
+                    ["event_type": .string(kinds[(round * 2 + i) % kinds.count]), "payload": ["round": .number(Double(round))]]
+                }
+                do {
+                    if socket == nil {
+                        let fresh = try context.socket(.req)
+                        try fresh.set(.linger(milliseconds: 0))
+                        try fresh.connect(endpoint)
+                        socket = fresh
+                    }
+                    try await socket!.send(Message(JSONValue.object(["cmd": "emit", "events": .array(batch)]).serialized()))
+                    let reply = try JSONValue(parsing: try await socket!.receive(timeout: .seconds(2))[0].bytes)
+                    for event in reply["events"]?.arrayValue ?? [] {
+                        if let id = event["id"]?.stringValue, let seq = event["seq"]?.intValue {
+                            record.acked.withLock { $0[name, default: [:]][id] = UInt64(seq) }
+                        }
+                    }
+                } catch {
+                    socket?.close()  // the node is down: a fresh socket once it is back
+                    socket = nil
+                }
+                try? await Task.sleep(for: .milliseconds(25))
+            }
+            socket?.close()
         }
-        self.emitters = emitters
+        emitters.withLock { $0.append(emitter) }
     }
 
     var count: Int { record.acked.withLock { $0.values.map(\.count).reduce(0, +) } }
@@ -278,7 +336,7 @@ final class Streams: Sendable {
 
     func stopEmitting() async {
         record.stopping.store(true, ordering: .relaxed)
-        for task in emitters { await task.value }
+        for task in emitters.withLock({ $0 }) { await task.value }
     }
 
     func finish() async {

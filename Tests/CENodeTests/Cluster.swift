@@ -10,15 +10,22 @@ import Glibc
 
 /// A cluster of real `ce-node` processes on loopback, in a temporary folder, torn down at the end.
 final class Cluster: @unchecked Sendable {
-    // @unchecked Sendable: `processes` is only touched by the test that owns the cluster.
+    // @unchecked Sendable: `processes` and `topology` are only touched by the test that owns the cluster.
     let root: String
     let topologyPath: String
-    let topology: Topology
+    /// What the topology file says: as first written, or as the last ``rewrite(_:pools:ports:)`` wrote it.
+    private(set) var topology: Topology
     let hosts: Hosts
     var processes: [String: Process] = [:]
     /// Each node's CURVE key pair (empty with `security: none`); the secret keys are in the
     /// nodes' data folders, the public keys in the topology.
     let keys: [String: CurveKeyPair]
+    /// Every node the cluster has a host for: those of the first topology, then those held back.
+    let defs: [NodeDef]
+    /// Each node's ports, chosen once: a node keeps them through every rewrite of the file.
+    let ports: [String: Ports]
+    /// The `settings` lines every topology of this cluster is written with.
+    let settings: String
 
     struct NodeDef {
         var name: String
@@ -30,30 +37,56 @@ final class Cluster: @unchecked Sendable {
         var metrics = false
     }
 
+    struct Ports: Sendable, Equatable {
+        var pub: Int
+        var rep: Int
+        var metrics: Int?
+    }
+
     /// Writes a topology for the nodes (free loopback ports); `launch` starts them.
     /// `namespaces`: one network namespace per node where this machine allows it.
     /// Every node gets a CURVE key pair (secret key in its data folder, public key in the
     /// topology) unless `settings` says `security: none`.
+    /// `later`: nodes that get a host, ports and keys but are left out of the first topology,
+    /// to be added by ``rewrite(_:pools:ports:)``.
     ///
-    /// Made with ``make(_:pools:settings:namespaces:)`` from async code: the hosts are set up
+    /// Made with ``make(_:pools:settings:namespaces:later:)`` from async code: the hosts are set up
     /// by running `ip` dozens of times, which must not hold a cooperative thread.
-    init(_ nodes: [NodeDef], pools: String, settings: String, namespaces: Bool = false) throws {
+    init(_ nodes: [NodeDef], pools: String, settings: String, namespaces: Bool = false, later: [NodeDef] = []) throws {
         root = NSTemporaryDirectory() + "ce-test-" + UUID().uuidString.prefix(8)
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
-        hosts = Hosts(nodes: nodes.map(\.name), namespaces: namespaces)
+        defs = nodes + later
+        self.settings = settings
+        hosts = Hosts(nodes: defs.map(\.name), namespaces: namespaces)
         var keys: [String: CurveKeyPair] = [:]
         if !settings.contains("security: none") {
-            for node in nodes { keys[node.name] = try NodeKeyFile.generate(dataDirectory: "\(root)/\(node.name)", node: node.name) }
+            for node in defs { keys[node.name] = try NodeKeyFile.generate(dataDirectory: "\(root)/\(node.name)", node: node.name) }
         }
         self.keys = keys
+        var ports: [String: Ports] = [:]
+        for node in defs {
+            // Each host has its own ports in namespaces; on loopback each node needs its own.
+            let (pub, rep) = hosts.mode == .namespaces ? (7000, 7001) : (try freePort(), try freePort())
+            let metrics = node.metrics ? (hosts.mode == .namespaces ? 7002 : try freePort()) : nil
+            ports[node.name] = Ports(pub: pub, rep: rep, metrics: metrics)
+        }
+        self.ports = ports
+        topologyPath = root + "/topology.yaml"
+        let yaml = Self.text(nodes, pools: pools, settings: settings, root: root, hosts: hosts, keys: keys, ports: ports)
+        try yaml.write(toFile: topologyPath, atomically: true, encoding: .utf8)
+        topology = try TopologyLoader.load(path: topologyPath)
+    }
+
+    /// The topology file's text for `nodes`, each with its ports in `ports`.
+    private static func text(_ nodes: [NodeDef], pools: String, settings: String, root: String, hosts: Hosts,
+                             keys: [String: CurveKeyPair], ports: [String: Ports]) -> String {
         func key(_ name: String) -> String { keys[name].map { "  public_key: \"\($0.publicKey)\"\n" } ?? "" }
         var yaml = "version: 1\ncluster: test\nsettings:\n  \(settings)\nnodes:\n"
         var coordinator = ""
         for node in nodes {
-            // Each host has its own ports in namespaces; on loopback each node needs its own.
-            let (pub, rep) = hosts.mode == .namespaces ? (7000, 7001) : (try freePort(), try freePort())
+            let (pub, rep) = (ports[node.name]!.pub, ports[node.name]!.rep)
             let host = node.host ?? hosts.address(of: node.name)
-            let metrics = node.metrics ? ", metrics: \(hosts.mode == .namespaces ? 7002 : try freePort())" : ""
+            let metrics = ports[node.name]!.metrics.map { ", metrics: \($0)" } ?? ""
             if node.pool == "coordinator" {
                 let entry = "name: \(node.name)\nhost: \(host)\nports: { pub: \(pub), rep: \(rep)\(metrics) }\ndata: \(root)/\(node.name)\n"
                     + (keys[node.name].map { "public_key: \"\($0.publicKey)\"\n" } ?? "")
@@ -73,8 +106,28 @@ final class Cluster: @unchecked Sendable {
         yaml += pools
         // The custom types of the demo's topology, unless the test names its own.
         if !pools.contains("custom_types:") { yaml += "\ncustom_types: [schema_v1, early_feedback]\n" }
-        topologyPath = root + "/topology.yaml"
-        try yaml.write(toFile: topologyPath, atomically: true, encoding: .utf8)
+        return yaml
+    }
+
+    /// The topology file's text for some of the cluster's nodes (in the order they were
+    /// first given), with `pools` and the cluster's settings unless `settings` replaces them;
+    /// `ports` overrides a node's ports.
+    func text(_ names: [String], pools: String, settings: String? = nil, ports changed: [String: Ports] = [:]) -> String {
+        let nodes = defs.filter { names.contains($0.name) }
+        return Self.text(nodes, pools: pools, settings: settings ?? self.settings, root: root, hosts: hosts, keys: keys,
+                         ports: ports.merging(changed) { _, new in new })
+    }
+
+    /// Writes the topology file as running nodes would find it on a reload: whole or not at
+    /// all (written beside it, then renamed over it). `topology` stays as it was.
+    func writeTopology(_ text: String) throws {
+        try text.write(toFile: topologyPath, atomically: true, encoding: .utf8)
+    }
+
+    /// Writes the topology file anew for some of the cluster's nodes and reads it back into
+    /// `topology`. The keys are in the file itself, so there is no keys file to rewrite.
+    func rewrite(_ names: [String], pools: String, ports changed: [String: Ports] = [:]) throws {
+        try writeTopology(text(names, pools: pools, ports: changed))
         topology = try TopologyLoader.load(path: topologyPath)
     }
 
@@ -84,8 +137,8 @@ final class Cluster: @unchecked Sendable {
     }
 
     /// Makes a cluster on a thread of its own (see the initializer).
-    static func make(_ nodes: [NodeDef], pools: String, settings: String, namespaces: Bool = false) async throws -> Cluster {
-        try await offThePool { try Cluster(nodes, pools: pools, settings: settings, namespaces: namespaces) }
+    static func make(_ nodes: [NodeDef], pools: String, settings: String, namespaces: Bool = false, later: [NodeDef] = []) async throws -> Cluster {
+        try await offThePool { try Cluster(nodes, pools: pools, settings: settings, namespaces: namespaces, later: later) }
     }
 
     /// Cuts a node's host off the switch, on a thread of its own (`ip` runs).
@@ -140,7 +193,8 @@ final class Cluster: @unchecked Sendable {
         return here.appendingPathComponent("ce-node")
     }()
 
-    func data(_ name: String) -> String { topology.node(named: name)!.data }
+    /// A node's data folder; a node not in the topology (yet, or any more) has the one it would be given.
+    func data(_ name: String) -> String { topology.node(named: name)?.data ?? "\(root)/\(name)" }
 
     // MARK: The test's own raw sockets, speaking as a node of the topology
 
@@ -211,6 +265,18 @@ final class Cluster: @unchecked Sendable {
         #expect(history.compactMap { $0["seq"]?.intValue } == Array(1...count))
     }
     func log(_ name: String) -> String { (try? String(contentsOfFile: root + "/\(name).log", encoding: .utf8)) ?? "" }
+
+    /// With `CE_KEEP_LOGS` naming a folder, copies every started node's log and the topology
+    /// file there, into a folder named after `label` (the cluster's own folder is removed when
+    /// it is torn down).
+    func keepLogs(_ label: String) {
+        guard let folder = ProcessInfo.processInfo.environment["CE_KEEP_LOGS"] else { return }
+        let run = folder + "/" + String(label.map { $0.isLetter || $0.isNumber ? $0 : "-" })
+        try? FileManager.default.createDirectory(atPath: run, withIntermediateDirectories: true)
+        for name in processes.keys { try? log(name).write(toFile: run + "/\(name).log", atomically: true, encoding: .utf8) }
+        try? FileManager.default.removeItem(atPath: run + "/topology.yaml")
+        try? FileManager.default.copyItem(atPath: topologyPath, toPath: run + "/topology.yaml")
+    }
 
     func control(_ name: String, _ request: JSONValue, timeout: Duration = .seconds(10)) async throws -> JSONValue {
         try await ControlClient(dataDirectory: data(name)).call(request, timeout: timeout)
@@ -409,19 +475,20 @@ func freePort() throws -> Int {
 }
 
 /// Runs `body` with a started cluster and always tears it down, also when the test fails.
+/// `later`: nodes with a host and keys that the first topology leaves out (see ``Cluster/init(_:pools:settings:namespaces:later:)``).
 func withCluster(
     _ nodes: [Cluster.NodeDef], pools: String = "",
     settings: String = "heartbeat_ms: 200\n  ask_timeout_ms: 500\n  ask_retries: 1", start: [String]? = nil,
-    namespaces: Bool = false,
+    namespaces: Bool = false, later: [Cluster.NodeDef] = [],
     _ body: (Cluster) async throws -> Void
 ) async throws {
-    let cluster = try await Cluster.make(nodes, pools: pools, settings: settings, namespaces: namespaces)
+    let cluster = try await Cluster.make(nodes, pools: pools, settings: settings, namespaces: namespaces, later: later)
     do {
         try await cluster.launch(start ?? nodes.map(\.name))
         try await body(cluster)
     } catch {
         print("cluster logs in \(cluster.root):")
-        for node in nodes { print("--- \(node.name)\n\(cluster.log(node.name).suffix(3000))") }
+        for node in nodes + later { print("--- \(node.name)\n\(cluster.log(node.name).suffix(3000))") }
         await cluster.tearDown()
         throw error
     }
