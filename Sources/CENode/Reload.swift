@@ -120,6 +120,15 @@ extension Node {
                 stopLink(peer.name)
                 state.withLock { _ = $0.peers.removeValue(forKey: peer.name) }
             }
+            // A node added is followed from its first event (its line is new to this cluster),
+            // as a peer this node never heard is at start (``loadCursors()``).
+            intake.state.withLock { d in
+                for peer in change.added where !d.isFollowed(peer.name) {
+                    var track = Delivery.Track()
+                    track.cursor = 0
+                    d.unheard[peer.name] = track
+                }
+            }
             for peer in change.added + change.redialled {
                 do {
                     startLink(try openSubscription(to: peer), feed: sockets.feed)
