@@ -103,6 +103,13 @@ extension Cluster {
         }
         let doubled = streams.handedOverTwice()
         #expect(doubled.isEmpty, "handed over twice: \(doubled.prefix(5))")
+        // Every type of every stream was emitted (a type the nodes refuse would leave its
+        // stream empty, and the census would find nothing missing of it).
+        for (origin, types) in streams.kinds.withLock({ $0 }) {
+            let stored = Set(try storedEvents(origin, origin: origin).map(\.type.rawValue))
+            let never = Set(types).subtracting(stored)
+            #expect(never.isEmpty, "\(origin) never emitted \(never.sorted()): refused?")
+        }
         print("census: \(checked) events checked across \(running.count) stores; \(streams.acknowledged().values.map(\.count).reduce(0, +)) acknowledged emits")
     }
 }
@@ -191,6 +198,8 @@ final class Streams: Sendable {
     let emitters = Mutex<[Task<Void, Never>]>([])
     /// One feed watcher per node (a task reading a SUB on its feed).
     let watchers = Mutex<[String: Task<Void, Never>]>([:])
+    /// The types each emitter sends in turn.
+    let kinds = Mutex<[String: [String]]>([:])
     let cluster: Cluster
 
     static func watch(_ name: String, cluster: Cluster, context: Context, record: Record) throws -> Task<Void, Never> {
@@ -234,6 +243,7 @@ final class Streams: Sendable {
 
     /// Starts the node's emitter: a batch of two events of `kinds` in turn every 25 ms.
     private func add(_ name: String, _ kinds: [String]) {
+        self.kinds.withLock { $0[name] = kinds }
         let (context, record) = (self.context, self.record)
         let endpoint = "ipc://" + cluster.data(name) + "/control.sock"
         let emitter = Task {

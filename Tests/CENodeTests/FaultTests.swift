@@ -38,6 +38,7 @@ struct FaultTests {
         conflicts:
           resolvers: [planner, human]
           escalate_after_s: 1
+        custom_types: [schema_v1, early_feedback, build_log, planner_note]
 
         """
     static let streams: [String: [String]] = [

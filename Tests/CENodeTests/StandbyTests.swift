@@ -50,6 +50,7 @@ struct StandbyTests {
         conflicts:
           resolvers: [planner, human]
           escalate_after_s: \(seconds)
+        custom_types: [schema_v1, early_feedback, build_log, planner_note]
 
         """
     }
