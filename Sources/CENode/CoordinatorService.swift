@@ -90,6 +90,7 @@ public final class CoordinatorService: Sendable {
         if refilling { node.logger.notice("coordinator waits for the refill from the pools before it decides") }
         let started = ContinuousClock.now
         await node.waitForRefill()
+        try Task.checkCancellation()
         // Rebuild from the store: every event the state machines act on, with its own time as
         // the clock, so a round opens at its first report's own time. A refilled store holds
         // the events origin by origin: they go in by their time.

@@ -112,7 +112,7 @@ public final class Node: Sendable {
     }
 
     /// Who waits for the refill of a new store to end (the coordinator, before it rebuilds).
-    let refillWaiters = Mutex<(done: Bool, list: [CheckedContinuation<Void, Never>])>((false, []))
+    let refillWaiters = Mutex<(done: Bool, list: [UInt64: CheckedContinuation<Void, Never>], next: UInt64)>((false, [:], 0))
 
     struct PendingEmit: Sendable {
         var type: EventType
@@ -283,21 +283,30 @@ public final class Node: Sendable {
     /// Calls the waiters of ``waitForRefill()`` (once).
     func refillFinished() {
         let waiters = refillWaiters.withLock { w -> [CheckedContinuation<Void, Never>] in
-            defer { w.done = true; w.list = [] }
-            return w.done ? [] : w.list
+            defer { w.done = true; w.list = [:] }
+            return w.done ? [] : Array(w.list.values)
         }
         for waiter in waiters { waiter.resume() }
     }
 
     /// Returns once a new store's refill from the peers is done (at once when there is none).
+    /// A cancelled waiter returns at once (a node stopped while its refill waits for peers).
     public func waitForRefill() async {
-        await withCheckedContinuation { continuation in
-            let now = refillWaiters.withLock { w -> Bool in
-                if w.done { return true }
-                w.list.append(continuation)
-                return false
+        let id = refillWaiters.withLock { w in
+            w.next += 1
+            return w.next
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let now = refillWaiters.withLock { w -> Bool in
+                    if w.done || Task.isCancelled { return true }
+                    w.list[id] = continuation
+                    return false
+                }
+                if now { continuation.resume() }
             }
-            if now { continuation.resume() }
+        } onCancel: {
+            refillWaiters.withLock { $0.list.removeValue(forKey: id) }?.resume()
         }
     }
 

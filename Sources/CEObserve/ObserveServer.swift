@@ -6,6 +6,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import Prometheus
+import ServiceLifecycle
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -92,11 +93,23 @@ public struct ObserveServer: Sendable {
         do {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
+                    // Stopped by a graceful shutdown, not by cancelling the server's task:
+                    // cancelled, swift-nio traps on a connection accepted but not yet served
+                    // ("Deinited NIOAsyncWriter without calling finish()"). The server runs in
+                    // a task of its own, which the caller's cancellation does not reach; it is
+                    // cancelled only if the graceful shutdown has not ended within 5 s.
+                    let services = ServiceGroup(configuration: .init(services: [app], logger: Self.quietLogger))
+                    let serving = Task { try await services.run() }
                     try await withTaskCancellationHandler {
-                        try await app.run()
+                        try await serving.value
                     } onCancel: {
                         // Open streams end, so the server's graceful shutdown does not wait on them.
                         for hub in hubs { hub.close() }
+                        Task {
+                            await services.triggerGracefulShutdown()
+                            try? await Task.sleep(for: .seconds(5))
+                            serving.cancel()
+                        }
                     }
                 }
                 if let feed {
