@@ -27,7 +27,11 @@ struct FaultTests {
     ]
     /// Builders and planners subscribe to some types only, so their streams have gaps that
     /// are not losses (planner_note and build_log go to reviewers and the coordinator only).
-    static let pools = """
+    static let pools = pools(escalateAfter: 1)
+
+    /// The pools, gate and conflict chain of the fault tests, with a conflict's escalation delay.
+    static func pools(escalateAfter seconds: Int) -> String {
+        """
         pools:
           planner: { subscribe: [build_ready, review_complete, conflict_detected] }
           builder: { subscribe: [plan_ready, schema_v1, review_complete] }
@@ -37,10 +41,12 @@ struct FaultTests {
           - { name: release, pools: [planner, builder, reviewer] }
         conflicts:
           resolvers: [planner, human]
-          escalate_after_s: 1
+          escalate_after_s: \(seconds)
         custom_types: [schema_v1, early_feedback, build_log, planner_note]
 
         """
+    }
+
     static let streams: [String: [String]] = [
         "planner-1": ["plan_ready", "planner_note", "schema_v1"],
         "builder-1": ["build_ready", "build_log"],

@@ -38,22 +38,7 @@ struct StandbyTests {
     }
 
     /// The fault tests' pools, with the escalation delay of the scenario.
-    static func pools(escalateAfter seconds: Int) -> String {
-        """
-        pools:
-          planner: { subscribe: [build_ready, review_complete, conflict_detected] }
-          builder: { subscribe: [plan_ready, schema_v1, review_complete] }
-          reviewer: { subscribe: all }
-          coordinator: { subscribe: all }
-        gates:
-          - { name: release, pools: [planner, builder, reviewer] }
-        conflicts:
-          resolvers: [planner, human]
-          escalate_after_s: \(seconds)
-        custom_types: [schema_v1, early_feedback, build_log, planner_note]
-
-        """
-    }
+    static func pools(escalateAfter seconds: Int) -> String { FaultTests.pools(escalateAfter: seconds) }
 
     /// Runs a scenario on the six hosts with every pool streaming. `body` returns what it
     /// measured and the decision keys every pool node must have handed over; then the census
