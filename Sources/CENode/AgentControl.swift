@@ -67,7 +67,7 @@ extension Node {
     /// endpoint; with a wait, waits until one is pending that is not in `known`. Each call
     /// also tells the node an answerer is attached (see ``AnswerDesk``).
     func pendingQuestions(waitMilliseconds wait: Int, known: Set<String>) async -> ControlReply {
-        let desk = answerDesk
+        let desk = questions.desk
         desk.attach()
         defer { desk.detach() }
         if wait > 0 {
@@ -92,19 +92,19 @@ extension Node {
     /// gets it, and a second answer to the same question is refused.
     func answerQuestion(_ id: String, _ answer: JSONValue) -> ControlReply {
         func failure(_ text: String) -> ControlReply { .failure("answer: " + text) }
-        if answerDesk.answer(id, with: answer) { return .answered(requestID: id) }
+        if questions.desk.answer(id, with: answer) { return .answered(requestID: id) }
         if let stored = try? store.answer(for: id), let reply = try? JSONValue(parsing: stored) {
             let by = reply["answered_by"]?.stringValue ?? spec.name
             return failure("question \(id) was already answered (by \(by)); each question is answered once")
         }
-        let open = answerDesk.pending().map(\.question.requestID)
+        let open = questions.desk.pending().map(\.question.requestID)
         return failure("no question \(id) waits for an answer at \(spec.name) (waiting: \(open.isEmpty ? "none" : open.joined(separator: ", ")))")
     }
 
     /// Answers a question through the event folder or the control endpoint, whichever
     /// answers first; the other is withdrawn (its request file removed).
     func answerThroughAgents(_ question: Question) async throws -> JSONValue {
-        let desk = answerDesk
+        let desk = questions.desk
         guard let folder = eventFolder else { return try await desk.wait(for: question) }
         guard desk.hasAnswerer else { return try await folder.ask(question) }
         return try await withThrowingTaskGroup(of: JSONValue.self) { group in

@@ -68,7 +68,7 @@ extension Node {
         var request = Wire.Request(
             requestID: EventID.make(), fromNode: spec.name, fromPool: spec.pool, pool: pool, question: question)
         count(.askSent)
-        let first = Int(nextResponder.add(1, ordering: .relaxed).oldValue % UInt64(responders.count))
+        let first = Int(questions.nextResponder.add(1, ordering: .relaxed).oldValue % UInt64(responders.count))
         var forgedReplies = 0
         let start = ContinuousClock.now
         defer { NodeMetrics.record(metrics.askDuration, since: start) }
@@ -92,7 +92,7 @@ extension Node {
                 throw error
             }
             // A REQ socket that got its reply is ready for the next question.
-            askSockets.giveBack(socket, to: node.name)
+            questions.sockets.giveBack(socket, to: node.name)
             guard let value = try answer(from: reply, pool: pool, node: node.name) else {
                 forgedReplies += 1
                 continue
@@ -112,7 +112,7 @@ extension Node {
 
     /// A connected REQ socket to `node`: one kept from an earlier question, or a new one.
     private func askSocket(to node: NodeSpec) throws -> Socket {
-        if let kept = askSockets.take(for: node.name) { return kept }
+        if let kept = questions.sockets.take(for: node.name) { return kept }
         let socket = try context.socket(.req)
         do {
             try socket.set([.linger(milliseconds: 0), .maxMessageSize(Int64(topology.settings.maxMessageBytes))])
@@ -149,7 +149,7 @@ extension Node {
     /// the handler returns is recorded durably before it is sent, so a retried question gets
     /// the same answer without the handler being called again.
     public func answerQuestions(with handler: @escaping @Sendable (Question) async throws -> JSONValue) {
-        state.withLock { $0.questionHandler = handler }
+        questions.answer(with: handler)
     }
 
     /// Serves the pool's REP endpoint with a ROUTER, so several questions are answered at
@@ -200,19 +200,16 @@ extension Node {
                 // the store: an answer is committed before its question leaves `inFlight`, so a
                 // question found in neither was never answered (the other order could miss
                 // an answer committed between the two looks, and answer it twice).
-                let joined = state.withLock { s -> Bool in
-                    guard s.inFlight[request.requestID] != nil else { return false }
-                    s.inFlight[request.requestID]!.append(peer)
-                    count(.repeatedQuestion, in: &s)
-                    return true
+                if questions.join(request.requestID, peer) {
+                    count(.repeatedQuestion)
+                    continue
                 }
-                if joined { continue }
                 if let stored = try? store.answer(for: request.requestID) {
                     count(.repeatedQuestion)
                     try? await router.send(Message([peer, Frame([]), Frame(stored)]))
                     continue
                 }
-                state.withLock { $0.inFlight[request.requestID] = [peer] }
+                questions.begin(request.requestID, peer)
                 group.addTask(executorPreference: globalConcurrentExecutor) { try? await self.answer(request, router: router) }  // its failures are its own: the loop goes on
             }
         }
@@ -276,7 +273,7 @@ extension Node {
         } catch is QuestionExpired {
             // The asker's deadline: it gets no reply, its last attempt ends on its own timeout
             // (a moment later, by the time it spent between attempts), as "did not answer".
-            state.withLock { _ = $0.inFlight.removeValue(forKey: request.requestID) }
+            _ = questions.end(request.requestID)
         } catch {
             await sendReply(Wire.errorReply(requestID: request.requestID, answeredBy: spec.name, error: "\(error)"), to: request, router: router)
         }
@@ -285,15 +282,15 @@ extension Node {
     /// Sends `reply` to every asker waiting for `request` (a retry that came while it was
     /// being answered waits beside the first).
     private func sendReply(_ reply: [UInt8], to request: Wire.Request, router: Socket) async {
-        let peers = state.withLock { $0.inFlight.removeValue(forKey: request.requestID) ?? [] }
+        let peers = questions.end(request.requestID)
         for peer in peers {
             try? await router.send(Message([peer, Frame([]), Frame(reply)]))
         }
     }
 
     private func respond(to question: Question) async throws -> JSONValue {
-        if let handler = state.withLock({ $0.questionHandler }) { return try await handler(question) }
-        if eventFolder != nil || answerDesk.hasAnswerer { return try await answerThroughAgents(question) }
+        if let handler = questions.handler { return try await handler(question) }
+        if eventFolder != nil || questions.desk.hasAnswerer { return try await answerThroughAgents(question) }
         throw NodeError("nobody answers questions on \(spec.name): no handler, no workspace and no agent attached to its control endpoint")
     }
 }
@@ -311,4 +308,37 @@ extension Node {
             requestID: requestID, answeredBy: spec.name,
             error: "from_node \(fromNode.map { "\"\($0)\"" } ?? "missing"): a request must name the node whose key sends it")
     }
+}
+
+/// The questions this node answers and asks: the Swift handler, the questions being answered
+/// with the askers waiting for each, the agents' answer desk, and the sockets kept for asking.
+final class Questions: Sendable {
+    private struct State {
+        var handler: (@Sendable (Question) async throws -> JSONValue)?
+        /// Request id -> the routing ids of the askers waiting for its answer.
+        var inFlight: [String: [Frame]] = [:]
+    }
+    private let state = Mutex(State())
+    /// Questions answered through the control endpoint (AgentControl.swift).
+    let desk = AnswerDesk()
+    let sockets = KeptSockets(limit: 8)
+    /// Which node of a pool the next `ask` tries first.
+    let nextResponder = Atomic<UInt64>(0)
+
+    var handler: (@Sendable (Question) async throws -> JSONValue)? { state.withLock { $0.handler } }
+    func answer(with handler: @escaping @Sendable (Question) async throws -> JSONValue) { state.withLock { $0.handler = handler } }
+
+    /// A retry of a question being answered waits beside the first asker; false when it is not being answered.
+    func join(_ requestID: String, _ asker: Frame) -> Bool {
+        state.withLock { s in
+            guard s.inFlight[requestID] != nil else { return false }
+            s.inFlight[requestID]!.append(asker)
+            return true
+        }
+    }
+
+    func begin(_ requestID: String, _ asker: Frame) { state.withLock { $0.inFlight[requestID] = [asker] } }
+
+    /// The askers waiting for a question's answer (none wait after this).
+    func end(_ requestID: String) -> [Frame] { state.withLock { $0.inFlight.removeValue(forKey: requestID) ?? [] } }
 }

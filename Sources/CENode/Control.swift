@@ -72,12 +72,12 @@ extension Node {
         case .history(let query):
             return history(query)
         case .gates:
-            guard let gates = state.withLock({ $0.gatesProvider }) else {
+            guard let gates = hooks.withLock({ $0.gates }) else {
                 return .failure("node \(spec.name) is not the coordinator: gates and conflicts are kept by the coordinator's node")
             }
             return await gates()
         case .handover:
-            guard let handover = state.withLock({ $0.handoverProvider }) else {
+            guard let handover = hooks.withLock({ $0.handover }) else {
                 return .failure("node \(spec.name) is not a coordinator: only the active coordinator hands its role over")
             }
             return await handover()

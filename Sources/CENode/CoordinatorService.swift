@@ -86,7 +86,7 @@ public final class CoordinatorService: Sendable {
         }
         // A new store is refilled from the pools first (a coordinator whose disk was lost):
         // its decisions come back with the pools' copies, so none is published twice.
-        let refilling = node.intake.refill.withLock { $0.wanted }
+        let refilling = node.intake.state.withLock { $0.refill.wanted }
         if refilling { node.logger.notice("coordinator waits for the refill from the pools before it decides") }
         let started = ContinuousClock.now
         await node.waitForRefill()

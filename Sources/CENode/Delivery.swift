@@ -122,6 +122,12 @@ struct Delivery: Sendable {
     var claimed: Set<String> = []
     /// Cursors moved without storing an event (a heartbeat showed nothing was missed).
     var unsaved: [Line: UInt64] = [:]
+    /// When cursors were last written (Survey.swift: ``cursorsToSave(for:now:)``).
+    var cursorsSaved = ContinuousClock.now
+    /// What the peers said they hold at the last survey, per line: peer -> through.
+    var holders: [Line: [String: UInt64]] = [:]
+    /// Refilling a new store from the peers (Survey.swift).
+    var refill = Refill()
 
     init(types: Set<String>?, maxPending: Int = 10_000, maxPendingBytes: Int = 16 << 20) {
         rules = Rules(types: types, maxPending: maxPending, maxPendingBytes: maxPendingBytes)
@@ -268,8 +274,12 @@ struct Delivery: Sendable {
             return false
         }
         tracks[line]!.replaying = true
+        if refill.open { refill.lines.insert(line) }
         return true
     }
+
+    /// Events of a refill's replay were stored.
+    mutating func refilled(_ count: Int) { if refill.open { refill.events += count } }
 
     /// Where the next replay request for `origin` starts: after its cursor (and since a time,
     /// on the first page of a catch-up from a time).
@@ -351,21 +361,6 @@ struct Delivery: Sendable {
         track.replaying = false
         track.again = false
         return take
-    }
-
-    // MARK: Cursors
-
-    /// The cursors to write with events being stored: those of the origins they come from,
-    /// and, with them or when `force` (a few seconds passed), the cursors heartbeats moved.
-    mutating func cursorsToSave(for stored: [Held], force: Bool) -> [Line: UInt64] {
-        var lines = Set(stored.map(\.event.line))
-        if !stored.isEmpty || force {
-            lines.formUnion(unsaved.keys)
-            unsaved.removeAll()
-        }
-        var cursors: [Line: UInt64] = [:]
-        for line in lines { if let cursor = tracks[line]?.cursor { cursors[line] = cursor } }
-        return cursors
     }
 }
 

@@ -50,10 +50,6 @@ final class Intake: Sendable {
     typealias Held = Delivery.Held
 
     let state: Mutex<Delivery>
-    /// When cursors moved by heartbeats alone were last saved: they are saved with the next
-    /// events, or on their own at most every few seconds (losing them costs only a replay
-    /// that finds nothing).
-    let lastSaved = Mutex(ContinuousClock.now)
     let turn = AsyncLock()
     /// The types this node subscribes to; nil: all. A reload may change them.
     var types: Set<String>? { state.withLock { $0.types } }
@@ -63,30 +59,10 @@ final class Intake: Sendable {
     let relayableTypes = Mutex<Set<String>?>(nil)
     /// Lines to replay, for the node's replay loop.
     let replayRequests = BatchQueue<Line>()
-    /// What peers said they hold, per line: peer -> through (from the survey).
-    let holders = Mutex<[Line: [String: UInt64]]>([:])
-    /// Refilling a new store from peers: progress for `status` and the log.
-    let refill = Mutex(Refill())
     /// Each peer's SUB socket, and the peers whose live events are paused (see
     /// ``Node/pauseLive(from:)``).
     let subscriptions = Mutex<[String: Socket]>([:])
     let paused = Mutex<Set<String>>([])
-
-    struct Refill: Sendable {
-        /// False: this store was not new (or refill is off): nothing to refill.
-        var wanted = false
-        var started = ContinuousClock.now
-        /// Peers that answered a survey since the start.
-        var answered: Set<String> = []
-        /// Lines replayed (found at peers, or known and behind) since the start.
-        var lines: Set<Line> = []
-        /// Events stored by replay since the start.
-        var events = 0
-        /// How far each line is to be held: what the peers held at the first survey every
-        /// peer that is up answered (fixed then, so live traffic does not move the goal).
-        var targets: [Line: UInt64]?
-        var done = false
-    }
 
     init(types: [EventType]?, maxHeld: Int) {
         state = Mutex(Delivery(types: types.map { Set($0.map(\.rawValue)) }, maxPending: maxHeld, maxPendingBytes: Self.maxPendingBytes))
@@ -217,10 +193,8 @@ extension Node {
                 for (events, beat) in segments { live.merge(delivery.receive(events, beats: beat.map { [$0] } ?? [])) }
                 return live
             }
-            state.withLock { s in
-                if live.duplicates + live.stale > 0 { count(.duplicates(live.duplicates + live.stale), in: &s) }
-                if live.dropped > 0 { count(.pendingDropped(live.dropped), in: &s) }
-            }
+            if live.duplicates + live.stale > 0 { count(.duplicates(live.duplicates + live.stale)) }
+            if live.dropped > 0 { count(.pendingDropped(live.dropped)) }
             for (line, seq, cursor) in live.regressions {
                 logger.error("""
                     \(line.origin) says its last sequence in epoch \(line.epoch) is \(seq), but this node holds its events \
@@ -253,12 +227,7 @@ extension Node {
         // The cursors of the origins these events come from (already moved past them, and
         // perhaps further by a heartbeat), with those moved by heartbeats alone.
         let now = ContinuousClock.now
-        let force = intake.lastSaved.withLock { last -> Bool in
-            guard !held.isEmpty || now - last >= .seconds(5) else { return false }
-            last = now
-            return true
-        }
-        let cursors = intake.state.withLock { $0.cursorsToSave(for: held, force: force) }
+        let cursors = intake.state.withLock { $0.cursorsToSave(for: held, now: now) }
         if held.isEmpty && cursors.isEmpty { return }
         // An event larger than this node takes (its limit is smaller than the origin's) is a
         // hole: its line moves past it, so what follows is taken in order, and it is said.
@@ -290,12 +259,10 @@ extension Node {
         broadcast(events)
         for event in events { eventFolder?.deliver(event) }
         if eventFolder != nil, fresh.contains(true), let mark = try? store.lastRowID() {
-            state.withLock { $0.inboxMark = mark }
+            fanout.markInbox(mark)
         }
-        state.withLock { s in
-            count(.received(records.count - duplicates), in: &s)
-            if duplicates > 0 { count(.duplicates(duplicates), in: &s) }
-        }
+        count(.received(records.count - duplicates))
+        if duplicates > 0 { count(.duplicates(duplicates)) }
         metrics.stored(origins: zip(held, fresh).lazy.filter(\.1).map(\.0.event.origin))
         if !holes.isEmpty { await recordHoles(holes, limit: limit) }
     }
@@ -326,7 +293,6 @@ extension Node {
         let start = intake.state.withLock { $0.startReplay(of: line) }
         guard start else { return }
         count(.replayStarted)
-        intake.refill.withLock { r in if r.wanted && !r.done { r.lines.insert(line) } }
         intake.replayRequests.put(line)
     }
 
@@ -341,25 +307,16 @@ extension Node {
     }
 
     /// Whether an origin's heartbeats arrive (heard within three intervals).
-    func isUp(_ name: String) -> Bool {
-        guard let heard = peerHeartbeats[name] else { return false }
-        return Date().timeIntervalSince(heard) < Double(topology.settings.heartbeatMilliseconds) * 3 / 1000
-    }
+    func isUp(_ name: String) -> Bool { peers.isUp(name) }
 
-    /// Whether a peer is known to be down: silent for three heartbeat intervals, or never
-    /// heard although this node has run that long (right after a start, peers are not down
-    /// merely because none was heard yet).
-    func looksDown(_ name: String) -> Bool {
-        if isUp(name) { return false }
-        if peerHeartbeats[name] != nil { return true }
-        return ContinuousClock.now - startedAt >= .milliseconds(topology.settings.heartbeatMilliseconds * 3)
-    }
+    /// Whether a peer is known to be down (``PeerTable/looksDown(_:now:)``).
+    func looksDown(_ name: String) -> Bool { peers.looksDown(name) }
 
     /// The peers that can relay a line's events to this node: they follow its origin and
     /// subscribe to every type this node asks for (all types, for this node's own line).
     /// Those known to hold the most come first.
     func relays(for line: Line, types: Set<String>?) -> [NodeSpec] {
-        let holders = intake.holders.withLock { $0[line] ?? [:] }
+        let holders = intake.state.withLock { $0.holders[line] ?? [:] }
         let candidates = topology.peers(of: spec.name).filter { peer in
             guard peer.name != line.origin else { return false }
             guard let theirs = Self.subscribedTypes(pool: peer.pool, topology: topology).map({ Set($0.map(\.rawValue)) }) else { return true }
@@ -552,7 +509,7 @@ extension Node {
         let accepted = intake.state.withLock { $0.takePage(page, from: line) }
         count(.replayedIn(reply.events.count))
         try await storeAndHandOver(accepted, feed: feed)
-        intake.refill.withLock { r in if r.wanted && !r.done { r.events += accepted.count } }
+        intake.state.withLock { $0.refilled(accepted.count) }
         return intake.state.withLock { $0.pageStored(page, from: line) }
     }
 

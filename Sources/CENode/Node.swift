@@ -74,33 +74,36 @@ public final class Node: Sendable {
     let writer: EventWriter
     let context: Context
     let logger: Logger
-    let emits = BatchQueue<PendingEmit>()
-    /// Held while this node's own events or a heartbeat go out on its PUB socket: a heartbeat
-    /// reads the last sequence and is sent with no event published in between, so it never
-    /// tells a subscriber a sequence older than events it has already sent.
-    let publishing = AsyncLock()
+    // The parts, each with one concern and its own lock.
+    /// This node's own line and the emits waiting to be stamped (Publishing.swift).
+    let publisher: Publisher
+    /// Every peer's newest heartbeat and whether it is up (PeerTable.swift).
+    let peers: PeerTable
+    /// Hands what is stored to the listeners in this process (Fanout.swift).
+    let fanout = Fanout()
+    /// Questions answered and asked (Ask.swift).
+    let questions = Questions()
+    /// The counters of status and metrics (Tally.swift).
+    let tally: Tally
+    /// Conflicts and coordinator decisions as the stored events tell them (Ledgers.swift).
+    let ledgers: Mutex<Ledgers>
+    /// What other parts of the program serve through this node (the coordinator's).
+    let hooks = Mutex(Hooks())
+    let isRunning = Atomic<Bool>(false)
     /// Held by a reload, so two never interleave.
     let reloading = AsyncLock()
     /// When each rotating peer was last dialled with its other key (Redial.swift).
     let keySwaps = Mutex(KeySwap())
     /// The peers a key rotation waited for when last said (said again when they change).
     let keyRotation = Mutex<[String]?>(nil)
-    let state: Mutex<State>
     let eventFolder: EventFolder?
-    /// Questions answered through the control endpoint (AgentControl.swift).
-    let answerDesk = AnswerDesk()
     let intake: Intake
     /// CURVE keys and the checks that bind a message to the node that sent it (Security.swift).
     let security: NodeSecurity
-    /// Which node of a pool the next `ask` tries first.
-    let nextResponder = Atomic<UInt64>(0)
-    let askSockets = KeptSockets(limit: 8)
     /// What every emitted event is checked against, whichever door it came through.
     var admission: Admission { running.withLock { $0.admission } }
     /// Counters and histograms, resolved once (NodeMetrics.swift).
     public let metrics: NodeMetrics
-    /// When this node was made (peers are not taken for down before a few heartbeats passed).
-    let startedAt = ContinuousClock.now
     /// Each peer's SUB and the loops reading it, by peer name.
     let links = Mutex<[String: PeerLink]>([:])
     /// The sockets while the node runs (a reload adds and removes peers' SUBs, and rebinds).
@@ -129,78 +132,12 @@ public final class Node: Sendable {
     /// emitting it again return the stored event, not a second one).
     public typealias Emission = ControlRequest.EmitItem
 
-    struct Peer: Sendable {
-        var pool: String
-        var lastSeen: Date
-        var epoch: String
-        var lastSeq: UInt64
-        /// What its heartbeat said of the coordinators: the highest term it knows, the
-        /// coordinators it hears, and (a coordinator's) whether it is the active one.
-        var term = 0
-        var hears: Set<String> = []
-        var role: String? = nil
-        /// The digest of the topology it runs (``Topology/digest``); nil from a node that says none.
-        var topology: String? = nil
-    }
-
-    struct State: Sendable {
-        var lastSeq: UInt64
-        /// This node's last sequence per event type: sent beside each event and heartbeat,
-        /// so a subscriber can tell whether it missed something it subscribes to.
-        var marks: [String: UInt64]
-        var counters = Counters()
-        var peers: [String: Peer] = [:]
-        var listeners: [UInt64: AsyncStream<Event>.Continuation] = [:]
-        /// Told (without the events) that something was stored: readers that take what is
-        /// new from the store themselves.
-        var signals: [UInt64: AsyncStream<Void>.Continuation] = [:]
-        var nextListener: UInt64 = 0
-        var questionHandler: (@Sendable (Question) async throws -> JSONValue)?
-        var inFlight: [String: [Frame]] = [:]
-        var running = false
-        /// The store's last rowid once everything received up to it was written to the
-        /// event folder's inbox; saved (meta `inbox_rowid`) with the next heartbeat.
-        var inboxMark: Int64?
-        /// The cluster's conflicts as the stored events tell them: a resolve is checked against it.
-        var conflicts = ConflictLedger()
-        /// Which coordinator decisions this node takes, and who the active coordinator is.
-        var decisions: DecisionLedger
+    struct Hooks: Sendable {
         /// The coordinator's `gates` and `handover` commands, on a coordinator's node.
-        var gatesProvider: (@Sendable () async -> ControlReply)?
-        var handoverProvider: (@Sendable () async -> ControlReply)?
+        var gates: (@Sendable () async -> ControlReply)?
+        var handover: (@Sendable () async -> ControlReply)?
         /// Run after each reload with the new topology (the coordinator's).
-        var reloadHandlers: [@Sendable (Topology) async -> Void] = []
-    }
-
-    /// What a node has done since it started.
-    public struct Counters: Sendable, Equatable {
-        public var emitted = 0
-        public var received = 0
-        public var duplicates = 0
-        public var rejected = 0
-        public var questionsAnswered = 0
-        public var repeatedQuestions = 0
-        public var asksSent = 0
-        public var asksFailed = 0
-        public var listenerDrops = 0
-        /// Replays started (a gap, a silent tail, a restart), requests sent, events received
-        /// by replay, events served to others by replay, live events dropped behind a gap.
-        public var replays = 0
-        public var replayRequests = 0
-        public var replayedIn = 0
-        public var replayedOut = 0
-        public var pendingDropped = 0
-        /// Times a peer's live events were paused because this node fell too far behind
-        /// (it read them by replay until it caught up).
-        public var livePauses = 0
-        /// Events received that this node could not take (larger than its own limit).
-        public var skipped = 0
-        /// Messages whose claimed origin (`origin`, `answered_by`, `from_node`) is not the
-        /// node whose key sent them; CURVE handshakes the allow-list refused.
-        public var forged = 0
-        public var handshakesRefused = 0
-        /// Coordinator decisions stored but not handed over (fenced by a newer term, or decided already).
-        public var decisionsDropped = 0
+        var reload: [@Sendable (Topology) async -> Void] = []
     }
 
     public init(options: Options) throws {
@@ -221,26 +158,27 @@ public final class Node: Sendable {
         var settings = Context.Settings()
         settings.linger = 1000
         self.context = try Context(settings)
-        var state = State(
+        self.publisher = Publisher(
             lastSeq: try store.maxSeq(origin: spec.name, epoch: store.epoch),
-            marks: try store.lastSeqByType(origin: spec.name, epoch: store.epoch),
-            decisions: DecisionLedger(topology: options.topology))
+            marks: try store.lastSeqByType(origin: spec.name, epoch: store.epoch))
+        self.peers = PeerTable(heartbeatMilliseconds: options.topology.settings.heartbeatMilliseconds)
+        var ledgers = Ledgers(decisions: DecisionLedger(topology: options.topology))
         var query = EventQuery()
-        query.types = Array(Set(ConflictLedger.types + DecisionLedger.types)).map(\.rawValue)
+        query.types = Ledgers.types.map(\.rawValue)
         query.limit = Int.max
         // In store order, as they were taken when they were stored.
         for stored in try store.events(query) {
             guard let event = try? stored.decoded() else { continue }
-            state.conflicts.take(event)
-            _ = state.decisions.take(event)
+            _ = ledgers.take(event)
         }
-        self.state = Mutex(state)
+        self.ledgers = Mutex(ledgers)
         self.eventFolder = try options.workspace.map { try EventFolder(workspace: $0) }
         self.intake = Intake(types: Self.subscribedTypes(pool: spec.pool, topology: options.topology), maxHeld: options.maxHeld)
         let metrics = NodeMetrics(
             node: spec.name, peers: options.topology.peers(of: spec.name).map(\.name),
             factory: options.metricsFactory ?? MetricsSystem.factory)
         self.metrics = metrics
+        self.tally = Tally(metrics: metrics)
         writer.observeCommits { events, nanoseconds in
             metrics.commitBatch.record(events)
             metrics.commitDuration.recordNanoseconds(nanoseconds)
@@ -248,10 +186,10 @@ public final class Node: Sendable {
         if options.replay {
             try loadCursors()
             let wanted = store.isNew && options.refill && options.catchUp == .beginning && !topology.peers(of: spec.name).isEmpty
-            intake.refill.withLock { $0.wanted = wanted }
+            intake.state.withLock { $0.refill.wanted = wanted }
             if wanted { logger.notice("the store \(store.path) is new (epoch \(store.epoch)): refilling it from the peers") }
         }
-        if !intake.refill.withLock({ $0.wanted }) { refillFinished() }
+        if !intake.state.withLock({ $0.refill.wanted }) { refillFinished() }
     }
 
     /// Opens the store; one that fails its integrity check is moved aside (never deleted)
@@ -340,7 +278,7 @@ public final class Node: Sendable {
     }
 
     func saveInboxMark() {
-        guard let mark = state.withLock({ s in defer { s.inboxMark = nil }; return s.inboxMark }) else { return }
+        guard let mark = fanout.takeInboxMark() else { return }
         do { try store.setMeta("inbox_rowid", String(mark)) } catch { logger.error("cannot save the inbox position: \(error)") }
     }
 
@@ -355,11 +293,7 @@ public final class Node: Sendable {
 
     /// Binds, connects and serves until the task is cancelled; then closes everything cleanly.
     public func run() async throws {
-        let alreadyRunning = state.withLock { s -> Bool in
-            defer { s.running = true }
-            return s.running
-        }
-        guard !alreadyRunning else { throw NodeError("node \(spec.name) is already running") }
+        guard isRunning.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else { throw NodeError("node \(spec.name) is already running") }
         if !security.isOn {
             logger.warning("security is none in \(topology.file): no CURVE, anyone who reaches this node's ports can publish, ask and claim to be any node")
         }
@@ -368,7 +302,7 @@ public final class Node: Sendable {
             "ce.security": .string(topology.settings.security.rawValue),
             "ce.pool": .string(spec.pool), "ce.pub": .string(spec.bindPubEndpoint), "ce.rep": .string(spec.bindRepEndpoint),
             "ce.peers": .string(topology.peers(of: spec.name).map(\.name).joined(separator: ",")),
-            "ce.last_seq": .stringConvertible(state.withLock { $0.lastSeq }),
+            "ce.last_seq": .stringConvertible(publisher.lastSeq),
         ])
         defer { logger.info("node down") }
         do {
@@ -426,24 +360,15 @@ public final class Node: Sendable {
 
     /// Ends the loops that wait on a queue rather than on a socket.
     private func finishQueues() {
-        emits.finish()
+        publisher.queue.finish()
         intake.replayRequests.finish()
     }
 
     private func shutdown() async {
         saveInboxMark()
-        emits.finish()
+        publisher.queue.finish()
         writer.close()
-        // Finish outside the lock: finishing runs the stream's onTermination, which locks too.
-        let (listeners, signals) = state.withLock { s in
-            defer {
-                s.listeners.removeAll()
-                s.signals.removeAll()
-            }
-            return (Array(s.listeners.values), Array(s.signals.values))
-        }
-        for listener in listeners { listener.finish() }
-        for signal in signals { signal.finish() }
+        fanout.finish()
         await context.shutdown()
         // Every queued write done, then the WAL emptied into the store file.
         await writer.shutdown()
@@ -452,7 +377,7 @@ public final class Node: Sendable {
         }
         // The ipc socket files say "a node runs here": remove them with the node.
         for endpoint in [controlEndpoint, feedEndpoint] { try? FileManager.default.removeItem(atPath: String(endpoint.dropFirst(6))) }
-        state.withLock { $0.running = false }
+        isRunning.store(false, ordering: .releasing)
     }
 
     struct Sockets: Sendable {
@@ -541,7 +466,7 @@ public final class Node: Sendable {
             do {
                 try await receiveLoop(sub: sub.socket, from: name, feed: feed)
             } catch {
-                if !Task.isCancelled && state.withLock({ $0.running }) { logger.error("receiving from \(name) failed: \(error)") }
+                if !Task.isCancelled && isRunning.load(ordering: .acquiring) { logger.error("receiving from \(name) failed: \(error)") }
             }
         }
         let redial = Task { [self] in _ = try? await redialLoop(sub: sub.socket, events: sub.events) }
@@ -630,7 +555,7 @@ public final class Node: Sendable {
                 type: type, stream: stream ?? spec.pool, payload: payload,
                 correlationID: correlationID, target: target, id: id, allowCustomType: allowCustomType,
                 complete: { continuation.resume(with: $0) })
-            if !emits.put(pending) {
+            if !publisher.queue.put(pending) {
                 continuation.resume(throwing: NodeError("node \(spec.name) is not running"))
             }
         }
@@ -677,153 +602,9 @@ public final class Node: Sendable {
             }
             // All at once: the emit loop takes them in one batch (one transaction when the
             // writer is idle), not the first alone and the rest after it.
-            if !emits.put(contentsOf: pendings) {
+            if !publisher.queue.put(contentsOf: pendings) {
                 for pending in pendings { pending.complete(.failure(NodeError("node \(spec.name) is not running"))) }
             }
-        }
-    }
-
-    /// Takes every emit queued so far, stamps and stores them in one transaction, publishes
-    /// them in sequence order, then answers the callers.
-    private func emitLoop(pub: Socket, feed: Socket) async throws {
-        while let batch = await emits.take() {
-            var events: [Event] = []
-            var records: [StoredEvent] = []
-            var waiting: [@Sendable (Result<Event, any Error>) -> Void] = []
-            var (first, marks) = state.withLock { ($0.lastSeq + 1, Marks.Writer($0.marks)) }
-            var markFrames: [[UInt8]] = []
-            /// Ids given in this batch, and emits that repeat one of them.
-            var batchIDs: [String: Int] = [:]
-            var repeats: [(index: Int, complete: @Sendable (Result<Event, any Error>) -> Void)] = []
-            var (ledger, decisions) = state.withLock { ($0.conflicts, $0.decisions) }
-            // Read once a batch: a reload may change it between batches, never within one.
-            let admission = self.admission
-            let now = Date()
-            for var pending in batch {
-                // An event emitted again with the id it already has (an event file found again
-                // after a crash, a caller retrying an emit it got no answer for) is not stored or
-                // sent twice: the caller gets the event as stored.
-                if let id = pending.id {
-                    if let index = batchIDs[id] {
-                        repeats.append((index, pending.complete))
-                        continue
-                    }
-                    if let stored = try? store.envelope(id: id), let event = try? EnvelopeCodec.decode(stored) {
-                        if event.origin == spec.name {
-                            pending.complete(.success(event))
-                        } else {
-                            pending.complete(.failure(NodeError("event id \(id) is taken by an event of \(event.origin)")))
-                        }
-                        continue
-                    }
-                    batchIDs[id] = events.count
-                }
-                let event: Event
-                let envelope: [UInt8]
-                do {
-                    try admit(&pending, ledger: ledger, admission: admission)
-                    try admitDecision(pending, decisions: decisions)
-                    event = Event(
-                        id: pending.id ?? EventID.make(now: now), origin: spec.name, epoch: store.epoch, seq: first, stream: pending.stream,
-                        type: pending.type, timestamp: now, payload: pending.payload,
-                        correlationID: pending.correlationID, target: pending.target)
-                    envelope = EnvelopeCodec.encode(event)
-                    try admission.check(envelopeBytes: envelope.count)
-                } catch {
-                    if let id = pending.id { batchIDs.removeValue(forKey: id) }
-                    pending.complete(.failure(error))
-                    continue
-                }
-                ledger.take(event)
-                _ = decisions.take(event)
-                first += 1
-                if options.replay { markFrames.append(marks.bytes()) }
-                marks.advance(type: event.type.rawValue, seq: event.seq)
-                events.append(event)
-                records.append(StoredEvent(event: event, envelope: envelope, receivedAt: now))
-                waiting.append(pending.complete)
-            }
-            if events.isEmpty { continue }
-            do {
-                _ = try await writer.append(records)
-            } catch {
-                logger.error("store refused \(events.count) events: \(error)")
-                for c in waiting { c(.failure(error)) }
-                for r in repeats { r.complete(.failure(error)) }
-                continue
-            }
-            count(.emitted(events.count))
-            metrics.stored(events.count, from: spec.name)
-            var wire: [Message] = []
-            var local: [Message] = []
-            wire.reserveCapacity(events.count)
-            local.reserveCapacity(events.count)
-            // By index: iterating the arrays would copy every event and record (a retain and
-            // a release for each of their strings) to read three fields.
-            for index in events.indices {
-                let topic = Frame(Topic.bytes(type: events[index].type, stream: events[index].stream))
-                let envelope = Frame(records[index].envelope)
-                wire.append(Message(options.replay ? [topic, envelope, Frame(markFrames[index])] : [topic, envelope]))
-                local.append(Message([topic, envelope]))
-            }
-            // The committed batch goes out in one go, in sequence order.
-            try? await publishing.run {
-                state.withLock { s in
-                    s.lastSeq = events.last!.seq
-                    s.marks = marks.marks
-                }
-                try? await pub.send(batch: wire)
-            }
-            try? await feed.send(batch: local)
-            if events.contains(where: { DecisionLedger.types.contains($0.type) }) {
-                state.withLock { s in for e in events where DecisionLedger.types.contains(e.type) { _ = s.decisions.take(e) } }
-            }
-            broadcast(events)
-            for (event, c) in zip(events, waiting) { c(.success(event)) }
-            for r in repeats { r.complete(.success(events[r.index])) }
-        }
-    }
-
-    /// The checks every emit passes, whichever door it came through (the envelope's size is
-    /// checked once it is encoded). A resolve is checked against the conflicts as stored
-    /// here and gets `resolved_by` set to who resolved.
-    /// A coordinator decision is emitted only by a coordinator, in the current term, and once
-    /// per gate round or conflict level; a claim of the active role only for a newer term.
-    private func admitDecision(_ pending: PendingEmit, decisions: DecisionLedger) throws {
-        guard DecisionLedger.types.contains(pending.type) else { return }
-        let coordinators = topology.coordinators.map(\.name)
-        guard spec.isCoordinator else {
-            throw NodeError("\(pending.type) is a coordinator's decision: only \(coordinators.isEmpty ? "a coordinator" : coordinators.joined(separator: " or ")) emits it")
-        }
-        let term = max(0, pending.payload["term"]?.intValue ?? 0)
-        if pending.type == .coordinatorActive {
-            guard term > decisions.term else {
-                throw NodeError("coordinator_active for term \(term), but term \(decisions.term) (\(decisions.active ?? "?")) has begun already")
-            }
-            return
-        }
-        guard term >= decisions.term else {
-            throw NodeError("\(pending.type) of term \(term) is fenced: \(decisions.active ?? "?") is the active coordinator in term \(decisions.term)")
-        }
-        if let key = DecisionLedger.key(pending.type, pending.payload, pending.correlationID), decisions.taken.contains(key) {
-            throw NodeError("\(key) was decided already")
-        }
-    }
-
-    private func admit(_ pending: inout PendingEmit, ledger: ConflictLedger, admission: Admission) throws {
-        guard Name.isValid(pending.stream) else {
-            throw NodeError("stream \"\(pending.stream)\" is not a valid name ([A-Za-z0-9_.-], 1-64 bytes)")
-        }
-        try admission.check(type: pending.type, allowCustom: pending.allowCustomType)
-        try admission.check(target: pending.target)
-        try admission.check(correlationID: pending.correlationID)
-        if pending.type == .conflictResolved {
-            guard case .object(var payload) = pending.payload, let id = payload["conflict_id"]?.stringValue else {
-                throw NodeError("conflict_resolved needs a payload with \"conflict_id\" and \"decision\"")
-            }
-            if let refusal = ledger.refusal(resolving: id) { throw NodeError("cannot resolve: \(refusal)") }
-            if payload["resolved_by"]?.stringValue != "human" { payload["resolved_by"] = .string(pending.stream) }
-            pending.payload = .object(payload)
         }
     }
 
@@ -850,33 +631,19 @@ public final class Node: Sendable {
     }
 
     func heard(heartbeat message: Message, from sender: String) -> (origin: String, epoch: String, seq: UInt64, marks: [String: UInt64]?)? {
-        guard let body = try? JSONValue(parsing: message[1].bytes), let origin = body["origin"]?.stringValue else {
-            reject("malformed heartbeat", .heartbeat)
+        switch PeerTable.parse(heartbeat: message[1].bytes, from: sender, at: Date()) {
+        case .failure(.malformed(let why)):
+            reject(why, .heartbeat)
             return nil
-        }
-        guard origin == sender else {
-            forged("heartbeat", claimed: origin, sender: sender)
+        case .failure(.forged(let claimed)):
+            forged("heartbeat", claimed: claimed, sender: sender)
             return nil
-        }
-        let epoch = body["epoch"]?.stringValue ?? ""
-        guard epoch.isEmpty || Epoch.isValid(epoch) else {
-            reject("heartbeat with a malformed epoch", .heartbeat)
-            return nil
-        }
-        var peer = Peer(
-            pool: body["pool"]?.stringValue ?? "?", lastSeen: Date(), epoch: epoch,
-            lastSeq: UInt64(max(0, body["seq"]?.intValue ?? 0)))
-        peer.term = max(0, body["term"]?.intValue ?? 0)
-        peer.hears = Set((body["coordinators"]?.arrayValue ?? []).compactMap(\.stringValue))
-        peer.role = body["role"]?.stringValue
-        peer.topology = body["topology"]?.stringValue
-        state.withLock { s in
-            s.peers[origin] = peer
+        case .success(let (origin, peer)):
+            peers.heard(origin, peer)
             // A coordinator says it is active in a newer term: believed at once (its own word).
-            if peer.role == "active" { s.decisions.heard(active: origin, term: peer.term) }
+            if peer.role == "active" { ledgers.withLock { $0.decisions.heard(active: origin, term: peer.term) } }
+            return (origin, peer.epoch, peer.lastSeq, peer.marks)
         }
-        let marks = body["marks"].flatMap(Marks.from)
-        return (origin, epoch, peer.lastSeq, marks)
     }
 
     private func heartbeatLoop(pub: Socket) async throws {
@@ -889,8 +656,9 @@ public final class Node: Sendable {
             for line in watch.check(self) {
                 if line.warning { logger.warning("\(line.text)") } else { logger.notice("\(line.text)") }
             }
-            try await publishing.run {
-                let (seq, marks, coordination) = state.withLock { ($0.lastSeq, $0.marks, coordinatorWord(in: $0)) }
+            try await publisher.sending.run {
+                let (line, coordination) = (publisher.current, coordinatorWord())
+                let (seq, marks) = (line.lastSeq, line.marks)
                 var body: [String: JSONValue] = [
                     "origin": .string(spec.name), "pool": .string(spec.pool), "epoch": .string(store.epoch), "seq": .number(Double(seq)),
                     "marks": Marks.value(marks),
@@ -907,16 +675,14 @@ public final class Node: Sendable {
     /// What this node's heartbeat says of the coordinators: the highest term it knows, the
     /// coordinators it heard within the failover time (its vote), and on a coordinator
     /// whether it is the active one.
-    private func coordinatorWord(in s: State) -> [String: JSONValue] {
+    private func coordinatorWord() -> [String: JSONValue] {
         guard !topology.coordinators.isEmpty else { return [:] }
         let failover = topology.settings.coordinatorFailoverMilliseconds
         let window = Double(failover > 0 ? failover : topology.settings.heartbeatMilliseconds * 3) / 1000
-        let now = Date()
-        let heard = topology.coordinators.map(\.name).filter { name in
-            name == spec.name || s.peers[name].map { now.timeIntervalSince($0.lastSeen) < window } ?? false
-        }
-        var word: [String: JSONValue] = ["term": .number(Double(s.decisions.term)), "coordinators": .array(heard.map(JSONValue.string))]
-        if spec.isCoordinator { word["role"] = .string(s.decisions.active == spec.name ? "active" : "standby") }
+        let heard = peers.heard(topology.coordinators.map(\.name), within: window, me: spec.name)
+        let (term, active) = ledgers.withLock { ($0.decisions.term, $0.decisions.active) }
+        var word: [String: JSONValue] = ["term": .number(Double(term)), "coordinators": .array(heard.map(JSONValue.string))]
+        if spec.isCoordinator { word["role"] = .string(active == spec.name ? "active" : "standby") }
         return word
     }
 
@@ -924,32 +690,11 @@ public final class Node: Sendable {
 
     /// Every event stored here from now on (emitted here or received), in the order stored.
     /// A listener that falls more than `buffer` events behind loses the oldest (counted).
-    public func events(buffer: Int = 100_000) -> AsyncStream<Event> {
-        let (stream, continuation) = AsyncStream<Event>.makeStream(bufferingPolicy: .bufferingOldest(buffer))
-        register(continuation, in: \.listeners)
-        return stream
-    }
-
-    /// Keeps `continuation` in `list` until its stream ends.
-    private func register<T: Sendable>(_ continuation: AsyncStream<T>.Continuation,
-                                       in list: WritableKeyPath<State, [UInt64: AsyncStream<T>.Continuation]> & Sendable) {
-        let id = state.withLock { s -> UInt64 in
-            s.nextListener += 1
-            s[keyPath: list][s.nextListener] = continuation
-            return s.nextListener
-        }
-        continuation.onTermination = { [weak self] _ in
-            self?.state.withLock { _ = $0[keyPath: list].removeValue(forKey: id) }
-        }
-    }
+    public func events(buffer: Int = 100_000) -> AsyncStream<Event> { fanout.events(buffer: buffer) }
 
     /// A signal after events were stored (at most one waits; none is lost for a reader that
     /// reads the store by rowid after each).
-    public func storedSignal() -> AsyncStream<Void> {
-        let (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
-        register(continuation, in: \.signals)
-        return stream
-    }
+    public func storedSignal() -> AsyncStream<Void> { fanout.storedSignal() }
 
     /// Hands a stored batch to the listeners, and one signal for the batch.
     /// Takes the coordinator decisions among newly stored events into the ledger, in store
@@ -959,34 +704,29 @@ public final class Node: Sendable {
     func takeDecisions(_ held: [Intake.Held]) -> [Intake.Held] {
         guard held.contains(where: { DecisionLedger.types.contains($0.event.type) }) else { return held }
         var dropped: [(Event, String)] = []
-        let kept = state.withLock { s in
+        let kept = ledgers.withLock { l in
             held.filter { h in
-                guard DecisionLedger.types.contains(h.event.type), case .drop(let why) = s.decisions.take(h.event) else { return true }
+                guard DecisionLedger.types.contains(h.event.type), case .drop(let why) = l.decisions.take(h.event) else { return true }
                 dropped.append((h.event, why))
-                count(.decisionDropped, in: &s)
                 return false
             }
         }
-        for (event, why) in dropped { logger.notice("not handing over \(event.origin)'s \(event.type) \(event.id): \(why)") }
+        for (event, why) in dropped {
+            count(.decisionDropped)
+            logger.notice("not handing over \(event.origin)'s \(event.type) \(event.id): \(why)")
+        }
         // The coordinator reads every stored decision (dropped ones too) from the store.
-        if kept.isEmpty && !dropped.isEmpty { for signal in state.withLock({ Array($0.signals.values) }) { signal.yield(()) } }
+        if kept.isEmpty && !dropped.isEmpty { fanout.signal() }
         return kept
     }
 
     func broadcast(_ events: [Event]) {
         guard !events.isEmpty else { return }
-        let (listeners, signals) = state.withLock { s in
-            // By index: iterating would copy every event (a retain and a release per string).
-            for i in events.indices where ConflictLedger.types.contains(events[i].type) { s.conflicts.take(events[i]) }
-            return (Array(s.listeners.values), Array(s.signals.values))
+        // By index: iterating would copy every event (a retain and a release per string).
+        if events.contains(where: { ConflictLedger.types.contains($0.type) }) {
+            ledgers.withLock { l in for i in events.indices where ConflictLedger.types.contains(events[i].type) { l.conflicts.take(events[i]) } }
         }
-        for signal in signals { signal.yield(()) }
-        var drops = 0
-        for listener in listeners {
-            for event in events {
-                if case .dropped = listener.yield(event) { drops += 1 }
-            }
-        }
+        let drops = fanout.hand(events)
         if drops > 0 {
             count(.listenerDrops(drops))
         }
@@ -994,19 +734,19 @@ public final class Node: Sendable {
 
     // MARK: Status
 
-    public var counters: Counters { state.withLock { $0.counters } }
+    public var counters: Counters { tally.snapshot }
 
     /// When each peer was last heard (heartbeats), by node name.
-    public var peerHeartbeats: [String: Date] { state.withLock { $0.peers.mapValues(\.lastSeen) } }
+    public var peerHeartbeats: [String: Date] { peers.all.mapValues(\.lastSeen) }
 
     /// Serves the control endpoint's `gates` command (the coordinator's service does).
     public func provideGates(_ provider: @escaping @Sendable () async -> ControlReply) {
-        state.withLock { $0.gatesProvider = provider }
+        hooks.withLock { $0.gates = provider }
     }
 
     /// Serves the `handover` command (the coordinator service, on a coordinator's node).
     public func provideHandover(_ provider: @escaping @Sendable () async -> ControlReply) {
-        state.withLock { $0.handoverProvider = provider }
+        hooks.withLock { $0.handover = provider }
     }
 
     /// The events in this node's store, in the order stored.
@@ -1017,16 +757,15 @@ public final class Node: Sendable {
         query.types = types
         return try store.events(query).compactMap { stored in (try? stored.decoded()).map { (stored.rowID, $0) } }
     }
-    public var lastSequence: UInt64 { state.withLock { $0.lastSeq } }
+    public var lastSequence: UInt64 { publisher.lastSeq }
 
     /// The node's state as JSON: peers, subscriptions, counters, endpoints.
     public func status() -> JSONValue {
-        let (counters, peers, lastSeq) = state.withLock { ($0.counters, $0.peers, $0.lastSeq) }
+        let (counters, heardPeers, lastSeq) = (tally.snapshot, peers.all, publisher.lastSeq)
         let delivery = intake.state.withLock { $0 }
         let now = Date()
-        let staleAfter = Double(topology.settings.heartbeatMilliseconds) * 3 / 1000
         let peerList: [JSONValue] = topology.peers(of: spec.name).map { node in
-            let heard = peers[node.name]
+            let heard = heardPeers[node.name]
             var object: [String: JSONValue] = ["name": .string(node.name), "pool": .string(node.pool), "endpoint": .string(node.pubEndpoint)]
             if let heard {
                 let age = now.timeIntervalSince(heard.lastSeen)
@@ -1034,7 +773,7 @@ public final class Node: Sendable {
                 object["last_heard_ms"] = .number((age * 1000).rounded())
                 object["last_seq"] = .number(Double(heard.lastSeq))
                 object["epoch"] = .string(heard.epoch)
-                object["up"] = .bool(age < staleAfter)
+                object["up"] = .bool(peers.isUp(node.name, now: now))
             } else {
                 object["up"] = false
             }
@@ -1047,7 +786,7 @@ public final class Node: Sendable {
         }
         // Every line held here (an origin's events in one epoch), and how far the peers that
         // answered the last survey hold it.
-        let holders = intake.holders.withLock { $0 }
+        let holders = delivery.holders
         var lineList: [JSONValue] = [["origin": .string(spec.name), "epoch": .string(store.epoch), "through": .number(Double(lastSeq)), "current": true]]
         for (line, track) in delivery.tracks.sorted(by: { $0.key < $1.key }) {
             var object: [String: JSONValue] = [
@@ -1057,7 +796,7 @@ public final class Node: Sendable {
             if let byPeer = holders[line] { object["held_by"] = .object(byPeer.mapValues { .number(Double($0)) }) }
             lineList.append(.object(object))
         }
-        let r = intake.refill.withLock { $0 }
+        let r = delivery.refill
         let refillStatus: JSONValue = r.wanted ? [
             "done": .bool(r.done), "events": .number(Double(r.events)), "lines": .number(Double(r.lines.count)),
             "peers_answered": .number(Double(r.answered.count)),
@@ -1114,7 +853,7 @@ extension Node {
     /// takeover or handover (when, why). Null without a coordinator section.
     func coordinatorStatus() -> JSONValue {
         guard !topology.coordinators.isEmpty else { return .null }
-        let d = state.withLock { $0.decisions }
+        let d = ledgers.withLock { $0.decisions }
         return [
             "term": .number(Double(d.term)), "active": d.active.map(JSONValue.string) ?? .null,
             "since": d.lastClaim.map { .string(Timestamp.format($0.at)) } ?? .null,
@@ -1126,8 +865,7 @@ extension Node {
 
     /// The peers whose newest heartbeat names another topology than this node runs.
     public func driftingPeers() -> [String] {
-        let mine = topology.digest
-        return state.withLock { s in s.peers.filter { $0.value.topology.map { $0 != mine } ?? false }.keys.sorted() }
+        peers.drifting(from: topology.digest)
     }
 
     /// What a peer's newest heartbeat said of the coordinators, and when it was heard.
@@ -1142,16 +880,16 @@ extension Node {
 
     /// Every peer's newest heartbeat, by name (a coordinator's election reads them).
     public var peerWords: [String: PeerWord] {
-        state.withLock { $0.peers.mapValues { PeerWord(at: $0.lastSeen, term: $0.term, hears: $0.hears, role: $0.role) } }
+        peers.all.mapValues { PeerWord(at: $0.lastSeen, term: $0.term, hears: $0.hears, role: $0.role) }
     }
 
     /// The coordinators' term and the active one, as this node's ledger says.
     public var coordinatorTerm: (term: Int, active: String?, lastClaim: DecisionLedger.Claim?) {
-        state.withLock { ($0.decisions.term, $0.decisions.active, $0.decisions.lastClaim) }
+        ledgers.withLock { ($0.decisions.term, $0.decisions.active, $0.decisions.lastClaim) }
     }
 
     /// Whether a decision with this key was taken here.
-    public func decided(_ key: String) -> Bool { state.withLock { $0.decisions.taken.contains(key) } }
+    public func decided(_ key: String) -> Bool { ledgers.withLock { $0.decisions.taken.contains(key) } }
 
     /// How far this node holds an origin's current line (its last stored sequence there).
     public func held(origin: String) -> (epoch: String, seq: UInt64)? {

@@ -32,7 +32,7 @@ struct PeerWatch: Sendable {
                 }
                 continue
             }
-            let isUp = now.timeIntervalSince(last) < interval * 3
+            let isUp = node.peers.isUp(peer.name, now: now)
             if let was = up[peer.name], was != isUp {
                 lines.append(isUp
                     ? (false, "peer \(peer.name) is back")

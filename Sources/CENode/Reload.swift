@@ -118,7 +118,7 @@ extension Node {
         if let sockets = live.withLock({ $0 }) {
             for peer in change.removed + change.redialled {
                 stopLink(peer.name)
-                state.withLock { _ = $0.peers.removeValue(forKey: peer.name) }
+                peers.forget(peer.name)
             }
             // A node added is followed from its first event (its line is new to this cluster),
             // as a peer this node never heard is at start (``loadCursors()``).
@@ -142,7 +142,7 @@ extension Node {
             // meanwhile comes back by replay).
             if !revoked.isEmpty { await rebind(sockets) }
         }
-        for handler in state.withLock({ $0.reloadHandlers }) { await handler(new) }
+        for handler in hooks.withLock({ $0.reload }) { await handler(new) }
         logger.notice("reloaded \(new.file) (topology \(old.digest) -> \(new.digest)): \(change.lines.isEmpty ? "nothing that changes this node" : change.lines.joined(separator: "; "))")
         return .reloaded(["digest": .string(new.digest), "previous": .string(old.digest), "changed": .array(change.lines.map(JSONValue.string))])
     }
@@ -214,14 +214,11 @@ extension Node {
         let topology = self.topology
         guard security.isOn, let me = topology.node(named: spec.name), let next = me.nextPublicKey,
               security.keys?.publicKey != next, let sockets = live.withLock({ $0 }) else { return }
-        let fresh = Double(topology.settings.heartbeatMilliseconds) * 3 / 1000
         let now = Date()
-        let waiting = state.withLock { s in
-            topology.peers(of: spec.name).filter { peer in
-                guard let heard = s.peers[peer.name], now.timeIntervalSince(heard.lastSeen) < fresh else { return true }
-                return heard.topology != topology.digest
-            }.map(\.name)
-        }
+        let waiting = topology.peers(of: spec.name).filter { peer in
+            guard peers.isUp(peer.name, now: now) else { return true }
+            return peers[peer.name]?.topology != topology.digest
+        }.map(\.name)
         guard waiting.isEmpty else {
             let said = keyRotation.withLock { r -> Bool in defer { r = waiting }; return r == waiting }
             if !said { logger.notice("key rotation: waiting for \(waiting.joined(separator: ", ")) to run topology \(topology.digest) before switching to the next key") }
@@ -245,7 +242,7 @@ extension Node {
             stopLink(peer.name)
             do { startLink(try openSubscription(to: peer), feed: sockets.feed) } catch { logger.error("key rotation: cannot dial \(peer.name): \(error)") }
         }
-        askSockets.closeAll()
+        questions.sockets.closeAll()
         keyRotation.withLock { $0 = nil }
         logger.notice("switched to the next key \(next): every peer admits it; finish with `ce-node keys rotate --node \(spec.name) --finish` and a reload everywhere")
     }
@@ -253,6 +250,6 @@ extension Node {
     /// Runs `handler` with the new topology after each reload this node applies (the
     /// coordinator takes changed gates, resolvers and pools).
     public func onReload(_ handler: @escaping @Sendable (Topology) async -> Void) {
-        state.withLock { $0.reloadHandlers.append(handler) }
+        hooks.withLock { $0.reload.append(handler) }
     }
 }

@@ -124,7 +124,7 @@ extension Node {
         let line = Line(request.origin, epoch)
         if line == Line(spec.name, store.epoch) {
             // Everything up to the last sequence is stored: the emit loop moves it after the write.
-            return page(of: line, request, through: state.withLock { $0.lastSeq })
+            return page(of: line, request, through: publisher.lastSeq)
         } else {
             guard let cursor = intake.state.withLock({ $0.tracks[line]?.cursor }) else {
                 return refuse("\(spec.name) holds no events of \(line)\(request.origin == spec.name ? " (its store's epoch is \(store.epoch))" : "")")
@@ -277,7 +277,7 @@ extension Node {
             reject("request of unknown kind \(object["kind"]?.serializedString ?? "null")", .request)
             return Wire.errorReply(requestID: nil, answeredBy: spec.name, error: "unknown request kind \(object["kind"]?.serializedString ?? "null") (replay, lines, or a question)")
         }
-        var lines: [JSONValue] = [["origin": .string(spec.name), "epoch": .string(store.epoch), "through": .number(Double(state.withLock { $0.lastSeq }))]]
+        var lines: [JSONValue] = [["origin": .string(spec.name), "epoch": .string(store.epoch), "through": .number(Double(publisher.lastSeq))]]
         for (line, track) in intake.state.withLock({ $0.tracks }) {
             lines.append(["origin": .string(line.origin), "epoch": .string(line.epoch), "through": .number(Double(track.cursor ?? 0))])
         }
@@ -319,17 +319,13 @@ extension Node {
     func surveyLoop() async throws {
         let interval = Duration.milliseconds(max(1000, topology.settings.heartbeatMilliseconds * 10))
         let timeout = Duration.milliseconds(max(1000, topology.settings.askTimeoutMilliseconds))
-        let peers = topology.peers(of: spec.name)
         var first = true
         while true {
-            let refilling = intake.refill.withLock { $0.wanted && !$0.done }
             // The first round waits a little, so peers' heartbeats show who is up.
             try await Task.sleep(for: first ? .milliseconds(min(1000, topology.settings.heartbeatMilliseconds * 2)) : interval)
+            let peers = topology.peers(of: spec.name)
             let anyDown = peers.contains { !isUp($0.name) }
-            // And while a line is short of what a peer said it holds (a replay gave up early).
-            let holders = intake.holders.withLock { $0 }
-            let short = intake.state.withLock { d in d.behind(holders).contains { d.tracks[$0]?.retired == true } }
-            if first || refilling || anyDown || short {
+            if intake.state.withLock({ $0.surveyDue(first: first, anyDown: anyDown) }) {
                 await survey(peers, timeout: timeout)
             }
             first = false
@@ -344,69 +340,29 @@ extension Node {
             for await (name, lines) in group { if let lines { all[name] = lines } }
             return all
         }
-        var holders: [Line: [String: UInt64]] = [:]
-        for (peer, lines) in answers { for (line, through) in lines { holders[line, default: [:]][peer] = through } }
-        intake.holders.withLock { $0 = holders }
-        let refill = intake.refill.withLock { r -> Bool in
-            r.answered.formUnion(answers.keys)
-            return r.wanted && !r.done
+        let context = Delivery.SurveyContext(
+            me: spec.name, epoch: store.epoch, origins: Set(topology.nodes.map(\.name)),
+            fromTheBeginning: options.catchUp == .beginning, up: peers.filter { isUp($0.name) }.map(\.name))
+        let outcome = intake.state.withLock { $0.surveyed(answers, context) }
+        if !outcome.added.isEmpty {
+            logger.notice("peers hold \(outcome.added.count) lines this node had none of: \(outcome.added.map(\.description).sorted().joined(separator: ", "))")
         }
-        // Lines this node has none of are taken on: every one (this node's own earlier ones
-        // too, its audit trail) when it keeps history from the beginning, as a refill does;
-        // otherwise only an origin's newer epoch.
-        let known = intake.state.withLock { d in d.current }
-        let everything = refill || options.catchUp == .beginning
-        let candidates = holders.keys.filter { line in
-            if line.origin == spec.name { return everything && line.epoch != store.epoch }
-            guard topology.node(named: line.origin) != nil else { return false }
-            if everything { return true }
-            return known[line.origin].map { line.epoch > $0 } ?? false
-        }
-        let added = intake.state.withLock { $0.adopt(candidates, own: spec.name) }
-        if !added.isEmpty {
-            logger.notice("peers hold \(added.count) lines this node had none of: \(added.map(\.description).sorted().joined(separator: ", "))")
-        }
-        // Lines a peer holds further than this node: replay them.
-        for line in intake.state.withLock({ $0.behind(holders) }) { startReplay(of: line) }
-        // The refill's goal: the first survey that every peer that is up answered.
-        let up = peers.filter { isUp($0.name) }.map(\.name)
-        if refill, !answers.isEmpty, up.allSatisfy(answers.keys.contains) {
-            let followed = intake.state.withLock { d in Set(d.tracks.keys) }
-            intake.refill.withLock { r in
-                guard r.targets == nil else { return }
-                r.targets = holders.filter { followed.contains($0.key) }.mapValues { $0.values.max() ?? 0 }
-            }
-        }
+        for line in outcome.replay { startReplay(of: line) }
     }
 
-    /// Ends the refill once every line is held as far as the peers held it when all those
-    /// that are up first answered a survey (see above).
+    /// Ends the refill when ``Delivery/checkRefill(now:)`` says so, and says how it goes.
     func checkRefill(_ peers: [NodeSpec]) {
-        let (open, started, targets) = intake.refill.withLock { ($0.wanted && !$0.done, $0.started, $0.targets) }
-        guard open else { return }
-        // Lines short of their goal; a retired line (an older epoch, or this node's own) whose
-        // replay ended holds what its peers could relay. Or a minute passed (lines found later
-        // are still taken on: the survey goes on while a peer is down). Lines of origins that
-        // go on emitting are not chased: only what was held at the goal's survey counts.
-        let short = intake.state.withLock { d in
-            (targets ?? [:]).compactMap { line, target -> String? in
-                guard let track = d.tracks[line], (track.cursor ?? 0) < target, !(track.retired && !track.replaying) else { return nil }
-                return "\(line) (\(track.cursor ?? 0) of \(target))"
-            }.sorted()
-        }
-        let waited = ContinuousClock.now - started
-        guard (targets != nil && short.isEmpty) || waited > .seconds(60) else {
-            let r = intake.refill.withLock { $0 }
-            let still = targets == nil ? "; waiting for every peer that is up to answer the survey" : "; short: \(short.joined(separator: ", "))"
-            logger.info("refilling from peers: \(r.events) events of \(r.lines.count) lines so far, \(r.answered.count) of \(peers.count) peers answered\(still)")
+        let (step, r) = intake.state.withLock { d in (d.checkRefill(now: .now), d.refill) }
+        switch step {
+        case .none:
             return
+        case .going(let short):
+            let still = r.targets == nil ? "; waiting for every peer that is up to answer the survey" : "; short: \(short.joined(separator: ", "))"
+            logger.info("refilling from peers: \(r.events) events of \(r.lines.count) lines so far, \(r.answered.count) of \(peers.count) peers answered\(still)")
+        case .done:
+            let seconds = Double((ContinuousClock.now - r.started).components.seconds)
+            logger.notice("refill done: \(r.events) events of \(r.lines.count) lines from \(r.answered.count) of \(peers.count) peers in about \(Int(seconds)) s")
+            refillFinished()
         }
-        let r = intake.refill.withLock { r in
-            r.done = true
-            return r
-        }
-        let seconds = Double((ContinuousClock.now - r.started).components.seconds)
-        logger.notice("refill done: \(r.events) events of \(r.lines.count) lines from \(r.answered.count) of \(peers.count) peers in about \(Int(seconds)) s")
-        refillFinished()
     }
 }

@@ -31,7 +31,7 @@ import Testing
 
             release.signal()
             #expect(try await held.value == ["echo": "hold"])
-            #expect(node.state.withLock { $0.counters.questionsAnswered } == 2)
+            #expect(node.counters.questionsAnswered == 2)
         }
     }
 }

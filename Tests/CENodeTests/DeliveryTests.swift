@@ -187,7 +187,7 @@ struct DeliveryTests {
         #expect(live.take.map(\.event.seq) == wire.map(\.event.seq))
         #expect(live.replayFrom.isEmpty)
         #expect(subscriber.delivery.tracks[DeliveryTests.line]?.cursor == UInt64(origin.log.count))
-        #expect(subscriber.delivery.cursorsToSave(for: [], force: true) == [Self.line: UInt64(origin.log.count)])
+        #expect(subscriber.delivery.cursorsToSave(for: [], now: .now + .seconds(6)) == [Self.line: UInt64(origin.log.count)])
     }
 
     /// Duplicates (a replayed event arriving live again) are counted, not taken; an origin
@@ -238,7 +238,7 @@ struct DeliveryTests {
         // A heartbeat of the new epoch past what is held asks for replay of the new line.
         let beat = subscriber.delivery.receive([], beats: [Delivery.Beat(origin: "o", epoch: "e2", seq: 3, marks: ["plan_ready": 3])])
         #expect(beat.replayFrom == [Line("o", "e2")])
-        #expect(subscriber.delivery.cursorsToSave(for: live.take, force: false) == [Line("o", "e2"): 1])
+        #expect(subscriber.delivery.cursorsToSave(for: live.take, now: .now) == [Line("o", "e2"): 1])
     }
 
     /// A newer epoch that a peer claims for an origin in the survey is believed only until the

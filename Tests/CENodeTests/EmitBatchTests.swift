@@ -12,7 +12,7 @@ import Testing
         try await withNodeInProcess { node in
             _ = try await node.emit(.planReady)
             // Idle: the emit loop waits for the next batch.
-            try await eventually(10, "the emit loop waits again") { node.emits.takerWaits }
+            try await eventually(10, "the emit loop waits again") { node.publisher.queue.takerWaits }
             let before = node.writer.counts
             let events = try await node.emit((0..<1000).map { Node.Emission(.planReady, payload: ["n": .number(Double($0))]) })
             let after = node.writer.counts
@@ -29,7 +29,7 @@ import Testing
             // An event of another origin, held here, whose id an emit then tries to take.
             let foreign = Event(id: "taken-id", origin: "builder-1", seq: 1, stream: "builder", type: .buildReady, timestamp: Date(), payload: .null)
             _ = try await node.writer.append(StoredEvent(event: foreign, envelope: EnvelopeCodec.encode(foreign)))
-            try await eventually(10, "the emit loop waits again") { node.emits.takerWaits }
+            try await eventually(10, "the emit loop waits again") { node.publisher.queue.takerWaits }
             let before = node.writer.counts.transactions
             let outcomes = await node.emitEach([
                 Node.Emission(.planReady, payload: 1),
