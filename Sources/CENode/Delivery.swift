@@ -135,8 +135,18 @@ struct Delivery: Sendable {
 
     var types: Set<String>? { rules.types }
 
+    /// The types this node subscribed to before a reload added some (nil: none added): the
+    /// added ones are held only from then on, so it relays no other (a relay answers for
+    /// every event of a type up to its cursor).
+    private(set) var relayable: Set<String>?
+
     /// A reload changed the subscribed types: what comes from now is taken by the new list.
-    mutating func subscribe(to types: Set<String>?) { rules.types = types }
+    mutating func subscribe(to types: Set<String>?) {
+        if let before = rules.types, types.map({ !$0.isSubset(of: before) }) ?? true {
+            relayable = relayable.map { $0.intersection(before) } ?? before
+        }
+        rules.types = types
+    }
     func subscribes(_ type: String) -> Bool { rules.subscribes(type) }
 
     // MARK: Live traffic

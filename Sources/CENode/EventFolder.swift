@@ -45,16 +45,21 @@ final class EventFolder: Sendable {
     /// Request files that were already past their `expires_at` when the folder was opened
     /// (their asker stopped waiting while the node was down), moved to expired/ then.
     private let expiredWhileDown: [String]
-    /// The node's logger and its count of rejected files, once `run(node:)` starts.
-    private let reporting = Mutex<Reporting?>(nil)
+    /// How the folder's files fare: one lock for the log and the files in trouble.
+    private let filing = Mutex(Filing())
+    private struct Filing {
+        /// The node's logger and its count of rejected files, once `run(node:)` starts.
+        var reporting: Reporting?
+        /// Files that did not parse: the times they were tried.
+        var parseFailures: [String: Int] = [:]
+        /// Files the store refused, waiting for room: logged once each, when they start to wait.
+        var waiting: Set<String> = []
+    }
     private struct Reporting {
         var logger: Logger
         var rejected: Counter
     }
-    /// Files that did not parse: the times they were tried.
-    private let parseFailures = Mutex<[String: Int]>([:])
-    /// Files the store refused, waiting for room: logged once each, when they start to wait.
-    private let waiting = Mutex<Set<String>>([])
+    private var reporting: Reporting? { filing.withLock { $0.reporting } }
 
     init(workspace: String) throws {
         root = workspace + "/.ce-events"
@@ -75,7 +80,7 @@ final class EventFolder: Sendable {
 
     /// Publishes dropped files and collects replies until cancelled.
     func run(node: Node) async throws {
-        reporting.withLock { $0 = Reporting(logger: node.logger, rejected: node.metrics.folderFilesRejected) }
+        filing.withLock { $0.reporting = Reporting(logger: node.logger, rejected: node.metrics.folderFilesRejected) }
         if !expiredWhileDown.isEmpty {
             node.logger.notice("\(expiredWhileDown.count) questions expired while the node was down (moved to requests/expired/): \(expiredWhileDown.joined(separator: ", "))")
         }
@@ -133,21 +138,21 @@ final class EventFolder: Sendable {
             do {
                 file = try AgentEventFile.parse(bytes)
             } catch {
-                let attempt = parseFailures.withLock { f -> Int in
-                    f[name, default: 0] += 1
-                    return f[name]!
+                let attempt = filing.withLock { f -> Int in
+                    f.parseFailures[name, default: 0] += 1
+                    return f.parseFailures[name]!
                 }
                 if attempt < Self.attempts {
                     retry.append(name)
                     continue
                 }
-                parseFailures.withLock { _ = $0.removeValue(forKey: name) }
+                filing.withLock { _ = $0.parseFailures.removeValue(forKey: name) }
                 quarantine(name, reason: "\(error)")
                 node.metrics.folderFilesRejected.increment()
                 node.logger.warning("event file \(name) rejected: \(error)")
                 continue
             }
-            parseFailures.withLock { _ = $0.removeValue(forKey: name) }
+            filing.withLock { _ = $0.parseFailures.removeValue(forKey: name) }
             // The id comes from the file, so a file published just before a crash and found
             // again after the restart is recognised and not sent twice.
             let id = "\(node.spec.name)-file-\(fnv1a(Array(name.utf8)))\(fnv1a(bytes))"
@@ -161,16 +166,16 @@ final class EventFolder: Sendable {
             case .success:
                 move(file.path, into: sent, name: file.name)
                 node.metrics.folderFilesPicked.increment()
-                waiting.withLock { _ = $0.remove(file.name) }
+                filing.withLock { _ = $0.waiting.remove(file.name) }
             case .failure(let error as StoreError):
                 // The store refused (a full disk, an I/O error): the file is fine and stays where
                 // the agent put it, tried again every second until the store takes it.
-                let first = waiting.withLock { $0.insert(file.name).inserted }
+                let first = filing.withLock { $0.waiting.insert(file.name).inserted }
                 if first { node.logger.error("event file \(file.name) waits: \(error)") }
                 retry.append(file.name)
             case .failure(let error):
                 if Task.isCancelled { continue }  // refused because the node is stopping: kept for its next start
-                waiting.withLock { _ = $0.remove(file.name) }
+                filing.withLock { _ = $0.waiting.remove(file.name) }
                 quarantine(file.name, reason: "\(error)")
                 node.metrics.folderFilesRejected.increment()
                 node.logger.warning("event file \(file.name) could not be emitted: \(error)")
@@ -277,7 +282,7 @@ final class EventFolder: Sendable {
             return answer
         } catch let error as QuestionExpired {
             settle(id, name: name, request: target, expired: true)
-            reporting.withLock { $0 }?.logger.notice(
+            reporting?.logger.notice(
                 "question \(id) from \(question.fromNode) expired unanswered at \(expiresAt) (its asker stopped waiting): moved to requests/expired/")
             throw error
         } catch {
@@ -294,7 +299,7 @@ final class EventFolder: Sendable {
             // rename(2) replaces an earlier expired question of the same id.
             if rename(request, target) != 0 {
                 let reason = String(cString: strerror(errno))
-                reporting.withLock { $0 }?.logger.error("cannot move \(request) to \(target): \(reason)")
+                reporting?.logger.error("cannot move \(request) to \(target): \(reason)")
             }
         } else {
             try? FileManager.default.removeItem(atPath: request)
@@ -392,7 +397,7 @@ final class EventFolder: Sendable {
             reason = "no question \(id) waits for an answer here (never asked, or already answered or withdrawn): this reply was not delivered"
         }
         guard quarantine(path, name: name, reason: reason) else { return }  // taken meanwhile
-        let reporting = reporting.withLock { $0 }
+        let reporting = self.reporting
         reporting?.rejected.increment()
         reporting?.logger.warning("reply file \(name) refused: \(reason)")
     }

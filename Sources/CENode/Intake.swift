@@ -53,16 +53,8 @@ final class Intake: Sendable {
     let turn = AsyncLock()
     /// The types this node subscribes to; nil: all. A reload may change them.
     var types: Set<String>? { state.withLock { $0.types } }
-    /// The types this node subscribed to before a reload added some (nil: none added): the
-    /// added ones are held only from then on, so it relays no other (a relay answers for
-    /// every event of a type up to its cursor).
-    let relayableTypes = Mutex<Set<String>?>(nil)
     /// Lines to replay, for the node's replay loop.
     let replayRequests = BatchQueue<Line>()
-    /// Each peer's SUB socket, and the peers whose live events are paused (see
-    /// ``Node/pauseLive(from:)``).
-    let subscriptions = Mutex<[String: Socket]>([:])
-    let paused = Mutex<Set<String>>([])
 
     init(types: [EventType]?, maxHeld: Int) {
         state = Mutex(Delivery(types: types.map { Set($0.map(\.rawValue)) }, maxPending: maxHeld, maxPendingBytes: Self.maxPendingBytes))
@@ -467,14 +459,14 @@ extension Node {
     /// Unsubscribing takes effect at the publisher a little later: what is already on its
     /// way is taken or dropped as before.
     func pauseLive(from peer: String) {
-        guard intake.paused.withLock({ $0.insert(peer).inserted }), let sub = intake.subscriptions.withLock({ $0[peer] }) else { return }
+        guard let sub = links.pause(peer) else { return }
         do {
             // Subscriptions count: the heartbeat prefix once more, then each event prefix once less.
             try sub.set(.subscribe(Self.heartbeatPrefix))
             for prefix in subscriptionPrefixes where prefix != Self.heartbeatPrefix { try sub.set(.unsubscribe(prefix)) }
         } catch {
             // Only a socket that is closing refuses; nothing is left for a resume to undo.
-            intake.paused.withLock { _ = $0.remove(peer) }
+            _ = links.resume(peer)
             logger.warning("pausing \(peer)'s live events failed (they are taken or dropped as they come): \(error)")
             return
         }
@@ -484,7 +476,7 @@ extension Node {
 
     /// Undoes ``pauseLive(from:)``: the peer's events come live again.
     func resumeLive(from peer: String) {
-        guard intake.paused.withLock({ $0.remove(peer) != nil }), let sub = intake.subscriptions.withLock({ $0[peer] }) else { return }
+        guard let sub = links.resume(peer) else { return }
         do {
             for prefix in subscriptionPrefixes where prefix != Self.heartbeatPrefix { try sub.set(.subscribe(prefix)) }
             try sub.set(.unsubscribe(Self.heartbeatPrefix))

@@ -92,10 +92,15 @@ public final class Node: Sendable {
     let isRunning = Atomic<Bool>(false)
     /// Held by a reload, so two never interleave.
     let reloading = AsyncLock()
-    /// When each rotating peer was last dialled with its other key (Redial.swift).
-    let keySwaps = Mutex(KeySwap())
-    /// The peers a key rotation waited for when last said (said again when they change).
-    let keyRotation = Mutex<[String]?>(nil)
+    /// Key rotations: this node's own, and its peers' (Reload.swift, Redial.swift).
+    let rotation = Mutex(Rotation())
+
+    struct Rotation: Sendable {
+        /// When each rotating peer was last dialled with its other key.
+        var swaps = KeySwap()
+        /// The peers this node's own rotation waited for when last said (said again when they change).
+        var waitingFor: [String]?
+    }
     let eventFolder: EventFolder?
     let intake: Intake
     /// CURVE keys and the checks that bind a message to the node that sent it (Security.swift).
@@ -104,15 +109,8 @@ public final class Node: Sendable {
     var admission: Admission { running.withLock { $0.admission } }
     /// Counters and histograms, resolved once (NodeMetrics.swift).
     public let metrics: NodeMetrics
-    /// Each peer's SUB and the loops reading it, by peer name.
-    let links = Mutex<[String: PeerLink]>([:])
-    /// The sockets while the node runs (a reload adds and removes peers' SUBs, and rebinds).
-    let live = Mutex<Sockets?>(nil)
-
-    struct PeerLink: Sendable {
-        let socket: Socket
-        let tasks: [Task<Void, Never>]
-    }
+    /// The sockets while the node runs, each peer's SUB and the loops reading it (PeerLinks.swift).
+    let links = PeerLinks()
 
     /// Who waits for the refill of a new store to end (the coordinator, before it rebuilds).
     let refillWaiters = Mutex<(done: Bool, list: [UInt64: CheckedContinuation<Void, Never>], next: UInt64)>((false, [:], 0))
@@ -313,7 +311,7 @@ public final class Node: Sendable {
                 let writing = writer.executor
                 group.addTask(executorPreference: writing) { try await self.emitLoop(pub: sockets.pub, feed: sockets.feed); return "emit" }
                 for sub in sockets.subs { startLink(sub, feed: sockets.feed) }
-                live.withLock { $0 = sockets }
+                links.sockets = sockets
                 // The answer loop reads its requests on the reactor's thread, which resumes it
                 // with no hand-off; each question is answered in a task of the global pool.
                 group.addTask(executorPreference: context.taskExecutor) { try await self.answerLoop(router: sockets.router); return "answer" }
@@ -354,8 +352,8 @@ public final class Node: Sendable {
 
     /// Stops every peer's loops.
     private func stopLinks() {
-        for name in links.withLock({ Array($0.keys) }) { stopLink(name) }
-        live.withLock { $0 = nil }
+        for name in links.names { stopLink(name) }
+        links.sockets = nil
     }
 
     /// Ends the loops that wait on a queue rather than on a socket.
@@ -454,7 +452,7 @@ public final class Node: Sendable {
         for prefix in subscriptionPrefixes { try sub.set(.subscribe(prefix)) }
         let events = try sub.monitor(Redialer.watched)
         try sub.connect(peer.pubEndpoint)
-        intake.subscriptions.withLock { $0[peer.name] = sub }
+        links.opened(peer.name, sub)
         return PeerSubscription(peer: peer, socket: sub, events: events)
     }
 
@@ -470,22 +468,21 @@ public final class Node: Sendable {
             }
         }
         let redial = Task { [self] in _ = try? await redialLoop(sub: sub.socket, events: sub.events) }
-        links.withLock { $0[name] = PeerLink(socket: sub.socket, tasks: [receive, redial]) }
+        links.started(name, PeerLinks.Link(socket: sub.socket, tasks: [receive, redial]))
     }
 
     /// Dials a peer again on a new SUB (with the key ``NodeSecurity/serverKey(of:)`` says now).
     func relink(_ name: String) {
-        guard let peer = topology.node(named: name), let feed = live.withLock({ $0?.feed }) else { return }
+        guard let peer = topology.node(named: name), let feed = links.sockets?.feed else { return }
         stopLink(name)
         do { startLink(try openSubscription(to: peer), feed: feed) } catch { logger.error("cannot dial \(name) again: \(error)") }
     }
 
     /// Stops reading a peer and closes its SUB (a reload removed it, or the node stops).
     func stopLink(_ name: String) {
-        guard let link = links.withLock({ $0.removeValue(forKey: name) }) else { return }
+        guard let link = links.remove(name) else { return }
         for task in link.tasks { task.cancel() }
         link.socket.close()
-        intake.subscriptions.withLock { _ = $0.removeValue(forKey: name) }
     }
 
     /// Messages queued per peer connection (each way) before live events are dropped.
@@ -842,7 +839,7 @@ extension Node {
     func keyStatus() -> JSONValue {
         guard let inUse = security.keys?.publicKey else { return .null }
         let next = topology.node(named: spec.name)?.nextPublicKey
-        let waiting = keyRotation.withLock { $0 }
+        let waiting = rotation.withLock { $0.waitingFor }
         return [
             "public_key": .string(inUse), "next_public_key": next.map(JSONValue.string) ?? .null,
             "rotation": next == nil || next == inUse ? .null : .array((waiting ?? []).map(JSONValue.string)),

@@ -178,7 +178,7 @@ extension Node {
     /// Carries out a ``Redialer`` for one peer's SUB socket, whose monitor reports
     /// ``Redialer/watched``: dials, the looks it asks for (one sleeping task each), log lines.
     func redial(sub: Socket, events: MonitorEvents) async throws {
-        let peer = intake.subscriptions.withLock { $0.first { $0.value === sub }?.key } ?? "?"
+        let peer = links.peer(of: sub) ?? "?"
         let key = security.isOn ? topology.node(named: peer)?.publicKey : nil
         enum Input: Sendable {
             case event(MonitorEvent.Kind, endpoint: String, value: UInt32)
@@ -199,7 +199,7 @@ extension Node {
             // `KeySwap.spacing` (when neither key works, the swaps stay that slow).
             for await input in inputs {
                 if case .event(let kind, _, _) = input, [.handshakeFailedNoDetail, .handshakeFailedProtocol].contains(kind),
-                   keySwaps.withLock({ $0.take(peer, now: .now) }), let spec = topology.node(named: peer), let other = security.alternate(spec) {
+                   rotation.withLock({ $0.swaps.take(peer, now: .now) }), let spec = topology.node(named: peer), let other = security.alternate(spec) {
                     logger.info("the handshakes with \(peer) fail: dialling it with its other key \(other)")
                     // A new SUB: libzmq keeps retrying a dial with the options it was made with.
                     Task { self.relink(peer) }

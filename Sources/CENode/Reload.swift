@@ -115,7 +115,7 @@ extension Node {
         let revoked = security.update(new)
         running.withLock { $0 = Running(topology: new, admission: Admission(topology: new, busTypes: Self.busTypes)) }
         if let (before, after) = change.subscriptions { resubscribe(from: before, to: after) }
-        if let sockets = live.withLock({ $0 }) {
+        if let sockets = links.sockets {
             for peer in change.removed + change.redialled {
                 stopLink(peer.name)
                 peers.forget(peer.name)
@@ -151,18 +151,12 @@ extension Node {
     /// taken from now on; this node relays only the types it had before until it restarts.
     private func resubscribe(from before: [EventType]?, to after: [EventType]?) {
         intake.state.withLock { $0.subscribe(to: after.map { Set($0.map(\.rawValue)) }) }
-        let grew = before.map { b in after.map { !Set($0).isSubset(of: b) } ?? true } ?? false
-        if grew {
-            let previous = Set((before ?? []).map(\.rawValue))
-            intake.relayableTypes.withLock { $0 = $0.map { $0.intersection(previous) } ?? previous }
-        }
         func prefixes(_ types: [EventType]?) -> Set<[UInt8]> {
             guard let types else { return [[]] }
             return Set(types.map { Topic.subscriptionPrefix(for: $0) })
         }
         let (old, new) = (prefixes(before), prefixes(after))
-        let paused = intake.paused.withLock { $0 }
-        for (peer, sub) in intake.subscriptions.withLock({ $0 }) where !paused.contains(peer) {
+        for (peer, sub) in links.flowing {
             do {
                 for prefix in new.subtracting(old) { try sub.set(.subscribe(prefix)) }
                 for prefix in old.subtracting(new) { try sub.set(.unsubscribe(prefix)) }
@@ -213,14 +207,14 @@ extension Node {
     func rotateKeyIfReady() async {
         let topology = self.topology
         guard security.isOn, let me = topology.node(named: spec.name), let next = me.nextPublicKey,
-              security.keys?.publicKey != next, let sockets = live.withLock({ $0 }) else { return }
+              security.keys?.publicKey != next, let sockets = links.sockets else { return }
         let now = Date()
         let waiting = topology.peers(of: spec.name).filter { peer in
             guard peers.isUp(peer.name, now: now) else { return true }
             return peers[peer.name]?.topology != topology.digest
         }.map(\.name)
         guard waiting.isEmpty else {
-            let said = keyRotation.withLock { r -> Bool in defer { r = waiting }; return r == waiting }
+            let said = rotation.withLock { r -> Bool in defer { r.waitingFor = waiting }; return r.waitingFor == waiting }
             if !said { logger.notice("key rotation: waiting for \(waiting.joined(separator: ", ")) to run topology \(topology.digest) before switching to the next key") }
             return
         }
@@ -243,7 +237,7 @@ extension Node {
             do { startLink(try openSubscription(to: peer), feed: sockets.feed) } catch { logger.error("key rotation: cannot dial \(peer.name): \(error)") }
         }
         questions.sockets.closeAll()
-        keyRotation.withLock { $0 = nil }
+        rotation.withLock { $0.waitingFor = nil }
         logger.notice("switched to the next key \(next): every peer admits it; finish with `ce-node keys rotate --node \(spec.name) --finish` and a reload everywhere")
     }
 

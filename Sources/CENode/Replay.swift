@@ -136,7 +136,7 @@ extension Node {
                     return refuse("\(spec.name) does not subscribe to \(missing), so it cannot relay all of \(line)'s events asked for")
                 }
             }
-            if !own, let relayable = intake.relayableTypes.withLock({ $0 }) {
+            if !own, let relayable = intake.state.withLock({ $0.relayable }) {
                 guard let asked = request.types, Set(asked).isSubset(of: relayable) else {
                     let joined = request.types.map { Set($0).subtracting(relayable).sorted().joined(separator: ", ") } ?? "every type"
                     return refuse("\(spec.name) subscribes to \(joined) only since a reload, so it cannot relay all of \(line)'s events of them")

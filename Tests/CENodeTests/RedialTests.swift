@@ -201,8 +201,8 @@ struct RedialTests {
         let running = Task { try await node.run() }
         var failure: (any Error)?
         do {
-            try await eventually(10, "builder-1 subscribes to planner-1") { node.intake.subscriptions.withLock { $0["planner-1"] != nil } }
-            let sub = node.intake.subscriptions.withLock { $0["planner-1"]! }
+            try await eventually(10, "builder-1 subscribes to planner-1") { node.links.socket(of: "planner-1") != nil }
+            let sub = node.links.socket(of: "planner-1")!
             let first = try sub.integerOption(.reconnectInterval(milliseconds: 0))
             let most = try sub.integerOption(.reconnectIntervalMax(milliseconds: 0))
             #expect(first > 0 && most > first, "reconnects every \(first) ms, backing off to \(most) ms")
