@@ -12,6 +12,7 @@ import PackageDescription
 //   CEObserve the node's HTTP side: Prometheus metrics, JSON status, the live dashboard (Hummingbird)
 //   ce-node   thin executable over CENode, CEMCP and CEObserve
 //   zmq-perf  the wrapper's benchmark (same modes as shared/bench/zmq_baseline.c)
+//   CECluster a cluster of ce-node processes on this machine (loopback or network namespaces): the tests' and the benchmarks' harness
 //   ce-bench  benchmarks of the store and the bus, printing figures
 let package = Package(
     name: "coordination-bus",
@@ -114,15 +115,19 @@ let package = Package(
             name: "zmq-perf",
             dependencies: ["ZeroMQ"]
         ),
+        .target(
+            name: "CECluster",
+            dependencies: ["CENode", "CECore", "ZeroMQ"]
+        ),
         .executableTarget(
             name: "ce-bench",
-            dependencies: ["CENode", "CECore", "CEStore", "CECoordinator", "CEObserve", "ZeroMQ", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["CECluster", "CENode", "CECore", "CEStore", "CECoordinator", "CEObserve", "ZeroMQ", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ"]),
         .testTarget(name: "CECoreTests", dependencies: ["CECore"]),
         .testTarget(name: "CEStoreTests", dependencies: ["CEStore"]),
         .testTarget(name: "CECoordinatorTests", dependencies: ["CECoordinator"]),
-        .testTarget(name: "CENodeTests", dependencies: ["CENode", "CEStore", "ZeroMQ", "CECore"]),
+        .testTarget(name: "CENodeTests", dependencies: ["CECluster", "CENode", "CEStore", "ZeroMQ", "CECore"]),
         .testTarget(name: "CEMCPTests", dependencies: ["CEMCP", "CENode", "CECore"]),
         .testTarget(name: "CEObserveTests", dependencies: ["CEObserve", "CENode", "CECore"]),
     ],

@@ -271,9 +271,8 @@ public final class CoordinatorService: Sendable {
         guard let standby = node.topology.coordinators.first(where: { $0.name != me })?.name else {
             return .failure("the topology names no standby coordinator to hand over to (coordinator.standby)")
         }
-        let fresh = Double(node.topology.settings.heartbeatMilliseconds) * 3 / 1000
-        guard let heard = node.peerWords[standby], Date().timeIntervalSince(heard.at) < fresh else {
-            return .failure("the standby \(standby) is not heard here (no heartbeat in the last \(String(format: "%.1f", fresh)) s): handing over to it would leave no coordinator")
+        guard node.peers.isUp(standby) else {
+            return .failure("the standby \(standby) is not heard here (no heartbeat in the last \(String(format: "%.1f", node.peers.staleAfter)) s): handing over to it would leave no coordinator")
         }
         role.withLock { r in
             r.handingOver = true

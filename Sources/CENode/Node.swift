@@ -32,8 +32,9 @@ public final class Node: Sendable {
         public var maxHeld = Options.defaultMaxHeld
         public static let defaultMaxHeld = 10_000
         /// False: plain PUB/SUB without sequence tracking or replay (events missed while a
-        /// peer is away stay missed). For measuring what the guarantees cost.
-        public var replay = true
+        /// peer is away stay missed). For measuring what the guarantees cost only: not part of
+        /// the API a program builds on (`@_spi(Measuring) import CENode`).
+        @_spi(Measuring) public var replay = true
         /// A store that fails its integrity check is moved aside (kept, named with the time)
         /// and a new one is made; a new store is refilled from the peers (every event of the
         /// subscribed types from every origin, and this node's own earlier events). False:
@@ -627,62 +628,6 @@ public final class Node: Sendable {
         logger.warning("rejected a message: \(reason)")
     }
 
-    func heard(heartbeat message: Message, from sender: String) -> (origin: String, epoch: String, seq: UInt64, marks: [String: UInt64]?)? {
-        switch PeerTable.parse(heartbeat: message[1].bytes, from: sender, at: Date()) {
-        case .failure(.malformed(let why)):
-            reject(why, .heartbeat)
-            return nil
-        case .failure(.forged(let claimed)):
-            forged("heartbeat", claimed: claimed, sender: sender)
-            return nil
-        case .success(let (origin, peer)):
-            peers.heard(origin, peer)
-            // A coordinator says it is active in a newer term: believed at once (its own word).
-            if peer.role == "active" { ledgers.withLock { $0.decisions.heard(active: origin, term: peer.term) } }
-            return (origin, peer.epoch, peer.lastSeq, peer.marks)
-        }
-    }
-
-    private func heartbeatLoop(pub: Socket) async throws {
-        let interval = Duration.milliseconds(topology.settings.heartbeatMilliseconds)
-        let topic = Frame(Array("_hb/\(spec.name)".utf8))
-        var watch = PeerWatch()
-        while true {
-            saveInboxMark()
-            _ = try? await reloading.run { await rotateKeyIfReady() }
-            for line in watch.check(self) {
-                if line.warning { logger.warning("\(line.text)") } else { logger.notice("\(line.text)") }
-            }
-            try await publisher.sending.run {
-                let (line, coordination) = (publisher.current, coordinatorWord())
-                let (seq, marks) = (line.lastSeq, line.marks)
-                var body: [String: JSONValue] = [
-                    "origin": .string(spec.name), "pool": .string(spec.pool), "epoch": .string(store.epoch), "seq": .number(Double(seq)),
-                    "marks": Marks.value(marks),
-                    "timestamp": .string(Timestamp.format(Date())),
-                    "topology": .string(topology.digest),
-                ]
-                body.merge(coordination) { a, _ in a }
-                try await pub.send(Message([topic, Frame(JSONValue.object(body).serialized())]))
-            }
-            try await Task.sleep(for: interval)
-        }
-    }
-
-    /// What this node's heartbeat says of the coordinators: the highest term it knows, the
-    /// coordinators it heard within the failover time (its vote), and on a coordinator
-    /// whether it is the active one.
-    private func coordinatorWord() -> [String: JSONValue] {
-        guard !topology.coordinators.isEmpty else { return [:] }
-        let failover = topology.settings.coordinatorFailoverMilliseconds
-        let window = Double(failover > 0 ? failover : topology.settings.heartbeatMilliseconds * 3) / 1000
-        let heard = peers.heard(topology.coordinators.map(\.name), within: window, me: spec.name)
-        let (term, active) = ledgers.withLock { ($0.decisions.term, $0.decisions.active) }
-        var word: [String: JSONValue] = ["term": .number(Double(term)), "coordinators": .array(heard.map(JSONValue.string))]
-        if spec.isCoordinator { word["role"] = .string(active == spec.name ? "active" : "standby") }
-        return word
-    }
-
     // MARK: Listening in process
 
     /// Every event stored here from now on (emitted here or received), in the order stored.
@@ -755,154 +700,6 @@ public final class Node: Sendable {
         return try store.events(query).compactMap { stored in (try? stored.decoded()).map { (stored.rowID, $0) } }
     }
     public var lastSequence: UInt64 { publisher.lastSeq }
-
-    /// The node's state as JSON: peers, subscriptions, counters, endpoints.
-    public func status() -> JSONValue {
-        let (counters, heardPeers, lastSeq) = (tally.snapshot, peers.all, publisher.lastSeq)
-        let delivery = intake.state.withLock { $0 }
-        let now = Date()
-        let peerList: [JSONValue] = topology.peers(of: spec.name).map { node in
-            let heard = heardPeers[node.name]
-            var object: [String: JSONValue] = ["name": .string(node.name), "pool": .string(node.pool), "endpoint": .string(node.pubEndpoint)]
-            if let heard {
-                let age = now.timeIntervalSince(heard.lastSeen)
-                object["topology"] = heard.topology.map(JSONValue.string) ?? .null
-                object["last_heard_ms"] = .number((age * 1000).rounded())
-                object["last_seq"] = .number(Double(heard.lastSeq))
-                object["epoch"] = .string(heard.epoch)
-                object["up"] = .bool(peers.isUp(node.name, now: now))
-            } else {
-                object["up"] = false
-            }
-            if let epoch = delivery.current[node.name], let track = delivery.tracks[Line(node.name, epoch)] {
-                object["cursor"] = track.cursor.map { .number(Double($0)) } ?? .null
-                object["waiting"] = .number(Double(track.pending.count))
-                object["replaying"] = .bool(track.replaying)
-            }
-            return .object(object)
-        }
-        // Every line held here (an origin's events in one epoch), and how far the peers that
-        // answered the last survey hold it.
-        let holders = delivery.holders
-        var lineList: [JSONValue] = [["origin": .string(spec.name), "epoch": .string(store.epoch), "through": .number(Double(lastSeq)), "current": true]]
-        for (line, track) in delivery.tracks.sorted(by: { $0.key < $1.key }) {
-            var object: [String: JSONValue] = [
-                "origin": .string(line.origin), "epoch": .string(line.epoch), "through": track.cursor.map { .number(Double($0)) } ?? .null,
-                "current": .bool(delivery.current[line.origin] == line.epoch), "replaying": .bool(track.replaying),
-            ]
-            if let byPeer = holders[line] { object["held_by"] = .object(byPeer.mapValues { .number(Double($0)) }) }
-            lineList.append(.object(object))
-        }
-        let r = delivery.refill
-        let refillStatus: JSONValue = r.wanted ? [
-            "done": .bool(r.done), "events": .number(Double(r.events)), "lines": .number(Double(r.lines.count)),
-            "peers_answered": .number(Double(r.answered.count)),
-        ] : .null
-        let subscriptions: JSONValue = topology.subscriptions(forPool: spec.pool).map { .array($0.map { .string($0.rawValue) }) } ?? "all"
-        return [
-            "node": .string(spec.name), "pool": .string(spec.pool), "epoch": .string(store.epoch), "last_seq": .number(Double(lastSeq)),
-            "subscriptions": subscriptions, "peers": .array(peerList), "lines": .array(lineList), "refill": refillStatus,
-            "counters": [
-                "emitted": .number(Double(counters.emitted)), "received": .number(Double(counters.received)),
-                "duplicates": .number(Double(counters.duplicates)), "rejected": .number(Double(counters.rejected)),
-                "questions_answered": .number(Double(counters.questionsAnswered)),
-                "repeated_questions": .number(Double(counters.repeatedQuestions)),
-                "asks_sent": .number(Double(counters.asksSent)), "asks_failed": .number(Double(counters.asksFailed)),
-                "listener_drops": .number(Double(counters.listenerDrops)),
-                "replays": .number(Double(counters.replays)), "replay_requests": .number(Double(counters.replayRequests)),
-                "replayed_in": .number(Double(counters.replayedIn)), "replayed_out": .number(Double(counters.replayedOut)),
-                "pending_dropped": .number(Double(counters.pendingDropped)),
-                "live_pauses": .number(Double(counters.livePauses)), "skipped": .number(Double(counters.skipped)),
-                "forged": .number(Double(counters.forged)), "handshakes_refused": .number(Double(counters.handshakesRefused)),
-                "decisions_dropped": .number(Double(counters.decisionsDropped)),
-            ],
-            "coordinator": coordinatorStatus(),
-            "topology": [
-                "file": .string(topology.file), "digest": .string(topology.digest),
-                "differing": .array(driftingPeers().map(JSONValue.string)),
-            ],
-            "endpoints": [
-                "pub": .string(spec.bindPubEndpoint), "rep": .string(spec.bindRepEndpoint),
-                "control": .string(controlEndpoint), "feed": .string(feedEndpoint),
-            ],
-            "store": .string(NodePaths(dataDirectory: options.dataDirectory).store),
-            "index": indexStatus(),
-            "security": .string(topology.settings.security.rawValue),
-            "key": keyStatus(),
-        ]
-    }
-}
-
-extension Node {
-    /// The CURVE key this node uses, the next one the topology names, and whom a rotation
-    /// waits for (peers not yet running this topology). Null without CURVE.
-    func keyStatus() -> JSONValue {
-        guard let inUse = security.keys?.publicKey else { return .null }
-        let next = topology.node(named: spec.name)?.nextPublicKey
-        let waiting = rotation.withLock { $0.waitingFor }
-        return [
-            "public_key": .string(inUse), "next_public_key": next.map(JSONValue.string) ?? .null,
-            "rotation": next == nil || next == inUse ? .null : .array((waiting ?? []).map(JSONValue.string)),
-        ]
-    }
-
-    /// Who decides, as this node knows it: the term, the active coordinator, and the last
-    /// takeover or handover (when, why). Null without a coordinator section.
-    func coordinatorStatus() -> JSONValue {
-        guard !topology.coordinators.isEmpty else { return .null }
-        let d = ledgers.withLock { $0.decisions }
-        return [
-            "term": .number(Double(d.term)), "active": d.active.map(JSONValue.string) ?? .null,
-            "since": d.lastClaim.map { .string(Timestamp.format($0.at)) } ?? .null,
-            "reason": d.lastClaim.map { .string($0.reason) } ?? .null,
-            "previous": d.lastClaim?.previous.map(JSONValue.string) ?? .null,
-            "standby": topology.standby.map { .string($0.name) } ?? .null,
-        ]
-    }
-
-    /// The peers whose newest heartbeat names another topology than this node runs.
-    public func driftingPeers() -> [String] {
-        peers.drifting(from: topology.digest)
-    }
-
-    /// What a peer's newest heartbeat said of the coordinators, and when it was heard.
-    public struct PeerWord: Sendable {
-        public var at: Date
-        public var term: Int
-        /// The coordinators it heard within the failover time.
-        public var hears: Set<String>
-        /// A coordinator's: "active" or "standby".
-        public var role: String?
-    }
-
-    /// Every peer's newest heartbeat, by name (a coordinator's election reads them).
-    public var peerWords: [String: PeerWord] {
-        peers.all.mapValues { PeerWord(at: $0.lastSeen, term: $0.term, hears: $0.hears, role: $0.role) }
-    }
-
-    /// The coordinators' term and the active one, as this node's ledger says.
-    public var coordinatorTerm: (term: Int, active: String?, lastClaim: DecisionLedger.Claim?) {
-        ledgers.withLock { ($0.decisions.term, $0.decisions.active, $0.decisions.lastClaim) }
-    }
-
-    /// Whether a decision with this key was taken here.
-    public func decided(_ key: String) -> Bool { ledgers.withLock { $0.decisions.taken.contains(key) } }
-
-    /// How far this node holds an origin's current line (its last stored sequence there).
-    public func held(origin: String) -> (epoch: String, seq: UInt64)? {
-        intake.state.withLock { d in
-            d.current[origin].flatMap { epoch in d.tracks[Line(origin, epoch)]?.cursor.map { (epoch, $0) } }
-        }
-    }
-
-    /// How far the store's index file (by type, by stream) has read the event table; queries
-    /// read the rest from the event table, so this is about speed, never about answers.
-    func indexStatus() -> JSONValue {
-        var index: [String: JSONValue] = ["read_up_to": .number(Double(store.indexedUpTo))]
-        if let last = try? store.lastRowID() { index["stored_up_to"] = .number(Double(last)) }
-        if let failure = store.indexFailure { index["error"] = .string(failure) }
-        return .object(index)
-    }
 }
 
 /// A node-level error with a sentence a person can act on.

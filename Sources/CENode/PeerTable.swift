@@ -1,6 +1,7 @@
 import CECore
 import Foundation
 import Synchronization
+import ZeroMQ
 
 /// Every peer's newest heartbeat, and the one rule for whether a peer is up: heard within
 /// three heartbeat intervals. Status, the replay's choice of source, the survey, the log's
@@ -87,5 +88,66 @@ final class PeerTable: Sendable {
     /// The peers whose newest heartbeat names another topology digest than `mine`.
     func drifting(from mine: String) -> [String] {
         peers.withLock { p in p.filter { $0.value.topology.map { $0 != mine } ?? false }.keys.sorted() }
+    }
+}
+
+// Heartbeats: each interval a node tells its peers its line (epoch, last sequence, marks),
+// what it knows of the coordinators and the digest of its topology; what it hears goes into
+// the peer table.
+extension Node {
+    func heard(heartbeat message: Message, from sender: String) -> (origin: String, epoch: String, seq: UInt64, marks: [String: UInt64]?)? {
+        switch PeerTable.parse(heartbeat: message[1].bytes, from: sender, at: Date()) {
+        case .failure(.malformed(let why)):
+            reject(why, .heartbeat)
+            return nil
+        case .failure(.forged(let claimed)):
+            forged("heartbeat", claimed: claimed, sender: sender)
+            return nil
+        case .success(let (origin, peer)):
+            peers.heard(origin, peer)
+            // A coordinator says it is active in a newer term: believed at once (its own word).
+            if peer.role == "active" { ledgers.withLock { $0.decisions.heard(active: origin, term: peer.term) } }
+            return (origin, peer.epoch, peer.lastSeq, peer.marks)
+        }
+    }
+
+    func heartbeatLoop(pub: Socket) async throws {
+        let interval = Duration.milliseconds(topology.settings.heartbeatMilliseconds)
+        let topic = Frame(Array("_hb/\(spec.name)".utf8))
+        var watch = PeerWatch()
+        while true {
+            saveInboxMark()
+            _ = try? await reloading.run { await rotateKeyIfReady() }
+            for line in watch.check(self) {
+                if line.warning { logger.warning("\(line.text)") } else { logger.notice("\(line.text)") }
+            }
+            try await publisher.sending.run {
+                let (line, coordination) = (publisher.current, coordinatorWord())
+                let (seq, marks) = (line.lastSeq, line.marks)
+                var body: [String: JSONValue] = [
+                    "origin": .string(spec.name), "pool": .string(spec.pool), "epoch": .string(store.epoch), "seq": .number(Double(seq)),
+                    "marks": Marks.value(marks),
+                    "timestamp": .string(Timestamp.format(Date())),
+                    "topology": .string(topology.digest),
+                ]
+                body.merge(coordination) { a, _ in a }
+                try await pub.send(Message([topic, Frame(JSONValue.object(body).serialized())]))
+            }
+            try await Task.sleep(for: interval)
+        }
+    }
+
+    /// What this node's heartbeat says of the coordinators: the highest term it knows, the
+    /// coordinators it heard within the failover time (its vote), and on a coordinator
+    /// whether it is the active one.
+    func coordinatorWord() -> [String: JSONValue] {
+        guard !topology.coordinators.isEmpty else { return [:] }
+        let failover = topology.settings.coordinatorFailoverMilliseconds
+        let window = Double(failover > 0 ? failover : topology.settings.heartbeatMilliseconds * 3) / 1000
+        let heard = peers.heard(topology.coordinators.map(\.name), within: window, me: spec.name)
+        let (term, active) = ledgers.withLock { ($0.decisions.term, $0.decisions.active) }
+        var word: [String: JSONValue] = ["term": .number(Double(term)), "coordinators": .array(heard.map(JSONValue.string))]
+        if spec.isCoordinator { word["role"] = .string(active == spec.name ? "active" : "standby") }
+        return word
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
+import CECluster
 import CECore
-import CENode
+@_spi(Measuring) import CENode
 import CEObserve
 import Foundation
 import Synchronization
@@ -46,7 +47,7 @@ struct BusBenchmark: AsyncParsableCommand {
 
     @MainActor func run() async throws {
         let (count, rate, asks) = (events, rate, asks)
-        let cluster = try BenchCluster(security)
+        let cluster = try ClusterFolder(security)
         defer { cluster.remove() }
         let path = try cluster.write(topology: """
             version: 1
@@ -78,7 +79,7 @@ struct BusBenchmark: AsyncParsableCommand {
         let origin = try Node(options: originOptions)
         origin.answerQuestions { question in question.question }
         let child = try startNode(topology: path, node: "subscriber", logLevel: "warning", subscriberArguments)
-        defer { stopChild(child) }
+        defer { stopNode(child) }
         let originTask = Task { try await origin.run() }
         defer { originTask.cancel() }
 

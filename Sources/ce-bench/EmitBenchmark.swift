@@ -1,4 +1,5 @@
 import ArgumentParser
+import CECluster
 import CECore
 import CENode
 import Foundation
@@ -30,7 +31,7 @@ struct EmitBenchmark: AsyncParsableCommand {
 
     @MainActor func run() async throws {
         let (count, batch, emitters) = (events, batch, emitters)
-        let cluster = try BenchCluster(security)
+        let cluster = try ClusterFolder(security)
         defer { cluster.remove() }
         let path = try cluster.write(topology: """
             version: 1

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CECluster
 import CECore
 import CENode
 import Foundation
@@ -55,7 +56,7 @@ struct FailoverBenchmark: AsyncParsableCommand {
     /// One run: milliseconds from the kill to the claim at the first pool, and to the gate
     /// passed at every pool.
     @MainActor func once() async throws -> (Double, Double) {
-        let cluster = try BenchCluster(security)
+        let cluster = try ClusterFolder(security)
         defer { cluster.remove() }
         var yaml = "version: 1\nsettings: { heartbeat_ms: \(heartbeatMilliseconds), coordinator_failover_ms: \(failoverMilliseconds)\(cluster.securitySetting) }\n"
         yaml += "coordinator: { name: coord-a, \(try cluster.place("coord-a")), standby: { name: coord-b, \(try cluster.place("coord-b")) } }\nnodes:\n"
@@ -64,7 +65,7 @@ struct FailoverBenchmark: AsyncParsableCommand {
         let path = try cluster.write(topology: yaml)
         let topology = try TopologyLoader.load(path: path)
         var children: [String: Process] = [:]
-        defer { for child in children.values { stopChild(child, signal: SIGKILL) } }
+        defer { for child in children.values { stopNode(child, signal: SIGKILL) } }
         for spec in topology.nodes {
             children[spec.name] = try startNode(topology: path, node: spec.name, logLevel: "warning", ["--durability", "normal"])
         }

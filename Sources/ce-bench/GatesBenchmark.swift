@@ -1,4 +1,5 @@
 import ArgumentParser
+import CECluster
 import CECore
 import CENode
 import Foundation
@@ -38,7 +39,7 @@ struct GatesBenchmark: AsyncParsableCommand {
 
     @MainActor func run() async throws {
         let (pools, rounds) = (pools, rounds)
-        let cluster = try BenchCluster(security)
+        let cluster = try ClusterFolder(security)
         defer { cluster.remove() }
         var yaml = "version: 1\nsettings: { heartbeat_ms: \(heartbeatMilliseconds)\(cluster.securitySetting) }\n"
         let standbyEntry = standby ? ", standby: { name: coordinator-2, \(try cluster.place("coordinator-2")) }" : ""
@@ -127,7 +128,7 @@ struct GatesBenchmark: AsyncParsableCommand {
         var children: [Process] = []
         defer {
             for child in children where child.isRunning { child.terminate() }
-            for child in children { stopChild(child) }
+            for child in children { stopNode(child) }
         }
         for spec in topology.nodes {
             children.append(try startNode(topology: topologyPath, node: spec.name, logLevel: "warning", ["--durability", "normal"]))

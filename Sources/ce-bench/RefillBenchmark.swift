@@ -1,4 +1,5 @@
 import ArgumentParser
+import CECluster
 import CECore
 import CENode
 import CEStore
@@ -31,7 +32,7 @@ struct RefillBenchmark: AsyncParsableCommand {
         func say(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
         let (count, gates) = (events, gates)
         let own = max(1, count / 50)
-        let cluster = try BenchCluster(security)
+        let cluster = try ClusterFolder(security)
         defer { cluster.remove() }
         var gateList = ""
         for g in 1...gates { gateList += "  - { name: g\(g), pools: [planner, builder] }\n" }
@@ -52,17 +53,11 @@ struct RefillBenchmark: AsyncParsableCommand {
         defer { plannerTask.cancel() }
         var processes: [String: Process] = [:]
         func start(_ name: String) throws {
-            let logPath = cluster.root + "/\(name).log"
-            let log = FileHandle(forWritingAtPath: logPath) ?? {
-                _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-                return FileHandle(forWritingAtPath: logPath)!
-            }()
-            log.seekToEndOfFile()
-            processes[name] = try startNode(topology: path, node: name, logLevel: "notice", log: log)
+            processes[name] = try startNode(topology: path, node: name, logLevel: "notice", log: cluster.logPath(name))
         }
         func stop(_ name: String) {
             guard let child = processes[name], child.isRunning else { return }
-            stopChild(child, signal: SIGKILL)
+            stopNode(child, signal: SIGKILL)
         }
         defer { for name in processes.keys { stop(name) } }
         /// Deletes the store (a lost disk), keeping the node's key (its identity, restored from a backup).

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CECluster
 import CECore
 import CENode
 import Foundation
@@ -27,7 +28,7 @@ struct ReplayBenchmark: AsyncParsableCommand {
 
     @MainActor func run() async throws {
         let (count, stall) = (events, stall)
-        let cluster = try BenchCluster(security)
+        let cluster = try ClusterFolder(security)
         defer { cluster.remove() }
         let path = try cluster.write(topology: """
             version: 1
@@ -57,7 +58,7 @@ struct ReplayBenchmark: AsyncParsableCommand {
         let child = try startNode(topology: path, node: "subscriber", logLevel: "warning")
         defer {
             if child.isRunning { kill(child.processIdentifier, SIGCONT) }
-            stopChild(child)
+            stopNode(child)
         }
         let client = ControlClient(dataDirectory: topology.node(named: "subscriber")!.data)
         func cursor() async -> Int {

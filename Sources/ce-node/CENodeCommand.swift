@@ -1,6 +1,6 @@
 import ArgumentParser
 import CECore
-import CENode
+@_spi(Measuring) import CENode
 import CEObserve
 import CEStore
 import Foundation

@@ -1,3 +1,4 @@
+import CECluster
 import CECore
 import CENode
 import Foundation
@@ -150,7 +151,7 @@ final class Background: @unchecked Sendable {
     init(_ arguments: [String]) throws {
         file = NSTemporaryDirectory() + "ce-bg-" + UUID().uuidString.prefix(8)
         FileManager.default.createFile(atPath: file, contents: nil)
-        process.executableURL = Cluster.binary
+        process.executableURL = ceNodeBinary
         process.arguments = arguments
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: file))
         process.standardOutput = handle

@@ -1,200 +1,23 @@
+import CECluster
 import CECore
 import CENode
 import Foundation
-import Synchronization
 import Testing
 import ZeroMQ
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// A cluster of real `ce-node` processes on loopback, in a temporary folder, torn down at the end.
-final class Cluster: @unchecked Sendable {
-    // @unchecked Sendable: `processes` and `topology` are only touched by the test that owns the cluster.
-    let root: String
-    let topologyPath: String
-    /// What the topology file says: as first written, or as the last ``rewrite(_:pools:ports:)`` wrote it.
-    private(set) var topology: Topology
-    let hosts: Hosts
-    var processes: [String: Process] = [:]
-    /// Each node's CURVE key pair (empty with `security: none`); the secret keys are in the
-    /// nodes' data folders, the public keys in the topology.
-    let keys: [String: CurveKeyPair]
-    /// Every node the cluster has a host for: those of the first topology, then those held back.
-    let defs: [NodeDef]
-    /// Each node's ports, chosen once: a node keeps them through every rewrite of the file.
-    let ports: [String: Ports]
-    /// The `settings` lines every topology of this cluster is written with.
-    let settings: String
+// What the tests do with a cluster (CECluster's ``Cluster``): start it and wait for it, speak
+// to its nodes through their control endpoints or as raw sockets, and check what they stored.
 
-    struct NodeDef {
-        var name: String
-        var pool: String
-        var workspace = false
-        /// A host name instead of the harness's address (for peers that cannot be reached).
-        var host: String? = nil
-        /// An HTTP port (`ports.metrics`) for /metrics, /status.json and the dashboard.
-        var metrics = false
-    }
-
-    struct Ports: Sendable, Equatable {
-        var pub: Int
-        var rep: Int
-        var metrics: Int?
-    }
-
-    /// Writes a topology for the nodes (free loopback ports); `launch` starts them.
-    /// `namespaces`: one network namespace per node where this machine allows it.
-    /// Every node gets a CURVE key pair (secret key in its data folder, public key in the
-    /// topology) unless `settings` says `security: none`.
-    /// `later`: nodes that get a host, ports and keys but are left out of the first topology,
-    /// to be added by ``rewrite(_:pools:ports:)``.
-    ///
-    /// Made with ``make(_:pools:settings:namespaces:later:)`` from async code: the hosts are set up
-    /// by running `ip` dozens of times, which must not hold a cooperative thread.
-    init(_ nodes: [NodeDef], pools: String, settings: String, namespaces: Bool = false, later: [NodeDef] = []) throws {
-        root = NSTemporaryDirectory() + "ce-test-" + UUID().uuidString.prefix(8)
-        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
-        defs = nodes + later
-        self.settings = settings
-        hosts = Hosts(nodes: defs.map(\.name), namespaces: namespaces)
-        var keys: [String: CurveKeyPair] = [:]
-        if !settings.contains("security: none") {
-            for node in defs { keys[node.name] = try NodeKeyFile.generate(dataDirectory: "\(root)/\(node.name)", node: node.name) }
-        }
-        self.keys = keys
-        var ports: [String: Ports] = [:]
-        for node in defs {
-            // Each host has its own ports in namespaces; on loopback each node needs its own.
-            let (pub, rep) = hosts.mode == .namespaces ? (7000, 7001) : (try freePort(), try freePort())
-            let metrics = node.metrics ? (hosts.mode == .namespaces ? 7002 : try freePort()) : nil
-            ports[node.name] = Ports(pub: pub, rep: rep, metrics: metrics)
-        }
-        self.ports = ports
-        topologyPath = root + "/topology.yaml"
-        let yaml = Self.text(nodes, pools: pools, settings: settings, root: root, hosts: hosts, keys: keys, ports: ports)
-        try yaml.write(toFile: topologyPath, atomically: true, encoding: .utf8)
-        topology = try TopologyLoader.load(path: topologyPath)
-    }
-
-    /// The topology file's text for `nodes`, each with its ports in `ports`.
-    private static func text(_ nodes: [NodeDef], pools: String, settings: String, root: String, hosts: Hosts,
-                             keys: [String: CurveKeyPair], ports: [String: Ports]) -> String {
-        func key(_ name: String) -> String { keys[name].map { "  public_key: \"\($0.publicKey)\"\n" } ?? "" }
-        var yaml = "version: 1\ncluster: test\nsettings:\n  \(settings)\nnodes:\n"
-        var coordinator = ""
-        for node in nodes {
-            let (pub, rep) = (ports[node.name]!.pub, ports[node.name]!.rep)
-            let host = node.host ?? hosts.address(of: node.name)
-            let metrics = ports[node.name]!.metrics.map { ", metrics: \($0)" } ?? ""
-            if node.pool == "coordinator" {
-                let entry = "name: \(node.name)\nhost: \(host)\nports: { pub: \(pub), rep: \(rep)\(metrics) }\ndata: \(root)/\(node.name)\n"
-                    + (keys[node.name].map { "public_key: \"\($0.publicKey)\"\n" } ?? "")
-                if coordinator.isEmpty {
-                    coordinator = "coordinator:\n" + Self.indented(entry, by: 2)
-                } else {
-                    // A second coordinator is the first one's standby, a mapping inside its section.
-                    coordinator += "  standby:\n" + Self.indented(entry, by: 4)
-                }
-                continue
-            }
-            yaml += "  - name: \(node.name)\n    pool: \(node.pool)\n    host: \(host)\n    ports: { pub: \(pub), rep: \(rep)\(metrics) }\n    data: \(root)/\(node.name)\n"
-            yaml += key(node.name).replacingOccurrences(of: "  public_key", with: "    public_key")
-            if node.workspace { yaml += "    workspace: \(root)/ws-\(node.name)\n" }
-        }
-        yaml += coordinator
-        yaml += pools
-        // The custom types of the demo's topology, unless the test names its own.
-        if !pools.contains("custom_types:") { yaml += "\ncustom_types: [schema_v1, early_feedback]\n" }
-        return yaml
-    }
-
-    /// The topology file's text for some of the cluster's nodes (in the order they were
-    /// first given), with `pools` and the cluster's settings unless `settings` replaces them;
-    /// `ports` overrides a node's ports.
-    func text(_ names: [String], pools: String, settings: String? = nil, ports changed: [String: Ports] = [:]) -> String {
-        let nodes = defs.filter { names.contains($0.name) }
-        return Self.text(nodes, pools: pools, settings: settings ?? self.settings, root: root, hosts: hosts, keys: keys,
-                         ports: ports.merging(changed) { _, new in new })
-    }
-
-    /// Writes the topology file as running nodes would find it on a reload: whole or not at
-    /// all (written beside it, then renamed over it). `topology` stays as it was.
-    func writeTopology(_ text: String) throws {
-        try text.write(toFile: topologyPath, atomically: true, encoding: .utf8)
-    }
-
-    /// Writes the topology file anew for some of the cluster's nodes and reads it back into
-    /// `topology`. The keys are in the file itself, so there is no keys file to rewrite.
-    func rewrite(_ names: [String], pools: String, ports changed: [String: Ports] = [:]) throws {
-        try writeTopology(text(names, pools: pools, ports: changed))
-        topology = try TopologyLoader.load(path: topologyPath)
-    }
-
-    /// Indents every line of `text` (which ends in a newline) by `spaces`.
-    private static func indented(_ text: String, by spaces: Int) -> String {
-        text.split(separator: "\n").map { String(repeating: " ", count: spaces) + $0 + "\n" }.joined()
-    }
-
-    /// Makes a cluster on a thread of its own (see the initializer).
-    static func make(_ nodes: [NodeDef], pools: String, settings: String, namespaces: Bool = false, later: [NodeDef] = []) async throws -> Cluster {
-        try await offThePool { try Cluster(nodes, pools: pools, settings: settings, namespaces: namespaces, later: later) }
-    }
-
-    /// Cuts a node's host off the switch, on a thread of its own (`ip` runs).
-    func cut(_ node: String) async throws {
-        let hosts = self.hosts
-        try await offThePool { try hosts.cut(node) }
-    }
-
-    /// Links a node's host to the switch again, on a thread of its own.
-    func heal(_ node: String) async throws {
-        let hosts = self.hosts
-        try await offThePool { try hosts.heal(node) }
-    }
-
-    /// Cuts the link between two nodes' hosts only, on a thread of its own (`ip` and `iptables` run).
-    func cutLink(_ a: String, _ b: String) async throws {
-        let hosts = self.hosts
-        try await offThePool { try hosts.cutLink(a, b) }
-    }
-
-    /// Mends the link between two nodes' hosts, on a thread of its own.
-    func healLink(_ a: String, _ b: String) async throws {
-        let hosts = self.hosts
-        try await offThePool { try hosts.healLink(a, b) }
-    }
-
+extension Cluster {
+    /// Starts the nodes, then waits until each answers on its control endpoint and all hear each other.
     func launch(_ names: [String]) async throws {
         for name in names { try start(name) }
         for name in names { try await waitUntilUp(name) }
         try await waitUntilConnected(names)
     }
-
-    func start(_ name: String, _ extra: [String] = []) throws {
-        let process = Process()
-        let (executable, arguments) = hosts.command(
-            for: name, Cluster.binary, ["run", "--topology", topologyPath, "--node", name, "--log-level", "info"] + extra)
-        process.executableURL = executable
-        process.arguments = arguments
-        let log = root + "/\(name).log"
-        if !FileManager.default.fileExists(atPath: log) { FileManager.default.createFile(atPath: log, contents: nil) }
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-        handle.seekToEndOfFile()
-        process.standardOutput = handle
-        process.standardError = handle
-        try process.run()
-        processes[name] = process
-    }
-
-    /// The built `ce-node`, next to this test bundle.
-    static let binary: URL = {
-        let here = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
-        return here.appendingPathComponent("ce-node")
-    }()
-
-    /// A node's data folder; a node not in the topology (yet, or any more) has the one it would be given.
-    func data(_ name: String) -> String { topology.node(named: name)?.data ?? "\(root)/\(name)" }
 
     // MARK: The test's own raw sockets, speaking as a node of the topology
 
@@ -239,7 +62,6 @@ final class Cluster: @unchecked Sendable {
         guard let pair = keys[name], let server = keys[peer] else { return }
         try socket.set([.curveServerKey(server.publicKey), .curvePublicKey(pair.publicKey), .curveSecretKey(pair.secretKey)])
     }
-    func workspace(_ name: String) -> String { topology.node(named: name)!.workspace! }
 
     /// Writes `count` event files into the node's event folder, named in the order of their
     /// payload's `n` (`planner_plan_ready_00000.json`, ...); returns the folder.
@@ -264,7 +86,6 @@ final class Cluster: @unchecked Sendable {
         #expect(misplaced == nil, "file \(misplaced.map { ns[$0] } ?? -1) went out as event \((misplaced ?? -2) + 1)")
         #expect(history.compactMap { $0["seq"]?.intValue } == Array(1...count))
     }
-    func log(_ name: String) -> String { (try? String(contentsOfFile: root + "/\(name).log", encoding: .utf8)) ?? "" }
 
     /// With `CE_KEEP_LOGS` naming a folder, copies every started node's log and the topology
     /// file there, into a folder named after `label` (the cluster's own folder is removed when
@@ -339,29 +160,10 @@ final class Cluster: @unchecked Sendable {
         return question
     }
 
-    func kill(_ name: String, signal: Int32 = SIGKILL) {
-        guard let p = processes[name], p.isRunning else { return }
-        Glibc.kill(p.processIdentifier, signal)
-        awaitExit(p)
-    }
-
     func stop(_ name: String) async throws {
         guard let p = processes[name], p.isRunning else { return }
         p.terminate()
         try await eventually(15, "\(name) stops on SIGTERM") { !p.isRunning }
-    }
-
-    /// Stops every node (SIGTERM, then SIGKILL) and removes the folder.
-    func tearDown() async {
-        for (_, p) in processes where p.isRunning { p.terminate() }
-        let deadline = Date().addingTimeInterval(10)
-        for (_, p) in processes {
-            while p.isRunning && Date() < deadline { try? await Task.sleep(for: .milliseconds(20)) }
-            if p.isRunning { Glibc.kill(p.processIdentifier, SIGKILL); awaitExit(p) }
-        }
-        let hosts = self.hosts
-        _ = try? await offThePool { hosts.tearDown() }
-        try? FileManager.default.removeItem(atPath: root)
     }
 }
 
@@ -374,7 +176,7 @@ func runCENode(_ arguments: [String], seconds: Double = 120) async throws -> (st
 
 private func runBoundedBlocking(_ arguments: [String], seconds: Double) throws -> (status: Int32, output: String) {
     let process = Process()
-    process.executableURL = Cluster.binary
+    process.executableURL = ceNodeBinary
     process.arguments = arguments
     let out = NSTemporaryDirectory() + "ce-run-" + UUID().uuidString.prefix(8)
     FileManager.default.createFile(atPath: out, contents: nil)
@@ -396,36 +198,6 @@ private func runBoundedBlocking(_ arguments: [String], seconds: Double) throws -
     return (status, (try? String(contentsOfFile: out, encoding: .utf8)) ?? "")
 }
 
-/// Waits (at most `seconds`) until a process that was sent SIGKILL has exited. A bounded poll:
-/// `Process.waitUntilExit` was once seen spinning for minutes after its child had been reaped.
-func awaitExit(_ process: Process, seconds: Double = 10) {
-    let deadline = Date().addingTimeInterval(seconds)
-    while process.isRunning && Date() < deadline { usleep(5_000) }
-}
-
-/// Runs blocking code (a child process to its end, a socket read) on a thread of its own.
-/// The tests share the cooperative threads (two on a two-core machine), and a test blocked
-/// on one holds up every other test's deadlines.
-func offThePool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread { continuation.resume(with: Result { try work() }) }.start()
-    }
-}
-
-/// Runs a program to its end; returns its exit status and its output (stdout and stderr).
-func runProcess(_ executable: URL, _ arguments: [String]) throws -> (status: Int32, output: String) {
-    let process = Process()
-    process.executableURL = executable
-    process.arguments = arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
-}
-
 struct TestFailure: Error, CustomStringConvertible {
     let description: String
     init(_ d: String) { description = d }
@@ -442,36 +214,6 @@ func eventually(_ seconds: Double, _ what: @autoclosure () -> String, _ conditio
         try await Task.sleep(for: .milliseconds(20))
     }
     throw TestFailure("timed out after \(seconds) s: \(what())")
-}
-
-/// Ports handed out in this test process: never the same twice, even to tests running at once
-/// (a free port is only free until someone binds it).
-let portsGiven = Mutex<Set<Int>>([])
-
-/// Runs `body` (bind or connect) with 127.0.0.1:`port` as a socket address.
-func withLoopback<T>(_ port: Int, _ body: (UnsafePointer<sockaddr>, socklen_t) -> T) -> T {
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    addr.sin_port = UInt16(port).bigEndian
-    return withUnsafePointer(to: &addr) { p in
-        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
-}
-
-/// A TCP port on 127.0.0.1 that nothing listens on right now, below the kernel's ephemeral
-/// range (which outgoing connections draw from, so a port taken from it can be gone by the
-/// time a node binds it).
-func freePort() throws -> Int {
-    for _ in 0..<200 {
-        let port = Int.random(in: 20000..<32000)
-        guard portsGiven.withLock({ $0.insert(port).inserted }) else { continue }
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        let ok = withLoopback(port) { bind(fd, $0, $1) == 0 }
-        if ok { return port }
-    }
-    throw TestFailure("no free port in 20000-31999")
 }
 
 /// Runs `body` with a started cluster and always tears it down, also when the test fails.

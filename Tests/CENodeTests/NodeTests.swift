@@ -1,3 +1,4 @@
+import CECluster
 import CECore
 import CENode
 import CEStore
@@ -141,7 +142,7 @@ struct NodeTests {
     @Test func tailFollowsLiveEventsAndSigtermStopsCleanly() async throws {
         try await withCluster([.init(name: "planner-1", pool: "planner"), .init(name: "builder-1", pool: "builder")]) { cluster in
             let tail = Process()
-            tail.executableURL = Cluster.binary
+            tail.executableURL = ceNodeBinary
             tail.arguments = ["tail", "--data", cluster.data("builder-1"), "--type", "build_ready", "--count", "1", "--json"]
             let pipe = Pipe()
             tail.standardOutput = pipe

@@ -1,3 +1,4 @@
+import CECluster
 import CECore
 import CENode
 import Foundation

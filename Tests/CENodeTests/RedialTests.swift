@@ -1,3 +1,4 @@
+import CECluster
 import CECore
 @testable import CENode
 import Foundation

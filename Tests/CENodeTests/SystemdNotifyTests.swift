@@ -1,3 +1,4 @@
+import CECluster
 import CECore
 import CENode
 import Foundation
@@ -54,7 +55,7 @@ struct SystemdNotifyTests {
         environment["WATCHDOG_USEC"] = watchdogMicroseconds.map(String.init)
         environment["WATCHDOG_PID"] = nil
         let process = Process()
-        process.executableURL = Cluster.binary
+        process.executableURL = ceNodeBinary
         process.arguments = ["run", "--topology", cluster.topologyPath, "--node", "planner-1"]
         process.environment = environment
         let log = cluster.root + "/planner-1.log"

@@ -4,15 +4,15 @@ import Synchronization
 import Glibc
 #endif
 
-/// Hosts for a test cluster on this machine: one network namespace per node, each with one
+/// Hosts for a cluster on this machine: one network namespace per node, each with one
 /// veth link into a bridge in a "switch" namespace, addresses only inside those namespaces.
 /// Where namespaces cannot be made (no privileges, no `ip`), every node runs on loopback
 /// with its own ports, and `mode` says so.
-final class Hosts: Sendable {
-    enum Mode: String, Sendable { case namespaces, loopback }
-    let mode: Mode
+public final class Hosts: Sendable {
+    public enum Mode: String, Sendable { case namespaces, loopback }
+    public let mode: Mode
     /// Why the hosts are on loopback, when they are.
-    let reason: String
+    public let reason: String
     let prefix: String
     let subnet: String
     /// node name -> index (address .10+index, namespace and link names)
@@ -67,7 +67,7 @@ final class Hosts: Sendable {
     /// Replaces the node's host with a new one at the same address (the old machine is
     /// gone and another takes its name): its namespace and link are deleted and made anew.
     /// Stop the node first. On loopback there is nothing to replace.
-    func replace(_ node: String) throws {
+    public func replace(_ node: String) throws {
         guard mode == .namespaces else { return }
         let i = index[node]!
         try Self.ip(["netns", "del", prefix + "h\(i)"])
@@ -110,13 +110,13 @@ final class Hosts: Sendable {
     /// which a real broken link does not.
     private func filter(_ node: String, _ rule: [String]) throws {
         guard mode == .namespaces, let iptables = Self.iptablesPath else {
-            throw TestFailure("no link between two hosts can be cut here (\(mode == .namespaces ? "no iptables" : reason))")
+            throw ClusterError("no link between two hosts can be cut here (\(mode == .namespaces ? "no iptables" : reason))")
         }
         try Self.ip(["netns", "exec", prefix + "h\(index[node]!)", iptables, "-w"] + rule)
     }
 
     /// Whether this machine can cut the link between two hosts: namespaces (root and `ip`) and iptables.
-    static var linksCanBeCut: Bool { getuid() == 0 && FileManager.default.isExecutableFile(atPath: ipPath) && iptablesPath != nil }
+    public static var linksCanBeCut: Bool { getuid() == 0 && FileManager.default.isExecutableFile(atPath: ipPath) && iptablesPath != nil }
 
     static let iptablesPath = ["/usr/sbin/iptables", "/sbin/iptables", "/usr/bin/iptables"].first { FileManager.default.isExecutableFile(atPath: $0) }
 
@@ -143,7 +143,7 @@ final class Hosts: Sendable {
     static func ip(_ arguments: [String]) throws {
         let (status, output) = try runProcess(URL(fileURLWithPath: ipPath), arguments)
         guard status == 0 else {
-            throw TestFailure("ip \(arguments.joined(separator: " ")) failed: \(output.trimmingCharacters(in: .whitespacesAndNewlines))")
+            throw ClusterError("ip \(arguments.joined(separator: " ")) failed: \(output.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
     }
 }
