@@ -15,5 +15,10 @@ struct Ledgers: Sendable {
     }
 
     /// The types either ledger reads.
-    static let types = Array(Set(ConflictLedger.types + DecisionLedger.types))
+    static let types = Array(typeSet)
+    /// The same as a set: an event of another type (nearly every one) is passed over with
+    /// one lookup, not a comparison with each of them.
+    static let typeSet = Set(ConflictLedger.types + DecisionLedger.types)
+    static let decisionTypes = Set(DecisionLedger.types)
+    static let conflictTypes = Set(ConflictLedger.types)
 }

@@ -644,11 +644,11 @@ public final class Node: Sendable {
     /// gate round or conflict level was decided already, stays in the store (the history
     /// keeps it) but reaches no one here.
     func takeDecisions(_ held: [Intake.Held]) -> [Intake.Held] {
-        guard held.contains(where: { DecisionLedger.types.contains($0.event.type) }) else { return held }
+        guard held.indices.contains(where: { Ledgers.decisionTypes.contains(held[$0].event.type) }) else { return held }
         var dropped: [(Event, String)] = []
         let kept = ledgers.withLock { l in
             held.filter { h in
-                guard DecisionLedger.types.contains(h.event.type), case .drop(let why) = l.decisions.take(h.event) else { return true }
+                guard Ledgers.decisionTypes.contains(h.event.type), case .drop(let why) = l.decisions.take(h.event) else { return true }
                 dropped.append((h.event, why))
                 return false
             }
@@ -662,11 +662,13 @@ public final class Node: Sendable {
         return kept
     }
 
-    func broadcast(_ events: [Event]) {
+    /// `mayHoldConflicts`: false when the caller knows none of the events is of a type the
+    /// conflict ledger reads.
+    func broadcast(_ events: [Event], mayHoldConflicts: Bool = true) {
         guard !events.isEmpty else { return }
         // By index: iterating would copy every event (a retain and a release per string).
-        if events.contains(where: { ConflictLedger.types.contains($0.type) }) {
-            ledgers.withLock { l in for i in events.indices where ConflictLedger.types.contains(events[i].type) { l.conflicts.take(events[i]) } }
+        if mayHoldConflicts, events.indices.contains(where: { Ledgers.conflictTypes.contains(events[$0].type) }) {
+            ledgers.withLock { l in for i in events.indices where Ledgers.conflictTypes.contains(events[i].type) { l.conflicts.take(events[i]) } }
         }
         let drops = fanout.hand(events)
         if drops > 0 {

@@ -49,12 +49,10 @@ struct Stamper {
     /// The conflicts and decisions as stored, with this batch's stamped events taken in.
     private(set) var ledgers: Ledgers
 
-    struct Stamped {
-        var event: Event
-        var envelope: [UInt8]
-        /// The marks before this event (nil without sequence tracking).
-        var marks: [UInt8]?
-    }
+    /// Whether this batch stamped an event a ledger reads (a decision or a conflict).
+    private(set) var stampedLedgered = false
+    /// The type last admitted, and whether a ledger reads it.
+    private var lastType: (type: EventType, allowCustom: Bool, ledgered: Bool)?
 
     init(origin: String, epoch: String, admission: Admission, coordinators: [String], isCoordinator: Bool,
          withMarks: Bool, line: Publisher.Position, ledgers: Ledgers) {
@@ -69,50 +67,62 @@ struct Stamper {
         self.ledgers = ledgers
     }
 
-    /// Stamps one emit as made at `now`, or throws why it is refused (a refused emit takes
-    /// no sequence number).
-    mutating func stamp(_ pending: Node.PendingEmit, now: Date) throws -> Stamped {
-        var pending = pending
-        try admit(&pending)
-        try admitDecision(pending)
-        let event = Event(
-            id: pending.id ?? EventID.make(now: now), origin: origin, epoch: epoch, seq: next, stream: pending.stream,
-            type: pending.type, timestamp: now, payload: pending.payload,
-            correlationID: pending.correlationID, target: pending.target)
-        let envelope = EnvelopeCodec.encode(event)
-        try admission.check(envelopeBytes: envelope.count)
-        ledgers.conflicts.take(event)
-        _ = ledgers.decisions.take(event)
-        next += 1
-        let frame = withMarks ? marks.bytes() : nil
-        marks.advance(type: event.type.rawValue, seq: event.seq)
-        return Stamped(event: event, envelope: envelope, marks: frame)
-    }
-
-    /// The checks every emit passes: a valid stream, a known type, a target of the cluster,
-    /// a correlation id of 1-128 bytes; a resolve is checked against the conflicts as stored
-    /// here and gets `resolved_by` set to who resolved.
-    private func admit(_ pending: inout Node.PendingEmit) throws {
+    /// Stamps one emit as made at `now`: the event, its envelope and the marks before it
+    /// (nil without sequence tracking). Throws why it is refused (a refused emit takes no
+    /// sequence number).
+    mutating func stamp(_ pending: Node.PendingEmit, now: Date) throws -> (event: Event, envelope: [UInt8], marks: [UInt8]?) {
         guard Name.isValid(pending.stream) else {
             throw NodeError("stream \"\(pending.stream)\" is not a valid name ([A-Za-z0-9_.-], 1-64 bytes)")
         }
-        try admission.check(type: pending.type, allowCustom: pending.allowCustomType)
+        // A batch mostly repeats one type: the last one admitted is recognised by a
+        // comparison instead of two lookups.
+        let ledgered: Bool
+        if let last = lastType, last.type == pending.type, last.allowCustom == pending.allowCustomType {
+            ledgered = last.ledgered
+        } else {
+            try admission.check(type: pending.type, allowCustom: pending.allowCustomType)
+            // Nearly every event is of a type no ledger reads: one lookup passes it over.
+            ledgered = Ledgers.typeSet.contains(pending.type)
+            lastType = (pending.type, pending.allowCustomType, ledgered)
+        }
         try admission.check(target: pending.target)
         try admission.check(correlationID: pending.correlationID)
-        if pending.type == .conflictResolved {
-            guard case .object(var payload) = pending.payload, let id = payload["conflict_id"]?.stringValue else {
-                throw NodeError("conflict_resolved needs a payload with \"conflict_id\" and \"decision\"")
-            }
-            if let refusal = ledgers.conflicts.refusal(resolving: id) { throw NodeError("cannot resolve: \(refusal)") }
-            if payload["resolved_by"]?.stringValue != "human" { payload["resolved_by"] = .string(pending.stream) }
-            pending.payload = .object(payload)
+        var payload = pending.payload
+        if ledgered {
+            try admitDecision(pending)
+            if pending.type == .conflictResolved { payload = try admitResolve(pending) }
         }
+        let event = Event(
+            id: pending.id ?? EventID.make(now: now), origin: origin, epoch: epoch, seq: next, stream: pending.stream,
+            type: pending.type, timestamp: now, payload: payload,
+            correlationID: pending.correlationID, target: pending.target)
+        let envelope = EnvelopeCodec.encode(event)
+        try admission.check(envelopeBytes: envelope.count)
+        if ledgered {
+            _ = ledgers.take(event)
+            stampedLedgered = true
+        }
+        next += 1
+        let frame = withMarks ? marks.bytes() : nil
+        marks.advance(type: event.type.rawValue, seq: event.seq)
+        return (event, envelope, frame)
+    }
+
+    /// A resolve is checked against the conflicts as stored here (and stamped in this
+    /// batch); its payload gets `resolved_by` set to who resolved.
+    private func admitResolve(_ pending: Node.PendingEmit) throws -> JSONValue {
+        guard case .object(var payload) = pending.payload, let id = payload["conflict_id"]?.stringValue else {
+            throw NodeError("conflict_resolved needs a payload with \"conflict_id\" and \"decision\"")
+        }
+        if let refusal = ledgers.conflicts.refusal(resolving: id) { throw NodeError("cannot resolve: \(refusal)") }
+        if payload["resolved_by"]?.stringValue != "human" { payload["resolved_by"] = .string(pending.stream) }
+        return .object(payload)
     }
 
     /// A coordinator decision is emitted only by a coordinator, in the current term, and once
     /// per gate round or conflict level; a claim of the active role only for a newer term.
     private func admitDecision(_ pending: Node.PendingEmit) throws {
-        guard DecisionLedger.types.contains(pending.type) else { return }
+        guard Ledgers.decisionTypes.contains(pending.type) else { return }
         let decisions = ledgers.decisions
         guard isCoordinator else {
             throw NodeError("\(pending.type) is a coordinator's decision: only \(coordinators.isEmpty ? "a coordinator" : coordinators.joined(separator: " or ")) emits it")
@@ -143,73 +153,79 @@ extension Node {
             var stamper = Stamper(
                 origin: spec.name, epoch: store.epoch, admission: admission, coordinators: topology.coordinators.map(\.name),
                 isCoordinator: spec.isCoordinator, withMarks: options.replay, line: publisher.current, ledgers: ledgers.withLock { $0 })
-            var stamped: [Stamper.Stamped] = []
+            var events: [Event] = []
+            var records: [StoredEvent] = []
+            var markFrames: [[UInt8]?] = []
             var waiting: [@Sendable (Result<Event, any Error>) -> Void] = []
             /// Ids given in this batch, and emits that repeat one of them.
             var batchIDs: [String: Int] = [:]
             var repeats: [(index: Int, complete: @Sendable (Result<Event, any Error>) -> Void)] = []
             let now = Date()
-            for pending in batch {
+            // By index: iterating would copy every emit (a retain and a release for each of
+            // its strings and its payload).
+            for i in batch.indices {
                 // An event emitted again with the id it already has (an event file found again
                 // after a crash, a caller retrying an emit it got no answer for) is not stored or
                 // sent twice: the caller gets the event as stored.
-                if let id = pending.id {
+                if let id = batch[i].id {
                     if let index = batchIDs[id] {
-                        repeats.append((index, pending.complete))
+                        repeats.append((index, batch[i].complete))
                         continue
                     }
                     if let stored = try? store.envelope(id: id), let event = try? EnvelopeCodec.decode(stored) {
                         if event.origin == spec.name {
-                            pending.complete(.success(event))
+                            batch[i].complete(.success(event))
                         } else {
-                            pending.complete(.failure(NodeError("event id \(id) is taken by an event of \(event.origin)")))
+                            batch[i].complete(.failure(NodeError("event id \(id) is taken by an event of \(event.origin)")))
                         }
                         continue
                     }
                 }
                 do {
-                    stamped.append(try stamper.stamp(pending, now: now))
-                    if let id = pending.id { batchIDs[id] = stamped.count - 1 }
-                    waiting.append(pending.complete)
+                    let (event, envelope, marks) = try stamper.stamp(batch[i], now: now)
+                    if let id = batch[i].id { batchIDs[id] = events.count }
+                    records.append(StoredEvent(event: event, envelope: envelope, receivedAt: now))
+                    events.append(event)
+                    markFrames.append(marks)
+                    waiting.append(batch[i].complete)
                 } catch {
-                    pending.complete(.failure(error))
+                    batch[i].complete(.failure(error))
                 }
             }
-            if stamped.isEmpty { continue }
+            if events.isEmpty { continue }
             do {
-                _ = try await writer.append(stamped.map { StoredEvent(event: $0.event, envelope: $0.envelope, receivedAt: now) })
+                _ = try await writer.append(records)
             } catch {
-                logger.error("store refused \(stamped.count) events: \(error)")
+                logger.error("store refused \(events.count) events: \(error)")
                 for c in waiting { c(.failure(error)) }
                 for r in repeats { r.complete(.failure(error)) }
                 continue
             }
-            count(.emitted(stamped.count))
-            metrics.stored(stamped.count, from: spec.name)
+            count(.emitted(events.count))
+            metrics.stored(events.count, from: spec.name)
             var wire: [Message] = []
             var local: [Message] = []
-            wire.reserveCapacity(stamped.count)
-            local.reserveCapacity(stamped.count)
-            // By index: iterating the array would copy every event (a retain and a release
-            // for each of its strings) to read three fields.
-            for index in stamped.indices {
-                let topic = Frame(Topic.bytes(type: stamped[index].event.type, stream: stamped[index].event.stream))
-                let envelope = Frame(stamped[index].envelope)
-                wire.append(Message(stamped[index].marks.map { [topic, envelope, Frame($0)] } ?? [topic, envelope]))
+            wire.reserveCapacity(events.count)
+            local.reserveCapacity(events.count)
+            // By index: iterating the arrays would copy every event and record (a retain and
+            // a release for each of their strings) to read three fields.
+            for index in events.indices {
+                let topic = Frame(Topic.bytes(type: events[index].type, stream: events[index].stream))
+                let envelope = Frame(records[index].envelope)
+                wire.append(Message(markFrames[index].map { [topic, envelope, Frame($0)] } ?? [topic, envelope]))
                 local.append(Message([topic, envelope]))
             }
-            let events = stamped.map(\.event)
             // The committed batch goes out in one go, in sequence order.
             try? await publisher.sending.run {
                 publisher.published(through: events.last!.seq, marks: stamper.marks.marks)
                 try? await pub.send(batch: wire)
             }
             try? await feed.send(batch: local)
-            if events.contains(where: { DecisionLedger.types.contains($0.type) }) {
-                ledgers.withLock { l in for e in events where DecisionLedger.types.contains(e.type) { _ = l.decisions.take(e) } }
+            if stamper.stampedLedgered {
+                ledgers.withLock { l in for i in events.indices where Ledgers.decisionTypes.contains(events[i].type) { _ = l.decisions.take(events[i]) } }
             }
-            broadcast(events)
-            for (event, c) in zip(events, waiting) { c(.success(event)) }
+            broadcast(events, mayHoldConflicts: stamper.stampedLedgered)
+            for i in events.indices { waiting[i](.success(events[i])) }
             for r in repeats { r.complete(.success(events[r.index])) }
         }
     }

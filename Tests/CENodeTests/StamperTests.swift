@@ -46,6 +46,19 @@ struct StamperTests {
         #expect(decoded.id == second.event.id && decoded.seq == 6 && decoded.type == .buildReady && decoded.origin == "planner-1", "the envelope is the event")
     }
 
+    @Test func aCustomTypeAdmittedOnPurposeIsNotAdmittedForTheNextEmitThatDidNotAsk() throws {
+        var stamper = Self.stamper()
+        var custom = Self.emit(try EventType(validating: "draft_notes"))
+        custom.allowCustomType = true
+        _ = try stamper.stamp(custom, now: Date())
+        _ = try stamper.stamp(custom, now: Date())
+        custom.allowCustomType = false
+        #expect(throws: (any Error).self, "the type admitted just before was admitted on purpose, not for this emit") {
+            try stamper.stamp(custom, now: Date())
+        }
+        #expect(stamper.next == 7)
+    }
+
     @Test func aSecondResolveInTheSameBatchIsRefusedNamingTheFirst() throws {
         var ledgers = Ledgers(decisions: DecisionLedger(topology: Self.topology))
         let needed = Event(
