@@ -581,11 +581,12 @@ public final class Node: Sendable {
         }
         let results = Results(emissions.count)
         return await withCheckedContinuation { (continuation: CheckedContinuation<[Result<Event, any Error>], Never>) in
-            let pendings = emissions.enumerated().map { index, emission in
+            // By index: enumerating would copy each emission whole before its fields are copied.
+            let pendings = emissions.indices.map { index in
                 PendingEmit(
-                    type: emission.type, stream: emission.stream ?? spec.pool, payload: emission.payload,
-                    correlationID: emission.correlationID, target: emission.target, id: emission.id,
-                    allowCustomType: emission.allowCustomType,
+                    type: emissions[index].type, stream: emissions[index].stream ?? spec.pool, payload: emissions[index].payload,
+                    correlationID: emissions[index].correlationID, target: emissions[index].target, id: emissions[index].id,
+                    allowCustomType: emissions[index].allowCustomType,
                     complete: { result in
                         let done = results.state.withLock { s -> [Result<Event, any Error>?]? in
                             s.results[index] = result
