@@ -19,25 +19,26 @@ final class Fanout: Sendable {
     /// Every event handed over from now on; a listener more than `buffer` behind loses the oldest.
     func events(buffer: Int) -> AsyncStream<Event> {
         let (stream, continuation) = AsyncStream<Event>.makeStream(bufferingPolicy: .bufferingOldest(buffer))
-        let id = state.withLock { s in
-            s.next += 1
-            s.listeners[s.next] = continuation
-            return s.next
-        }
-        continuation.onTermination = { [weak self] _ in self?.state.withLock { _ = $0.listeners.removeValue(forKey: id) } }
+        register(continuation, in: \.listeners)
         return stream
     }
 
     /// A signal after events were stored (at most one waits).
     func storedSignal() -> AsyncStream<Void> {
         let (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        register(continuation, in: \.signals)
+        return stream
+    }
+
+    /// Keeps `continuation` in `list` until its stream ends.
+    private func register<T: Sendable>(_ continuation: AsyncStream<T>.Continuation,
+                                       in list: WritableKeyPath<State, [UInt64: AsyncStream<T>.Continuation]> & Sendable) {
         let id = state.withLock { s in
             s.next += 1
-            s.signals[s.next] = continuation
+            s[keyPath: list][s.next] = continuation
             return s.next
         }
-        continuation.onTermination = { [weak self] _ in self?.state.withLock { _ = $0.signals.removeValue(forKey: id) } }
-        return stream
+        continuation.onTermination = { [weak self] _ in self?.state.withLock { _ = $0[keyPath: list].removeValue(forKey: id) } }
     }
 
     /// Hands `events` to every listener and signals the readers once; returns how many
