@@ -20,6 +20,34 @@ public enum NodeKeyFile {
     /// missing), mode 0600. An existing key is kept unless `force`: its public key is what
     /// the topology lists, and a new one would lock the node out of its cluster.
     public static func generate(dataDirectory: String, node: String, force: Bool = false, next: Bool = false) throws(NodeError) -> CurveKeyPair {
+        let key = try prepare(dataDirectory: dataDirectory, node: node, force: force, next: next)
+        try key.commit()
+        return key.pair
+    }
+
+    /// A new key written beside the key file, not yet in its place: ``Prepared/commit()``
+    /// puts it there (one rename), ``Prepared/discard()`` leaves the old key as it was. So a
+    /// command that must also list the new public key (in a keys file) replaces the secret
+    /// key only once that worked.
+    public struct Prepared: Sendable {
+        public let pair: CurveKeyPair
+        let temporary: String
+        let path: String
+
+        public func commit() throws(NodeError) {
+            guard rename(temporary, path) == 0 else {
+                let reason = String(cString: strerror(errno))
+                unlink(temporary)
+                throw NodeError("cannot write \(path): \(reason)")
+            }
+        }
+
+        public func discard() { unlink(temporary) }
+    }
+
+    /// Checks, makes the pair and writes its secret key to a file beside the key file, mode
+    /// 0600 from the start and fsynced (see ``generate(dataDirectory:node:force:next:)``).
+    public static func prepare(dataDirectory: String, node: String, force: Bool = false, next: Bool = false) throws(NodeError) -> Prepared {
         let path = path(dataDirectory: dataDirectory, next: next)
         if FileManager.default.fileExists(atPath: path) && !force {
             throw NodeError(next
@@ -42,11 +70,12 @@ public enum NodeKeyFile {
         let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
         let synced = fsync(fd) == 0
         close(fd)
-        guard written == bytes.count, synced, rename(temporary, path) == 0 else {
+        guard written == bytes.count, synced else {
+            let reason = String(cString: strerror(errno))
             unlink(temporary)
-            throw NodeError("cannot write \(path): \(String(cString: strerror(errno)))")
+            throw NodeError("cannot write \(temporary): \(reason)")
         }
-        return pair
+        return Prepared(pair: pair, temporary: temporary, path: path)
     }
 
     /// Reads a node's key pair from its data folder, refusing a file others may read.

@@ -55,17 +55,9 @@ struct Keys: ParsableCommand {
                 print(KeysFile.line(node: name, publicKey: inUse.publicKey))
                 return
             }
-            let pair: CurveKeyPair
-            do { pair = try NodeKeyFile.generate(dataDirectory: data, node: name, force: force, next: true) } catch {
-                throw ValidationError("\(error)")
-            }
-            FileHandle.standardError.write(Data("wrote the next secret key of \(name) to \(NodeKeyFile.path(dataDirectory: data, next: true)) (mode 0600)\n".utf8))
+            let pair = try writeKey(selection, node: name, data: data, force: force, next: true, listAs: addToKeysFile ? name + ".next" : nil)
             if addToKeysFile {
-                let file = try selection.keysFile()
-                do { try KeysFile.set(node: name + ".next", publicKey: pair.publicKey, in: file) } catch {
-                    throw ValidationError("cannot update the keys file: \(error)")
-                }
-                FileHandle.standardError.write(Data("listed it as \(name).next in \(file): copy the file to every host and run `ce-node reload` on every node; \(name) switches once every peer runs it\n".utf8))
+                FileHandle.standardError.write(Data("copy the keys file to every host and run `ce-node reload` on every node; \(name) switches once every peer runs it\n".utf8))
             } else {
                 FileHandle.standardError.write(Data("add this line to the keys file (or next_public_key: to \(name)'s entry), copy it to every host and run `ce-node reload` on every node:\n".utf8))
             }
@@ -88,18 +80,7 @@ struct Keys: ParsableCommand {
             if joining && addToKeysFile {
                 throw ValidationError("\(name) is not in \(selection.topology) yet, so its key cannot go into the keys file (a key of an unknown node makes the file invalid): run without --add-to-keys-file, add the lines it prints, then reload")
             }
-            let pair: CurveKeyPair
-            do { pair = try NodeKeyFile.generate(dataDirectory: data, node: name, force: force) } catch {
-                throw ValidationError("\(error)")
-            }
-            FileHandle.standardError.write(Data("wrote the secret key of \(name) to \(NodeKeyFile.path(dataDirectory: data)) (mode 0600)\n".utf8))
-            if addToKeysFile {
-                let file = try selection.keysFile()
-                do { try KeysFile.set(node: name, publicKey: pair.publicKey, in: file) } catch {
-                    throw ValidationError("cannot update the keys file: \(error)")
-                }
-                FileHandle.standardError.write(Data("listed its public key in \(file)\n".utf8))
-            }
+            let pair = try writeKey(selection, node: name, data: data, force: force, next: false, listAs: addToKeysFile ? name : nil)
             print(KeysFile.line(node: name, publicKey: pair.publicKey))
             if joining {
                 let keysFile = (try? selection.load())?.settings.keysFile
@@ -168,4 +149,31 @@ struct KeySelection: ParsableArguments {
         }
         return file
     }
+}
+
+/// Writes a node's new secret key (`next`: the key it rotates to) and, with `listAs`, lists
+/// its public key under that name in the topology's keys file. The keys file is edited
+/// first and the secret key put in place after (one rename): when the keys file cannot be
+/// edited, the old key stays, the one the keys file still lists.
+func writeKey(_ selection: KeySelection, node name: String, data: String, force: Bool, next: Bool, listAs entry: String?) throws -> CurveKeyPair {
+    let key: NodeKeyFile.Prepared
+    do { key = try NodeKeyFile.prepare(dataDirectory: data, node: name, force: force, next: next) } catch {
+        throw ValidationError("\(error)")
+    }
+    if let entry {
+        do {
+            let file = try selection.keysFile()
+            try KeysFile.set(node: entry, publicKey: key.pair.publicKey, in: file)
+            FileHandle.standardError.write(Data("listed its public key as \(entry) in \(file)\n".utf8))
+        } catch {
+            key.discard()
+            throw ValidationError("cannot update the keys file: \(error); the \(next ? "next " : "")secret key of \(name) is unchanged")
+        }
+    }
+    do { try key.commit() } catch {
+        throw ValidationError("\(error)" + (entry != nil ? " (the keys file lists the new public key already: run this command again)" : ""))
+    }
+    let path = NodeKeyFile.path(dataDirectory: data, next: next)
+    FileHandle.standardError.write(Data("wrote the \(next ? "next " : "")secret key of \(name) to \(path) (mode 0600)\n".utf8))
+    return key.pair
 }

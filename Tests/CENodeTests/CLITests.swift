@@ -20,6 +20,33 @@ struct CLITests {
         try await cluster.emit("planner-1", "plan_ready", ["n": .number(Double(n))])
     }
 
+    /// A key is replaced only once the keys file lists its public key: a keys file that
+    /// cannot be written leaves the node's secret key (and its next key) as they were.
+    @Test func aKeysFileThatCannotBeEditedLeavesTheSecretKeyAsItWas() async throws {
+        let root = NSTemporaryDirectory() + "ce-keys-" + UUID().uuidString.prefix(8)
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        // The keys file's folder is a regular file: the topology loads, the keys file cannot be written.
+        try "x\n".write(toFile: root + "/afile", atomically: true, encoding: .utf8)
+        let topology = root + "/t.yaml"
+        try """
+            version: 1
+            settings: { keys_file: afile/keys.yaml }
+            nodes:
+              - { name: a, pool: p, host: 127.0.0.1, ports: { pub: 7000, rep: 7001 }, data: data-a }
+            """.write(toFile: topology, atomically: true, encoding: .utf8)
+        let made = try await runCENode(["keys", "generate", "--topology", topology, "--node", "a"])
+        #expect(made.status == 0, "\(made.output)")
+        let key = root + "/data-a/curve.key"
+        let before = try String(contentsOfFile: key, encoding: .utf8)
+        let replaced = try await runCENode(["keys", "generate", "--topology", topology, "--node", "a", "--force", "--add-to-keys-file"])
+        #expect(replaced.status != 0 && replaced.output.contains("cannot update the keys file") && replaced.output.contains("secret key of a is unchanged"), "\(replaced.output)")
+        #expect(try String(contentsOfFile: key, encoding: .utf8) == before, "the secret key was replaced although its public key is listed nowhere")
+        let rotated = try await runCENode(["keys", "rotate", "--topology", topology, "--node", "a", "--add-to-keys-file"])
+        #expect(rotated.status != 0 && rotated.output.contains("next secret key of a is unchanged"), "\(rotated.output)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: root + "/data-a") == ["curve.key"], "no next key, no temporary file left")
+    }
+
     @Test func historyPrintsReadableLinesByDefaultAndEnvelopesWithJSON() async throws {
         try await withCluster(Self.pair, start: ["planner-1"]) { cluster in
             let plan = try await cluster.control("planner-1", [
