@@ -97,6 +97,9 @@ extension Node {
             let by = reply["answered_by"]?.stringValue ?? spec.name
             return failure("question \(id) was already answered (by \(by)); each question is answered once")
         }
+        if let at = questions.desk.expiredAt(id) {
+            return failure("question \(id) expired at \(Timestamp.format(at)) (its asker stopped waiting): this answer was not delivered")
+        }
         let open = questions.desk.pending().map(\.question.requestID)
         return failure("no question \(id) waits for an answer at \(spec.name) (waiting: \(open.isEmpty ? "none" : open.joined(separator: ", ")))")
     }
@@ -133,6 +136,8 @@ final class AnswerDesk: Sendable {
     }
     private struct State {
         var waiting: [String: Waiting] = [:]
+        var expired: [String: Date] = [:]
+        var expiredOrder: [String] = []
         var open = 0
         var lastSeen: ContinuousClock.Instant?
         var watchers: [UInt64: AsyncStream<Void>.Continuation] = [:]
@@ -172,8 +177,40 @@ final class AnswerDesk: Sendable {
         return stream
     }
 
-    /// Holds the question until `answer(_:with:)` or cancellation.
+    /// Holds the question until `answer(_:with:)`, cancellation, or the asker's deadline:
+    /// then the question leaves the pending list (its asker stopped waiting) and this
+    /// throws ``QuestionExpired``; an answer given later is refused as late.
     func wait(for question: Question) async throws -> JSONValue {
+        try await withThrowingTaskGroup(of: JSONValue.self) { group in
+            group.addTask { try await self.hold(question) }
+            group.addTask {
+                try await Task.sleep(until: question.deadline, clock: .continuous)
+                self.expire(question.requestID)
+                throw QuestionExpired(requestID: question.requestID)
+            }
+            defer { group.cancelAll() }
+            return try await group.next()!
+        }
+    }
+
+    /// The questions whose asker stopped waiting before an answer came, and when (the last
+    /// ``expiredKept``, so a late answer is told why it is refused).
+    func expiredAt(_ id: String) -> Date? { state.withLock { $0.expired[id] } }
+    static let expiredKept = 1000
+
+    private func expire(_ id: String) {
+        let (waiting, watchers) = state.withLock { s -> (Waiting?, [AsyncStream<Void>.Continuation]) in
+            s.expired[id] = Date()
+            s.expiredOrder.append(id)
+            if s.expiredOrder.count > Self.expiredKept { s.expired.removeValue(forKey: s.expiredOrder.removeFirst()) }
+            return (s.waiting.removeValue(forKey: id), Array(s.watchers.values))
+        }
+        waiting?.continuation.resume(throwing: QuestionExpired(requestID: id))
+        for w in watchers { w.yield() }
+    }
+
+    /// Holds the question until `answer(_:with:)` or cancellation.
+    private func hold(_ question: Question) async throws -> JSONValue {
         let id = question.requestID
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in

@@ -65,4 +65,31 @@ struct AgentControlTests {
             #expect(try await cluster.status("planner-1")["counters"]?["questions_answered"]?.intValue == 1)
         }
     }
+
+    /// A question held for an attached answerer expires with its asker: it leaves the
+    /// pending list, and an answer given after that is refused as late, not delivered.
+    @Test func aQuestionWhoseAskerGaveUpLeavesThePendingListAndALateAnswerIsRefused() async throws {
+        try await withCluster(Self.nodes) { cluster in
+            async let pending = cluster.control("planner-1", ["cmd": "questions", "wait_ms": 15000], timeout: .seconds(20))
+            // A questions call attaches an answerer (for a lease): once one returned, a
+            // question is held for it rather than refused at once.
+            try await eventually(10, "an answerer is attached") {
+                (try? await cluster.control("planner-1", ["cmd": "questions"])) != nil
+            }
+            let asked = await #expect(throws: NodeError.self) {
+                try await cluster.control("builder-1", ["cmd": "ask", "pool": "planner", "question": "still there?", "timeout_ms": 1000], timeout: .seconds(30))
+            }
+            #expect(asked?.description.contains("did not answer") == true || asked?.description.contains("no answer") == true, "\(asked?.description ?? "")")
+            let held = try await pending["questions"]?.arrayValue?.first
+            let id = try #require(held?["request_id"]?.stringValue)
+            try await eventually(10, "the expired question leaves the pending list") {
+                try await cluster.control("planner-1", ["cmd": "questions"])["questions"]?.arrayValue?.isEmpty == true
+            }
+            let late = await #expect(throws: NodeError.self) {
+                try await cluster.control("planner-1", ["cmd": "answer", "request_id": .string(id), "answer": "yes"])
+            }
+            #expect(late?.description.contains("expired") == true, "\(late?.description ?? "")")
+            #expect(try await cluster.status("planner-1")["counters"]?["questions_answered"]?.intValue == 0)
+        }
+    }
 }
