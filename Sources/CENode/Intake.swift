@@ -298,12 +298,6 @@ extension Node {
         }
     }
 
-    /// Whether an origin's heartbeats arrive (heard within three intervals).
-    func isUp(_ name: String) -> Bool { peers.isUp(name) }
-
-    /// Whether a peer is known to be down (``PeerTable/looksDown(_:now:)``).
-    func looksDown(_ name: String) -> Bool { peers.looksDown(name) }
-
     /// The peers that can relay a line's events to this node: they follow its origin and
     /// subscribe to every type this node asks for (all types, for this node's own line).
     /// Those known to hold the most come first.
@@ -347,7 +341,7 @@ extension Node {
             let request = Replay.Request(line: line, after: after, types: types, since: since, fromNode: spec.name)
             let origin = topology.node(named: line.origin)
             let sources = ReplayPlan.sources(
-                origin: origin, retired: retired, originDown: !retired && looksDown(line.origin),
+                origin: origin, retired: retired, originDown: !retired && peers.looksDown(line.origin),
                 relays: relays(for: line, types: types.map(Set.init)))
             var got: (reply: Replay.Reply, source: NodeSpec)?
             var reasons: [String] = []
@@ -377,7 +371,7 @@ extension Node {
                 }
             }
             guard let (reply, source) = got else {
-                switch plan.failed(unreachable: unreachable, originServes: !retired && origin != nil, originUp: isUp(line.origin)) {
+                switch plan.failed(unreachable: unreachable, originServes: !retired && origin != nil, originUp: peers.isUp(line.origin)) {
                 case .end:
                     // What is held behind a gap is taken as it is.
                     let taken = (try? await intake.turn.run { try await self.takeWithoutReplay(line, feed: feed) }) ?? 0

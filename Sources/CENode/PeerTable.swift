@@ -32,12 +32,10 @@ final class PeerTable: Sendable {
     private let peers = Mutex<[String: Peer]>([:])
     /// Three heartbeat intervals, in seconds: a peer silent longer is down.
     let staleAfter: TimeInterval
-    let heartbeatMilliseconds: Int
     /// When the node started: peers never heard are not taken for down before three intervals.
     let startedAt: Date
 
     init(heartbeatMilliseconds: Int, startedAt: Date = Date()) {
-        self.heartbeatMilliseconds = heartbeatMilliseconds
         staleAfter = Double(heartbeatMilliseconds) * 3 / 1000
         self.startedAt = startedAt
     }

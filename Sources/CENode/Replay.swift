@@ -324,7 +324,7 @@ extension Node {
             // The first round waits a little, so peers' heartbeats show who is up.
             try await Task.sleep(for: first ? .milliseconds(min(1000, topology.settings.heartbeatMilliseconds * 2)) : interval)
             let peers = topology.peers(of: spec.name)
-            let anyDown = peers.contains { !isUp($0.name) }
+            let anyDown = peers.contains { !self.peers.isUp($0.name) }
             if intake.state.withLock({ $0.surveyDue(first: first, anyDown: anyDown) }) {
                 await survey(peers, timeout: timeout)
             }
@@ -342,7 +342,7 @@ extension Node {
         }
         let context = Delivery.SurveyContext(
             me: spec.name, epoch: store.epoch, origins: Set(topology.nodes.map(\.name)),
-            fromTheBeginning: options.catchUp == .beginning, up: peers.filter { isUp($0.name) }.map(\.name))
+            fromTheBeginning: options.catchUp == .beginning, up: peers.filter { self.peers.isUp($0.name) }.map(\.name))
         let outcome = intake.state.withLock { $0.surveyed(answers, context) }
         if !outcome.added.isEmpty {
             logger.notice("peers hold \(outcome.added.count) lines this node had none of: \(outcome.added.map(\.description).sorted().joined(separator: ", "))")
